@@ -1,0 +1,385 @@
+"""Modelfile to layers and manifest: the one orchestrator of ``create``.
+
+The steps and their order follow Ollama's ``create`` (docs/architecture.md has the data
+flow): resolve FROM to base layers (a GGUF file imported byte-identical, or an existing
+model's layers reused), quantize if asked, auto-detect the chat template, fill the
+config from the first model layer, then apply TEMPLATE, SYSTEM, LICENSE, PARAMETER and
+MESSAGE in that order, write the manifest, and finally delete the blobs that the
+model's previous manifest used and nothing uses any more.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelkit import chat_templates
+from modelkit.errors import (
+    FileNotFoundModelkitError,
+    GGUFError,
+    ModelfileError,
+    ModelkitError,
+    QuantizationError,
+)
+from modelkit.humanize import human_number
+from modelkit.gguf_file import GGUFInfo, read_gguf
+from modelkit.gojson import go_json_dumps
+from modelkit.manifest import GGUF_MEDIA_TYPES, Layer, Manifest, MediaType, ModelConfig
+from modelkit.modelfile import Modelfile, convert_parameters, params_json
+from modelkit.names import ModelName
+from modelkit.progress import ProgressCallback, ProgressEvent, byte_progress, ignore_progress
+from modelkit.store import BlobWrite, Store
+
+SPLIT_NAME = re.compile(r"-\d{5}-of-\d{5}\.gguf$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """What a Modelfile asks for, with paths resolved and repeated commands merged."""
+
+    from_files: tuple[Path, ...] = ()
+    from_model: str | None = None
+    adapters: tuple[Path, ...] = ()
+    drafts: tuple[Path, ...] = ()
+    template: str | None = None
+    system: str | None = None
+    licenses: tuple[str, ...] = ()
+    parameters: tuple[tuple[str, str], ...] = ()
+    messages: tuple[tuple[str, str], ...] = ()
+    requires: str | None = None
+    renderer: str | None = None
+    parser: str | None = None
+
+
+@dataclass
+class CreateResult:
+    name: ModelName
+    manifest: Manifest
+    warnings: list[str] = field(default_factory=list)
+
+
+def expand_path(text: str, base_dir: Path) -> Path:
+    """FROM/ADAPTER/DRAFT path expansion as Ollama does it: ``~`` and ``~user``
+    expand; relative paths resolve against the Modelfile's folder."""
+    if text.startswith("~"):
+        expanded = os.path.expanduser(text)
+        if expanded == text:
+            raise FileNotFoundModelkitError(f"cannot expand {text!r}: unknown user")
+        return Path(expanded)
+    p = Path(text)
+    return p if p.is_absolute() else base_dir / p
+
+
+def _looks_like_path(text: str) -> bool:
+    return (text.startswith(("/", "./", "../", "~", ".\\")) or text in (".", "..")
+            or text.lower().endswith((".gguf", ".safetensors", ".bin")))
+
+
+def spec_from_modelfile(m: Modelfile, base_dir: Path, source: str = "Modelfile") -> BuildSpec:
+    files: list[Path] = []
+    model: str | None = None
+    for command in m.commands:
+        if not command.is_keyword("model"):
+            continue
+        text = command.args
+        path = expand_path(text, base_dir) if text else None
+        if path is not None and path.exists():
+            files.append(path)
+        elif _looks_like_path(text):
+            # Ollama would send this to the server as a model name and fail there with
+            # "invalid model name"; the user meant a file, so say which file is missing.
+            raise FileNotFoundModelkitError(
+                f"{source}:{command.line}: FROM {text}: no such file: {path}")
+        else:
+            model = text
+    adapters: list[Path] = []
+    if m.adapter is not None:
+        path = expand_path(m.adapter, base_dir)
+        if not path.exists():
+            raise FileNotFoundModelkitError(f"ADAPTER {m.adapter}: no such file")
+        adapters.append(path)
+    drafts: list[Path] = []
+    if m.draft is not None:
+        path = expand_path(m.draft, base_dir)
+        if not path.exists():
+            raise FileNotFoundModelkitError(f"DRAFT {m.draft}: no such file")
+        if path in files:
+            raise ModelfileError(f"DRAFT must not reference the same local path as FROM: {path}")
+        drafts.append(path)
+    return BuildSpec(
+        from_files=tuple(files),
+        from_model=model if model is not None else None,
+        adapters=tuple(adapters),
+        drafts=tuple(drafts),
+        template=m.template,
+        system=m.system,
+        licenses=tuple(m.licenses),
+        parameters=tuple(m.parameters),
+        messages=tuple(m.messages),
+        requires=m.requires,
+        renderer=m.renderer,
+        parser=m.parser,
+    )
+
+
+@dataclass
+class _Base:
+    """A layer on its way into the manifest; ``gguf`` is set for weight layers."""
+
+    layer: Layer
+    status: str
+    gguf: GGUFInfo | None = None
+
+
+class Builder:
+    def __init__(self, store: Store, progress: ProgressCallback = ignore_progress, *,
+                 link: bool = False) -> None:
+        self.store = store
+        self.progress = progress
+        self.link = link
+        self.warnings: list[str] = []
+
+    def _status(self, text: str, *, warning: bool = False) -> None:
+        self.progress(ProgressEvent(text, warning=warning))
+
+    # ------------------------------------------------------------------ layers
+    def _blob_layer(self, data: bytes, media_type: MediaType) -> _Base:
+        written = self.store.write_blob(data)
+        return _Base(Layer(media_type, written.digest, written.size), _status_for(written))
+
+    def _import_gguf(self, path: Path, media_type: MediaType | None) -> _Base:
+        if SPLIT_NAME.search(path.name):
+            raise GGUFError(f"{path}: split GGUF files are not supported yet; merge them "
+                            "with llama-gguf-split --merge first")
+        self._status("parsing GGUF")
+        info = read_gguf(path)
+        if media_type is None:
+            media_type = _gguf_media_type(info)
+        written = self.store.import_file(
+            path, link=self.link,
+            progress=byte_progress(self.progress, f"copying file {path.name}"),
+        )
+        return _Base(Layer(media_type, written.digest, written.size), _status_for(written),
+                     read_gguf(self.store.blob_path(written.digest)))
+
+    def _files_for(self, path: Path) -> list[Path]:
+        if path.is_dir():
+            found = sorted(p for p in path.glob("*.gguf") if p.is_file())
+            if not found:
+                if any(path.glob("*.safetensors")):
+                    raise GGUFError(f"{path}: safetensors import is not supported; convert "
+                                    "the model to GGUF with llama.cpp's convert_hf_to_gguf.py")
+                raise FileNotFoundModelkitError(f"{path}: no GGUF files found in directory")
+            return found
+        return [path]
+
+    def _base_from_files(self, spec: BuildSpec) -> list[_Base]:
+        paths = sorted({p for f in spec.from_files for p in self._files_for(f)})
+        bases = [self._import_gguf(p, None) for p in paths]
+        if not any(b.layer.media_type == MediaType.MODEL for b in bases):
+            raise GGUFError(f"{paths[0]}: no model weights among the FROM files "
+                            "(only adapters or projectors)")
+        return bases
+
+    def _base_from_model(self, text: str) -> tuple[list[_Base], ModelConfig]:
+        base_name = ModelName.parse(text)
+        manifest = self.store.read_manifest(base_name)
+        resolved = self.store.canonical(base_name)
+        source = resolved.display_shortest()
+        config = ModelConfig.from_bytes(self.store.read_blob(manifest.config.digest),
+                                        where=f"config of {source}")
+        bases = []
+        for layer in manifest.layers:
+            info = None
+            if layer.media_type in GGUF_MEDIA_TYPES:
+                info = read_gguf(self.store.blob_path(layer.digest))
+            bases.append(_Base(layer.with_from(source), f"using existing layer {layer.digest}",
+                               info))
+        return bases, config
+
+    # -------------------------------------------------------------- the build
+    def build(self, name: ModelName, spec: BuildSpec, *, quantize: str | None = None
+              ) -> CreateResult:
+        self._status("gathering model components")
+        params, warnings = convert_parameters(spec.parameters)
+        for w in warnings:
+            self._status(f"warning: {w}", warning=True)
+            self.warnings.append(w)
+        if spec.template:
+            chat_templates.validate_go_template(spec.template)
+
+        name = self.store.canonical(name)
+        old = self._old_manifest(name)
+        with self.store.lock(exclusive=False):
+            manifest = self._build_locked(name, spec, params, quantize)
+            self._status("writing manifest")
+            self.store.write_manifest(name, manifest)
+        if old is not None:
+            self._remove_unused(old)
+        self._status("success")
+        return CreateResult(name, manifest, self.warnings)
+
+    def _old_manifest(self, name: ModelName) -> Manifest | None:
+        if self.store.resolve(name) is None:
+            return None
+        try:
+            return self.store.read_manifest(name)
+        except ModelkitError:
+            return None
+
+    def _remove_unused(self, old: Manifest) -> None:
+        with self.store.lock(exclusive=True):
+            candidates = {layer.digest for layer in old.all_layers()}
+            try:
+                plan = self.store.plan_prune(candidates)
+            except ModelkitError:
+                return  # a corrupt manifest elsewhere: keep everything, as Ollama does
+            self.store.execute_prune(plan)
+
+    def _build_locked(self, name: ModelName, spec: BuildSpec, params: dict[str, Any],
+                      quantize: str | None) -> Manifest:
+        config = ModelConfig()
+        if spec.from_model is not None:
+            bases, base_config = self._base_from_model(spec.from_model)
+            config = ModelConfig(renderer=base_config.renderer, parser=base_config.parser,
+                                 requires=base_config.requires,
+                                 capabilities=base_config.capabilities)
+        else:
+            bases = self._base_from_files(spec)
+            bases.extend(self._autodetect_template(bases))
+        bases.extend(self._import_gguf(p, MediaType.ADAPTER) for p in spec.adapters)
+        bases.extend(self._import_gguf(p, MediaType.DRAFT) for p in spec.drafts)
+
+        if quantize:
+            bases = self._quantize(bases, quantize)
+
+        config = _fill_config(config, bases, spec)
+        layers = list(bases)
+        if spec.template:
+            layers = _without(layers, MediaType.TEMPLATE)
+            layers.append(self._blob_layer(spec.template.encode(), MediaType.TEMPLATE))
+        if spec.system:
+            layers = _without(layers, MediaType.SYSTEM)
+            layers.append(self._blob_layer(spec.system.encode(), MediaType.SYSTEM))
+        for text in spec.licenses:
+            layers.append(self._blob_layer(text.encode(), MediaType.LICENSE))
+        layers = self._merge_params(layers, params)
+        if spec.messages:
+            layers = _without(layers, MediaType.MESSAGES)
+            body = [{"role": role, "content": content} for role, content in spec.messages]
+            layers.append(self._blob_layer((go_json_dumps(body) + "\n").encode(),
+                                           MediaType.MESSAGES))
+
+        config_blob = self.store.write_blob(config.to_bytes())
+        for b in layers:
+            self._status(b.status)
+        return Manifest(
+            config=Layer(MediaType.CONFIG, config_blob.digest, config_blob.size),
+            layers=tuple(b.layer for b in layers),
+        )
+
+    def _autodetect_template(self, bases: Sequence[_Base]) -> list[_Base]:
+        model = next((b for b in bases if b.layer.media_type == MediaType.MODEL), None)
+        if model is None or model.gguf is None or not model.gguf.chat_template:
+            return []
+        detected = chat_templates.detect_template(model.gguf.chat_template)
+        if detected is None:
+            return []
+        out = [self._blob_layer(detected.template.encode(), MediaType.TEMPLATE)]
+        out[0].status = f"using autodetected template {detected.name}"
+        if detected.parameters:
+            out.append(self._blob_layer(params_json(detected.parameters), MediaType.PARAMS))
+        return out
+
+    def _merge_params(self, layers: list[_Base], params: dict[str, Any]) -> list[_Base]:
+        """Request parameters win; the rest come from the base params layer(s)."""
+        merged = dict(params)
+        for b in layers:
+            if b.layer.media_type == MediaType.PARAMS:
+                existing = _load_json(self.store.read_blob(b.layer.digest))
+                if isinstance(existing, dict):
+                    for key, value in existing.items():
+                        merged.setdefault(key, value)
+        if not merged:
+            return layers
+        layers = _without(layers, MediaType.PARAMS)
+        layers.append(self._blob_layer(params_json(merged), MediaType.PARAMS))
+        return layers
+
+    def _quantize(self, bases: list[_Base], target: str) -> list[_Base]:
+        try:
+            from modelkit.quant.requantize import quantize_into_store
+        except ImportError:  # pragma: no cover - the quantization issue adds it
+            raise QuantizationError("quantization is not available in this build") from None
+        out = []
+        for b in bases:
+            if b.layer.media_type != MediaType.MODEL or b.gguf is None:
+                out.append(b)
+                continue
+            written, info = quantize_into_store(self.store, b.gguf, target, self.progress)
+            out.append(_Base(Layer(MediaType.MODEL, written.digest, written.size),
+                             _status_for(written), info))
+        return out
+
+
+def _status_for(written: BlobWrite) -> str:
+    verb = "creating new layer" if written.created else "using existing layer"
+    return f"{verb} {written.digest}"
+
+
+def _without(layers: list[_Base], media_type: MediaType) -> list[_Base]:
+    return [b for b in layers if b.layer.media_type != media_type]
+
+
+def _load_json(data: bytes) -> Any:
+    import json
+
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
+
+
+def _gguf_media_type(info: GGUFInfo) -> MediaType:
+    """Ollama's rule: adapters by general.type; projectors by general.type, or vision
+    weights without a language model."""
+    kind = info.general_type
+    if kind == "adapter":
+        return MediaType.ADAPTER
+    if kind in ("projector", "mmproj"):
+        return MediaType.PROJECTOR
+    arch = info.architecture
+    has_blocks = bool(info.metadata.get(f"{arch}.block_count"))
+    if not has_blocks and info.metadata.get(f"{arch}.vision.block_count"):
+        return MediaType.PROJECTOR
+    if arch == "clip" and not has_blocks and (
+            info.metadata.get("clip.has_vision_encoder")
+            or info.metadata.get("clip.has_audio_encoder")):
+        return MediaType.PROJECTOR
+    return MediaType.MODEL
+
+
+def _fill_config(config: ModelConfig, bases: Sequence[_Base], spec: BuildSpec) -> ModelConfig:
+    families: list[str] = []
+    first: GGUFInfo | None = None
+    for b in bases:
+        if b.layer.media_type == MediaType.MODEL and b.gguf is not None:
+            first = first or b.gguf
+            families.append(b.gguf.architecture)
+    if first is None:
+        raise GGUFError("the model has no weights layer")
+    return ModelConfig(
+        model_format="gguf",
+        model_family=first.architecture,
+        model_families=tuple(families),
+        model_type=human_number(first.parameter_count),
+        file_type=first.file_type_label,
+        renderer=spec.renderer or config.renderer,
+        parser=spec.parser or config.parser,
+        requires=spec.requires or config.requires,
+        capabilities=config.capabilities,
+    )

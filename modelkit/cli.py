@@ -1,0 +1,378 @@
+"""The ``modelkit`` command: parse arguments, call ``modelkit.api``, render.
+
+This is the only module that prints. Errors become one line on stderr
+(``Error: <what and where>``) and an exit code from ``EXIT_CODES``; a traceback is shown
+only with ``MODELKIT_DEBUG=1``. Progress goes to stderr (bars on a terminal, one line
+per status otherwise); ``--json`` prints events and results as JSON lines on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+from modelkit import __version__, api
+from modelkit import errors as E
+from modelkit.humanize import human_bytes, human_time
+from modelkit.progress import ProgressEvent
+
+# One table: error class -> exit code (the most specific class listed wins).
+EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (E.InvalidNameError, 2),
+    (E.ModelfileError, 3),
+    (E.ParameterError, 3),
+    (E.TemplateError, 3),
+    (E.ModelNotFoundError, 4),
+    (E.FileNotFoundModelkitError, 4),
+    (E.GGUFError, 5),
+    (E.DigestError, 6),
+    (E.QuantizationError, 7),
+    (E.StoreError, 8),
+    (E.UnauthorizedError, 10),
+    (E.HubError, 9),
+    (E.RegistryError, 9),
+    (E.ModelkitError, 1),
+)
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+
+
+def exit_code_for(exc: BaseException) -> int:
+    for cls, code in EXIT_CODES:
+        if isinstance(exc, cls):
+            return code
+    return EXIT_INTERNAL
+
+
+# ------------------------------------------------------------------ progress
+class ProgressPrinter:
+    """Renders ProgressEvents: JSON lines, terminal bars, or plain status lines."""
+
+    def __init__(self, *, json_mode: bool, stream: TextIO | None = None) -> None:
+        self.json_mode = json_mode
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty() and not json_mode
+        self._last_status: str | None = None
+        self._bar: Any = None
+        self._bar_key: tuple[str, str | None] | None = None
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if self.json_mode:
+            print(json.dumps(event.to_json(), ensure_ascii=False), flush=True)
+            return
+        if event.total is not None and self.tty:
+            self._update_bar(event)
+            return
+        if event.status != self._last_status:
+            self._close_bar()
+            self._last_status = event.status
+            print(event.status, file=self.stream, flush=True)
+
+    def _update_bar(self, event: ProgressEvent) -> None:
+        from tqdm import tqdm
+
+        key = (event.status, event.digest)
+        if self._bar_key != key:
+            self._close_bar()
+            self._last_status = event.status
+            self._bar = tqdm(total=event.total, desc=event.status, unit="B", unit_scale=True,
+                             unit_divisor=1000, file=self.stream, leave=True)
+            self._bar_key = key
+        self._bar.n = event.completed or 0
+        self._bar.refresh()
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+            self._bar_key = None
+
+    def close(self) -> None:
+        self._close_bar()
+
+
+def _emit_json(obj: Any) -> None:
+    print(json.dumps(obj, ensure_ascii=False, default=str), flush=True)
+
+
+def _table(rows: Sequence[Sequence[str]], *, indent: bool) -> str:
+    """Ollama's tables: every cell padded to its column and followed by 4 spaces;
+    show's tables start with an empty cell, which indents them by 4."""
+    if not rows:
+        return ""
+    width = max(len(r) for r in rows)
+    cols = [max((len(r[i]) if i < len(r) else 0) for r in rows) for i in range(width)]
+    lines = []
+    for r in rows:
+        cells = ([""] if indent else []) + [c.ljust(cols[i]) for i, c in enumerate(r)]
+        lines.append("".join(c + "    " for c in cells))
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------- create
+def cmd_create(args: argparse.Namespace) -> int:
+    printer = ProgressPrinter(json_mode=args.json)
+    try:
+        result = api.create(args.name, args.file, quantize=args.quantize, link=args.link,
+                            progress=printer)
+    finally:
+        printer.close()
+    if args.json:
+        _emit_json({"name": str(result.name), "model": result.name.display_shortest(),
+                    "digest": str(result.manifest.digest), "id": result.manifest.digest.short(),
+                    "size": result.manifest.total_size, "warnings": result.warnings})
+    return 0
+
+
+# ----------------------------------------------------------------------- show
+def _value_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return str(value)
+
+
+def _short_lines(text: str) -> list[str]:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[:2] + (["..."] if len(lines) > 2 else [])
+
+
+def _metadata_value(value: Any) -> str:
+    if isinstance(value, list):
+        shown = [str(v) for v in value[:3]]
+        more = len(value) - len(shown)
+        return "[" + " ".join(shown) + (f" ...+{more} more" if more > 0 else "") + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def render_show(info: api.ModelInfo, *, verbose: bool) -> str:
+    out = []
+    model_rows = [["architecture", info.architecture], ["parameters", info.parameter_size]]
+    if info.context_length is not None:
+        model_rows.append(["context length", str(info.context_length)])
+    if info.embedding_length is not None:
+        model_rows.append(["embedding length", str(info.embedding_length)])
+    model_rows.append(["quantization", info.quantization])
+    if info.requires:
+        model_rows.append(["requires", info.requires])
+    sections: list[tuple[str, list[list[str]]]] = [("Model", model_rows)]
+    sections.append(("Capabilities", [[c] for c in info.capabilities]))
+    if info.projector is not None:
+        from modelkit.humanize import human_number
+
+        p = info.projector
+        sections.append(("Projector", [["architecture", p.architecture],
+                                        ["parameters", human_number(p.parameter_count)]]))
+    if info.parameters:
+        rows = []
+        for key, value in info.parameters.items():
+            for item in value if isinstance(value, list) else [value]:
+                rows.append([key, _value_text(item)])
+        sections.append(("Parameters", rows))
+    if info.system:
+        sections.append(("System", [[line] for line in _short_lines(info.system)]))
+    if info.license:
+        sections.append(("License", [[line] for line in _short_lines(info.license)]))
+    if verbose:
+        sections.append(("Metadata", [[k, _metadata_value(v)]
+                                      for k, v in info.metadata(verbose=True).items()]))
+        sections.append(("Tensors", [[t.name, t.type_name,
+                                      "[" + " ".join(str(d) for d in t.shape) + "]"]
+                                     for t in info.tensors]))
+    for header, rows in sections:
+        if rows:
+            out.append(f"  {header}\n" + _table(rows, indent=True))
+    return "\n".join(out) + "\n"
+
+
+def show_json(info: api.ModelInfo, *, verbose: bool) -> dict[str, Any]:
+    return {
+        "name": info.name, "path": info.path,
+        "details": {"format": "gguf", "family": info.architecture,
+                    "parameter_size": info.parameter_size,
+                    "quantization_level": info.quantization},
+        "architecture": info.architecture, "parameter_count": info.gguf.parameter_count,
+        "context_length": info.context_length, "embedding_length": info.embedding_length,
+        "requires": info.requires or None,
+        "capabilities": info.capabilities, "parameters": info.parameters,
+        "template": info.template, "system": info.system, "license": info.license,
+        "messages": info.messages, "modelfile": info.modelfile(),
+        "model_info": info.metadata(verbose=verbose),
+        "tensors": [{"name": t.name, "type": t.type_name, "shape": list(t.shape)}
+                    for t in info.tensors] if verbose else None,
+    }
+
+
+SHOW_FIELDS = ("license", "modelfile", "parameters", "system", "template")
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    chosen = [f for f in SHOW_FIELDS if getattr(args, f)]
+    if len(chosen) > 1:
+        raise E.ModelkitError("only one of '--license', '--modelfile', '--parameters', "
+                              "'--system', or '--template' can be specified")
+    info = api.show(args.model)
+    if args.json:
+        _emit_json(show_json(info, verbose=args.verbose))
+        return 0
+    if not chosen:
+        sys.stdout.write(render_show(info, verbose=args.verbose))
+        return 0
+    field = chosen[0]
+    if field == "license":
+        print(info.license)
+    elif field == "modelfile":
+        print(info.modelfile())
+    elif field == "parameters":
+        for key, value in info.parameters.items():
+            for item in value if isinstance(value, list) else [value]:
+                print(f"{key:<30} {_value_text(item)}")
+    elif field == "system":
+        sys.stdout.write(info.system)
+    else:
+        sys.stdout.write(info.template)
+    return 0
+
+
+# ---------------------------------------------------------------- list, cp, rm
+def cmd_list(args: argparse.Namespace) -> int:
+    models = api.list_models(args.prefix)
+    if args.json:
+        _emit_json([{"name": m.name, "model": str(m.model), "id": m.id, "digest": m.digest,
+                     "size": m.size, "modified": m.modified, "family": m.family,
+                     "parameter_size": m.parameter_size, "quantization": m.quantization}
+                    for m in models])
+        return 0
+    rows = [["NAME", "ID", "SIZE", "MODIFIED"]]
+    rows += [[m.name, m.id, human_bytes(m.size), human_time(m.modified)] for m in models]
+    sys.stdout.write(_table(rows, indent=False))
+    return 0
+
+
+def cmd_cp(args: argparse.Namespace) -> int:
+    target = api.copy(args.source, args.destination)
+    if args.json:
+        _emit_json({"source": args.source, "destination": str(target)})
+    else:
+        print(f"copied '{args.source}' to '{args.destination}'")
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    for name in args.names:
+        _, plan = api.remove(name)
+        if args.json:
+            _emit_json({"deleted": name, "blobs_removed": len(plan.blobs),
+                        "bytes_freed": plan.bytes_freed})
+        else:
+            print(f"deleted '{name}'")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    plan = api.prune(dry_run=args.dry_run)
+    if args.json:
+        _emit_json({"dry_run": args.dry_run, "blobs": [p.name for p in plan.blobs],
+                    "temp_files": [str(p) for p in plan.temp_files],
+                    "empty_dirs": [str(p) for p in plan.empty_dirs],
+                    "bytes_freed": plan.bytes_freed})
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    for p in (*plan.blobs, *plan.temp_files):
+        print(f"{verb} {p}")
+    for d in plan.empty_dirs:
+        print(f"{verb} empty folder {d}")
+    total = len(plan.blobs) + len(plan.temp_files)
+    print(f"{verb} {total} file(s), {human_bytes(plan.bytes_freed)}")
+    return 0
+
+
+# ---------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modelkit",
+        description="Build Ollama- and llama.cpp-compatible models with no daemon.")
+    parser.add_argument("--version", action="version", version=f"modelkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str,
+            aliases: Sequence[str] = ()) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, aliases=list(aliases))
+        p.add_argument("--json", action="store_true", help="machine-readable JSON output")
+        p.set_defaults(func=func)
+        return p
+
+    p = add("create", cmd_create, "Create a model from a Modelfile")
+    p.add_argument("name", metavar="MODEL")
+    p.add_argument("-f", "--file", help="name of the Modelfile (default: ./Modelfile)")
+    p.add_argument("-q", "--quantize", metavar="TYPE",
+                   help="quantize the model to this type (e.g. q4_K_M)")
+    p.add_argument("--link", action="store_true",
+                   help="share the GGUF's storage (reflink or hard link) instead of copying")
+
+    p = add("show", cmd_show, "Show information for a model or a GGUF file")
+    p.add_argument("model", metavar="MODEL|PATH.gguf")
+    for f in SHOW_FIELDS:
+        p.add_argument(f"--{f}", action="store_true", help=f"show the {f} of the model")
+    p.add_argument("-v", "--verbose", action="store_true", help="show metadata and tensors")
+
+    p = add("list", cmd_list, "List models", aliases=["ls"])
+    p.add_argument("prefix", nargs="?", help="only names starting with this")
+
+    p = add("cp", cmd_cp, "Copy a model")
+    p.add_argument("source", metavar="SOURCE")
+    p.add_argument("destination", metavar="DESTINATION")
+
+    p = add("rm", cmd_rm, "Remove a model and the blobs only it used")
+    p.add_argument("names", metavar="MODEL", nargs="+")
+
+    p = add("prune", cmd_prune, "Delete unreferenced blobs and leftover temporary files")
+    p.add_argument("--dry-run", action="store_true", help="only show what would be deleted")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = os.environ.get("MODELKIT_DEBUG") == "1"
+    try:
+        code: int = args.func(args)
+        return code
+    except KeyboardInterrupt:
+        print("Error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except E.ModelkitError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"Error: {_one_line(str(exc))}", file=sys.stderr)
+        return exit_code_for(exc)
+    except OSError as exc:
+        if debug:
+            traceback.print_exc()
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"Error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - a bug: still one line unless debugging
+        if debug:
+            traceback.print_exc()
+        print(f"Error: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
+              "(set MODELKIT_DEBUG=1 for a traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split("\n")).strip()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

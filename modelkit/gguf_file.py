@@ -1,0 +1,245 @@
+"""Open and validate a GGUF file through ``gguf.GGUFReader``; summaries for ``show``.
+
+Parsing is the ``gguf`` package's job. This module adds what a model store needs on
+top: bounded sanity checks so that garbage or truncated input becomes one clear
+``GGUFError`` instead of a numpy traceback, plain-Python metadata values, and the
+figures ``show`` and the config blob need (architecture, parameter count, file type).
+
+Opening maps the file and reads only the header: tensor data is never touched here.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gguf import GGUFReader, GGUFValueType, Keys, LlamaFileType
+from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+from modelkit.errors import GGUFError
+
+GGUF_MAGIC = b"GGUF"
+SUPPORTED_VERSIONS = (2, 3)
+HEADER = struct.Struct("<4sIQQ")  # magic, version, tensor count, kv count
+# The smallest possible encodings of one KV pair (8-byte key length, 4-byte type, 1-byte
+# value) and one tensor info (8 + 4 + 4 + 8): used to reject absurd counts up front.
+MIN_KV_BYTES = 13
+MIN_TENSOR_INFO_BYTES = 24
+MAX_DIMS = 4
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    type: GGMLQuantizationType
+    shape: tuple[int, ...]  # GGUF order: ne[0] (the row length) first
+    n_elements: int
+    n_bytes: int
+    offset: int  # absolute offset of the data in the file
+
+    @property
+    def type_name(self) -> str:
+        return self.type.name
+
+
+@dataclass(frozen=True)
+class GGUFInfo:
+    """Everything about a GGUF file except its tensor data."""
+
+    path: Path
+    version: int
+    size: int
+    alignment: int
+    data_offset: int
+    metadata: dict[str, Any]  # key -> plain Python value, file order
+    metadata_types: dict[str, tuple[GGUFValueType, ...]]
+    tensors: tuple[TensorInfo, ...]
+
+    @property
+    def architecture(self) -> str:
+        arch = self.metadata.get(Keys.General.ARCHITECTURE)
+        return arch if isinstance(arch, str) else ""
+
+    @property
+    def parameter_count(self) -> int:
+        """Ollama counts parameters as the sum of all tensors' element counts."""
+        return sum(t.n_elements for t in self.tensors)
+
+    @property
+    def file_type(self) -> int | None:
+        value = self.metadata.get(Keys.General.FILE_TYPE)
+        return int(value) if isinstance(value, int) else None
+
+    @property
+    def file_type_label(self) -> str:
+        return file_type_label(self.file_type)
+
+    def arch_value(self, key_template: str) -> Any:
+        """A value of an ``{arch}.*`` key such as ``Keys.LLM.CONTEXT_LENGTH``."""
+        return self.metadata.get(key_template.format(arch=self.architecture))
+
+    @property
+    def context_length(self) -> int | None:
+        value = self.arch_value(Keys.LLM.CONTEXT_LENGTH)
+        return int(value) if isinstance(value, (int, float)) else None
+
+    @property
+    def embedding_length(self) -> int | None:
+        value = self.arch_value(Keys.LLM.EMBEDDING_LENGTH)
+        return int(value) if isinstance(value, (int, float)) else None
+
+    @property
+    def chat_template(self) -> str | None:
+        value = self.metadata.get(Keys.Tokenizer.CHAT_TEMPLATE)
+        return value if isinstance(value, str) else None
+
+    @property
+    def general_type(self) -> str | None:
+        value = self.metadata.get(Keys.General.TYPE)
+        return value if isinstance(value, str) else None
+
+    def tensor(self, name: str) -> TensorInfo | None:
+        for t in self.tensors:
+            if t.name == name:
+                return t
+        return None
+
+    def dominant_type_label(self) -> str:
+        """The file type to show when ``general.file_type`` is missing or 0: the type
+        holding the most parameters among 2-D tensors (Ollama repairs ``unknown`` the
+        same way, from the GGUF itself)."""
+        counts: dict[str, int] = {}
+        for t in self.tensors:
+            if len(t.shape) >= 2:
+                counts[t.type_name] = counts.get(t.type_name, 0) + t.n_elements
+        if not counts:
+            return "unknown"
+        return max(counts.items(), key=lambda kv: kv[1])[0]
+
+
+def file_type_label(value: int | None) -> str:
+    """``general.file_type`` as Ollama's config ``file_type`` spells it ("Q4_K_M", "F16").
+
+    A missing value, 0 (all F32) or an unknown number gives ``unknown`` as in Ollama.
+    """
+    if not value:
+        return "unknown"
+    try:
+        member = LlamaFileType(value)
+    except ValueError:
+        return "unknown"
+    return member.name.removeprefix("MOSTLY_").removeprefix("ALL_")
+
+
+def _check_header(path: Path, size: int) -> tuple[int, int, int]:
+    with open(path, "rb") as f:
+        head = f.read(HEADER.size)
+    if len(head) < 4 or head[:4] != GGUF_MAGIC:
+        raise GGUFError(f"{path}: not a GGUF file (bad magic)")
+    if len(head) < HEADER.size:
+        raise GGUFError(f"{path}: truncated GGUF header ({size} bytes)")
+    _, version, n_tensors, n_kv = HEADER.unpack(head)
+    if version not in SUPPORTED_VERSIONS:
+        raise GGUFError(f"{path}: unsupported GGUF version {version}")
+    if n_kv * MIN_KV_BYTES > size or n_tensors * MIN_TENSOR_INFO_BYTES > size:
+        raise GGUFError(
+            f"{path}: corrupt GGUF header: {n_kv} metadata entries and {n_tensors} tensors "
+            f"cannot fit in {size} bytes"
+        )
+    return version, n_tensors, n_kv
+
+
+def _field_value(field: Any) -> Any:
+    value = field.contents()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def read_gguf(path: str | os.PathLike[str]) -> GGUFInfo:
+    """Open ``path``, validate its header and tensor table, return its description.
+
+    Raises ``GGUFError`` naming the file and the problem for anything that is not a
+    complete, well-formed GGUF.
+    """
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+    except FileNotFoundError:
+        raise GGUFError(f"{p}: no such file") from None
+    if p.is_dir():
+        raise GGUFError(f"{p}: is a directory, not a GGUF file")
+    version, _, _ = _check_header(p, size)
+    try:
+        reader = GGUFReader(p)
+    except (ValueError, IndexError, KeyError, UnicodeDecodeError, OverflowError,
+            TypeError, struct.error) as exc:
+        raise GGUFError(f"{p}: corrupt or truncated GGUF: {exc}") from None
+    except OSError as exc:
+        raise GGUFError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return _describe(reader, p, version, size)
+    finally:
+        # Drop the memory map promptly; callers that need data reopen with open_tensors.
+        del reader
+
+
+def _describe(reader: GGUFReader, path: Path, version: int, size: int) -> GGUFInfo:
+    metadata: dict[str, Any] = {}
+    types: dict[str, tuple[GGUFValueType, ...]] = {}
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF."):
+            continue
+        try:
+            metadata[name] = _field_value(field)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise GGUFError(f"{path}: metadata key {name!r} is corrupt: {exc}") from None
+        types[name] = tuple(GGUFValueType(t) for t in field.types)
+    tensors: list[TensorInfo] = []
+    for t in reader.tensors:
+        shape = tuple(int(d) for d in t.shape)
+        if not 1 <= len(shape) <= MAX_DIMS or any(d <= 0 for d in shape):
+            raise GGUFError(f"{path}: tensor {t.name!r} has an invalid shape {list(shape)}")
+        block, _ = GGML_QUANT_SIZES[t.tensor_type]
+        if shape[0] % block:
+            raise GGUFError(
+                f"{path}: tensor {t.name!r}: row length {shape[0]} is not a multiple of "
+                f"the {t.tensor_type.name} block size {block}"
+            )
+        end = t.data_offset + t.n_bytes
+        if t.data_offset < reader.data_offset or end > size:
+            raise GGUFError(
+                f"{path}: tensor {t.name!r} data [{t.data_offset}, {end}) lies outside "
+                f"the file ({size} bytes): truncated GGUF"
+            )
+        tensors.append(TensorInfo(t.name, GGMLQuantizationType(t.tensor_type), shape,
+                                  int(t.n_elements), int(t.n_bytes), int(t.data_offset)))
+    return GGUFInfo(path=path, version=version, size=size, alignment=int(reader.alignment),
+                    data_offset=int(reader.data_offset), metadata=metadata,
+                    metadata_types=types, tensors=tuple(tensors))
+
+
+def is_gguf(path: str | os.PathLike[str]) -> bool:
+    """Sniff the magic only (used to decide how to treat a FROM file)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == GGUF_MAGIC
+    except OSError:
+        return False
+
+
+def iter_metadata_display(info: GGUFInfo, *, array_limit: int | None = 5) -> Iterator[tuple[str, Any]]:
+    """Metadata as ``show`` reports it (Ollama's model_info): sorted keys, without
+    ``general.name`` and ``tokenizer.chat_template``; long arrays elided unless verbose."""
+    for key in sorted(info.metadata):
+        if key in (Keys.General.NAME, Keys.Tokenizer.CHAT_TEMPLATE):
+            continue
+        value = info.metadata[key]
+        if array_limit is not None and isinstance(value, list) and len(value) > array_limit:
+            value = []
+        yield key, value

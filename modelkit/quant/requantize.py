@@ -1,0 +1,831 @@
+"""Streaming GGUF -> GGUF quantization, byte-compatible with ``llama_model_quantize``.
+
+``requantize`` reads a GGUF through a memory map and writes a quantized GGUF as it goes:
+
+1. The plan (:func:`modelkit.quant.policy.plan_quantization`) fixes every output
+   tensor's type, so every size and offset is known before a byte of data is produced.
+   The header (KV pairs and all tensor infos) is written first, through
+   ``gguf.GGUFWriter``, then the tensor data one tensor at a time, in llama.cpp's output
+   order, each followed by zero padding to the alignment.
+2. A tensor to convert is cut into chunks of whole rows (rows are independent for every
+   type, so the bytes do not depend on where the cuts are).  Each chunk is read from the
+   memory map, converted to float32 (dequantized when the source is already quantized),
+   quantized and handed back as bytes; chunks are written strictly in order.  Tensors
+   that keep their type are copied from the map in slices of :data:`COPY_SLICE` bytes.
+3. With ``workers > 1`` a pool of processes (or threads) quantizes chunks ahead of the
+   writer, at most ``2 * workers`` chunks in flight.  Each worker process maps the
+   source itself (in the pool initializer); only job descriptions go to the workers and
+   only quantized bytes come back.
+
+Output is identical for any worker count and any chunk size, and identical to what
+llama.cpp writes (same KV order with ``general.quantization_version`` and
+``general.file_type`` moved last, same tensor order, alignment, padding and bytes).
+
+Memory bound
+------------
+Peak memory does not grow with the tensor or model size.  With ``E = chunk_rows *
+n_per_row`` elements per chunk (by default ``chunk_rows`` is chosen so that ``E`` is
+about :data:`CHUNK_ELEMENTS` = 1 Mi elements, i.e. 4 MiB as float32) and ``W`` workers:
+
+    peak ~= W * E * (4 B float32 input + kernel scratch, a small multiple of 4 B)
+            + 2 * W * (quantized bytes of one chunk, at most 4 B * E)
+            + COPY_SLICE (8 MiB)
+            + the metadata of the source (tokenizer arrays etc.; independent of tensors)
+
+Mapped source pages are released after each chunk and copy slice
+(``madvise(MADV_DONTNEED)``: clean file pages, so they only leave this process's
+resident set; the page cache keeps them), so the resident set does not accumulate the
+model either.  For 2 workers and default chunks that is a few tens of MiB above the
+interpreter and numpy, whether the model is 100 MB or 100 GB.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import importlib
+import math
+import mmap
+import multiprocessing
+import os
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
+
+import numpy as np
+import numpy.typing as npt
+from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter, Keys, LlamaFileType
+from gguf.constants import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT
+from gguf.gguf_writer import WriterState
+
+from modelkit.errors import GGUFError, QuantizationError
+from modelkit.gguf_file import GGUFInfo, TensorInfo, read_gguf
+from modelkit.progress import ProgressCallback, ProgressEvent
+from modelkit.quant import kernels
+from modelkit.quant.policy import (
+    ModelHParams,
+    QuantPlan,
+    TensorChoice,
+    TensorSpec,
+    fallback_warning,
+    file_type_name,
+    parse_file_type,
+    plan_quantization,
+)
+
+if TYPE_CHECKING:
+    from modelkit.store import BlobWrite, Store
+
+__all__ = [
+    "CHUNK_ELEMENTS",
+    "COPY_SLICE",
+    "RequantizeResult",
+    "TensorSummary",
+    "quantize_file",
+    "quantize_into_store",
+    "requantize",
+]
+
+T = GGMLQuantizationType
+F32Array = npt.NDArray[np.float32]
+U8Array = npt.NDArray[np.uint8]
+
+CHUNK_ELEMENTS = 1 << 20  # default elements per quantization job (4 MiB as float32)
+COPY_SLICE = 8 << 20  # bytes per slice when copying a tensor unchanged
+GGML_QNT_VERSION = 2  # what llama.cpp writes as general.quantization_version
+# Below this many elements to convert, a pool costs more than it saves: with
+# ``workers=None`` such models are quantized in-process (same bytes either way).
+POOL_MIN_ELEMENTS = 8 << 20
+
+# Keys llama.cpp drops from the output (split metadata) or re-adds last.
+_DROPPED_KEYS = (Keys.Split.LLM_KV_SPLIT_NO, Keys.Split.LLM_KV_SPLIT_COUNT,
+                 Keys.Split.LLM_KV_SPLIT_TENSORS_COUNT)
+_MOVED_KEYS = (Keys.General.QUANTIZATION_VERSION, Keys.General.FILE_TYPE)
+_FLOAT_TYPES = (T.F32, T.F16, T.BF16)
+
+
+# --------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TensorSummary:
+    """One output tensor.  ``offset`` is relative to the start of the data section.
+
+    ``action`` is ``"quantized"`` (converted to another type, F32->F16 included) or
+    ``"copied"`` (bytes unchanged).  ``rmse``/``max_abs_error`` compare the source (as
+    float32) with the dequantized output; they are set only with ``report=True``.
+    """
+
+    name: str
+    source_type: GGMLQuantizationType
+    target_type: GGMLQuantizationType
+    shape: tuple[int, ...]
+    nbytes: int
+    offset: int
+    action: str
+    fallback: bool = False
+    rmse: float | None = None
+    max_abs_error: float | None = None
+
+
+@dataclass(frozen=True)
+class RequantizeResult:
+    """What :func:`requantize` wrote.
+
+    ``rmse`` is the error over every element of the model (copied tensors count with
+    zero error) and ``worst_tensor`` the tensor with the largest RMSE; both only with
+    ``report=True``.  ``requantized`` is True when already-quantized source tensors were
+    dequantized and quantized again.
+    """
+
+    file_type: LlamaFileType
+    output_size: int
+    data_offset: int
+    alignment: int
+    tensor_count: int
+    n_quantized: int
+    n_copied: int
+    n_fallback: int
+    tensors: tuple[TensorSummary, ...]
+    requantized: bool = False
+    fallback_log: tuple[str, ...] = ()
+    rmse: float | None = None
+    worst_tensor: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def file_type_name(self) -> str:
+        return file_type_name(self.file_type)
+
+
+# --------------------------------------------------------------------------------------
+# Conversions: float types here, block types in modelkit.quant.kernels
+# --------------------------------------------------------------------------------------
+
+def _gguf_quants() -> ModuleType:
+    return importlib.import_module("gguf.quants")
+
+
+def _to_float32(raw: U8Array, qtype: GGMLQuantizationType, n_per_row: int) -> F32Array:
+    """Rows of raw source bytes -> float32 ``(rows, n_per_row)``."""
+    rows = raw.shape[0]
+    if qtype == T.F32:
+        return np.array(raw.view(np.float32).reshape(rows, n_per_row), dtype=np.float32)
+    if qtype == T.F16:
+        return raw.view(np.float16).reshape(rows, n_per_row).astype(np.float32)
+    if qtype == T.BF16:
+        bits = raw.view(np.uint16).reshape(rows, n_per_row).astype(np.uint32) << 16
+        return bits.view(np.float32)
+    # Our 8 block formats with our dequantizers, any other type through gguf's.
+    out = kernels.to_float32(raw, qtype)
+    return np.ascontiguousarray(out, dtype=np.float32).reshape(rows, n_per_row)
+
+
+def _quantize(qtype: GGMLQuantizationType, x: F32Array, imatrix: F32Array | None) -> U8Array:
+    """float32 rows -> raw bytes of ``qtype`` ``(rows, row_bytes)``."""
+    rows = x.shape[0]
+    if qtype == T.F32:
+        return np.ascontiguousarray(x, dtype=np.float32).view(np.uint8).reshape(rows, -1)
+    if qtype == T.F16:
+        return _fp32_to_fp16(x).view(np.uint8).reshape(rows, -1)
+    if qtype == T.BF16:
+        q = _gguf_quants().quantize(x, T.BF16)
+        return np.ascontiguousarray(q).view(np.uint8).reshape(rows, -1)
+    if qtype not in kernels.FORMATS:
+        raise QuantizationError(f"no quantizer for type {qtype.name}")
+    out = kernels.quantize(qtype, x, imatrix)
+    return np.ascontiguousarray(out, dtype=np.uint8).reshape(rows, -1)
+
+
+def _fp32_to_fp16(x: F32Array) -> npt.NDArray[np.float16]:
+    """``ggml_fp32_to_fp16_row``: round to nearest even, as numpy's cast does, except
+    that every NaN becomes the quiet NaN ``0x7E00`` with its sign (numpy keeps the
+    payload's top bits)."""
+    h = x.astype(np.float16)
+    nan = np.isnan(x)
+    if nan.any():
+        sign = (x.view(np.uint32) >> np.uint32(16)).astype(np.uint16) & np.uint16(0x8000)
+        bits = h.view(np.uint16)
+        bits[nan] = sign[nan] | np.uint16(0x7E00)
+    return h
+
+
+def _dequantize(qtype: GGMLQuantizationType, q: U8Array, n_per_row: int) -> F32Array:
+    """Raw bytes of ``qtype`` -> float32 rows (for the error report)."""
+    if qtype in _FLOAT_TYPES:
+        return _to_float32(q, qtype, n_per_row)
+    out = kernels.dequantize(qtype, q, n_per_row)
+    return np.ascontiguousarray(out, dtype=np.float32).reshape(q.shape[0], n_per_row)
+
+
+# --------------------------------------------------------------------------------------
+# Source memory map
+# --------------------------------------------------------------------------------------
+
+_MADV_DONTNEED: int | None = getattr(mmap, "MADV_DONTNEED", None)
+
+
+class _Source:
+    """A read-only memory map of the source file.  Views are taken per chunk and the
+    pages are released once the chunk has been converted."""
+
+    def __init__(self, path: Path) -> None:
+        with open(path, "rb") as f:
+            self.mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+    def view(self, offset: int, nbytes: int) -> U8Array:
+        return np.frombuffer(self.mm, dtype=np.uint8, count=nbytes, offset=offset)
+
+    def release(self, offset: int, nbytes: int) -> None:
+        """Drop the pages of ``[offset, offset+nbytes)`` from this process's resident set."""
+        if _MADV_DONTNEED is None or nbytes <= 0:
+            return
+        start = offset - offset % mmap.PAGESIZE
+        with contextlib.suppress(OSError, ValueError):
+            self.mm.madvise(_MADV_DONTNEED, start, offset + nbytes - start)
+
+    def close(self) -> None:
+        with contextlib.suppress(BufferError):
+            self.mm.close()
+
+
+# --------------------------------------------------------------------------------------
+# Jobs: a row range of one tensor, quantized anywhere
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Job:
+    offset: int  # absolute offset of the first source row
+    rows: int
+    n_per_row: int
+    src_type: GGMLQuantizationType
+    dst_type: GGMLQuantizationType
+    imatrix: F32Array | None
+    report: bool
+
+
+@dataclass(frozen=True)
+class _JobResult:
+    data: bytes
+    sumsq: float = 0.0  # sum of squared errors (report only)
+    maxabs: float = 0.0
+
+
+def _row_bytes(qtype: GGMLQuantizationType, n_per_row: int) -> int:
+    block, size = GGML_QUANT_SIZES[qtype]
+    return n_per_row // block * size
+
+
+def _run_job(source: _Source, job: _Job) -> _JobResult:
+    src_row = _row_bytes(job.src_type, job.n_per_row)
+    nbytes = src_row * job.rows
+    raw = source.view(job.offset, nbytes).reshape(job.rows, src_row)
+    x = _to_float32(raw, job.src_type, job.n_per_row)
+    del raw
+    source.release(job.offset, nbytes)
+    q = _quantize(job.dst_type, x, job.imatrix)
+    if not job.report:
+        return _JobResult(q.tobytes())
+    y = _dequantize(job.dst_type, q, job.n_per_row)
+    with np.errstate(invalid="ignore", over="ignore"):
+        d = (y.astype(np.float64) - x.astype(np.float64)).ravel()
+        sumsq = float(np.dot(d, d))
+        maxabs = float(np.max(np.abs(d))) if d.size else 0.0
+    return _JobResult(q.tobytes(), sumsq, maxabs)
+
+
+# Per-process state of pool workers: each maps the source once, in the initializer.
+_WORKER_SOURCE: list[_Source] = []
+
+
+def _worker_init(path: str) -> None:
+    _WORKER_SOURCE.clear()
+    _WORKER_SOURCE.append(_Source(Path(path)))
+
+
+def _worker_run(job: _Job) -> _JobResult:
+    return _run_job(_WORKER_SOURCE[0], job)
+
+
+# --------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------
+
+
+class _Writable(Protocol):
+    def write(self, data: Any, /) -> Any: ...
+
+
+class _Sink:
+    """Counts what goes to ``out``; gives GGUFWriter the file API it uses."""
+
+    def __init__(self, out: _Writable) -> None:
+        self._out = out
+        self.pos = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        n = memoryview(data).nbytes
+        if n:
+            self._out.write(data)
+            self.pos += n
+        return n
+
+    def zeros(self, n: int) -> None:
+        if n > 0:
+            self.write(bytes(n))
+
+    def flush(self) -> None:
+        flush = getattr(self._out, "flush", None)
+        if callable(flush):
+            flush()
+
+    def tell(self) -> int:
+        return self.pos
+
+
+class _HeaderWriter(GGUFWriter):
+    """GGUFWriter that can also write empty arrays.
+
+    gguf 0.19's ``_pack_val`` refuses an empty array ("Invalid GGUF metadata array.
+    Empty array") although the format allows it and llama.cpp copies it; everything
+    else is the stock writer.
+    """
+
+    def _pack_val(self, val: Any, vtype: GGUFValueType, add_vtype: bool,
+                  sub_type: GGUFValueType | None = None) -> bytes:
+        if vtype == GGUFValueType.ARRAY and sub_type is not None and len(val) == 0:
+            prefix = self._pack("I", vtype) if add_vtype else b""
+            return prefix + self._pack("I", sub_type) + self._pack("Q", 0)
+        return super()._pack_val(val, vtype, add_vtype, sub_type)
+
+
+def _pad(n: int, align: int) -> int:
+    return (n + align - 1) // align * align
+
+
+@dataclass(frozen=True)
+class _KV:
+    key: str
+    value: Any
+    vtype: GGUFValueType
+    sub_type: GGUFValueType | None
+
+
+def _output_kv(info: GGUFInfo, ftype: LlamaFileType) -> list[_KV]:
+    """The output KV pairs, as llama.cpp writes them: the source's in source order
+    minus split keys, then ``general.quantization_version`` and ``general.file_type``
+    (u32), removed from wherever they were."""
+    empty_subtypes: dict[str, GGUFValueType] | None = None
+    kvs: list[_KV] = []
+    for key, value in info.metadata.items():
+        if key in _DROPPED_KEYS or key in _MOVED_KEYS:
+            continue
+        types = info.metadata_types[key]
+        vtype = types[0]
+        sub: GGUFValueType | None = None
+        if vtype == GGUFValueType.ARRAY:
+            if len(types) > 2 or (len(types) == 2 and types[1] == GGUFValueType.ARRAY):
+                raise QuantizationError(f"metadata key {key}: arrays of arrays are not supported")
+            if len(types) == 2:
+                sub = types[1]
+            else:  # an empty array: GGUFReader does not keep its element type
+                if empty_subtypes is None:
+                    empty_subtypes = _empty_array_subtypes(info.path)
+                sub = empty_subtypes[key]
+            value = list(value)
+        kvs.append(_KV(key, value, vtype, sub))
+    kvs.append(_KV(Keys.General.QUANTIZATION_VERSION, GGML_QNT_VERSION, GGUFValueType.UINT32,
+                   None))
+    kvs.append(_KV(Keys.General.FILE_TYPE, int(ftype), GGUFValueType.UINT32, None))
+    return kvs
+
+
+def _empty_array_subtypes(path: Path) -> dict[str, GGUFValueType]:
+    reader = GGUFReader(path)
+    out: dict[str, GGUFValueType] = {}
+    for name, fld in reader.fields.items():
+        # parts: key length, key, value type, element type, element count
+        if len(fld.types) == 1 and fld.types[0] == GGUFValueType.ARRAY and len(fld.parts) >= 5:
+            out[name] = GGUFValueType(int(fld.parts[3][0]))
+    return out
+
+
+def _alignment(info: GGUFInfo) -> int:
+    """The output alignment.
+
+    llama.cpp copies ``general.alignment`` into the output but lays the data out with
+    the default 32 whatever it says, which makes an invalid file when it is not 32.  We
+    lay the data out with the alignment the file declares (32 when absent), so the
+    output is valid and still identical to llama.cpp's for every ordinary source.
+    """
+    value = info.metadata.get(Keys.General.ALIGNMENT)
+    if isinstance(value, int) and value > 0 and value & (value - 1) == 0:
+        return value
+    return GGUF_DEFAULT_ALIGNMENT
+
+
+# --------------------------------------------------------------------------------------
+# The plan, laid out
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Item:
+    tensor: TensorInfo
+    choice: TensorChoice
+    nbytes: int
+    offset: int  # in the data section
+    imatrix: F32Array | None = None
+    sumsq: float = 0.0
+    maxabs: float = 0.0
+
+    @property
+    def n_per_row(self) -> int:
+        return self.tensor.shape[0]
+
+    @property
+    def rows(self) -> int:
+        return self.tensor.n_elements // self.tensor.shape[0]
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One unit of output, in write order: a quantization job or a copy slice."""
+
+    item: int
+    job: _Job | None = None
+    copy_offset: int = 0
+    copy_bytes: int = 0
+    last: bool = False  # the last step of its tensor
+
+
+def _layout(info: GGUFInfo, plan: QuantPlan, alignment: int,
+            imatrix: Mapping[str, Any] | None) -> list[_Item]:
+    by_name = {t.name: t for t in info.tensors}
+    items: list[_Item] = []
+    offset = 0
+    for choice in plan.choices:
+        t = by_name[choice.name]
+        nbytes = t.n_elements // GGML_QUANT_SIZES[choice.target_type][0] * \
+            GGML_QUANT_SIZES[choice.target_type][1]
+        if not choice.quantize:
+            nbytes = t.n_bytes
+        im = None
+        if imatrix is not None and choice.quantize and choice.target_type not in _FLOAT_TYPES:
+            im = _imatrix_for(t, imatrix.get(t.name))
+        items.append(_Item(t, choice, nbytes, offset, im))
+        offset += _pad(nbytes, alignment)
+    return items
+
+
+def _imatrix_for(t: TensorInfo, value: Any) -> F32Array | None:
+    """An importance vector for ``t``: ``ne[0]`` values, or ``ne[0] * ne[2]`` (one
+    vector per expert of a 3-D tensor, as llama.cpp's imatrix files store them)."""
+    if value is None:
+        return None
+    arr = np.ascontiguousarray(np.asarray(value, dtype=np.float32).ravel())
+    ne0 = t.shape[0]
+    n_mat = t.n_elements // (ne0 * t.shape[1]) if len(t.shape) >= 2 else 1
+    if arr.size not in (ne0, ne0 * n_mat):
+        raise QuantizationError(
+            f"imatrix for {t.name} has {arr.size} values; expected {ne0}"
+            + (f" or {ne0 * n_mat} ({n_mat} experts x {ne0})" if n_mat > 1 else "")
+        )
+    if not np.all(np.isfinite(arr)):
+        raise QuantizationError(f"imatrix for {t.name} contains non-finite values")
+    return arr
+
+
+def _steps(items: Sequence[_Item], chunk_rows: int | None, report: bool) -> Iterator[_Step]:
+    for i, it in enumerate(items):
+        t = it.tensor
+        if not it.choice.quantize:
+            if it.nbytes == 0:
+                yield _Step(i, last=True)
+                continue
+            done = 0
+            while done < it.nbytes:
+                n = min(COPY_SLICE, it.nbytes - done)
+                yield _Step(i, copy_offset=t.offset + done, copy_bytes=n,
+                            last=done + n == it.nbytes)
+                done += n
+            continue
+        n_per_row = it.n_per_row
+        per = chunk_rows or max(1, CHUNK_ELEMENTS // n_per_row)
+        src_row = _row_bytes(t.type, n_per_row)
+        # A per-expert imatrix changes at each 2-D matrix: chunks never straddle one.
+        im = it.imatrix
+        per_matrix = im is not None and im.size != n_per_row
+        mat_rows = t.shape[1] if per_matrix else it.rows
+        for m0 in range(0, it.rows, mat_rows):
+            vec = None
+            if im is not None:
+                k = m0 // mat_rows
+                vec = im[k * n_per_row:(k + 1) * n_per_row] if per_matrix else im
+            for r0 in range(m0, m0 + mat_rows, per):
+                rows = min(per, m0 + mat_rows - r0)
+                job = _Job(t.offset + r0 * src_row, rows, n_per_row, t.type,
+                           it.choice.target_type, vec, report)
+                yield _Step(i, job=job, last=r0 + rows == it.rows)
+
+
+# --------------------------------------------------------------------------------------
+# Executors
+# --------------------------------------------------------------------------------------
+
+
+class _Runner:
+    """Runs jobs in order-preserving fashion: in-process, or in a pool with look-ahead."""
+
+    def __init__(self, source: _Source, path: Path, workers: int, use_threads: bool) -> None:
+        self.source = source
+        self.workers = workers
+        self.pool: cf.Executor | None = None
+        if workers > 1:
+            if use_threads:
+                self.pool = cf.ThreadPoolExecutor(workers, thread_name_prefix="requantize")
+            else:
+                self.pool = cf.ProcessPoolExecutor(
+                    workers, mp_context=_mp_context(), initializer=_worker_init,
+                    initargs=(str(path),))
+
+    def submit(self, job: _Job) -> cf.Future[_JobResult]:
+        assert self.pool is not None
+        if isinstance(self.pool, cf.ThreadPoolExecutor):
+            return self.pool.submit(_run_job, self.source, job)
+        return self.pool.submit(_worker_run, job)
+
+    def close(self, *, cancel: bool) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=cancel)
+            self.pool = None
+
+
+def _mp_context() -> multiprocessing.context.BaseContext:
+    """``fork`` where it is safe and cheap (Linux, no other threads in this process);
+    else ``forkserver``/``spawn``.  Workers get only a path and open the map themselves,
+    so any start method gives the same result."""
+    import threading
+
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    if "forkserver" in methods:
+        return multiprocessing.get_context("forkserver")
+    return multiprocessing.get_context("spawn")
+
+
+def _execute(steps: Sequence[_Step], runner: _Runner,
+             handle: Callable[[_Step, _JobResult | None], None]) -> None:
+    """Run every step, handing results to ``handle`` in step order.  With a pool, keeps
+    up to ``2 * workers`` jobs in flight ahead of the one being written."""
+    if runner.pool is None:
+        for step in steps:
+            handle(step, _run_job(runner.source, step.job) if step.job is not None else None)
+        return
+    window = 2 * runner.workers
+    pending: deque[tuple[int, cf.Future[_JobResult]]] = deque()
+    next_submit = 0
+    for i, step in enumerate(steps):
+        while next_submit < len(steps) and len(pending) < window:
+            job = steps[next_submit].job
+            if job is not None:
+                pending.append((next_submit, runner.submit(job)))
+            next_submit += 1
+        if step.job is None:
+            handle(step, None)
+            continue
+        idx, fut = pending.popleft()
+        assert idx == i
+        handle(step, fut.result())
+
+
+# --------------------------------------------------------------------------------------
+# The public API
+# --------------------------------------------------------------------------------------
+
+
+def _resolve_file_type(file_type: str | LlamaFileType | int) -> LlamaFileType:
+    if isinstance(file_type, str):
+        return parse_file_type(file_type)
+    return LlamaFileType(int(file_type))
+
+
+def _source_label(info: GGUFInfo) -> str:
+    label = info.file_type_label
+    if label == "unknown":
+        label = info.dominant_type_label()
+    return label
+
+
+def _is_block_type(t: GGMLQuantizationType) -> bool:
+    return GGML_QUANT_SIZES[t][0] > 1
+
+
+def requantize(
+    src: str | os.PathLike[str] | GGUFInfo,
+    out: _Writable | BinaryIO,
+    file_type: str | LlamaFileType,
+    *,
+    workers: int | None = None,
+    chunk_rows: int | None = None,
+    progress: ProgressCallback | None = None,
+    imatrix: Mapping[str, npt.ArrayLike] | None = None,
+    report: bool = False,
+    use_threads: bool = False,
+) -> RequantizeResult:
+    """Quantize the GGUF ``src`` to ``file_type``, writing the new GGUF to ``out``.
+
+    ``out`` needs only ``write`` (a ``BlobWriter``, an open file, a ``BytesIO``); it is
+    written sequentially from its current position and not closed.  ``workers``
+    defaults to ``os.cpu_count()`` (in-process for small models); ``chunk_rows`` to
+    about :data:`CHUNK_ELEMENTS` elements per job.  ``imatrix`` maps tensor names to
+    importance vectors (``ne[0]`` float32, or ``ne[0] * n_expert`` for 3-D tensors).
+    ``report`` adds per-tensor RMSE and max absolute error against the source.
+    ``use_threads`` uses a thread pool instead of processes.
+
+    Raises :class:`QuantizationError` for an unsupported type (listing the supported
+    ones), a source llama.cpp would refuse, or a bad imatrix; ``GGUFError`` for an
+    unreadable source.
+    """
+    started = time.monotonic()
+    info = src if isinstance(src, GGUFInfo) else read_gguf(src)
+    ftype = _resolve_file_type(file_type)
+    if chunk_rows is not None and chunk_rows < 1:
+        raise ValueError("chunk_rows must be at least 1")
+    emit = progress or (lambda _event: None)
+
+    specs = [TensorSpec(t.name, t.shape, t.type) for t in info.tensors]
+    plan = plan_quantization(specs, ModelHParams.from_kv(info.metadata), ftype)
+    alignment = _alignment(info)
+    items = _layout(info, plan, alignment, imatrix)
+    kvs = _output_kv(info, ftype)
+
+    target = file_type_name(ftype)
+    status = f"quantizing {_source_label(info)} model to {target}"
+    requantized = [it.tensor.name for it in items
+                   if it.choice.quantize and _is_block_type(it.tensor.type)]
+    if requantized:
+        emit(ProgressEvent(
+            f"warning: requantizing an already quantized model ({_source_label(info)}) to "
+            f"{target}: {len(requantized)} tensors are dequantized and quantized again, "
+            "which loses quality; quantize from the F16/BF16/F32 original instead "
+            "(Ollama refuses this)", warning=True))
+    fallback_log = tuple(
+        line for it in items
+        if (line := fallback_warning(it.choice, it.n_per_row)) is not None)
+
+    # Header: every KV and tensor info, through gguf's writer, into our sink.
+    sink = _Sink(out)
+    writer = _HeaderWriter(None, info.architecture)
+    writer.kv_data = [{}]  # drop the architecture key the constructor adds: source order
+    writer.data_alignment = alignment
+    for kv in kvs:
+        writer.add_key_value(kv.key, kv.value, kv.vtype, sub_type=kv.sub_type)
+    for it in items:
+        writer.add_tensor_info(it.tensor.name, tuple(reversed(it.tensor.shape)),
+                               np.dtype(np.float32), it.nbytes,
+                               raw_dtype=it.choice.target_type)
+    # GGUFWriter opens files by path only; point it at our sink instead (its state
+    # machine accepts an already-open output in the EMPTY state).
+    writer.fout = [cast(Any, sink)]
+    writer.state = WriterState.EMPTY
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    sink.zeros(_pad(sink.pos, alignment) - sink.pos)
+    data_offset = sink.pos
+    writer.fout = None  # the tensor data is ours to write
+
+    total_convert = sum(it.tensor.n_elements for it in items if it.choice.quantize)
+    n_workers = workers if workers is not None else (os.cpu_count() or 1)
+    if workers is None and total_convert < POOL_MIN_ELEMENTS:
+        n_workers = 1
+    n_workers = max(1, n_workers)
+
+    emit(ProgressEvent(status, total=len(items), completed=0))
+    done_tensors = 0
+
+    source = _Source(info.path)
+    runner: _Runner | None = None
+    ok = False
+    try:
+        runner = _Runner(source, info.path, n_workers, use_threads)
+
+        def handle(step: _Step, result: _JobResult | None) -> None:
+            nonlocal done_tensors
+            it = items[step.item]
+            if result is not None:
+                sink.write(result.data)
+                it.sumsq += result.sumsq
+                it.maxabs = max(it.maxabs, result.maxabs)
+            elif step.copy_bytes:
+                view = source.view(step.copy_offset, step.copy_bytes)
+                sink.write(view.data)
+                del view
+                source.release(step.copy_offset, step.copy_bytes)
+            if step.last:
+                expected_end = data_offset + it.offset + it.nbytes
+                if sink.pos != expected_end:  # pragma: no cover - internal invariant
+                    raise QuantizationError(
+                        f"{it.tensor.name}: wrote {sink.pos - data_offset - it.offset} "
+                        f"bytes, expected {it.nbytes}")
+                sink.zeros(_pad(it.nbytes, alignment) - it.nbytes)
+                done_tensors += 1
+                emit(ProgressEvent(status, total=len(items), completed=done_tensors))
+
+        _execute(list(_steps(items, chunk_rows, report)), runner, handle)
+        sink.flush()
+        ok = True
+    finally:
+        if runner is not None:
+            runner.close(cancel=not ok)
+        source.close()
+
+    summaries = []
+    for it in items:
+        rmse = maxabs = None
+        if report:
+            n = it.tensor.n_elements
+            rmse = math.sqrt(it.sumsq / n) if it.choice.quantize and n else 0.0
+            maxabs = it.maxabs if it.choice.quantize else 0.0
+        summaries.append(TensorSummary(
+            name=it.tensor.name, source_type=it.tensor.type, target_type=it.choice.target_type,
+            shape=it.tensor.shape, nbytes=it.nbytes, offset=it.offset,
+            action="quantized" if it.choice.quantize else "copied",
+            fallback=it.choice.fallback, rmse=rmse, max_abs_error=maxabs))
+    overall = worst = None
+    if report:
+        n_all = sum(it.tensor.n_elements for it in items)
+        overall = math.sqrt(sum(it.sumsq for it in items) / n_all) if n_all else 0.0
+        ranked = [s for s in summaries if s.action == "quantized" and s.rmse is not None]
+        if ranked:
+            worst = max(ranked, key=lambda s: cast(float, s.rmse)).name
+    n_quantized = sum(1 for it in items if it.choice.quantize)
+    return RequantizeResult(
+        file_type=ftype, output_size=sink.pos, data_offset=data_offset, alignment=alignment,
+        tensor_count=len(items), n_quantized=n_quantized, n_copied=len(items) - n_quantized,
+        n_fallback=plan.n_fallback, tensors=tuple(summaries), requantized=bool(requantized),
+        fallback_log=fallback_log, rmse=overall, worst_tensor=worst,
+        seconds=time.monotonic() - started)
+
+
+def quantize_file(src: str | os.PathLike[str] | GGUFInfo, dst_path: str | os.PathLike[str],
+                  file_type: str | LlamaFileType, **kw: Any) -> RequantizeResult:
+    """:func:`requantize` into the file ``dst_path``, atomically: the data goes to a
+    hidden temporary file in the same folder, which is fsynced and renamed over
+    ``dst_path`` only when complete.  On any failure ``dst_path`` is untouched (an
+    existing file stays as it was) and the temporary file is removed."""
+    dst = Path(dst_path)
+    tmp = dst.parent / f".{dst.name}.tmp-{secrets.token_hex(6)}"
+    try:
+        with open(tmp, "xb") as f:
+            result = requantize(src, f, file_type, **kw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    _fsync_dir(dst.parent)
+    return result
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def quantize_into_store(store: Store, src_info: GGUFInfo, file_type: str,
+                        progress: ProgressCallback | None = None,
+                        **kw: Any) -> tuple[BlobWrite, GGUFInfo]:
+    """Quantize ``src_info`` straight into a new blob of ``store`` (``create -q``).
+
+    Returns the committed blob and the description of the stored GGUF.  Nothing is
+    left in the store when quantization fails.
+    """
+    with store.open_writer() as w:
+        requantize(src_info, w, file_type, progress=progress, **kw)
+        written = w.commit()
+    try:
+        info = read_gguf(store.blob_path(written.digest))
+    except GGUFError as exc:  # pragma: no cover - would be a bug in this module
+        raise QuantizationError(f"quantized model is not a valid GGUF: {exc}") from None
+    return written, info
+
