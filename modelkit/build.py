@@ -25,12 +25,12 @@ from modelkit.errors import (
     ModelkitError,
     QuantizationError,
 )
-from modelkit.humanize import human_number
 from modelkit.gguf_file import GGUFInfo, read_gguf
 from modelkit.gojson import go_json_dumps
+from modelkit.humanize import human_number
 from modelkit.manifest import GGUF_MEDIA_TYPES, Layer, Manifest, MediaType, ModelConfig
 from modelkit.modelfile import Modelfile, convert_parameters, params_json
-from modelkit.names import ModelName
+from modelkit.names import Digest, ModelName
 from modelkit.progress import ProgressCallback, ProgressEvent, byte_progress, ignore_progress
 from modelkit.store import BlobWrite, Store
 
@@ -142,13 +142,21 @@ class Builder:
         self.progress = progress
         self.link = link
         self.warnings: list[str] = []
+        # Blobs this build wrote; those the final manifest does not use (an autodetected
+        # params layer merged into a new one, say) are deleted at the end, as Ollama does.
+        self.created: set[Digest] = set()
 
     def _status(self, text: str, *, warning: bool = False) -> None:
         self.progress(ProgressEvent(text, warning=warning))
 
     # ------------------------------------------------------------------ layers
+    def _record(self, written: BlobWrite) -> BlobWrite:
+        if written.created:
+            self.created.add(written.digest)
+        return written
+
     def _blob_layer(self, data: bytes, media_type: MediaType) -> _Base:
-        written = self.store.write_blob(data)
+        written = self._record(self.store.write_blob(data))
         return _Base(Layer(media_type, written.digest, written.size), _status_for(written))
 
     def _import_gguf(self, path: Path, media_type: MediaType | None) -> _Base:
@@ -159,10 +167,10 @@ class Builder:
         info = read_gguf(path)
         if media_type is None:
             media_type = _gguf_media_type(info)
-        written = self.store.import_file(
+        written = self._record(self.store.import_file(
             path, link=self.link,
             progress=byte_progress(self.progress, f"copying file {path.name}"),
-        )
+        ))
         return _Base(Layer(media_type, written.digest, written.size), _status_for(written),
                      read_gguf(self.store.blob_path(written.digest)))
 
@@ -218,8 +226,10 @@ class Builder:
             manifest = self._build_locked(name, spec, params, quantize)
             self._status("writing manifest")
             self.store.write_manifest(name, manifest)
+        stale = set(self.created)
         if old is not None:
-            self._remove_unused(old)
+            stale.update(layer.digest for layer in old.all_layers())
+        self._remove_unused(stale - {layer.digest for layer in manifest.all_layers()})
         self._status("success")
         return CreateResult(name, manifest, self.warnings)
 
@@ -231,9 +241,10 @@ class Builder:
         except ModelkitError:
             return None
 
-    def _remove_unused(self, old: Manifest) -> None:
+    def _remove_unused(self, candidates: set[Digest]) -> None:
+        if not candidates:
+            return
         with self.store.lock(exclusive=True):
-            candidates = {layer.digest for layer in old.all_layers()}
             try:
                 plan = self.store.plan_prune(candidates)
             except ModelkitError:
@@ -321,6 +332,7 @@ class Builder:
                 out.append(b)
                 continue
             written, info = quantize_into_store(self.store, b.gguf, target, self.progress)
+            self._record(written)
             out.append(_Base(Layer(MediaType.MODEL, written.digest, written.size),
                              _status_for(written), info))
         return out

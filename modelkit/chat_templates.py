@@ -204,12 +204,18 @@ def _nearest_reference(chat_template: str) -> str | None:
 class _Rule(NamedTuple):
     all_of: tuple[tuple[str, ...], ...]  # every group needs at least one of its markers
     none_of: tuple[str, ...] = ()
+    # False: the markers are plain words, too common to detect the family on their own; the
+    # rule only confirms (or vetoes) an edit-distance match.
+    standalone: bool = True
 
     def matches(self, text: str) -> bool:
         return all(any(m in text for m in group) for group in self.all_of) and not any(
             m in text for m in self.none_of
         )
 
+
+# Special-token spellings that the plain-text families never use.
+_SPECIAL_TOKENS = ("<|", "<\uff5c")
 
 _RULES: dict[str, _Rule] = {
     "chatml": _Rule((("<|im_start|>",), ("<|im_end|>",)), ("<|im_sep|>",)),
@@ -233,11 +239,18 @@ _RULES: dict[str, _Rule] = {
         (("### Instruction",), ("### Response",)), ("### Instruction:", "### Response:")
     ),
     "solar-instruct": _Rule((("### User:",), ("### Assistant:",))),
+    "chatqa": _Rule((("User:",), ("Assistant:",)), _SPECIAL_TOKENS, standalone=False),
+    "granite-instruct": _Rule((("Question:",), ("Answer:",)), _SPECIAL_TOKENS, standalone=False),
+    "falcon-instruct": _Rule((("Falcon:",),), _SPECIAL_TOKENS, standalone=False),
 }
 
 
 def _marker_families(chat_template: str) -> list[str]:
-    return [name for name in _FAMILIES if name in _RULES and _RULES[name].matches(chat_template)]
+    return [
+        name
+        for name in _FAMILIES
+        if name in _RULES and _RULES[name].standalone and _RULES[name].matches(chat_template)
+    ]
 
 
 def _detect_name(chat_template: str) -> str | None:
@@ -246,12 +259,13 @@ def _detect_name(chat_template: str) -> str | None:
     matched = _marker_families(chat_template)
     nearest = _nearest_reference(chat_template)
     if nearest is not None:
-        if nearest in _RULES:
-            if nearest in matched:
+        rule = _RULES.get(nearest)
+        if rule is None:
+            if not matched:
                 return nearest
-            # The template lacks the family's own markers: a coincidence of edit distance.
-        elif not matched:
+        elif rule.matches(chat_template) and (not rule.standalone or nearest in matched):
             return nearest
+        # Otherwise the template lacks the family's own markers: an edit-distance coincidence.
     if len(matched) == 1:
         return matched[0]
     return None

@@ -2,8 +2,9 @@
 
 This is the only module that prints. Errors become one line on stderr
 (``Error: <what and where>``) and an exit code from ``EXIT_CODES``; a traceback is shown
-only with ``MODELKIT_DEBUG=1``. Progress goes to stderr (bars on a terminal, one line
-per status otherwise); ``--json`` prints events and results as JSON lines on stdout.
+only with ``MODELKIT_DEBUG=1``. Progress is one line per status on stdout, with bars on
+stderr when that is a terminal, so stderr holds nothing but the error when there is one;
+``--json`` prints events and results as JSON lines on stdout.
 """
 
 from __future__ import annotations
@@ -53,10 +54,11 @@ def exit_code_for(exc: BaseException) -> int:
 class ProgressPrinter:
     """Renders ProgressEvents: JSON lines, terminal bars, or plain status lines."""
 
-    def __init__(self, *, json_mode: bool, stream: TextIO | None = None) -> None:
+    def __init__(self, *, json_mode: bool) -> None:
         self.json_mode = json_mode
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty() and not json_mode
+        self.stream: TextIO = sys.stdout
+        self.bar_stream: TextIO = sys.stderr
+        self.tty = self.bar_stream.isatty() and not json_mode
         self._last_status: str | None = None
         self._bar: Any = None
         self._bar_key: tuple[str, str | None] | None = None
@@ -81,7 +83,7 @@ class ProgressPrinter:
             self._close_bar()
             self._last_status = event.status
             self._bar = tqdm(total=event.total, desc=event.status, unit="B", unit_scale=True,
-                             unit_divisor=1000, file=self.stream, leave=True)
+                             unit_divisor=1000, file=self.bar_stream, leave=True)
             self._bar_key = key
         self._bar.n = event.completed or 0
         self._bar.refresh()

@@ -233,7 +233,8 @@ def is_gguf(path: str | os.PathLike[str]) -> bool:
         return False
 
 
-def iter_metadata_display(info: GGUFInfo, *, array_limit: int | None = 5) -> Iterator[tuple[str, Any]]:
+def iter_metadata_display(info: GGUFInfo, *, array_limit: int | None = 5
+                          ) -> Iterator[tuple[str, Any]]:
     """Metadata as ``show`` reports it (Ollama's model_info): sorted keys, without
     ``general.name`` and ``tokenizer.chat_template``; long arrays elided unless verbose."""
     for key in sorted(info.metadata):

@@ -27,13 +27,13 @@ import hashlib
 import os
 import secrets
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from modelkit.errors import DigestError, ModelNotFoundError, StoreError
 from modelkit.manifest import Manifest
-from modelkit.names import ModelName, Digest
+from modelkit.names import Digest, ModelName
 
 TEMP_PREFIX = ".tmp-"
 LOCK_NAME = ".modelkit.lock"

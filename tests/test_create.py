@@ -185,7 +185,8 @@ def test_create_under_other_casing_replaces_the_same_model(models_dir: Path,
 
 
 @pytest.mark.parametrize("text,error,match", [
-    ("FROM ./missing.gguf\n", FileNotFoundModelkitError, r"Modelfile:1: FROM ./missing.gguf: no such file"),
+    ("FROM ./missing.gguf\n", FileNotFoundModelkitError,
+     r"Modelfile:1: FROM ./missing.gguf: no such file"),
     ("FROM nosuchmodel\n", ModelNotFoundError, 'model "nosuchmodel:latest" not found'),
     ("FROM ./test.gguf\nPARAMETER nope 1\n", ParameterError, "unknown parameter 'nope'"),
     ("FROM ./test.gguf\nPARAMETER num_ctx abc\n", ParameterError, r"invalid int value \[abc\]"),
@@ -210,7 +211,8 @@ def test_the_sample_builds(models_dir: Path) -> None:
     result = modelkit.create("liang-ai", SAMPLE_DIR / "Modelfile")
     blobs = dict(layer_blobs(models_dir, result))
     assert blobs["model"] == (SAMPLE_DIR / "liang-ai.gguf").read_bytes()
-    assert blobs["system"].decode() == "你是由崔亮创建的AI助手，你叫亮仔，你回答问题时需要使用中文。"
+    system = "你是由崔亮创建的AI助手，你叫亮仔，你回答问题时需要使用中文。"
+    assert blobs["system"].decode() == system
     assert json.loads(blobs["params"])["temperature"] == 0.5
     assert json.loads(blobs["params"])["num_ctx"] == 4096
     info = modelkit.show("liang-ai")

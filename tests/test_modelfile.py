@@ -956,7 +956,56 @@ def line_texts(draw: st.DrawFn) -> str:
     return "FROM m\n" + "".join(lines)
 
 
-@given(st.one_of(modelfile_texts(), line_texts()))
+INNER = st.lists(st.sampled_from(
+    ["a", "b c", " ", "\t", '"', '""', '"""', "\n", "\r\n", "\r", "#", "\x00", "\u00a0", "你",
+     "' "]), max_size=8).map("".join)
+
+
+@st.composite
+def structured_texts(draw: st.DrawFn) -> str:
+    """Lines shaped like real commands (mostly valid), with random quoting inside."""
+    lines = []
+    for _ in range(draw(st.integers(1, 7))):
+        indent = draw(st.sampled_from(["", "", " ", "\t ", "\u200d"]))
+        kind = draw(st.sampled_from(["kw", "kw", "kw", "param", "msg", "comment", "blank"]))
+        if kind == "comment":
+            lines.append(indent + "#" + draw(INNER).replace("\n", "").replace("\r", "") + "\n")
+            continue
+        if kind == "blank":
+            lines.append(indent + draw(st.sampled_from(["\n", "\r\n", "\r"])))
+            continue
+        if kind == "kw":
+            head = draw(st.sampled_from(["FROM", "from", "System", "TEMPLATE", "license",
+                                         "ADAPTER", "DRAFT", "RENDERER", "PARSER", "REQUIRES"]))
+        elif kind == "param":
+            head = "PARAMETER" + draw(st.sampled_from([" ", "\t", "  "])) + draw(
+                st.sampled_from(["stop", "temperature", "x_1", "", "Top9"]))
+        else:
+            head = "MESSAGE " + draw(st.sampled_from(["user", "system", "assistant", "bot"]))
+        sep = draw(st.sampled_from([" ", "\t", "  ", " \x00", "\t\u00a0 "]))
+        form = draw(st.sampled_from(["bare", "single", "triple", "raw"]))
+        inner = draw(INNER)
+        if form == "bare":
+            value = inner.replace("\n", " ").replace("\r", " ").lstrip(' "\t')
+        elif form == "single":
+            value = '"' + inner + '"'
+        elif form == "triple":
+            value = '"""' + inner + '"""'
+        else:
+            value = inner
+        trail = draw(st.sampled_from(["", "", " ", "\t\x00"]))
+        end = draw(st.sampled_from(["\n", "\n", "\r\n", "\r"]))
+        lines.append(indent + head + sep + value + trail + end)
+    if draw(st.booleans()):
+        lines.insert(draw(st.integers(0, len(lines))), "FROM m\n")
+    text = "".join(lines)
+    return text if draw(st.integers(0, 3)) else text.rstrip("\r\n")
+
+
+TEXTS = st.one_of(modelfile_texts(), line_texts(), structured_texts(), structured_texts())
+
+
+@given(TEXTS)
 @example("FROM m\nSYSTEM \"\x00\"\"x\n\"\"\"\n")
 @example('FROM m\nSYSTEM "\u00a0"\n')
 @example("FROM m\nMESSAGE user \"\"\"\"\"\n")
@@ -965,7 +1014,7 @@ def test_grammar_agrees_with_oracle(text: str) -> None:
     assert _ours(text) == _oracle(text)
 
 
-@given(st.one_of(modelfile_texts(), line_texts()))
+@given(TEXTS)
 @HYPOTHESIS
 def test_format_of_parsed_text_round_trips(text: str) -> None:
     try:

@@ -46,6 +46,7 @@ F32 = np.float32
 _MAGIC = F32(12582912.0)  # 1.5 * 2**23: adding it leaves round(v) in the low mantissa bits
 _GROUP_MAX_EPS = F32(1e-15)  # below this a group counts as all zero
 _RINT_SAFE = F32(2.0**21)  # |v| below this: np.rint(v) == nearest_int(v), with margin
+_F32_TINY = F32(2.0**-125)  # c / span cannot overflow if span > c * 2**-125
 
 __all__ = [
     "FORMATS",
@@ -76,21 +77,23 @@ def _nearest_int(v: F32Array) -> I32Array:
 
 
 def _seq_sum(a: F32Array, from_zero: bool = True) -> F32Array:
-    """Sum over axis 0 in index order, like ``for (i...) s += a[i]`` in C.
+    """Sum over the element axis (-2) in index order, like ``for (i...) s += a[i]`` in C.
 
-    ``np.add.reduce`` over the outer axis of a C-contiguous 2-D array with at least two
-    columns adds row after row (pairwise summation only runs along the contiguous axis);
-    anything else takes the explicit loop. ``from_zero``: C starts from ``s = 0``, which
-    turns an all ``-0.0`` sum into ``+0.0``; adding ``+0.0`` at the end does the same.
+    ``np.add.reduce`` over a non-contiguous axis of a C-contiguous array adds whole
+    slices one after the other (numpy's pairwise summation only runs along the contiguous
+    axis, which is why the element axis is never the last one); when the last axis has
+    length 1 numpy would switch to pairwise, so that case takes an explicit loop.
+    ``from_zero``: C starts from ``s = 0`` (this decides the sign of an all-zero sum)
+    rather than from ``a[0]``.
     """
-    if a.ndim == 2 and a.shape[1] >= 2 and a.flags.c_contiguous:
-        s: F32Array = np.add.reduce(a, axis=0)
-    else:
-        s = a[0].copy()
-        for i in range(1, a.shape[0]):
-            s += a[i]
-    if from_zero:
-        s += F32(0.0)
+    if a.shape[-1] >= 2 and a.flags.c_contiguous:
+        if from_zero:
+            return np.add.reduce(a, axis=-2, initial=F32(0.0))  # type: ignore[no-any-return]
+        return np.add.reduce(a, axis=-2)  # type: ignore[no-any-return]
+    first = a[..., 0, :]
+    s = np.zeros_like(first) if from_zero else first.copy()
+    for i in range(0 if from_zero else 1, a.shape[-2]):
+        s += a[..., i, :]
     return s
 
 
@@ -139,21 +142,17 @@ def _c_float_to_byte(v: F32Array, bad: BoolArray, axis_blocks: int) -> U8Array:
 
 
 def _levels(
-    xm: F32Array, iscale: F32Array, lo: int, hi: int, bound: F32Array,
-    out: F32Array | None = None,
+    xm: F32Array, iscale: F32Array, lo: int, hi: int, out: F32Array,
+    unsafe: BoolArray | None = None,
 ) -> F32Array:
-    """``clamp(nearest_int(iscale * xm), lo, hi)`` as float32; xm (n, m), iscale (m,).
-
-    ``bound`` (m,) bounds |xm| per column. Where |iscale| * bound is small, np.rint equals
-    nearest_int; the other columns (inf scales, overflowed spans) take the bit trick.
-    Call with floating point errors silenced.
-    """
-    out = np.multiply(xm, iscale, out=out)
+    """``clamp(nearest_int(iscale * xm), lo, hi)`` into float32 ``out``; xm (n, m),
+    iscale (m,). np.rint is nearest_int wherever |iscale * xm| < 2**22; the columns
+    flagged ``unsafe`` (inf scales, overflowed spans) take the bit trick instead.
+    Call with floating point errors silenced."""
+    np.multiply(xm, iscale, out=out)
     np.rint(out, out=out)
-    np.maximum(out, F32(lo), out=out)
-    np.minimum(out, F32(hi), out=out)
-    unsafe = ~(np.abs(iscale) * bound < _RINT_SAFE)
-    if unsafe.any():
+    np.clip(out, F32(lo), F32(hi), out=out)
+    if unsafe is not None and unsafe.any():
         cols = xm[:, unsafe] * iscale[unsafe]
         out[:, unsafe] = np.clip(_nearest_int(cols), lo, hi).astype(np.float32)
     return out
@@ -204,18 +203,20 @@ def _fit_symmetric(x: F32Array, w: F32Array, nmax: int) -> tuple[F32Array, F32Ar
         amax_signed = _signed_absmax(x, axis=0)
         zero = ~(np.abs(amax_signed) >= _GROUP_MAX_EPS)
         vmax = np.where(zero, F32(1.0), amax_signed)
-        bound = np.abs(vmax)
-        wx = w * x  # C: w*x[i]*l == (w*x)*l
-        nm = F32(nmax)
+        # |iscale * x| <= nmax + 1 whenever max is finite
+        unsafe = ~np.isfinite(vmax)
+        # one multiply gives both w*x*l == (w*x)*l and w*l, then (w*l)*l
+        wxw = np.stack([w * x, w])
+        prod = np.empty_like(wxw)
         lv = np.empty_like(x)
-        tmp = np.empty_like(x)
+        nm = F32(nmax)
 
         def sums(iscale: F32Array) -> tuple[F32Array, F32Array]:
-            _levels(x, iscale, -nmax, nmax - 1, bound, out=lv)
-            sumlx = _seq_sum(np.multiply(wx, lv, out=tmp))
-            np.multiply(w, lv, out=tmp)
-            np.multiply(tmp, lv, out=tmp)
-            return sumlx, _seq_sum(tmp)
+            _levels(x, iscale, -nmax, nmax - 1, lv, unsafe)
+            np.multiply(wxw, lv, out=prod)
+            np.multiply(prod[1], lv, out=prod[1])
+            sumlx, suml2 = _seq_sum(prod)
+            return sumlx, suml2
 
         best_iscale = -nm / vmax
         sumlx, suml2 = sums(best_iscale)
@@ -231,7 +232,7 @@ def _fit_symmetric(x: F32Array, w: F32Array, nmax: int) -> tuple[F32Array, F32Ar
                 scale = np.where(better, sumlx / suml2, scale)
                 best = np.where(better, scale * sumlx, best)
                 best_iscale = np.where(better, iscale, best_iscale)
-        levels = _levels(x, best_iscale, -nmax, nmax - 1, bound, out=lv)
+        levels = _levels(x, best_iscale, -nmax, nmax - 1, lv, unsafe)
     levels += nm
     levels[:, zero] = 0
     scale[zero] = 0
@@ -253,38 +254,49 @@ def _fit_scale_min(
         sum_x = _seq_sum(w * x, from_zero=False)
         cur_min = np.where(xmin > 0, F32(0.0), xmin)
         flat = ~(xmax > cur_min)
+        c_max = abs(F32(rmin) + F32(rdelta) * F32(nstep) + F32(nmax)) + F32(nmax)
 
-        def span_bound(m: F32Array) -> F32Array:
-            return np.maximum(np.abs(xmax - m), np.abs(xmin - m))
+        def unsafe_columns(m: F32Array) -> BoolArray | None:
+            # iscale = c/(max - m) times x - m: safe if c * max|x - m| / |max - m| is
+            # small (the second test keeps c / span itself from overflowing)
+            span = np.abs(xmax - m)
+            reach = np.maximum(span, np.abs(xmin - m))
+            unsafe = ~((reach * c_max < _RINT_SAFE * span) & (span > c_max * _F32_TINY))
+            return unsafe if unsafe.any() else None
 
         xm = x - cur_min
-        lv = np.empty_like(x)
+        # plane 0: the levels l, plane 1: x; (w*l) * planes gives w*l*l and w*l*x at once
+        lx = np.empty((2,) + x.shape, dtype=np.float32)
+        lv = lx[0]
+        lx[1] = x
+        prod = np.empty_like(lx)
         wl = np.empty_like(x)
-        tmp = np.empty_like(x)
+        err = np.empty_like(x)
 
         def weighted_error(scale: F32Array, offset: F32Array) -> F32Array:
             # sum of w * (scale*l + offset - x)^2, C's operation order
-            np.multiply(lv, scale, out=tmp)
-            np.add(tmp, offset, out=tmp)
-            np.subtract(tmp, x, out=tmp)
-            np.square(tmp, out=tmp)
-            np.multiply(tmp, w, out=tmp)
-            return _seq_sum(tmp)
+            np.multiply(lv, scale, out=err)
+            np.add(err, offset, out=err)
+            np.subtract(err, x, out=err)
+            np.square(err, out=err)
+            np.multiply(err, w, out=err)
+            return _seq_sum(err)
 
+        unsafe = unsafe_columns(cur_min)
         iscale = F32(nmax) / (xmax - cur_min)
         scale = F32(1.0) / iscale
-        _levels(xm, iscale, 0, nmax, span_bound(cur_min), out=lv)
+        _levels(xm, iscale, 0, nmax, lv, unsafe)
         best = weighted_error(scale, cur_min)
         # The winning levels are recomputed at the end from the (iscale, min) that made them.
         l_iscale = iscale
         l_min = cur_min
         for k in range(nstep + 1):
             iscale = (F32(rmin) + F32(rdelta) * F32(k) + F32(nmax)) / (xmax - cur_min)
-            _levels(xm, iscale, 0, nmax, span_bound(cur_min), out=lv)
+            _levels(xm, iscale, 0, nmax, lv, unsafe)
             np.multiply(w, lv, out=wl)
             sum_l = _seq_sum(wl)
-            sum_l2 = _seq_sum(np.multiply(wl, lv, out=tmp))
-            sum_xl = _seq_sum(np.multiply(wl, x, out=tmp))
+            np.multiply(lx, wl, out=prod)
+            sum_l2, sum_xl = _seq_sum(prod)
             det = sum_w * sum_l2 - sum_l * sum_l
             this_scale = (sum_w * sum_xl - sum_x * sum_l) / det
             this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det
@@ -300,10 +312,11 @@ def _fit_scale_min(
                 l_min = np.where(better, cur_min, l_min)
                 cur_min = np.where(better, this_min, cur_min)
                 np.subtract(x, cur_min, out=xm)
-        levels = _levels(np.subtract(x, l_min, out=xm), l_iscale, 0, nmax, span_bound(l_min),
-                         out=lv)
+                unsafe = unsafe_columns(cur_min)
+        levels = _levels(np.subtract(x, l_min, out=xm), l_iscale, 0, nmax, lv,
+                         unsafe_columns(l_min))
     levels[:, flat] = 0
-    scale = np.where(flat, F32(0.0), scale)
+    scale[flat] = 0
     return scale, -cur_min, levels
 
 
