@@ -27,6 +27,7 @@ from modelkit.errors import (
 )
 from modelkit.gguf_file import GGUFInfo, read_gguf
 from modelkit.gojson import go_json_dumps
+from modelkit.gotemplate import validate_go_template
 from modelkit.humanize import human_number
 from modelkit.manifest import GGUF_MEDIA_TYPES, Layer, Manifest, MediaType, ModelConfig
 from modelkit.modelfile import Modelfile, convert_parameters, params_json
@@ -218,7 +219,7 @@ class Builder:
             self._status(f"warning: {w}", warning=True)
             self.warnings.append(w)
         if spec.template:
-            chat_templates.validate_go_template(spec.template)
+            validate_go_template(spec.template)
 
         name = self.store.canonical(name)
         old = self._old_manifest(name)

@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 from modelkit import __version__, api
 from modelkit import errors as E
+from modelkit.gguf_file import QuantizationView, bits_per_weight, quantization_view
 from modelkit.humanize import human_bytes, human_time
 from modelkit.progress import ProgressEvent
 
@@ -218,12 +219,51 @@ def show_json(info: api.ModelInfo, *, verbose: bool) -> dict[str, Any]:
 SHOW_FIELDS = ("license", "modelfile", "parameters", "system", "template")
 
 
+def render_quantization(view: QuantizationView) -> str:
+    types = [["type", "tensors", "parameters", "bytes", "bits/weight"]]
+    types += [[s.type_name, str(s.count), str(s.parameters), str(s.bytes),
+               f"{s.bits_per_weight:.2f}"] for s in view.by_type]
+    types.append(["total", str(len(view.tensors)), str(view.parameters), str(view.bytes),
+                  f"{view.bits_per_weight:.2f}"])
+    layers = [["layer", "parameters", "bytes", "bits/weight"]]
+    layers += [[name, str(n), str(b), f"{b * 8 / n:.2f}" if n else "0"]
+               for name, n, b in view.by_layer]
+    tensors = [["name", "type", "shape", "bytes", "bits/weight"]]
+    tensors += [[t.name, t.type_name, "[" + " ".join(str(d) for d in t.shape) + "]",
+                 str(t.n_bytes), f"{bits_per_weight(t):.2f}"] for t in view.tensors]
+    return "\n".join(f"  {header}\n" + _table(rows, indent=True) for header, rows in
+                     (("Quantization", types), ("Layers", layers), ("Tensors", tensors))) + "\n"
+
+
+def quantization_json(view: QuantizationView) -> dict[str, Any]:
+    return {
+        "parameters": view.parameters, "bytes": view.bytes,
+        "bits_per_weight": view.bits_per_weight,
+        "by_type": [{"type": s.type_name, "tensors": s.count, "parameters": s.parameters,
+                     "bytes": s.bytes, "bits_per_weight": s.bits_per_weight}
+                    for s in view.by_type],
+        "by_layer": [{"layer": name, "parameters": n, "bytes": b,
+                      "bits_per_weight": b * 8 / n if n else 0.0}
+                     for name, n, b in view.by_layer],
+        "tensors": [{"name": t.name, "type": t.type_name, "shape": list(t.shape),
+                     "bytes": t.n_bytes, "bits_per_weight": bits_per_weight(t)}
+                    for t in view.tensors],
+    }
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     chosen = [f for f in SHOW_FIELDS if getattr(args, f)]
     if len(chosen) > 1:
         raise E.ModelkitError("only one of '--license', '--modelfile', '--parameters', "
                               "'--system', or '--template' can be specified")
     info = api.show(args.model)
+    if args.quantization:
+        view = quantization_view(info.gguf)
+        if args.json:
+            _emit_json(quantization_json(view))
+        else:
+            sys.stdout.write(render_quantization(view))
+        return 0
     if args.json:
         _emit_json(show_json(info, verbose=args.verbose))
         return 0
@@ -327,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     for f in SHOW_FIELDS:
         p.add_argument(f"--{f}", action="store_true", help=f"show the {f} of the model")
     p.add_argument("-v", "--verbose", action="store_true", help="show metadata and tensors")
+    p.add_argument("--quantization", action="store_true",
+                   help="per-tensor types, bytes and bits per weight, by type and by layer")
 
     p = add("list", cmd_list, "List models", aliases=["ls"])
     p.add_argument("prefix", nargs="?", help="only names starting with this")

@@ -1,0 +1,91 @@
+"""Model sources other than the store: Hugging Face, ModelScope and local GGUF files.
+
+Every source answers with the same ``ImportedModel``: the local GGUF files to put in the
+store (model first, then an optional vision projector), the revision they came from and
+the repository's own ``template``/``system``/``params`` overrides. Build then treats an
+import from a hub exactly like a local file, which keeps the store's single writer.
+
+Hub names are Ollama's: ``hf.co/{user}/{repo}[:{tag}]`` (also ``huggingface.co``) and
+``modelscope.cn/{user}/{repo}[:{tag}]``. The tag picks a GGUF file (see ``choose``).
+
+The hub clients are imported only when a hub is used: ``import modelkit.importers``
+stays cheap for the commands that never touch a hub.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from modelkit.names import ModelName
+from modelkit.progress import ProgressCallback, ignore_progress
+
+HF_HOSTS = frozenset({"hf.co", "huggingface.co"})
+MODELSCOPE_HOSTS = frozenset({"modelscope.cn", "www.modelscope.cn"})
+
+MODEL = "model"
+PROJECTOR = "projector"
+
+
+@dataclass(frozen=True)
+class ImportedFile:
+    path: Path  # a local file (in the client's cache, or a merged temp file) to store
+    role: str  # MODEL | PROJECTOR
+    sha256: str | None  # verified digest (hex) when known; None for local files
+
+
+@dataclass(frozen=True)
+class ImportedModel:
+    source: str  # the name as asked for, e.g. "hf.co/bartowski/Llama-3.2-1B-GGUF:Q4_K_M"
+    repo: str  # "user/repo" (a hub) or the path (local)
+    revision: str  # the commit the files came from ("" for local files)
+    filenames: tuple[str, ...]  # repository paths of every file used (all shards)
+    files: tuple[ImportedFile, ...]  # model first, then projector
+    template: str | None = None  # repository overrides, as the Hugging Face bridge reads them
+    system: str | None = None
+    params: dict[str, Any] | None = None
+    temporary: tuple[Path, ...] = ()  # files the caller deletes once stored (merged splits)
+
+    def provenance(self) -> dict[str, Any]:
+        """What to record with the model so that a rebuild fetches the same bytes."""
+        return {"name": self.source, "repo": self.repo, "revision": self.revision,
+                "files": list(self.filenames)}
+
+    def cleanup(self) -> None:
+        """Delete the temporary files (call after the files are in the store)."""
+        for path in self.temporary:
+            path.unlink(missing_ok=True)
+
+
+class Importer(Protocol):
+    def fetch(self, name: ModelName, *, progress: ProgressCallback = ignore_progress,
+              offline: bool | None = None, revision: str | None = None,
+              workdir: Path | None = None) -> ImportedModel:
+        """Resolve ``name`` on the hub, download (or find in the cache) and verify its
+        files. ``offline`` None follows the hub's own setting (``HF_HUB_OFFLINE``);
+        ``revision`` pins a commit (for reproducible rebuilds); merged split GGUFs are
+        written in ``workdir`` (default: the system temp folder)."""
+        ...
+
+
+def is_hub_host(host: str) -> bool:
+    return host.lower() in HF_HOSTS or host.lower() in MODELSCOPE_HOSTS
+
+
+def hub_for(name: ModelName) -> Importer | None:
+    """The importer for ``name``'s host, or None when the host is not a model hub."""
+    host = name.host.lower()
+    if host in HF_HOSTS:
+        from modelkit.importers.huggingface import HuggingFaceImporter
+
+        return HuggingFaceImporter()
+    if host in MODELSCOPE_HOSTS:
+        from modelkit.importers.modelscope import ModelScopeImporter
+
+        return ModelScopeImporter()
+    return None
+
+
+__all__ = ["HF_HOSTS", "MODEL", "MODELSCOPE_HOSTS", "PROJECTOR", "ImportedFile",
+           "ImportedModel", "Importer", "hub_for", "is_hub_host"]

@@ -1,0 +1,179 @@
+"""What the hub importers share: the fetch sequence, hashing, overrides, temp files.
+
+A hub backend knows how to list a repository and get one file, verified, from its
+client; ``fetch_from_hub`` does the rest the same way for every hub: choose the files
+for the tag, download them, merge split shards, read the repository's overrides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from modelkit.errors import DigestError, HubError
+from modelkit.importers import MODEL, PROJECTOR, ImportedFile, ImportedModel
+from modelkit.importers.choose import RepoEntry, Selection, choose
+from modelkit.importers.split import merge
+from modelkit.names import ModelName
+from modelkit.progress import ProgressCallback, ProgressEvent
+
+HASH_CHUNK = 8 << 20
+
+
+@dataclass(frozen=True)
+class Listing:
+    revision: str  # the commit the listing describes (or a branch name, when unknown)
+    entries: tuple[RepoEntry, ...]
+
+
+class Backend(Protocol):
+    """One hub, through its official client."""
+
+    hub: str  # for messages: "huggingface.co", "modelscope.cn", or the endpoint's host
+
+    def listing(self) -> Listing: ...
+
+    def download(self, entry: RepoEntry, progress: ProgressCallback) -> Path:
+        """The file's local path, its sha256 checked against ``entry.sha256`` when known
+        (a mismatch raises DigestError and leaves nothing behind)."""
+        ...
+
+    def read_text(self, entry: RepoEntry) -> str: ...
+
+
+def one_line(exc: BaseException | str, limit: int = 300) -> str:
+    """A client's (often multi-line) message as one line for our error."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def transfer_status(entry: RepoEntry) -> tuple[str, str | None]:
+    """Ollama's ``pulling <12 hex>`` when the digest is known, else the file name."""
+    if entry.sha256:
+        return f"pulling {entry.sha256[:12]}", f"sha256:{entry.sha256}"
+    return f"downloading {entry.basename}", None
+
+
+def reporter(progress: ProgressCallback, status: str, digest: str | None
+             ) -> Callable[[int, int], None]:
+    def report(done: int, total: int) -> None:
+        progress(ProgressEvent(status, digest=digest, total=total, completed=done))
+
+    return report
+
+
+def sha256_file(path: Path, report: Callable[[int, int], None] | None = None) -> str:
+    total = path.stat().st_size
+    h = hashlib.sha256()
+    done = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            h.update(chunk)
+            done += len(chunk)
+            if report:
+                report(done, total)
+    return h.hexdigest()
+
+
+def digest_error(entry: RepoEntry, where: str, got: str, *, note: str) -> DigestError:
+    return DigestError(f"{entry.path} from {where}: sha256 mismatch: the hub lists "
+                       f"sha256:{entry.sha256}, the download has sha256:{got}; {note}")
+
+
+def verify(path: Path, entry: RepoEntry, where: str, progress: ProgressCallback) -> str | None:
+    """Hash ``path``; raise DigestError (after deleting nothing) when it is not the
+    file the hub lists. Returns the digest, or None when the hub gave none."""
+    if not entry.sha256:
+        return None
+    got = sha256_file(path, reporter(progress, "verifying sha256 digest",
+                                     f"sha256:{entry.sha256}"))
+    if got != entry.sha256:
+        raise digest_error(entry, where, got, note="the file was not used")
+    return got
+
+
+def parse_overrides(texts: dict[str, str], where: str
+                    ) -> tuple[str | None, str | None, dict[str, Any] | None]:
+    params: dict[str, Any] | None = None
+    if "params" in texts:
+        try:
+            loaded = json.loads(texts["params"])
+        except ValueError as exc:
+            raise HubError(f"{where}: the repository's params file is not valid JSON: "
+                           f"{one_line(exc)}") from None
+        if not isinstance(loaded, dict):
+            raise HubError(f"{where}: the repository's params file is not a JSON object")
+        params = loaded
+    return texts.get("template"), texts.get("system"), params
+
+
+def merged_path(workdir: Path | None, stem: str) -> Path:
+    folder = workdir if workdir is not None else Path(tempfile.gettempdir())
+    folder.mkdir(parents=True, exist_ok=True)
+    # Hidden and random: a crash leaves a file prune-able from a store's blobs folder.
+    return folder / f".tmp-merge-{secrets.token_hex(8)}-{stem[:60]}.gguf"
+
+
+def merge_shards(paths: list[Path], stem: str, workdir: Path | None,
+                 progress: ProgressCallback) -> Path:
+    out = merged_path(workdir, stem)
+    progress(ProgressEvent(f"merging {len(paths)} split GGUF parts of {stem}"))
+    merge(paths, out, reporter(progress, f"merging {stem}", None))
+    return out
+
+
+def fetch_from_hub(name: ModelName, backend: Backend, progress: ProgressCallback,
+                   workdir: Path | None) -> ImportedModel:
+    where = f"{name.host}/{name.repository}"
+    listing = backend.listing()
+    selection = choose(listing.entries, name.tag, name=str(name), repo=name.repository,
+                       hub=backend.hub)
+    progress(ProgressEvent(f"using {selection.model.path}"
+                           f"{f' ({selection.model.split_count} parts)' if selection.model.split_count else ''}"
+                           f" from {name.repository}@{listing.revision[:12]}"))
+    paths = [backend.download(e, progress) for e in selection.model.entries]
+    temporary: list[Path] = []
+    if selection.model.split_count:
+        model_path = merge_shards(paths, selection.model.stem, workdir, progress)
+        temporary.append(model_path)
+        model = ImportedFile(model_path, MODEL, None)
+    else:
+        model = ImportedFile(paths[0], MODEL, selection.model.entries[0].sha256)
+    files = [model]
+    try:
+        if selection.projector is not None:
+            files.append(ImportedFile(backend.download(selection.projector, progress),
+                                      PROJECTOR, selection.projector.sha256))
+        template, system, params = parse_overrides(_read_overrides(backend, selection), where)
+    except BaseException:
+        for p in temporary:
+            p.unlink(missing_ok=True)
+        raise
+    return ImportedModel(
+        source=str(name), repo=name.repository, revision=listing.revision,
+        filenames=tuple(e.path for e in selection.entries), files=tuple(files),
+        template=template, system=system, params=params, temporary=tuple(temporary))
+
+
+def _read_overrides(backend: Backend, selection: Selection) -> dict[str, str]:
+    return {key: backend.read_text(entry) for key, entry in selection.overrides.items()}
+
+
+def env_path(*names: str) -> Path | None:
+    """The first of the environment variables ``names`` that is set, as a path."""
+    for var in names:
+        value = os.environ.get(var)
+        if value:
+            return Path(os.path.expandvars(os.path.expanduser(value)))
+    return None
+
+
+def env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}

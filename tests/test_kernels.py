@@ -1,0 +1,285 @@
+"""modelkit.quant.kernels against llama.cpp's own bytes (golden data) and basic properties."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType
+from gguf.constants import GGML_QUANT_SIZES
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from modelkit.quant import kernels
+from modelkit.quant.kernels import FORMATS, dequantize, quantize, to_float32
+
+GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden" / "kernels"
+TYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"]
+
+
+@functools.cache
+def _golden(name: str) -> dict[str, np.ndarray]:
+    with np.load(GOLDEN / f"{name}.npz") as z:
+        return {key: z[key] for key in z.files}
+
+
+def _golden_params(with_deq: bool = False) -> list[object]:
+    """One (type, case) per golden case; with_deq: only the cases with a ``__deq``."""
+    if not GOLDEN.is_dir():
+        reason = f"golden data not found at {GOLDEN}"
+        return [pytest.param(None, None, marks=pytest.mark.skip(reason=reason))]
+    params: list[object] = []
+    for name in TYPES:
+        if not (GOLDEN / f"{name}.npz").is_file():
+            reason = f"{name}.npz missing in {GOLDEN}"
+            params.append(pytest.param(name, None, marks=pytest.mark.skip(reason=reason)))
+            continue
+        z = _golden(name)
+        for case in map(str, z["cases"]):
+            if not with_deq or f"{case}__deq" in z:
+                params.append(pytest.param(name, case, id=f"{name}-{case}"))
+    return params
+
+
+def _describe_mismatch(
+    name: str, case: str, x: np.ndarray, got: np.ndarray, expected: np.ndarray
+) -> str:
+    fmt = FORMATS[GGMLQuantizationType[name]]
+    g = got.reshape(-1, fmt.block_bytes)
+    e = expected.reshape(-1, fmt.block_bytes)
+    bad = np.flatnonzero((g != e).any(axis=1))
+    first = int(bad[0])
+    values = x.reshape(-1, fmt.block_elems)[first]
+    return (
+        f"{name}/{case}: {bad.size} of {len(e)} blocks differ; first is block {first} "
+        f"(row {first // (x.shape[1] // fmt.block_elems)})\n"
+        f"  expected {e[first].tobytes().hex()}\n"
+        f"  got      {g[first].tobytes().hex()}\n"
+        f"  input    {np.array2string(values, precision=9, max_line_width=120)}"
+    )
+
+
+@pytest.mark.parametrize(("name", "case"), _golden_params())
+def test_quantize_matches_llama_cpp(name: str, case: str) -> None:
+    z = _golden(name)
+    x = z[f"{case}__x"]
+    imatrix = z.get(f"{case}__imatrix")
+    expected = z[f"{case}__q"]
+    got = quantize(GGMLQuantizationType[name], x, imatrix)
+    assert got.dtype == np.uint8
+    assert got.shape == expected.shape
+    if got.tobytes() != expected.tobytes():
+        pytest.fail(_describe_mismatch(name, case, x, got, expected))
+
+
+@pytest.mark.parametrize(("name", "case"), _golden_params(with_deq=True))
+def test_dequantize_matches_llama_cpp(name: str, case: str) -> None:
+    z = _golden(name)
+    expected = z[f"{case}__deq"]
+    got = dequantize(GGMLQuantizationType[name], z[f"{case}__q"])
+    assert got.dtype == np.float32
+    assert got.shape == expected.shape
+    # bit patterns, so that -0.0, inf and the x86 default NaN (huge_1e6) all count
+    diff = np.flatnonzero(got.view(np.uint32) != expected.view(np.uint32))
+    assert diff.size == 0, (
+        f"{name}/{case}: {diff.size} of {expected.size} values differ; first at flat "
+        f"index {diff[0]}: expected {expected.flat[diff[0]]!r}, got {got.flat[diff[0]]!r}"
+    )
+
+
+def test_golden_meta_agrees_with_gguf_block_sizes() -> None:
+    if not GOLDEN.is_dir():
+        pytest.skip(f"golden data not found at {GOLDEN}")
+    for name in TYPES:
+        meta = json.loads(str(_golden(name)["meta_json"]))
+        qtype = GGMLQuantizationType[name]
+        assert (meta["block_elems"], meta["block_bytes"]) == GGML_QUANT_SIZES[qtype]
+        assert (FORMATS[qtype].block_elems, FORMATS[qtype].block_bytes) == (
+            GGML_QUANT_SIZES[qtype]
+        )
+
+
+# ---------------------------------------------------------------- exactness helpers
+
+
+@pytest.mark.parametrize("shape", [(32, 1), (32, 2), (16, 5), (32, 4099), (2, 8, 3), (3, 1, 7)])
+def test_seq_sum_is_the_c_loop(shape: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(7)
+    a = (rng.standard_normal(shape) * 10.0 ** rng.uniform(-6, 6, shape)).astype(np.float32)
+    for from_zero in (True, False):
+        acc = np.zeros_like(a[..., 0, :]) if from_zero else a[..., 0, :].copy()
+        for i in range(0 if from_zero else 1, a.shape[-2]):
+            acc = acc + a[..., i, :]
+        got = kernels._seq_sum(np.ascontiguousarray(a), from_zero=from_zero)
+        assert got.tobytes() == acc.tobytes()
+    # C starts from +0.0: an all -0.0 sum is +0.0
+    neg = np.full((4, 3), -0.0, dtype=np.float32)
+    assert not np.signbit(kernels._seq_sum(neg)).any()
+
+
+def test_fp16_conversion_matches_ieee_round_to_nearest_even() -> None:
+    rng = np.random.default_rng(3)
+    bits = rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32)
+    f = bits.view(np.float32)
+    f = f[np.isfinite(f)]
+    edge = np.array([0.0, -0.0, 65504.0, 65520.0, -65520.0, 6e-8, 2.0**-25, 2.0**-24,
+                     3 * 2.0**-26, 1e-45, np.inf, -np.inf], dtype=np.float32)
+    f = np.concatenate([f, edge])
+    with np.errstate(over="ignore"):
+        ours = kernels._fp32_to_fp16_bits(f)
+        ieee = f.astype(np.float16).view(np.uint16)
+    assert np.array_equal(ours, ieee)
+    nan = np.array([np.nan, -np.nan], dtype=np.float32)
+    assert list(kernels._fp32_to_fp16_bits(nan)) == [0x7E00, 0xFE00]  # ggml's NaN
+
+
+def test_nearest_int_rounds_half_to_even() -> None:
+    v = np.array([0.5, 1.5, 2.5, -0.5, -1.5, 3.49999, -7.5, 4194303.0], dtype=np.float32)
+    assert list(kernels._nearest_int(v)) == [0, 2, 2, 0, -2, 3, -8, 4194303]
+
+
+def test_q8_0_rounds_half_away_from_zero() -> None:
+    # max |x| = 127 gives d = 1, so every other value is an exact tie
+    x = np.array([[127.0, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 0.49999997] + [0.0] * 24],
+                 dtype=np.float32)
+    q = quantize(GGMLQuantizationType.Q8_0, x)
+    assert list(q[0, 2:10].view(np.int8)) == [127, 1, 2, 3, -1, -2, -3, 0]
+
+
+# ---------------------------------------------------------------- API behaviour
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_shapes_dtypes_and_errors(name: str) -> None:
+    qtype = GGMLQuantizationType[name]
+    be, bb = GGML_QUANT_SIZES[qtype]
+    x = np.random.default_rng(1).standard_normal((3, 2 * be)).astype(np.float32)
+    q = quantize(qtype, x)
+    assert q.dtype == np.uint8 and q.shape == (3, 2 * bb)
+    y = dequantize(qtype, q)
+    assert y.dtype == np.float32 and y.shape == x.shape
+    assert dequantize(qtype, q, n_per_row=2 * be).shape == x.shape
+    assert quantize(qtype, np.zeros((0, be), np.float32)).shape == (0, bb)
+    with pytest.raises(ValueError):
+        quantize(qtype, np.zeros((2, be + 16), np.float32))
+    with pytest.raises(ValueError):
+        dequantize(qtype, q, n_per_row=be)
+    fmt = FORMATS[qtype]
+    blocks = x.reshape(-1, be)
+    assert np.array_equal(fmt.quantize_blocks(blocks), q.reshape(-1, bb))
+    assert np.array_equal(fmt.dequantize_blocks(q.reshape(-1, bb)), y.reshape(-1, be))
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_quantize_blocks_with_imatrix_treats_each_block_as_a_row(name: str) -> None:
+    qtype = GGMLQuantizationType[name]
+    be = GGML_QUANT_SIZES[qtype][0]
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal((5, be)) * 0.02).astype(np.float32)
+    im = np.exp(rng.standard_normal(be)).astype(np.float32)
+    assert np.array_equal(FORMATS[qtype].quantize_blocks(x, im), quantize(qtype, x, im))
+
+
+def test_q8_0_ignores_the_imatrix() -> None:
+    x = np.random.default_rng(4).standard_normal((4, 64)).astype(np.float32)
+    im = np.linspace(0.1, 5, 64, dtype=np.float32)
+    qtype = GGMLQuantizationType.Q8_0
+    assert np.array_equal(quantize(qtype, x, im), quantize(qtype, x))
+
+
+def test_imatrix_length_is_checked() -> None:
+    x = np.zeros((2, 64), np.float32)
+    with pytest.raises(ValueError):
+        quantize(GGMLQuantizationType.Q4_0, x, np.ones(32, np.float32))
+
+
+def test_to_float32_plain_types() -> None:
+    x = np.random.default_rng(5).standard_normal((3, 8)).astype(np.float32)
+    assert np.array_equal(to_float32(x, GGMLQuantizationType.F32), x)
+    assert np.array_equal(to_float32(x.view(np.uint8), GGMLQuantizationType.F32), x)
+    h = x.astype(np.float16)
+    assert np.array_equal(to_float32(h, GGMLQuantizationType.F16), h.astype(np.float32))
+    assert np.array_equal(to_float32(h.view(np.uint8), GGMLQuantizationType.F16),
+                          h.astype(np.float32))
+    bf = (x.view(np.uint32) >> 16).astype(np.uint16)
+    expected = (bf.astype(np.uint32) << 16).view(np.float32)
+    assert np.array_equal(to_float32(bf, GGMLQuantizationType.BF16), expected)
+    assert np.array_equal(to_float32(bf.view(np.uint8), GGMLQuantizationType.BF16), expected)
+
+
+def test_to_float32_block_types() -> None:
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 256)).astype(np.float32)
+    qtype = GGMLQuantizationType.Q4_K
+    q = quantize(qtype, x)
+    assert np.array_equal(to_float32(q, qtype), dequantize(qtype, q))
+    # a type without a modelkit kernel goes through gguf's own dequantizer
+    from gguf import quants as gguf_quants
+
+    other = GGMLQuantizationType.Q2_K
+    raw = rng.integers(0, 256, (2, GGML_QUANT_SIZES[other][1]), dtype=np.uint8)
+    raw[:, -4:] = [0x00, 0x3C, 0x00, 0x3C]  # finite f16 d and dmin
+    assert np.array_equal(to_float32(raw, other), gguf_quants.dequantize(raw, other))
+
+
+# ---------------------------------------------------------------- properties
+
+# Round trip error bound relative to the block's max |x|: half a step of each format's
+# grid plus slack for the f16 scales (K formats: their 6-/8-bit sub-block scales).
+ERROR_BOUND = {"Q8_0": 0.006, "Q4_0": 0.13, "Q4_1": 0.07, "Q5_0": 0.065, "Q5_1": 0.035,
+               "Q4_K": 0.2, "Q5_K": 0.1, "Q6_K": 0.04}
+
+
+@st.composite
+def _matrices(draw: st.DrawFn, name: str) -> np.ndarray:
+    be = GGML_QUANT_SIZES[GGMLQuantizationType[name]][0]
+    rows = draw(st.integers(1, 4))
+    n = be * draw(st.integers(1, 2))
+    values = draw(hnp.arrays(np.float32, (rows, n), elements=st.floats(
+        -1000, 1000, width=32, allow_subnormal=False)))
+    scale = draw(st.sampled_from([1e-3, 0.02, 1.0, 10.0]))
+    scaled: np.ndarray = (values * np.float32(scale)).astype(np.float32)
+    return scaled
+
+
+_SETTINGS = settings(max_examples=25, deadline=None,
+                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@pytest.mark.parametrize("name", TYPES)
+@_SETTINGS
+@given(data=st.data())
+def test_rows_are_independent(name: str, data: st.DataObject) -> None:
+    qtype = GGMLQuantizationType[name]
+    x = data.draw(_matrices(name))
+    use_imatrix = data.draw(st.booleans())
+    im = None
+    if use_imatrix:
+        im = data.draw(hnp.arrays(np.float32, x.shape[1], elements=st.floats(
+            0, 100, width=32, allow_subnormal=False)))
+    rows = data.draw(st.lists(st.integers(0, x.shape[0] - 1), min_size=1, max_size=4))
+    whole = quantize(qtype, x, im)
+    part = quantize(qtype, x[rows], im)
+    assert np.array_equal(part, whole[rows])
+
+
+@pytest.mark.parametrize("name", TYPES)
+@_SETTINGS
+@given(data=st.data())
+def test_round_trip_error_is_bounded(name: str, data: st.DataObject) -> None:
+    qtype = GGMLQuantizationType[name]
+    be = GGML_QUANT_SIZES[qtype][0]
+    x = data.draw(_matrices(name))
+    y = dequantize(qtype, quantize(qtype, x))
+    assert y.shape == x.shape and y.dtype == np.float32
+    xb = x.reshape(-1, be)
+    err = np.abs(y.reshape(-1, be) - xb).max(axis=1)
+    bound = ERROR_BOUND[name] * np.abs(xb).max(axis=1) + 1e-3
+    worst = int(np.argmax(err - bound))
+    assert (err <= bound).all(), (
+        f"block {worst}: error {err[worst]} > bound {bound[worst]}; input {xb[worst]}"
+    )
