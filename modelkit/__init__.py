@@ -1,7 +1,7 @@
 """modelkit: build Ollama- and llama.cpp-compatible models with no daemon.
 
 The Python API (``modelkit.api``) is re-exported here: ``create``, ``show``,
-``list_models``, ``copy``, ``remove``, ``prune``, ``parse_modelfile``,
+``list_models``, ``copy``, ``remove``, ``prune``, ``quantize``, ``parse_modelfile``,
 ``format_modelfile``. It is imported on first use, so ``import modelkit.names`` stays
 cheap.
 """
@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-API = ("create", "show", "list_models", "copy", "remove", "prune", "parse_modelfile",
-       "format_modelfile")
+API = ("create", "show", "list_models", "copy", "remove", "prune", "quantize",
+       "parse_modelfile", "format_modelfile")
 __all__ = [*API, "__version__"]
 
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         list_models,
         parse_modelfile,
         prune,
+        quantize,
         remove,
         show,
     )

@@ -11,10 +11,15 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelkit.build import Builder, CreateResult, spec_from_modelfile
-from modelkit.errors import FileNotFoundModelkitError, GGUFError, ModelNotFoundError
+from modelkit.errors import (
+    FileNotFoundModelkitError,
+    GGUFError,
+    ModelNotFoundError,
+    QuantizationError,
+)
 from modelkit.gguf_file import GGUFInfo, TensorInfo, iter_metadata_display, read_gguf
 from modelkit.humanize import human_number
 from modelkit.manifest import Manifest, MediaType, ModelConfig
@@ -23,11 +28,14 @@ from modelkit.names import ModelName
 from modelkit.progress import ProgressCallback, ignore_progress
 from modelkit.store import PrunePlan, Store, StoredModel
 
+if TYPE_CHECKING:
+    from modelkit.quant.requantize import RequantizeResult
+
 StoreArg = Store | str | os.PathLike[str] | None
 
 __all__ = [
     "ModelInfo", "ModelSummary", "copy", "create", "format_modelfile", "list_models",
-    "parse_modelfile", "prune", "remove", "show",
+    "parse_modelfile", "prune", "quantize", "remove", "show",
 ]
 
 
@@ -68,6 +76,24 @@ def create(name: str, modelfile: str | os.PathLike[str] | Modelfile | None = Non
     spec = spec_from_modelfile(parsed, folder, source)
     builder = Builder(_store(store), progress, link=link)
     return builder.build(model_name, spec, quantize=quantize)
+
+
+# -------------------------------------------------------------------- quantize
+def quantize(source: str | os.PathLike[str], destination: str | os.PathLike[str],
+             file_type: str, *, report: bool = False, workers: int | None = None,
+             progress: ProgressCallback = ignore_progress) -> RequantizeResult:
+    """Quantize a GGUF file into a new GGUF file (atomically written), as llama.cpp's
+    ``llama-quantize`` would: same tensor types, same bytes."""
+    from modelkit.quant.requantize import quantize_file
+
+    src = Path(source)
+    if not src.exists():
+        raise FileNotFoundModelkitError(f"{src}: no such file")
+    dst = Path(destination)
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise QuantizationError(f"{dst}: the output would overwrite the input")
+    return quantize_file(read_gguf(src), dst, file_type, report=report, workers=workers,
+                         progress=progress)
 
 
 # ------------------------------------------------------------------------ show

@@ -23,7 +23,6 @@ from modelkit.errors import (
     GGUFError,
     ModelfileError,
     ModelkitError,
-    QuantizationError,
 )
 from modelkit.gguf_file import GGUFInfo, read_gguf
 from modelkit.gojson import go_json_dumps
@@ -33,6 +32,8 @@ from modelkit.manifest import GGUF_MEDIA_TYPES, Layer, Manifest, MediaType, Mode
 from modelkit.modelfile import Modelfile, convert_parameters, params_json
 from modelkit.names import Digest, ModelName
 from modelkit.progress import ProgressCallback, ProgressEvent, byte_progress, ignore_progress
+from modelkit.quant.policy import parse_file_type
+from modelkit.quant.requantize import quantize_into_store
 from modelkit.store import BlobWrite, Store
 
 SPLIT_NAME = re.compile(r"-\d{5}-of-\d{5}\.gguf$", re.IGNORECASE)
@@ -160,7 +161,10 @@ class Builder:
         written = self._record(self.store.write_blob(data))
         return _Base(Layer(media_type, written.digest, written.size), _status_for(written))
 
-    def _import_gguf(self, path: Path, media_type: MediaType | None) -> _Base:
+    def _import_gguf(self, path: Path, media_type: MediaType | None,
+                     quantize: str | None = None) -> _Base:
+        """Store a GGUF file as a layer: byte-identical, or, for model weights with
+        ``quantize``, quantized straight from the file (the original is never stored)."""
         if SPLIT_NAME.search(path.name):
             raise GGUFError(f"{path}: split GGUF files are not supported yet; merge them "
                             "with llama-gguf-split --merge first")
@@ -168,6 +172,8 @@ class Builder:
         info = read_gguf(path)
         if media_type is None:
             media_type = _gguf_media_type(info)
+        if quantize and media_type == MediaType.MODEL:
+            return self._quantized(info, quantize)
         written = self._record(self.store.import_file(
             path, link=self.link,
             progress=byte_progress(self.progress, f"copying file {path.name}"),
@@ -186,9 +192,9 @@ class Builder:
             return found
         return [path]
 
-    def _base_from_files(self, spec: BuildSpec) -> list[_Base]:
+    def _base_from_files(self, spec: BuildSpec, quantize: str | None) -> list[_Base]:
         paths = sorted({p for f in spec.from_files for p in self._files_for(f)})
-        bases = [self._import_gguf(p, None) for p in paths]
+        bases = [self._import_gguf(p, None, quantize) for p in paths]
         if not any(b.layer.media_type == MediaType.MODEL for b in bases):
             raise GGUFError(f"{paths[0]}: no model weights among the FROM files "
                             "(only adapters or projectors)")
@@ -214,6 +220,8 @@ class Builder:
     def build(self, name: ModelName, spec: BuildSpec, *, quantize: str | None = None
               ) -> CreateResult:
         self._status("gathering model components")
+        if quantize:
+            parse_file_type(quantize)  # an unsupported type fails before any work
         params, warnings = convert_parameters(spec.parameters)
         for w in warnings:
             self._status(f"warning: {w}", warning=True)
@@ -260,14 +268,14 @@ class Builder:
             config = ModelConfig(renderer=base_config.renderer, parser=base_config.parser,
                                  requires=base_config.requires,
                                  capabilities=base_config.capabilities)
+            if quantize:
+                bases = [self._quantized(b.gguf, quantize) if b.gguf is not None
+                         and b.layer.media_type == MediaType.MODEL else b for b in bases]
         else:
-            bases = self._base_from_files(spec)
+            bases = self._base_from_files(spec, quantize)
             bases.extend(self._autodetect_template(bases))
         bases.extend(self._import_gguf(p, MediaType.ADAPTER) for p in spec.adapters)
         bases.extend(self._import_gguf(p, MediaType.DRAFT) for p in spec.drafts)
-
-        if quantize:
-            bases = self._quantize(bases, quantize)
 
         config = _fill_config(config, bases, spec)
         layers = list(bases)
@@ -322,21 +330,11 @@ class Builder:
         layers.append(self._blob_layer(params_json(merged), MediaType.PARAMS))
         return layers
 
-    def _quantize(self, bases: list[_Base], target: str) -> list[_Base]:
-        try:
-            from modelkit.quant.requantize import quantize_into_store
-        except ImportError:  # pragma: no cover - the quantization issue adds it
-            raise QuantizationError("quantization is not available in this build") from None
-        out = []
-        for b in bases:
-            if b.layer.media_type != MediaType.MODEL or b.gguf is None:
-                out.append(b)
-                continue
-            written, info = quantize_into_store(self.store, b.gguf, target, self.progress)
-            self._record(written)
-            out.append(_Base(Layer(MediaType.MODEL, written.digest, written.size),
-                             _status_for(written), info))
-        return out
+    def _quantized(self, source: GGUFInfo, target: str) -> _Base:
+        written, info = quantize_into_store(self.store, source, target, self.progress)
+        self._record(written)
+        return _Base(Layer(MediaType.MODEL, written.digest, written.size),
+                     _status_for(written), info)
 
 
 def _status_for(written: BlobWrite) -> str:

@@ -83,8 +83,10 @@ class ProgressPrinter:
         if self._bar_key != key:
             self._close_bar()
             self._last_status = event.status
-            self._bar = tqdm(total=event.total, desc=event.status, unit="B", unit_scale=True,
-                             unit_divisor=1000, file=self.bar_stream, leave=True)
+            in_bytes = event.unit == "B"
+            self._bar = tqdm(total=event.total, desc=event.status, unit=event.unit,
+                             unit_scale=in_bytes, unit_divisor=1000, file=self.bar_stream,
+                             leave=True)
             self._bar_key = key
         self._bar.n = event.completed or 0
         self._bar.refresh()
@@ -339,6 +341,51 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ quantize
+def cmd_quantize(args: argparse.Namespace) -> int:
+    printer = ProgressPrinter(json_mode=args.json)
+    try:
+        result = api.quantize(args.source, args.destination, args.type,
+                              report=args.report or args.max_rmse is not None,
+                              workers=args.workers, progress=printer)
+    finally:
+        printer.close()
+    too_high = (args.max_rmse is not None and result.rmse is not None
+                and result.rmse > args.max_rmse)
+    summary = {
+        "source": args.source, "destination": args.destination,
+        "file_type": result.file_type_name, "size": result.output_size,
+        "tensors": result.tensor_count, "quantized": result.n_quantized,
+        "copied": result.n_copied, "fallbacks": result.n_fallback,
+        "seconds": round(result.seconds, 3),
+    }
+    if result.rmse is not None:
+        summary |= {"rmse": result.rmse, "worst_tensor": result.worst_tensor,
+                    "max_rmse": args.max_rmse, "passed": not too_high}
+    if args.json:
+        if args.report:
+            summary["report"] = [
+                {"name": t.name, "source_type": t.source_type.name,
+                 "type": t.target_type.name, "shape": list(t.shape), "bytes": t.nbytes,
+                 "rmse": t.rmse, "max_abs_error": t.max_abs_error} for t in result.tensors]
+        _emit_json(summary)
+    else:
+        if args.report:
+            rows = [["name", "from", "to", "rmse", "max abs error"]]
+            rows += [[t.name, t.source_type.name, t.target_type.name, f"{t.rmse or 0:.6g}",
+                      f"{t.max_abs_error or 0:.6g}"] for t in result.tensors]
+            sys.stdout.write(_table(rows, indent=False))
+        print(f"wrote {args.destination}: {result.file_type_name}, "
+              f"{result.n_quantized} tensors quantized, {result.n_copied} copied, "
+              f"{human_bytes(result.output_size)}")
+        if result.rmse is not None:
+            print(f"rmse {result.rmse:.6g} (worst tensor: {result.worst_tensor})")
+    if too_high:
+        raise E.QuantizationError(f"rmse {result.rmse:.6g} is above --max-rmse "
+                                  f"{args.max_rmse} (worst tensor: {result.worst_tensor})")
+    return 0
+
+
 # ---------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -361,6 +408,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quantize the model to this type (e.g. q4_K_M)")
     p.add_argument("--link", action="store_true",
                    help="share the GGUF's storage (reflink or hard link) instead of copying")
+
+    p = add("quantize", cmd_quantize, "Quantize a GGUF file into another GGUF file")
+    p.add_argument("source", metavar="IN.gguf")
+    p.add_argument("destination", metavar="OUT.gguf")
+    p.add_argument("type", metavar="TYPE", help="q4_K_M, q4_K_S, q5_K_M, q6_K, q8_0, q4_0, ...")
+    p.add_argument("--report", action="store_true",
+                   help="per-tensor error against the source (RMSE, max abs error)")
+    p.add_argument("--max-rmse", type=float, metavar="X",
+                   help="fail (exit 7) when the whole model's RMSE exceeds X")
+    p.add_argument("--workers", type=int, metavar="N", help="processes (default: every core)")
 
     p = add("show", cmd_show, "Show information for a model or a GGUF file")
     p.add_argument("model", metavar="MODEL|PATH.gguf")

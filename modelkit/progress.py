@@ -20,6 +20,7 @@ class ProgressEvent:
     completed: int | None = None
     # A warning is a status the user should see even when progress is not shown.
     warning: bool = False
+    unit: str = "B"  # what total/completed count: bytes, or e.g. "tensors"
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"status": self.status}
@@ -31,6 +32,8 @@ class ProgressEvent:
             out["completed"] = self.completed
         if self.warning:
             out["warning"] = True
+        if self.total is not None and self.unit != "B":
+            out["unit"] = self.unit
         return out
 
 

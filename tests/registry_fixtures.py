@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import http.server
 import json
@@ -126,7 +127,8 @@ class _Server(http.server.ThreadingHTTPServer):
 def _serve(handler: type[http.server.BaseHTTPRequestHandler], owner: Any) -> _Server:
     server = _Server(("127.0.0.1", 0), handler)
     server.owner = owner
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                     daemon=True).start()
     return server
 
 
@@ -236,6 +238,7 @@ class Proxy:
     cut_after: int | None = None  # cut ranged blob downloads after this many bytes...
     cuts_left: int = 0  # ...this many times
     refuse_blobs: bool = False  # answer 503 to ranged blob downloads
+    refuse_blobs_after_cuts: bool = False  # set refuse_blobs once cuts_left is used up
     throttle: float = 0.0  # seconds of sleep per 16 KiB of blob body
     redirect_blobs_to: str | None = None  # host:port to 307 blob downloads to
     storage_auth: str | None = None  # Authorization the "storage" host itself adds
@@ -310,6 +313,9 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
             self._reply(seen, 307, {"Location": f"http://{p.redirect_blobs_to}/storage"
                                                 f"{self.path}"}, b"")
             return
+        with p.lock:
+            if ranged and p.refuse_blobs_after_cuts and p.cuts_left == 0:
+                p.refuse_blobs = True
         if ranged and p.refuse_blobs:
             self._reply(seen, 503, {}, b"refused by the test proxy")
             return
@@ -338,7 +344,8 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
                     self.wfile.write(chunk[:cut - seen.body_bytes])
                     seen.body_bytes = cut
                     self.wfile.flush()
-                    self.connection.shutdown(socket.SHUT_RDWR)  # the connection drops
+                    with contextlib.suppress(OSError):  # the client may be gone already
+                        self.connection.shutdown(socket.SHUT_RDWR)  # the connection drops
                     return
                 if ranged and p.throttle:
                     time.sleep(p.throttle)

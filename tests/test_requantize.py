@@ -50,7 +50,7 @@ def _info(model: str) -> GGUFInfo:
     return _INFOS[model]
 
 
-def _run(src: Any, ftype: str, **kw: Any) -> tuple[bytes, RequantizeResult]:
+def _run(src: Any, ftype: str | LlamaFileType, **kw: Any) -> tuple[bytes, RequantizeResult]:
     buf = io.BytesIO()
     result = requantize(src, buf, ftype, **kw)
     return buf.getvalue(), result
@@ -95,12 +95,14 @@ def test_golden_mix(model: str, ftype: str, tmp_path: Path) -> None:
     bad = []
     for s, t in zip(result.tensors, want, strict=True):
         start = result.data_offset + s.offset
-        got = {"name": s.name, "shape": list(s.shape), "type": s.target_type.name,
-               "nbytes": s.nbytes, "offset": s.offset,
-               "sha256": _sha(data[start:start + s.nbytes])}
+        sha = _sha(data[start:start + s.nbytes])
+        got: dict[str, Any] = {"name": s.name, "shape": list(s.shape),
+                               "type": s.target_type.name, "nbytes": s.nbytes,
+                               "offset": s.offset, "sha256": sha}
         if got != t:
-            bad.append(f"{s.name}: got {s.target_type.name} {got['sha256'][:12]}, "
-                       f"want {t['type']} {t['sha256'][:12]}")
+            bad.append(f"{s.name}: got {s.target_type.name} {s.nbytes} B @{s.offset} "
+                       f"{sha[:12]}, want {t['type']} {t['nbytes']} B @{t['offset']} "
+                       f"{t['sha256'][:12]}")
     assert not bad, f"{len(bad)}/{len(want)} tensors differ:\n" + "\n".join(bad)
     assert result.n_fallback == expected["n_fallback"]
     assert list(result.fallback_log) == expected["fallback_log"]
@@ -130,7 +132,7 @@ def test_golden_mix(model: str, ftype: str, tmp_path: Path) -> None:
                                                        ("llama-h384-f32", "q4_0", 1)])
 def test_same_bytes_for_any_workers_and_chunks(model: str, ftype: str, small: int) -> None:
     expected = _golden(model)["results"][ftype]["output_sha256"]
-    runs = {
+    runs: dict[str, dict[str, Any]] = {
         "1 worker, default chunks": {"workers": 1},
         f"1 worker, {small}-row chunks": {"workers": 1, "chunk_rows": small},
         "2 processes, 29-row chunks": {"workers": 2, "chunk_rows": 29},
@@ -188,7 +190,7 @@ def test_memory_stays_flat_as_tensors_grow(tmp_path: Path) -> None:
             finally:
                 tracemalloc.stop()
     chunk_f32 = 64 * 1024 * 4
-    assert peaks[4096] < 1 << 20 and peaks[1024] < 1 << 20, peaks  # < 1 MiB each
+    assert peaks[4096] < 2 << 20 and peaks[1024] < 2 << 20, peaks  # < 2 MiB each
     assert peaks[4096] < 4096 * 1024 * 4 / 8, peaks  # far below the tensor itself
     assert peaks[4096] < peaks[1024] + 2 * chunk_f32, peaks  # flat
 

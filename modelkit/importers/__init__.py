@@ -14,6 +14,7 @@ stays cheap for the commands that never touch a hub.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -51,6 +52,16 @@ class ImportedModel:
         """What to record with the model so that a rebuild fetches the same bytes."""
         return {"name": self.source, "repo": self.repo, "revision": self.revision,
                 "files": list(self.filenames)}
+
+    def parameter_pairs(self) -> tuple[tuple[str, str], ...]:
+        """The repository's ``params`` as Modelfile PARAMETER (name, value) pairs, lists
+        spread over repeated names, for ``BuildSpec.parameters``."""
+        pairs: list[tuple[str, str]] = []
+        for key, value in (self.params or {}).items():
+            for item in value if isinstance(value, list) else [value]:
+                text = json.dumps(item) if not isinstance(item, str) else item
+                pairs.append((key, text))
+        return tuple(pairs)
 
     def cleanup(self) -> None:
         """Delete the temporary files (call after the files are in the store)."""

@@ -153,13 +153,20 @@ def _default(found: Sequence[Candidate]) -> Candidate:
 
 
 def _match(found: Sequence[Candidate], tag: str) -> Candidate | None:
+    """The best candidate for ``tag``: a whole file name, else the label, else the end
+    of the name; the first rule that matches anything decides."""
     t = tag.lower()
-    tests = (
-        lambda c: t in c.names or f"{t}.gguf" in c.names,
-        lambda c: (c.label or "").lower() == t,
-        lambda c: c.stem.lower().endswith((f"-{t}", f".{t}", f"_{t}")),
-    )
-    for test in tests:
+
+    def whole_name(c: Candidate) -> bool:
+        return t in c.names or f"{t}.gguf" in c.names
+
+    def label(c: Candidate) -> bool:
+        return (c.label or "").lower() == t
+
+    def name_end(c: Candidate) -> bool:
+        return c.stem.lower().endswith((f"-{t}", f".{t}", f"_{t}"))
+
+    for test in (whole_name, label, name_end):
         matches = [c for c in found if test(c)]
         if matches:
             return matches[0]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from modelkit.errors import DigestError, HubError
+from modelkit.errors import DigestError, HubError, ModelNotFoundError
 from modelkit.importers import MODEL, PROJECTOR, ImportedFile, ImportedModel
 from modelkit.importers.choose import RepoEntry, Selection, choose
 from modelkit.importers.split import merge
@@ -31,6 +31,7 @@ HASH_CHUNK = 8 << 20
 class Listing:
     revision: str  # the commit the listing describes (or a branch name, when unknown)
     entries: tuple[RepoEntry, ...]
+    cached: bool = False  # read from the client's cache (offline): only what was downloaded
 
 
 class Backend(Protocol):
@@ -133,10 +134,15 @@ def fetch_from_hub(name: ModelName, backend: Backend, progress: ProgressCallback
                    workdir: Path | None) -> ImportedModel:
     where = f"{name.host}/{name.repository}"
     listing = backend.listing()
-    selection = choose(listing.entries, name.tag, name=str(name), repo=name.repository,
-                       hub=backend.hub)
-    progress(ProgressEvent(f"using {selection.model.path}"
-                           f"{f' ({selection.model.split_count} parts)' if selection.model.split_count else ''}"
+    try:
+        selection = choose(listing.entries, name.tag, name=str(name), repo=name.repository,
+                           hub=backend.hub)
+    except ModelNotFoundError as exc:
+        if listing.cached:  # say why the choice is narrower than on the hub
+            raise ModelNotFoundError(f"{exc} (offline: only files in the cache count)") from None
+        raise
+    parts = selection.model.split_count
+    progress(ProgressEvent(f"using {selection.model.path}{f' ({parts} parts)' if parts else ''}"
                            f" from {name.repository}@{listing.revision[:12]}"))
     paths = [backend.download(e, progress) for e in selection.model.entries]
     temporary: list[Path] = []

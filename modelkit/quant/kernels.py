@@ -239,7 +239,8 @@ def _fit_symmetric(x: F32Array, w: F32Array, nmax: int) -> tuple[F32Array, F32Ar
     amax_signed = _signed_absmax(x, axis=0)
     zero = ~(np.abs(amax_signed) >= _GROUP_MAX_EPS)
     vmax = np.where(zero, F32(1.0), amax_signed)
-    unsafe = ~np.isfinite(vmax)  # otherwise |iscale * x| <= nmax + 1
+    nonfinite = ~np.isfinite(vmax)
+    unsafe = nonfinite if nonfinite.any() else None  # else |iscale * x| <= nmax + 1
     # one multiply by l gives both w*x*l == (w*x)*l and w*l, then (w*l)*l
     wxw = np.stack([w * x, w])
     prod = np.empty_like(wxw)

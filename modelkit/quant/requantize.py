@@ -631,17 +631,30 @@ def _execute(steps: Sequence[_Step], runner: _Runner,
     pending: deque[tuple[int, cf.Future[_JobResult]]] = deque()
     next_submit = 0
     for i, step in enumerate(steps):
-        while next_submit < len(steps) and len(pending) < window:
-            job = steps[next_submit].job
-            if job is not None:
-                pending.append((next_submit, runner.submit(job)))
-            next_submit += 1
-        if step.job is None:
-            handle(step, None)
+        if runner.pool is None:  # the pool broke: finish in-process
+            handle(step, _run_job(runner.source, step.job) if step.job is not None else None)
             continue
-        idx, fut = pending.popleft()
-        assert idx == i
-        handle(step, fut.result())
+        try:
+            while next_submit < len(steps) and len(pending) < window:
+                job = steps[next_submit].job
+                if job is not None:
+                    pending.append((next_submit, runner.submit(job)))
+                next_submit += 1
+            if step.job is None:
+                handle(step, None)
+                continue
+            idx, fut = pending.popleft()
+            assert idx == i
+            result = fut.result()
+        except cf.process.BrokenProcessPool:
+            # A worker could not start or died (e.g. forkserver/spawn cannot re-import a
+            # __main__ read from stdin).  Jobs are pure, so doing this one and the rest
+            # here gives the same bytes.
+            runner.close(cancel=True)
+            pending.clear()
+            handle(step, _run_job(runner.source, step.job) if step.job is not None else None)
+            continue
+        handle(step, result)
 
 
 # --------------------------------------------------------------------------------------
@@ -743,7 +756,7 @@ def requantize(
     ok = False
     try:
         data_offset = _write_header(sink, info.architecture, kvs, items, alignment)
-        emit(ProgressEvent(status, total=len(items), completed=0))
+        emit(ProgressEvent(status, total=len(items), completed=0, unit="tensors"))
         done_tensors = 0
         runner = _Runner(source, info.path, n_workers, use_threads)
 
@@ -766,7 +779,8 @@ def requantize(
                         f"bytes, expected {it.nbytes}")
                 sink.zeros(_pad(it.nbytes, alignment) - it.nbytes)
                 done_tensors += 1
-                emit(ProgressEvent(status, total=len(items), completed=done_tensors))
+                emit(ProgressEvent(status, total=len(items), completed=done_tensors,
+                                   unit="tensors"))
 
         _execute(list(_steps(items, chunk_rows, report)), runner, handle)
         sink.flush()

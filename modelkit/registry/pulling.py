@@ -270,12 +270,12 @@ def _fetch_range(client: RegistryClient, url: str, partial: PartialBlob, part: P
             raise client.failure(f"pull {partial.digest.short()}", resp)
         try:
             while skip:
-                data = resp.read(min(READ_CHUNK, skip))
+                data = resp.read_some(min(READ_CHUNK, skip))
                 if not data:
                     raise _Retry("connection closed early")
                 skip -= len(data)
             while not part.done and not stop.is_set():
-                data = resp.read(min(READ_CHUNK, part.size - part.completed))
+                data = resp.read_some(min(READ_CHUNK, part.size - part.completed))
                 if not data:
                     raise _Retry(f"connection closed after {part.offset + part.completed} "
                                  f"of {partial.size} bytes")

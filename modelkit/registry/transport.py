@@ -77,6 +77,11 @@ class Response:
     def read(self, n: int = -1) -> bytes:
         return self._resp.read(n) if n >= 0 else self._resp.read()
 
+    def read_some(self, n: int) -> bytes:
+        """What has arrived, up to ``n`` bytes, after at most one wait: bytes already
+        received are never lost to a connection reset that follows them."""
+        return self._resp.read1(n)
+
     def read_limited(self, limit: int) -> bytes:
         """At most ``limit`` bytes of the body (error pages and manifests are small; a
         hostile server must not make us buffer gigabytes)."""

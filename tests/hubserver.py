@@ -1,0 +1,256 @@
+"""A loopback fake of the Hugging Face and ModelScope hubs, for the real clients.
+
+It speaks the endpoints that huggingface_hub 2.x and modelscope_hub use (see
+shared/docs/hub-protocols.md): HF ``/api/models/{id}[/revision/{rev}]`` and
+``HEAD``/``GET /{id}/resolve/{rev}/{file}``; ModelScope ``/api/v1/models/{id}/repo/files``
+and ``/api/v1/models/{id}/repo?FilePath=``. Files honour ``Range``; errors carry HF's
+``X-Error-Code`` headers and ModelScope's JSON envelopes.
+
+Faults for tests: ``tamper`` serves different bytes (same size) than the listed
+sha256; ``stall`` sends the first N bytes of the first GET of a file and then holds the
+connection until ``release`` is set (a client killed meanwhile leaves a partial file).
+Every request is logged with its method, path, Range and Authorization headers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+TOKEN = "hf_loopback_token"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+LFS_SUFFIXES = (".gguf",)
+
+
+def git_blob_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+@dataclass
+class FakeRepo:
+    files: dict[str, bytes]
+    commit: str = COMMIT
+    gated: bool = False  # listing works, downloads need TOKEN (HF: X-Error-Code GatedRepo)
+    private: bool = False  # everything needs TOKEN
+
+    def sha256(self, path: str) -> str:
+        return hashlib.sha256(self.files[path]).hexdigest()
+
+
+@dataclass
+class HubServer:
+    repos: dict[str, FakeRepo] = field(default_factory=dict)
+    log: list[dict[str, Any]] = field(default_factory=list)
+    tamper: set[str] = field(default_factory=set)  # "repo/path" served with a flipped byte
+    stall: dict[str, int] = field(default_factory=dict)  # "repo/path" -> bytes before stalling
+    release: threading.Event = field(default_factory=threading.Event)
+    _httpd: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._httpd is not None
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> HubServer:
+        server = self
+
+        class Handler(_Handler):
+            hub = server
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.release.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+
+    def requests(self, method: str | None = None, contains: str = "") -> list[dict[str, Any]]:
+        return [r for r in list(self.log)
+                if (method is None or r["method"] == method) and contains in r["path"]]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    hub: HubServer
+    protocol_version = "HTTP/1.0"
+
+    def log_message(self, format: str, *args: Any) -> None:  # silence stderr
+        pass
+
+    # ------------------------------------------------------------------ plumbing
+    def _record(self, status: int) -> None:
+        self.hub.log.append({
+            "method": self.command, "path": urlsplit(self.path).path, "status": status,
+            "query": urlsplit(self.path).query, "range": self.headers.get("Range"),
+            "auth": self.headers.get("Authorization"), "cookie": self.headers.get("Cookie"),
+        })
+
+    def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
+              content_type: str = "application/json") -> None:
+        self._record(status)
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(obj).encode(), headers)
+
+    def _authorized(self) -> bool:
+        return (self.headers.get("Authorization") == f"Bearer {TOKEN}"
+                or f"m_session_id={TOKEN}" in (self.headers.get("Cookie") or ""))
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def do_GET(self) -> None:
+        parts = [unquote(p) for p in urlsplit(self.path).path.split("/") if p]
+        query = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
+        if parts[:2] == ["api", "v1"]:
+            return self._modelscope(parts[2:], query)
+        if parts[:1] == ["api"]:
+            return self._hf_api(parts[1:])
+        if len(parts) >= 5 and parts[2] == "resolve":
+            return self._hf_file(f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:]))
+        self._send(404, b"not found")
+
+    # -------------------------------------------------------------- file bytes
+    def _body(self, repo_id: str, repo: FakeRepo, path: str) -> bytes:
+        data = repo.files[path]
+        if f"{repo_id}/{path}" in self.hub.tamper:
+            data = data[:-1] + bytes([data[-1] ^ 0xFF])
+        return data
+
+    def _serve_file(self, repo_id: str, repo: FakeRepo, path: str,
+                    headers: dict[str, str]) -> None:
+        data = self._body(repo_id, repo, path)
+        start = 0
+        rng = self.headers.get("Range")
+        status = 200
+        if rng and rng.startswith("bytes=") and self.command == "GET":
+            start = int(rng[6:].split("-")[0])
+            if start >= len(data):
+                return self._send(416, b"", {"Content-Range": f"bytes */{len(data)}"})
+            status = 206
+            headers = {**headers, "Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"}
+        headers = {**headers, "Accept-Ranges": "bytes"}
+        key = f"{repo_id}/{path}"
+        if self.command == "GET" and key in self.hub.stall:
+            cut = self.hub.stall.pop(key)
+            self._record(status)
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data) - start))
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data[start:cut])
+            self.wfile.flush()
+            self.hub.release.wait(30)
+            self.close_connection = True
+            return
+        self._send(status, data[start:], headers, "application/octet-stream")
+
+    # --------------------------------------------------------------------- HF
+    def _hf_error(self, status: int, code: str, message: str,
+                  headers: dict[str, str] | None = None) -> None:
+        self._json(status, {"error": message},
+                   {"X-Error-Code": code, "X-Error-Message": message, **(headers or {})})
+
+    def _hf_repo(self, repo_id: str, *, download: bool) -> FakeRepo | None:
+        repo = self.hub.repos.get(repo_id)
+        if repo is None or (repo.private and not self._authorized()):
+            # HF answers 401 for private repos without a token, 404 otherwise.
+            status = 401 if repo is not None else 404
+            self._hf_error(status, "RepoNotFound", "Repository not found")
+            return None
+        if repo.gated and download and not self._authorized():
+            self._hf_error(401, "GatedRepo", f"Access to model {repo_id} is restricted.")
+            return None
+        return repo
+
+    def _hf_api(self, parts: list[str]) -> None:
+        if parts[:1] != ["models"] or len(parts) < 3:
+            return self._send(404, b"not found")
+        repo_id = f"{parts[1]}/{parts[2]}"
+        repo = self._hf_repo(repo_id, download=False)
+        if repo is None:
+            return
+        rest = parts[3:]
+        rev = rest[1] if rest[:1] == ["revision"] and len(rest) > 1 else "main"
+        if rev not in ("main", repo.commit):
+            return self._hf_error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+        siblings = []
+        for path, data in repo.files.items():
+            sib: dict[str, Any] = {"rfilename": path, "size": len(data),
+                                   "blobId": git_blob_sha1(data)}
+            if path.endswith(LFS_SUFFIXES):
+                sib["lfs"] = {"sha256": repo.sha256(path), "size": len(data),
+                              "pointerSize": 134}
+            siblings.append(sib)
+        self._json(200, {"id": repo_id, "modelId": repo_id, "sha": repo.commit,
+                         "private": repo.private, "gated": "auto" if repo.gated else False,
+                         "siblings": siblings})
+
+    def _hf_file(self, repo_id: str, rev: str, path: str) -> None:
+        repo = self._hf_repo(repo_id, download=True)
+        if repo is None:
+            return
+        if rev not in ("main", repo.commit):
+            return self._hf_error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+        if path not in repo.files:
+            return self._hf_error(404, "EntryNotFound", f"{path} does not exist",
+                                  {"X-Repo-Commit": repo.commit})
+        data = repo.files[path]
+        etag = repo.sha256(path) if path.endswith(LFS_SUFFIXES) else git_blob_sha1(data)
+        self._serve_file(repo_id, repo, path, {"X-Repo-Commit": repo.commit,
+                                               "ETag": f'"{etag}"'})
+
+    # -------------------------------------------------------------- ModelScope
+    def _ms_error(self, status: int, message: str) -> None:
+        self._json(status, {"Code": status, "Success": False, "Message": message,
+                            "RequestId": "loopback"})
+
+    def _modelscope(self, parts: list[str], query: dict[str, str]) -> None:
+        if parts[:1] != ["models"] or len(parts) < 3:
+            return self._send(404, b"not found")
+        repo_id = f"{parts[1]}/{parts[2]}"
+        repo = self.hub.repos.get(repo_id)
+        if repo is None:
+            return self._ms_error(404, f"model {repo_id} not found")
+        if (repo.private or (repo.gated and parts[3:4] == ["repo"]
+                             and "FilePath" in query)) and not self._authorized():
+            return self._ms_error(401, "authentication required")
+        rest = parts[3:]
+        if rest == ["revisions"]:
+            return self._json(200, {"Data": {"RevisionMap": {"Branches": [
+                {"Revision": "master", "CreatedAt": 1700000000}], "Tags": []}}})
+        if rest == ["repo", "files"]:
+            files = [{"Name": p.rsplit("/", 1)[-1], "Path": p, "Type": "blob", "Size": len(d),
+                      "Sha256": repo.sha256(p), "IsLFS": p.endswith(LFS_SUFFIXES),
+                      "Revision": repo.commit, "CommittedDate": 1700000000}
+                     for p, d in repo.files.items()]
+            return self._json(200, {"Code": 200, "Success": True, "Data": {"Files": files}})
+        if rest == ["repo"] and "FilePath" in query:
+            path = query["FilePath"]
+            if path not in repo.files:
+                return self._ms_error(404, f"file {path} not found")
+            headers = {"X-Linked-ETag": f'"{repo.sha256(path)}"'} \
+                if path.endswith(LFS_SUFFIXES) else {}
+            return self._serve_file(repo_id, repo, path, headers)
+        if not rest:
+            return self._json(200, {"Code": 200, "Data": {"Name": parts[2]}})
+        self._ms_error(404, "not found")

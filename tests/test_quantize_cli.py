@@ -1,0 +1,120 @@
+"""create -q, modelkit quantize and show --quantization, end to end against llama.cpp's bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import GOLDEN, SAMPLE_DIR
+from modelkit.cli import main
+from modelkit.store import Store
+
+MIXES = GOLDEN / "mixes"
+needs_golden = pytest.mark.skipif(not MIXES.is_dir(), reason=f"golden data absent: {MIXES}")
+
+
+def mk(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def golden(model: str) -> dict:  # type: ignore[type-arg]
+    return json.loads((MIXES / f"{model}.json").read_text())
+
+
+@needs_golden
+@pytest.mark.parametrize("ftype", ["q4_K_M", "q8_0"])
+def test_create_q_stores_exactly_what_llama_cpp_writes(models_dir: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str],
+                                                       ftype: str) -> None:
+    (tmp_path / "Modelfile").write_text(f"FROM {MIXES / 'llama-L10.gguf'}\n")
+    code, out, _ = mk(capsys, "create", "mix", "-f", str(tmp_path / "Modelfile"),
+                      "--quantize", ftype)
+    assert code == 0
+    want = golden("llama-L10")["results"][ftype]
+    assert f"quantizing F16 model to {ftype.upper()}" in out
+    assert f"creating new layer sha256:{want['output_sha256']}" in out
+    store = Store(models_dir)
+    (model,) = store.list_models()
+    layer = model.manifest.layers[0]
+    assert str(layer.digest) == f"sha256:{want['output_sha256']}"
+    assert layer.size == want["output_size"]
+    # The F16 original was never stored: only the quantized weights, config and params.
+    assert not any(p.stat().st_size == (MIXES / "llama-L10.gguf").stat().st_size
+                   for p in (models_dir / "blobs").iterdir())
+    info = json.loads(mk(capsys, "show", "mix", "--json")[1])
+    assert info["details"]["quantization_level"] == ftype.upper()
+
+
+@needs_golden
+def test_quantize_command_writes_llama_cpps_file(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    out_path = tmp_path / "out.gguf"
+    code, out, _ = mk(capsys, "quantize", str(MIXES / "qwen2-L2.gguf"), str(out_path), "Q6_K",
+                      "--json")
+    assert code == 0
+    result = json.loads(out.splitlines()[-1])
+    want = golden("qwen2-L2")["results"]["q6_K"]
+    assert hashlib.sha256(out_path.read_bytes()).hexdigest() == want["output_sha256"]
+    assert result["file_type"] == "Q6_K" and result["size"] == want["output_size"]
+    events = [json.loads(line) for line in out.splitlines()[:-1]]
+    assert events[-1]["completed"] == events[-1]["total"] == len(want["tensors"])
+
+
+def test_quantize_report_and_rmse_gate(tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    src = SAMPLE_DIR / "liang-ai.gguf"
+    code, out, _ = mk(capsys, "quantize", str(src), str(tmp_path / "a.gguf"), "q8_0",
+                      "--report", "--json")
+    assert code == 0
+    result = json.loads(out.splitlines()[-1])
+    report = {t["name"]: t for t in result["report"]}
+    assert report["output_norm.weight"]["rmse"] == 0.0  # copied, unchanged
+    q8 = report["blk.0.attn_q.weight"]
+    assert 0 < q8["rmse"] < q8["max_abs_error"] < 0.001
+    assert result["passed"] is True or result["max_rmse"] is None
+    code, out, err = mk(capsys, "quantize", str(src), str(tmp_path / "b.gguf"), "q4_0",
+                        "--max-rmse", "1e-9")
+    assert code == 7 and "is above --max-rmse" in err
+    assert "rmse" in out
+
+
+def test_quantize_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = str(SAMPLE_DIR / "liang-ai.gguf")
+    code, _, err = mk(capsys, "quantize", src, str(tmp_path / "x.gguf"), "q9_9")
+    assert code == 7 and "supported types are" in err and "Q4_K_M" in err
+    assert not (tmp_path / "x.gguf").exists()
+    code, _, err = mk(capsys, "quantize", str(tmp_path / "absent.gguf"), "o.gguf", "q8_0")
+    assert code == 4 and "no such file" in err
+    code, _, err = mk(capsys, "quantize", src, src, "q8_0")
+    assert code == 7 and "overwrite the input" in err
+
+
+def test_requantizing_a_quantized_file_warns(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    q8 = tmp_path / "q8.gguf"
+    assert mk(capsys, "quantize", str(SAMPLE_DIR / "liang-ai.gguf"), str(q8), "q8_0")[0] == 0
+    code, out, _ = mk(capsys, "quantize", str(q8), str(tmp_path / "q4.gguf"), "q4_K_S")
+    assert code == 0
+    assert "warning: requantizing an already quantized model" in out
+
+
+def test_show_quantization_view(models_dir: Path, tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, _ = mk(capsys, "create", "q", "-f", str(SAMPLE_DIR / "Modelfile"), "-q", "q4_K_M")
+    assert code == 0
+    view = json.loads(mk(capsys, "show", "q", "--quantization", "--json")[1])
+    by_type = {t["type"]: t for t in view["by_type"]}
+    assert set(by_type) == {"Q4_K", "Q6_K", "F32"}
+    assert by_type["Q4_K"]["bits_per_weight"] == 4.5  # 144 bytes per 256 weights
+    assert by_type["Q6_K"]["bits_per_weight"] == 6.5625
+    assert sum(t["bytes"] for t in view["tensors"]) == view["bytes"]
+    assert [x["layer"] for x in view["by_layer"]] == ["-", "0", "1"]
+    text = mk(capsys, "show", "q", "--quantization")[1]
+    assert text.startswith("  Quantization\n") and "bits/weight" in text
+    text = mk(capsys, "show", str(SAMPLE_DIR / "liang-ai.gguf"), "--quantization")[1]
+    assert "    F16      16 " in text
