@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-API = ("create", "show", "list_models", "copy", "remove", "prune", "quantize",
+API = ("create", "show", "list_models", "copy", "remove", "prune", "pull", "quantize",
        "parse_modelfile", "format_modelfile")
 __all__ = [*API, "__version__"]
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         list_models,
         parse_modelfile,
         prune,
+        pull,
         quantize,
         remove,
         show,

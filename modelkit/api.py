@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelkit.build import Builder, CreateResult, spec_from_modelfile
+from modelkit.build import Builder, BuildSpec, CreateResult, spec_from_modelfile
 from modelkit.errors import (
     FileNotFoundModelkitError,
     GGUFError,
@@ -22,6 +22,7 @@ from modelkit.errors import (
 )
 from modelkit.gguf_file import GGUFInfo, TensorInfo, iter_metadata_display, read_gguf
 from modelkit.humanize import human_number
+from modelkit.importers import hub_for
 from modelkit.manifest import Manifest, MediaType, ModelConfig
 from modelkit.modelfile import Command, Modelfile, format_modelfile, parse, parse_file
 from modelkit.names import ModelName
@@ -35,7 +36,7 @@ StoreArg = Store | str | os.PathLike[str] | None
 
 __all__ = [
     "ModelInfo", "ModelSummary", "copy", "create", "format_modelfile", "list_models",
-    "parse_modelfile", "prune", "quantize", "remove", "show",
+    "parse_modelfile", "prune", "pull", "quantize", "remove", "show",
 ]
 
 
@@ -53,7 +54,7 @@ def parse_modelfile(source: str | bytes | os.PathLike[str]) -> Modelfile:
 # ---------------------------------------------------------------------- create
 def create(name: str, modelfile: str | os.PathLike[str] | Modelfile | None = None, *,
            base_dir: str | os.PathLike[str] | None = None, quantize: str | None = None,
-           link: bool = False, store: StoreArg = None,
+           link: bool = False, offline: bool | None = None, store: StoreArg = None,
            progress: ProgressCallback = ignore_progress) -> CreateResult:
     """Build model ``name`` from a Modelfile.
 
@@ -74,8 +75,28 @@ def create(name: str, modelfile: str | os.PathLike[str] | Modelfile | None = Non
         else:
             parsed, folder, source = parse_file(path), path.resolve().parent, str(path)
     spec = spec_from_modelfile(parsed, folder, source)
-    builder = Builder(_store(store), progress, link=link)
+    builder = Builder(_store(store), progress, link=link, offline=offline)
     return builder.build(model_name, spec, quantize=quantize)
+
+
+# ------------------------------------------------------------------------ pull
+def pull(name: str, *, quantize: str | None = None, offline: bool | None = None,
+         link: bool = False, store: StoreArg = None,
+         progress: ProgressCallback = ignore_progress) -> CreateResult:
+    """Fetch model ``name`` into the store under that name.
+
+    ``hf.co/user/repo[:tag]``, ``huggingface.co/...`` and ``modelscope.cn/user/repo[:tag]``
+    download the GGUF the tag names through the official hub client, verify its sha256
+    and store it byte-identical (``quantize`` quantizes it on the way in); the revision
+    used is recorded in the config blob's ``source``. ``offline`` (default: the hubs'
+    own settings such as ``HF_HUB_OFFLINE``) builds from the clients' caches only.
+    """
+    model = ModelName.parse(name)
+    builder = Builder(_store(store), progress, link=link, offline=offline)
+    if hub_for(model) is None:
+        raise ModelNotFoundError(
+            f'model "{name}" not found: pulling from registries is not supported yet')
+    return builder.build(model, BuildSpec(from_hub=name), quantize=quantize)
 
 
 # -------------------------------------------------------------------- quantize

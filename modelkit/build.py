@@ -11,23 +11,26 @@ model's previous manifest used and nothing uses any more.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from modelkit import chat_templates
 from modelkit.errors import (
+    DigestError,
     FileNotFoundModelkitError,
     GGUFError,
     ModelfileError,
     ModelkitError,
+    ModelNotFoundError,
 )
 from modelkit.gguf_file import GGUFInfo, read_gguf
 from modelkit.gojson import go_json_dumps
 from modelkit.gotemplate import validate_go_template
 from modelkit.humanize import human_number
+from modelkit.importers import PROJECTOR, ImportedModel, hub_for
+from modelkit.importers.local import import_local
 from modelkit.manifest import GGUF_MEDIA_TYPES, Layer, Manifest, MediaType, ModelConfig
 from modelkit.modelfile import Modelfile, convert_parameters, params_json
 from modelkit.names import Digest, ModelName
@@ -36,8 +39,6 @@ from modelkit.quant.policy import parse_file_type
 from modelkit.quant.requantize import quantize_into_store
 from modelkit.store import BlobWrite, Store
 
-SPLIT_NAME = re.compile(r"-\d{5}-of-\d{5}\.gguf$", re.IGNORECASE)
-
 
 @dataclass(frozen=True)
 class BuildSpec:
@@ -45,6 +46,7 @@ class BuildSpec:
 
     from_files: tuple[Path, ...] = ()
     from_model: str | None = None
+    from_hub: str | None = None  # pull: a hf.co / modelscope.cn name fetched by its client
     adapters: tuple[Path, ...] = ()
     drafts: tuple[Path, ...] = ()
     template: str | None = None
@@ -139,10 +141,11 @@ class _Base:
 
 class Builder:
     def __init__(self, store: Store, progress: ProgressCallback = ignore_progress, *,
-                 link: bool = False) -> None:
+                 link: bool = False, offline: bool | None = None) -> None:
         self.store = store
         self.progress = progress
         self.link = link
+        self.offline = offline
         self.warnings: list[str] = []
         # Blobs this build wrote; those the final manifest does not use (an autodetected
         # params layer merged into a new one, say) are deleted at the end, as Ollama does.
@@ -162,12 +165,9 @@ class Builder:
         return _Base(Layer(media_type, written.digest, written.size), _status_for(written))
 
     def _import_gguf(self, path: Path, media_type: MediaType | None,
-                     quantize: str | None = None) -> _Base:
+                     quantize: str | None = None, label: str | None = None) -> _Base:
         """Store a GGUF file as a layer: byte-identical, or, for model weights with
         ``quantize``, quantized straight from the file (the original is never stored)."""
-        if SPLIT_NAME.search(path.name):
-            raise GGUFError(f"{path}: split GGUF files are not supported yet; merge them "
-                            "with llama-gguf-split --merge first")
         self._status("parsing GGUF")
         info = read_gguf(path)
         if media_type is None:
@@ -176,27 +176,39 @@ class Builder:
             return self._quantized(info, quantize)
         written = self._record(self.store.import_file(
             path, link=self.link,
-            progress=byte_progress(self.progress, f"copying file {path.name}"),
+            progress=byte_progress(self.progress, f"copying file {label or path.name}"),
         ))
         return _Base(Layer(media_type, written.digest, written.size), _status_for(written),
                      read_gguf(self.store.blob_path(written.digest)))
 
-    def _files_for(self, path: Path) -> list[Path]:
-        if path.is_dir():
-            found = sorted(p for p in path.glob("*.gguf") if p.is_file())
-            if not found:
-                if any(path.glob("*.safetensors")):
-                    raise GGUFError(f"{path}: safetensors import is not supported; convert "
-                                    "the model to GGUF with llama.cpp's convert_hf_to_gguf.py")
-                raise FileNotFoundModelkitError(f"{path}: no GGUF files found in directory")
-            return found
-        return [path]
+    def _fetch(self, spec: BuildSpec) -> list[ImportedModel]:
+        """The GGUFs FROM names: local files and folders (split sets merged), or a hub
+        repository through its official client. Merged files go to hidden temporary
+        files in the blobs folder, so a crash leaves nothing ``prune`` would not remove."""
+        if spec.from_hub is not None:
+            name = ModelName.parse(spec.from_hub)
+            importer = hub_for(name)
+            if importer is None:
+                raise ModelNotFoundError(f"{spec.from_hub} is not a Hugging Face or "
+                                         "ModelScope name")
+            return [importer.fetch(name, progress=self.progress, offline=self.offline,
+                                   workdir=self.store.blobs)]
+        self.store.blobs.mkdir(parents=True, exist_ok=True)
+        return [import_local(p, progress=self.progress, workdir=self.store.blobs)
+                for p in spec.from_files]
 
-    def _base_from_files(self, spec: BuildSpec, quantize: str | None) -> list[_Base]:
-        paths = sorted({p for f in spec.from_files for p in self._files_for(f)})
-        bases = [self._import_gguf(p, None, quantize) for p in paths]
+    def _base_from_imports(self, imports: Sequence[ImportedModel],
+                           quantize: str | None) -> list[_Base]:
+        bases = []
+        for imported in imports:
+            for f in imported.files:
+                role = MediaType.PROJECTOR if f.role == PROJECTOR else None
+                bases.append(self._import_gguf(f.path, role, quantize, label=f.path.name))
+                if f.sha256 and bases[-1].layer.digest.hex != f.sha256 and not quantize:
+                    raise DigestError(f"{f.path.name}: stored digest {bases[-1].layer.digest} "
+                                      f"differs from the hub's sha256:{f.sha256}")
         if not any(b.layer.media_type == MediaType.MODEL for b in bases):
-            raise GGUFError(f"{paths[0]}: no model weights among the FROM files "
+            raise GGUFError(f"{imports[0].source}: no model weights among the FROM files "
                             "(only adapters or projectors)")
         return bases
 
@@ -229,6 +241,8 @@ class Builder:
         if spec.template:
             validate_go_template(spec.template)
 
+        if spec.from_model is not None:
+            self._pull_missing_base(spec.from_model, quantize=None)
         name = self.store.canonical(name)
         old = self._old_manifest(name)
         with self.store.lock(exclusive=False):
@@ -241,6 +255,15 @@ class Builder:
         self._remove_unused(stale - {layer.digest for layer in manifest.all_layers()})
         self._status("success")
         return CreateResult(name, manifest, self.warnings)
+
+    def _pull_missing_base(self, text: str, *, quantize: str | None) -> None:
+        """FROM a name that is not in the store: pull it first, as Ollama does (a hub
+        name through its client). Done before this build takes the lock."""
+        base = ModelName.parse(text)
+        if self.store.resolve(base) is not None or hub_for(base) is None:
+            return
+        puller = Builder(self.store, self.progress, link=self.link, offline=self.offline)
+        puller.build(base, BuildSpec(from_hub=text), quantize=quantize)
 
     def _old_manifest(self, name: ModelName) -> Manifest | None:
         if self.store.resolve(name) is None:
@@ -272,8 +295,17 @@ class Builder:
                 bases = [self._quantized(b.gguf, quantize) if b.gguf is not None
                          and b.layer.media_type == MediaType.MODEL else b for b in bases]
         else:
-            bases = self._base_from_files(spec, quantize)
+            imports = self._fetch(spec)
+            try:
+                bases = self._base_from_imports(imports, quantize)
+            finally:
+                for imported in imports:
+                    imported.cleanup()
             bases.extend(self._autodetect_template(bases))
+            spec, params = _with_repo_overrides(spec, params, imports)
+            config = replace(config, extra=tuple(
+                ("source", imported.provenance()) for imported in imports
+                if spec.from_hub is not None))
         bases.extend(self._import_gguf(p, MediaType.ADAPTER) for p in spec.adapters)
         bases.extend(self._import_gguf(p, MediaType.DRAFT) for p in spec.drafts)
 
@@ -337,6 +369,22 @@ class Builder:
                      _status_for(written), info)
 
 
+def _with_repo_overrides(spec: BuildSpec, params: dict[str, Any],
+                         imports: Sequence[ImportedModel]) -> tuple[BuildSpec, dict[str, Any]]:
+    """Repo files ``template``, ``system`` and ``params`` override what the GGUF gave,
+    as the Hugging Face bridge does; the Modelfile still wins over both."""
+    for imported in imports:
+        if imported.template and not spec.template:
+            validate_go_template(imported.template)
+            spec = replace(spec, template=imported.template)
+        if imported.system and not spec.system:
+            spec = replace(spec, system=imported.system)
+        if imported.params:
+            repo_params, _ = convert_parameters(imported.parameter_pairs())
+            params = {**repo_params, **params}
+    return spec, params
+
+
 def _status_for(written: BlobWrite) -> str:
     verb = "creating new layer" if written.created else "using existing layer"
     return f"{verb} {written.digest}"
@@ -393,4 +441,5 @@ def _fill_config(config: ModelConfig, bases: Sequence[_Base], spec: BuildSpec) -
         parser=spec.parser or config.parser,
         requires=spec.requires or config.requires,
         capabilities=config.capabilities,
+        extra=config.extra,
     )

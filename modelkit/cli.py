@@ -124,7 +124,7 @@ def cmd_create(args: argparse.Namespace) -> int:
     printer = ProgressPrinter(json_mode=args.json)
     try:
         result = api.create(args.name, args.file, quantize=args.quantize, link=args.link,
-                            progress=printer)
+                            offline=args.offline or None, progress=printer)
     finally:
         printer.close()
     if args.json:
@@ -341,6 +341,21 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- pull
+def cmd_pull(args: argparse.Namespace) -> int:
+    printer = ProgressPrinter(json_mode=args.json)
+    try:
+        result = api.pull(args.name, quantize=args.quantize, offline=args.offline or None,
+                          progress=printer)
+    finally:
+        printer.close()
+    if args.json:
+        _emit_json({"name": str(result.name), "model": result.name.display_shortest(),
+                    "digest": str(result.manifest.digest), "id": result.manifest.digest.short(),
+                    "size": result.manifest.total_size})
+    return 0
+
+
 # ------------------------------------------------------------------ quantize
 def cmd_quantize(args: argparse.Namespace) -> int:
     printer = ProgressPrinter(json_mode=args.json)
@@ -408,6 +423,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quantize the model to this type (e.g. q4_K_M)")
     p.add_argument("--link", action="store_true",
                    help="share the GGUF's storage (reflink or hard link) instead of copying")
+    p.add_argument("--offline", action="store_true",
+                   help="FROM hf.co/... and modelscope.cn/... use only the hub caches")
+
+    p = add("pull", cmd_pull, "Pull a model from Hugging Face (hf.co/...) or ModelScope "
+            "(modelscope.cn/...)")
+    p.add_argument("name", metavar="MODEL")
+    p.add_argument("-q", "--quantize", metavar="TYPE", help="quantize the download to TYPE")
+    p.add_argument("--offline", action="store_true",
+                   help="use only the hub clients' caches (as HF_HUB_OFFLINE=1)")
 
     p = add("quantize", cmd_quantize, "Quantize a GGUF file into another GGUF file")
     p.add_argument("source", metavar="IN.gguf")

@@ -6,9 +6,11 @@ shared/docs/hub-protocols.md): HF ``/api/models/{id}[/revision/{rev}]`` and
 and ``/api/v1/models/{id}/repo?FilePath=``. Files honour ``Range``; errors carry HF's
 ``X-Error-Code`` headers and ModelScope's JSON envelopes.
 
-Faults for tests: ``tamper`` serves different bytes (same size) than the listed
-sha256; ``stall`` sends the first N bytes of the first GET of a file and then holds the
-connection until ``release`` is set (a client killed meanwhile leaves a partial file).
+Faults for tests: ``cdn`` redirects HF LFS downloads to another origin (``localhost``
+instead of ``127.0.0.1``, same port) as the real hub redirects to its CDN; ``tamper``
+serves different bytes (same size) than the listed sha256; ``stall`` sends the first N
+bytes of the first GET of a file and then holds the connection until ``release`` is
+set (a client killed meanwhile leaves a partial file).
 Every request is logged with its method, path, Range and Authorization headers.
 """
 
@@ -48,6 +50,7 @@ class HubServer:
     log: list[dict[str, Any]] = field(default_factory=list)
     tamper: set[str] = field(default_factory=set)  # "repo/path" served with a flipped byte
     stall: dict[str, int] = field(default_factory=dict)  # "repo/path" -> bytes before stalling
+    cdn: bool = False  # HF: 302 LFS files to another origin (localhost), as HF does
     release: threading.Event = field(default_factory=threading.Event)
     _httpd: ThreadingHTTPServer | None = None
 
@@ -120,6 +123,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         parts = [unquote(p) for p in urlsplit(self.path).path.split("/") if p]
         query = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
+        if parts[:1] == ["cdn"] and len(parts) >= 4:
+            repo_id, path = f"{parts[1]}/{parts[2]}", "/".join(parts[3:])
+            return self._serve_file(repo_id, self.hub.repos[repo_id], path, {})
         if parts[:2] == ["api", "v1"]:
             return self._modelscope(parts[2:], query)
         if parts[:1] == ["api"]:
@@ -216,6 +222,12 @@ class _Handler(BaseHTTPRequestHandler):
                                   {"X-Repo-Commit": repo.commit})
         data = repo.files[path]
         etag = repo.sha256(path) if path.endswith(LFS_SUFFIXES) else git_blob_sha1(data)
+        if self.hub.cdn and path.endswith(LFS_SUFFIXES):
+            port = self.hub.url.rsplit(":", 1)[1]
+            return self._send(302, b"", {
+                "X-Repo-Commit": repo.commit, "X-Linked-Etag": f'"{etag}"',
+                "X-Linked-Size": str(len(data)),
+                "Location": f"http://localhost:{port}/cdn/{repo_id}/{path}"})
         self._serve_file(repo_id, repo, path, {"X-Repo-Commit": repo.commit,
                                                "ETag": f'"{etag}"'})
 

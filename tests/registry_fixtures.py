@@ -137,6 +137,7 @@ class TokenServer:
 
     def __init__(self, workdir: Path, users: dict[str, str]) -> None:
         assert OPENSSL is not None
+        self.openssl = OPENSSL
         self.users = users
         self.refresh_tokens = {"refresh-" + secrets.token_hex(8): u for u in users}
         self.key = workdir / "token.key"
@@ -168,7 +169,7 @@ class TokenServer:
                   "nbf": now - 10, "iat": now, "jti": secrets.token_hex(8), "access": access}
         signing_input = (_b64url(json.dumps(header).encode()) + "."
                          + _b64url(json.dumps(claims).encode()))
-        signature = subprocess.run([OPENSSL, "dgst", "-sha256", "-sign", str(self.key)],
+        signature = subprocess.run([self.openssl, "dgst", "-sha256", "-sign", str(self.key)],
                                    input=signing_input.encode(), check=True,
                                    capture_output=True).stdout
         return signing_input + "." + _b64url(signature)

@@ -9,6 +9,7 @@ huggingface_hub reads at import (telemetry, Xet, offline, token file) are patche
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -248,12 +249,12 @@ def test_imported_files_build_a_model_whose_layer_is_the_hub_file(
         hub: HubServer, models_dir: Path, tmp_path: Path, data: dict[str, bytes]) -> None:
     """What build will do with an import (wired by build/api): the model layer's digest
     is the hub's sha256 and the manifest lands under the host as written."""
-    import modelkit
+    from modelkit.api import create
 
     result, _ = fetch("huggingface.co/TheBloke/tiny-GGUF:Q8_0")
     modelfile = tmp_path / "Modelfile"
     modelfile.write_text(f"FROM {result.files[0].path}\n")
-    created = modelkit.create(result.source, modelfile)
+    created = create(result.source, modelfile)
     assert str(created.manifest.layers[0].digest) == f"sha256:{sha(data['q8'])}"
     assert (models_dir / "manifests/huggingface.co/TheBloke/tiny-GGUF/Q8_0").is_file()
 
@@ -262,7 +263,8 @@ def test_hf_projector_and_repo_overrides(hub: HubServer, data: dict[str, bytes])
     repo = tiny_repo(data)
     repo.files.update({"mmproj-Tiny-F32.gguf": data["mmproj32"],
                        "mmproj-Tiny-F16.gguf": data["mmproj"], "template": TEMPLATE.encode(),
-                       "system": b"You are tiny.", "params": b'{"stop": ["</s>"], "temperature": 0.5}'})
+                       "system": b"You are tiny.",
+                       "params": b'{"stop": ["</s>"], "temperature": 0.5}'})
     hub.repos["ggml-org/tiny-vision-GGUF"] = repo
     result, _ = fetch("hf.co/ggml-org/tiny-vision-GGUF:Q8_0")
     model, projector = result.files
@@ -363,6 +365,18 @@ def test_hf_missing_private_and_gated_repos(hub: HubServer, monkeypatch: pytest.
     assert fetch("hf.co/me/private-GGUF")[0].files[0].path.read_bytes() == data["q4"]
     assert fetch("hf.co/meta/gated-GGUF:Q8_0")[0].files[0].path.read_bytes() == data["q8"]
     assert hub.requests("GET", "/meta/gated-GGUF/resolve/")[-1]["auth"] == f"Bearer {TOKEN}"
+
+
+def test_hf_token_never_goes_to_the_cdn(hub: HubServer, monkeypatch: pytest.MonkeyPatch,
+                                        data: dict[str, bytes]) -> None:
+    hub.repos["me/private-GGUF"] = tiny_repo(data, private=True)
+    hub.cdn = True
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    result, _ = fetch("hf.co/me/private-GGUF:Q8_0")
+    assert result.files[0].path.read_bytes() == data["q8"]
+    (cdn_get,) = hub.requests("GET", "/cdn/")
+    assert cdn_get["auth"] is None
+    assert all(r["auth"] == f"Bearer {TOKEN}" for r in hub.requests(contains="/resolve/"))
 
 
 def test_hf_unreachable_hub_is_a_hub_error(hub: HubServer,
@@ -525,3 +539,73 @@ def test_merge_refuses_shards_that_do_not_belong(tmp_path: Path,
         merge(paths[:2], tmp_path / "out.gguf")
     assert not (tmp_path / "out.gguf").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+# ------------------------------------------------ through the API and the CLI
+def test_cli_pull_stores_the_hub_file_under_the_hub_name(
+        hub: HubServer, models_dir: Path, data: dict[str, bytes],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from modelkit.cli import main
+    from modelkit.manifest import ModelConfig
+    from modelkit.store import Store
+
+    assert main(["pull", "hf.co/TheBloke/tiny-GGUF:Q8_0", "--json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {"status": "success"} in records
+    path = models_dir / "manifests/hf.co/TheBloke/tiny-GGUF/Q8_0"
+    assert path.is_file()
+    store = Store(models_dir)
+    (model,) = store.list_models()
+    assert str(model.manifest.layers[0].digest) == f"sha256:{sha(data['q8'])}"
+    config = ModelConfig.from_bytes(store.read_blob(model.manifest.config.digest))
+    source = dict(config.extra)["source"]
+    assert source["repo"] == "TheBloke/tiny-GGUF" and len(source["revision"]) == 40
+    assert source["files"] == ["Tiny-Q8_0.gguf"]
+    # Pulling again downloads nothing and keeps the same manifest.
+    before = len(hub.log)
+    assert main(["pull", "hf.co/TheBloke/tiny-GGUF:Q8_0"]) == 0
+    assert not [r for r in hub.log[before:] if "resolve" in r["path"] and r["method"] == "GET"]
+
+
+def test_from_a_hub_name_pulls_the_base_then_builds_on_it(
+        hub: HubServer, models_dir: Path, tmp_path: Path, data: dict[str, bytes]) -> None:
+    from modelkit.api import create, list_models
+
+    (tmp_path / "Modelfile").write_text("FROM hf.co/TheBloke/tiny-GGUF\nSYSTEM hi\n")
+    result = create("mine", tmp_path / "Modelfile")
+    assert str(result.manifest.layers[0].digest) == f"sha256:{sha(data['q4'])}"  # latest
+    assert result.manifest.layers[0].from_ == "hf.co/TheBloke/tiny-GGUF:latest"
+    assert sorted(m.name for m in list_models()) == ["hf.co/TheBloke/tiny-GGUF:latest",
+                                                     "mine:latest"]
+
+
+def test_pull_bf16_with_quantize_and_offline_rebuild(
+        hub: HubServer, models_dir: Path, tmp_path: Path) -> None:
+    from modelkit.api import pull, show
+
+    f16 = gguf_bytes(tmp_path, seed=4, kv={"llama.block_count": 1})
+    hub.repos["u/full-GGUF"] = FakeRepo({"Full-F16.gguf": f16})
+    result = pull("hf.co/u/full-GGUF:F16", quantize="q8_0")
+    assert show("hf.co/u/full-GGUF:F16").quantization == "Q8_0"
+    assert str(result.manifest.layers[0].digest) != f"sha256:{sha(f16)}"
+    # From the client's cache alone, no request at all.
+    before = len(hub.log)
+    again = pull("hf.co/u/full-GGUF:F16", quantize="q8_0", offline=True)
+    assert again.manifest.layers == result.manifest.layers
+    assert hub.log[before:] == []
+
+
+def test_pull_from_modelscope_and_missing_repos(
+        hub: HubServer, models_dir: Path, data: dict[str, bytes],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from modelkit.cli import main
+
+    hub.repos["Qwen/tiny-GGUF"] = tiny_repo(data)
+    assert main(["pull", "modelscope.cn/Qwen/tiny-GGUF:q8_0"]) == 0
+    assert (models_dir / "manifests/modelscope.cn/Qwen/tiny-GGUF/q8_0").is_file()
+    capsys.readouterr()
+    assert main(["pull", "hf.co/nobody/nothing"]) == 4
+    err = capsys.readouterr().err
+    assert err.startswith("Error: ") and len(err.strip().splitlines()) == 1
+    assert main(["pull", "hf.co/TheBloke/tiny-GGUF:IQ1_XXS"]) == 4
+    assert "Q4_K_M" in capsys.readouterr().err  # lists what the repo has

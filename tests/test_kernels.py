@@ -184,6 +184,22 @@ def test_quantize_blocks_with_imatrix_treats_each_block_as_a_row(name: str) -> N
     assert np.array_equal(FORMATS[qtype].quantize_blocks(x, im), quantize(qtype, x, im))
 
 
+@pytest.mark.parametrize("name", TYPES)
+def test_chunking_does_not_change_bytes(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    qtype = GGMLQuantizationType[name]
+    be = GGML_QUANT_SIZES[qtype][0]
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal((7, 3 * be)) * 0.02).astype(np.float32)
+    x[2, :be] = 0.0
+    im = np.exp(rng.standard_normal(3 * be)).astype(np.float32)
+    expected = [quantize(qtype, x), quantize(qtype, x, im)]
+    fmt_class = type(FORMATS[qtype])
+    monkeypatch.setattr(fmt_class, "chunk_blocks", 5)
+    monkeypatch.setattr(fmt_class, "weighted_chunk_blocks", 2)
+    assert np.array_equal(quantize(qtype, x), expected[0])
+    assert np.array_equal(quantize(qtype, x, im), expected[1])
+
+
 def test_q8_0_ignores_the_imatrix() -> None:
     x = np.random.default_rng(4).standard_normal((4, 64)).astype(np.float32)
     im = np.linspace(0.1, 5, 64, dtype=np.float32)

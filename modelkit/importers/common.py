@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from modelkit.errors import DigestError, HubError, ModelNotFoundError
 from modelkit.importers import MODEL, PROJECTOR, ImportedFile, ImportedModel
-from modelkit.importers.choose import RepoEntry, Selection, choose
+from modelkit.importers.choose import RepoEntry, choose
 from modelkit.importers.split import merge
 from modelkit.names import ModelName
 from modelkit.progress import ProgressCallback, ProgressEvent
@@ -89,8 +89,8 @@ def digest_error(entry: RepoEntry, where: str, got: str, *, note: str) -> Digest
 
 
 def verify(path: Path, entry: RepoEntry, where: str, progress: ProgressCallback) -> str | None:
-    """Hash ``path``; raise DigestError (after deleting nothing) when it is not the
-    file the hub lists. Returns the digest, or None when the hub gave none."""
+    """Hash ``path``; raise DigestError when it is not the file the hub lists (the
+    caller decides what to delete). Returns the digest, or None when the hub gave none."""
     if not entry.sha256:
         return None
     got = sha256_file(path, reporter(progress, "verifying sha256 digest",
@@ -145,31 +145,23 @@ def fetch_from_hub(name: ModelName, backend: Backend, progress: ProgressCallback
     progress(ProgressEvent(f"using {selection.model.path}{f' ({parts} parts)' if parts else ''}"
                            f" from {name.repository}@{listing.revision[:12]}"))
     paths = [backend.download(e, progress) for e in selection.model.entries]
-    temporary: list[Path] = []
-    if selection.model.split_count:
-        model_path = merge_shards(paths, selection.model.stem, workdir, progress)
-        temporary.append(model_path)
-        model = ImportedFile(model_path, MODEL, None)
+    files = []
+    if selection.projector is not None:
+        files.append(ImportedFile(backend.download(selection.projector, progress), PROJECTOR,
+                                  selection.projector.sha256))
+    texts = {key: backend.read_text(entry) for key, entry in selection.overrides.items()}
+    template, system, params = parse_overrides(texts, where)
+    temporary: tuple[Path, ...] = ()
+    if parts:  # merged last: nothing after it can fail and leave the temp file behind
+        merged = merge_shards(paths, selection.model.stem, workdir, progress)
+        temporary = (merged,)
+        files.insert(0, ImportedFile(merged, MODEL, None))
     else:
-        model = ImportedFile(paths[0], MODEL, selection.model.entries[0].sha256)
-    files = [model]
-    try:
-        if selection.projector is not None:
-            files.append(ImportedFile(backend.download(selection.projector, progress),
-                                      PROJECTOR, selection.projector.sha256))
-        template, system, params = parse_overrides(_read_overrides(backend, selection), where)
-    except BaseException:
-        for p in temporary:
-            p.unlink(missing_ok=True)
-        raise
+        files.insert(0, ImportedFile(paths[0], MODEL, selection.model.entries[0].sha256))
     return ImportedModel(
         source=str(name), repo=name.repository, revision=listing.revision,
         filenames=tuple(e.path for e in selection.entries), files=tuple(files),
-        template=template, system=system, params=params, temporary=tuple(temporary))
-
-
-def _read_overrides(backend: Backend, selection: Selection) -> dict[str, str]:
-    return {key: backend.read_text(entry) for key, entry in selection.overrides.items()}
+        template=template, system=system, params=params, temporary=temporary)
 
 
 def env_path(*names: str) -> Path | None:

@@ -86,6 +86,15 @@ def _bar_class(report: Any) -> Any:
     return Bar
 
 
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """The transport's exceptions: httpx2 for huggingface_hub 2.x (requests before)."""
+    try:
+        import httpx2
+    except ImportError:  # pragma: no cover - older huggingface_hub
+        return ()
+    return (httpx2.HTTPError,)
+
+
 def _same_origin(a: str, b: str) -> bool:
     x, y = urlsplit(a), urlsplit(b)
     return (x.scheme, x.netloc) == (y.scheme, y.netloc)
@@ -275,7 +284,6 @@ class _Backend:
             raise self._translate(exc) from None
 
     def _translate(self, exc: Exception) -> ModelkitError:
-        import httpx2
         from huggingface_hub import errors as hf
 
         name, repo, hub = self.name, self.repo, self.hub
@@ -303,7 +311,7 @@ class _Backend:
         if isinstance(exc, hf.HfHubHTTPError):
             detail = exc.server_message or str(exc).splitlines()[0]
             return HubError(f"{name}: {hub} answered HTTP {status}: {one_line(detail)}")
-        if isinstance(exc, httpx2.HTTPError | hf.LocalEntryNotFoundError | ConnectionError):
+        if isinstance(exc, _network_errors() + (hf.LocalEntryNotFoundError, ConnectionError)):
             return HubError(f"{name}: cannot reach {self.endpoint}: {one_line(exc)} (set "
                             "HF_HUB_OFFLINE=1 to build from the cache)")
         return HubError(f"{name}: download from {hub} failed: {type(exc).__name__}: "

@@ -37,6 +37,11 @@ def _ggufs(path: Path) -> list[Path]:
 def import_local(path: Path, *, progress: ProgressCallback = ignore_progress,
                  workdir: Path | None = None) -> ImportedModel:
     """The GGUFs at ``path`` (a file or a folder), split sets merged."""
+    if path.is_file() and SPLIT_RE.match(path.name) is None:
+        # A file named explicitly is taken whatever its name (a blob path from
+        # ``show --modelfile`` has no .gguf suffix); build reads its metadata for its role.
+        return ImportedModel(source=str(path), repo=str(path), revision="",
+                             filenames=(path.name,), files=(ImportedFile(path, MODEL, None),))
     files = _ggufs(path)
     folder = files[0].parent
     entries = [RepoEntry(p.name, p.stat().st_size) for p in files]

@@ -37,6 +37,7 @@ from typing import ClassVar
 import numpy as np
 import numpy.typing as npt
 from gguf import GGMLQuantizationType
+from gguf import quants as gguf_quants
 from gguf.constants import GGML_QUANT_SIZES
 
 __all__ = [
@@ -381,26 +382,32 @@ def _fit_unsigned(x: F32Array, w: F32Array, nmax: int) -> tuple[F32Array, U8Arra
         iscale = np.where(better, iscale_k, iscale)
     li = np.minimum(_nearest_int(x * iscale), nmax)
     lf = li.astype(np.float32)
-    sumlx = _seq_sum((w * x) * lf)
+    wx = w * x  # C: w*x[i]*l == (w*x)*l
+    sumlx = _seq_sum(wx * lf)
     suml2 = _seq_sum((w * lf) * lf)
     levels = li & 0xFF  # the uint8 L[] of the C code
-    # A round that changes nothing leaves the state as it was, so running all five
-    # rounds for every column equals C's early exit.
+    # Rounds of coordinate descent, in element order. C stops a column after a round
+    # without change; such a round leaves the state as it was, so running rounds on
+    # until no column changes any more (at most 5) gives the same result.
     for _ in range(5):
+        changed = False
         for i in range(n):
-            wx_i = w[i] * x[i]
             l_i = levels[i].astype(np.float32)
-            slx = sumlx - wx_i * l_i
+            slx = sumlx - wx[i] * l_i
             sl2 = suml2 - (w[i] * l_i) * l_i
             ok = (slx > 0) & (sl2 > 0)
             new_l = np.minimum(_nearest_int((x[i] * sl2) / slx), nmax)
             new_f = new_l.astype(np.float32)
-            slx = slx + wx_i * new_f
-            sl2 = sl2 + (w[i] * new_f) * new_f
+            slx += wx[i] * new_f
+            sl2 += (w[i] * new_f) * new_f
             take = ok & (new_l != levels[i]) & ((slx * slx) * suml2 > (sumlx * sumlx) * sl2)
-            levels[i] = np.where(take, new_l & 0xFF, levels[i])
-            sumlx = np.where(take, slx, sumlx)
-            suml2 = np.where(take, sl2, suml2)
+            if take.any():
+                changed = True
+                levels[i] = np.where(take, new_l & 0xFF, levels[i])
+                sumlx = np.where(take, slx, sumlx)
+                suml2 = np.where(take, sl2, suml2)
+        if not changed:
+            break
     scale = np.where(suml2 > 0, sumlx / suml2, F32(0.0))
     scale[zero] = 0
     out = levels.astype(np.uint8)
@@ -419,8 +426,10 @@ class BlockFormat:
     qtype: ClassVar[GGMLQuantizationType]
     #: legacy imatrix searches weight by the mean square of the block's whole row
     uses_row_sigma2: ClassVar[bool] = False
-    #: blocks per internal chunk: keeps the search temporaries in cache
-    chunk_blocks: ClassVar[int] = 4096
+    #: blocks per internal chunk, without / with an imatrix search: small enough for the
+    #: temporaries to stay in cache, large enough to amortise numpy's per-call overhead
+    chunk_blocks: ClassVar[int] = 8192
+    weighted_chunk_blocks: ClassVar[int] = 2048
 
     def __init__(self) -> None:
         self.block_elems, self.block_bytes = GGML_QUANT_SIZES[self.qtype]
@@ -448,9 +457,10 @@ class BlockFormat:
                 sigma2 = _seq_sum(_as_columns(xb * xb, self.block_elems))
                 sigma2 /= F32(self.block_elems)
         out = np.empty((xb.shape[0], self.block_bytes), dtype=np.uint8)
+        step = self.chunk_blocks if qw is None else self.weighted_chunk_blocks
         with np.errstate(all="ignore"):
-            for b0 in range(0, xb.shape[0], self.chunk_blocks):
-                b1 = b0 + self.chunk_blocks
+            for b0 in range(0, xb.shape[0], step):
+                b1 = b0 + step
                 out[b0:b1] = self._encode(xb[b0:b1], None if qw is None else qw[b0:b1],
                                           None if sigma2 is None else sigma2[b0:b1])
         return out
@@ -462,7 +472,7 @@ class BlockFormat:
             raise ValueError(f"{self.qtype.name}: expected blocks of shape "
                              f"(n, {self.block_bytes}), got {qb.shape}")
         out = np.empty((qb.shape[0], self.block_elems), dtype=np.float32)
-        step = 4 * self.chunk_blocks
+        step = 4 * self.weighted_chunk_blocks
         with np.errstate(all="ignore"):  # inf*0 and inf-inf give NaN, as in C
             for b0 in range(0, qb.shape[0], step):
                 out[b0:b0 + step] = self._decode(qb[b0:b0 + step])
@@ -567,7 +577,6 @@ class Q8_0(BlockFormat):
     """8-bit symmetric: d = max|x| / 127, qs = roundf(x / d) (half away from zero)."""
 
     qtype = GGMLQuantizationType.Q8_0
-    chunk_blocks = 8192
 
     def _encode(self, x: F32Array, qw: F32Array | None, sigma2: F32Array | None) -> U8Array:
         mx, mn = _max_min(x, axis=1)  # the imatrix is ignored, as in quantize_q8_0
@@ -746,6 +755,7 @@ class _ScaleMinSuper(BlockFormat):
     ref_search: ClassVar[tuple[float, float, int]]  # make_qkx2_quants rmin, rdelta, nstep
     clamp_impl_levels: ClassVar[bool]  # Q5_K's impl caps the 6-bit levels at 63, Q4_K not
     chunk_blocks = 256
+    weighted_chunk_blocks = 512
 
     def _quantize(self, x: F32Array, qw: F32Array | None) -> tuple[U8Array, U8Array]:
         """-> (the 16 header bytes d, dmin, scales (n, 16), levels (n, 256) uint8)."""
@@ -878,7 +888,7 @@ class Q6_K(BlockFormat):
     """6-bit k-quant: make_qx_quants (nmax 32) per 16 values, int8 sub-block scales."""
 
     qtype = GGMLQuantizationType.Q6_K
-    chunk_blocks = 256
+    chunk_blocks = weighted_chunk_blocks = 256
 
     def _encode(self, x: F32Array, qw: F32Array | None, sigma2: F32Array | None) -> U8Array:
         n = x.shape[0]
@@ -985,9 +995,10 @@ def quantize(qtype: GGMLQuantizationType, x: np.ndarray,
             row_sigma2 = _row_mean_squares(xa)
     blocks = np.ascontiguousarray(xa).reshape(rows * nb, be)
     out_blocks = out.reshape(rows * nb, bb)
+    step = fmt.chunk_blocks if im_blocks is None else fmt.weighted_chunk_blocks
     with np.errstate(all="ignore"):
-        for b0 in range(0, rows * nb, fmt.chunk_blocks):
-            b1 = min(b0 + fmt.chunk_blocks, rows * nb)
+        for b0 in range(0, rows * nb, step):
+            b1 = min(b0 + step, rows * nb)
             qw = sigma2 = None
             if im_blocks is not None:  # block k of a row takes imatrix[k*be:(k+1)*be]
                 idx = np.arange(b0, b1)
@@ -1054,7 +1065,5 @@ def to_float32(data: np.ndarray, qtype: GGMLQuantizationType) -> F32Array:
     raw = np.ascontiguousarray(arr).view(np.uint8)
     if qtype in FORMATS:
         return dequantize(qtype, raw)
-    from gguf import quants as gguf_quants  # only for the types without our own kernel
-
     out = np.asarray(gguf_quants.dequantize(raw, qtype), dtype=np.float32)
     return out.reshape(raw.shape[0], -1)

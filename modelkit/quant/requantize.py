@@ -721,7 +721,10 @@ def requantize(
     emit = progress or (lambda _event: None)
 
     specs = [TensorSpec(t.name, t.shape, t.type) for t in info.tensors]
-    plan = plan_quantization(specs, ModelHParams.from_kv(info.metadata), ftype)
+    try:
+        plan = plan_quantization(specs, ModelHParams.from_kv(info.metadata), ftype)
+    except QuantizationError as exc:
+        raise QuantizationError(f"{info.path}: {exc}") from None
     alignment = _alignment(info)
     items = _layout(info, plan, alignment, imatrix)
     kvs = _output_kv(info, ftype)

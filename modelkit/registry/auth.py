@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import http.client
 import json
 import os
 import re
@@ -194,19 +195,21 @@ def fetch_token(challenge: Challenge, credentials: Credentials, registry_netloc:
     scopes = challenge.params.get("scope", "").split()
     send_creds = not credentials.anonymous and may_send_credentials(realm, registry_netloc)
     headers = {"Accept": "application/json"}
+    body: bytes | None = None
     if send_creds and credentials.identity_token:
+        # OAuth2: trade the refresh token `docker login` stored for an access token.
         form = [("grant_type", "refresh_token"), ("refresh_token", credentials.identity_token),
                 ("service", service), ("client_id", "modelkit")]
         form += [("scope", s) for s in scopes]
         method, url = "POST", realm
-        body: bytes | None = urllib.parse.urlencode(form).encode()
+        body = urllib.parse.urlencode(form).encode()
         headers["Content-Type"] = "application/x-www-form-urlencoded"
     else:
-        query = [("service", service)] if service else []
-        query += [("scope", s) for s in scopes]
-        sep = "&" if "?" in realm else "?"
-        method, url, body = "GET", realm + (sep + urllib.parse.urlencode(query) if query
-                                            else ""), None
+        # One `scope` parameter per scope: a mount needs two repositories.
+        query = urllib.parse.urlencode(
+            ([("service", service)] if service else []) + [("scope", s) for s in scopes])
+        method = "GET"
+        url = f"{realm}{'&' if '?' in realm else '?'}{query}" if query else realm
         basic = credentials.basic_header() if send_creds else None
         if basic:
             headers["Authorization"] = basic
@@ -214,13 +217,15 @@ def fetch_token(challenge: Challenge, credentials: Credentials, registry_netloc:
         with transport.send(method, url, headers=headers, body=body, timeout=timeout) as resp:
             data = resp.read_limited(MAX_TOKEN_RESPONSE)
             status = resp.status
-    except (OSError, ValueError) as exc:
+    except (OSError, http.client.HTTPException) as exc:
         raise RegistryError(f"registry unreachable: {netloc}: "
                             f"{transport.describe_oserror(exc)}") from None
-    except Exception as exc:  # http.client.HTTPException and friends
-        raise RegistryError(f"registry unreachable: {netloc}: {exc}") from None
     if status in (401, 403):
-        raise UnauthorizedError(unauthorized_message(registry_netloc, credentials))
+        withheld = not credentials.anonymous and not send_creds
+        raise UnauthorizedError(unauthorized_message(
+            registry_netloc, Credentials(note=credentials.note) if withheld else credentials,
+            f"credentials are not sent to the plain-http token service {netloc}"
+            if withheld else ""))
     if status != 200:
         raise RegistryError(f"token request to {scheme}://{netloc}: HTTP {status}")
     try:

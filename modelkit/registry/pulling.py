@@ -22,6 +22,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 
 from modelkit.errors import (
+    DigestError,
     ModelkitError,
     ModelNotFoundError,
     RegistryError,
@@ -86,8 +87,13 @@ def fetch_manifest(client: RegistryClient, tag: str) -> bytes:
             data = resp.read_limited(MAX_MANIFEST + 1)
         except (OSError, http.client.HTTPException) as exc:
             raise RegistryError(f"pull model manifest: {client.host}: {exc}") from None
+        served = resp.header("Docker-Content-Digest")
     if len(data) > MAX_MANIFEST:
         raise RegistryError(f"pull model manifest: larger than {MAX_MANIFEST} bytes")
+    # The registry names the digest of what it meant to send: check what arrived.
+    if served and served.startswith("sha256:") and Digest.parse(served) != Digest.of(data):
+        raise DigestError(f"pull model manifest: digest mismatch: want {served}, "
+                          f"got {Digest.of(data)}")
     return data
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 import urllib.parse
 from dataclasses import dataclass, field
+from typing import Literal
 
 from modelkit.errors import InvalidNameError, RegistryError, StoreError, UnauthorizedError
 from modelkit.manifest import Layer
@@ -29,6 +30,7 @@ from modelkit.registry.pulling import Bar, unique_layers
 from modelkit.registry.transport import FileBody
 from modelkit.store import Store
 
+Outcome = Literal["uploaded", "mounted", "existing"]
 CHUNK_SIZE = 64 << 20  # bytes per PATCH: a failure costs one chunk, not the blob
 TICK = 0.2
 
@@ -57,9 +59,10 @@ def push(store: Store, name: ModelName | str, *, insecure: bool = False,
                                  f"{layer.digest} is missing or has the wrong size")
         client = RegistryClient(model, insecure=insecure, credentials=credentials)
         result = PushResult(model, manifest.digest)
+        lists = {"uploaded": result.uploaded, "mounted": result.mounted,
+                 "existing": result.existing}
         for layer in unique_layers(manifest):
-            outcome = _push_blob(client, store, layer, progress)
-            getattr(result, outcome).append(layer.digest)
+            lists[_push_blob(client, store, layer, progress)].append(layer.digest)
         progress(ProgressEvent("pushing manifest"))
         resp = client.request("PUT", client.url(f"manifests/{model.tag}"),
                               headers={"Content-Type": manifest.media_type},
@@ -86,7 +89,7 @@ def _mount_source(layer: Layer, target: RegistryClient) -> str | None:
 
 
 def _push_blob(client: RegistryClient, store: Store, layer: Layer,
-               progress: ProgressCallback) -> str:
+               progress: ProgressCallback) -> Outcome:
     """Send one blob unless the registry has it; which of ``PushResult``'s lists it
     belongs to."""
     size = layer.size
