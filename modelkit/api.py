@@ -17,6 +17,7 @@ from modelkit.build import Builder, BuildSpec, CreateResult, spec_from_modelfile
 from modelkit.errors import (
     FileNotFoundModelkitError,
     GGUFError,
+    ModelkitError,
     ModelNotFoundError,
     QuantizationError,
 )
@@ -31,12 +32,13 @@ from modelkit.store import PrunePlan, Store, StoredModel
 
 if TYPE_CHECKING:
     from modelkit.quant.requantize import RequantizeResult
+    from modelkit.registry import PushResult
 
 StoreArg = Store | str | os.PathLike[str] | None
 
 __all__ = [
     "ModelInfo", "ModelSummary", "copy", "create", "format_modelfile", "list_models",
-    "parse_modelfile", "prune", "pull", "quantize", "remove", "show",
+    "parse_modelfile", "prune", "pull", "push", "quantize", "remove", "show",
 ]
 
 
@@ -54,7 +56,8 @@ def parse_modelfile(source: str | bytes | os.PathLike[str]) -> Modelfile:
 # ---------------------------------------------------------------------- create
 def create(name: str, modelfile: str | os.PathLike[str] | Modelfile | None = None, *,
            base_dir: str | os.PathLike[str] | None = None, quantize: str | None = None,
-           link: bool = False, offline: bool | None = None, store: StoreArg = None,
+           link: bool = False, offline: bool | None = None, insecure: bool = False,
+           store: StoreArg = None,
            progress: ProgressCallback = ignore_progress) -> CreateResult:
     """Build model ``name`` from a Modelfile.
 
@@ -75,13 +78,14 @@ def create(name: str, modelfile: str | os.PathLike[str] | Modelfile | None = Non
         else:
             parsed, folder, source = parse_file(path), path.resolve().parent, str(path)
     spec = spec_from_modelfile(parsed, folder, source)
-    builder = Builder(_store(store), progress, link=link, offline=offline)
+    builder = Builder(_store(store), progress, link=link, offline=offline,
+                      insecure=insecure)
     return builder.build(model_name, spec, quantize=quantize)
 
 
 # ------------------------------------------------------------------------ pull
 def pull(name: str, *, quantize: str | None = None, offline: bool | None = None,
-         link: bool = False, store: StoreArg = None,
+         link: bool = False, insecure: bool = False, store: StoreArg = None,
          progress: ProgressCallback = ignore_progress) -> CreateResult:
     """Fetch model ``name`` into the store under that name.
 
@@ -94,9 +98,22 @@ def pull(name: str, *, quantize: str | None = None, offline: bool | None = None,
     model = ModelName.parse(name)
     builder = Builder(_store(store), progress, link=link, offline=offline)
     if hub_for(model) is None:
-        raise ModelNotFoundError(
-            f'model "{name}" not found: pulling from registries is not supported yet')
+        if quantize:
+            raise ModelkitError("--quantize applies to hf.co and modelscope.cn pulls; for a "
+                                "registry, pull and then create -q")
+        from modelkit import registry
+
+        pulled = registry.pull(_store(store), model, insecure=insecure, progress=progress)
+        return CreateResult(pulled.name, pulled.manifest)
     return builder.build(model, BuildSpec(from_hub=name), quantize=quantize)
+
+
+def push(name: str, *, insecure: bool = False, store: StoreArg = None,
+         progress: ProgressCallback = ignore_progress) -> PushResult:
+    """Upload stored model ``name`` to its registry (the name's host), as ``ollama push``."""
+    from modelkit import registry
+
+    return registry.push(_store(store), name, insecure=insecure, progress=progress)
 
 
 # -------------------------------------------------------------------- quantize

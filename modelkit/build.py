@@ -24,6 +24,8 @@ from modelkit.errors import (
     ModelfileError,
     ModelkitError,
     ModelNotFoundError,
+    RegistryError,
+    UnauthorizedError,
 )
 from modelkit.gguf_file import GGUFInfo, read_gguf
 from modelkit.gojson import go_json_dumps
@@ -141,11 +143,13 @@ class _Base:
 
 class Builder:
     def __init__(self, store: Store, progress: ProgressCallback = ignore_progress, *,
-                 link: bool = False, offline: bool | None = None) -> None:
+                 link: bool = False, offline: bool | None = None,
+                 insecure: bool = False) -> None:
         self.store = store
         self.progress = progress
         self.link = link
         self.offline = offline
+        self.insecure = insecure  # plain http for a FROM pulled from a registry
         self.warnings: list[str] = []
         # Blobs this build wrote; those the final manifest does not use (an autodetected
         # params layer merged into a new one, say) are deleted at the end, as Ollama does.
@@ -260,7 +264,18 @@ class Builder:
         """FROM a name that is not in the store: pull it first, as Ollama does (a hub
         name through its client). Done before this build takes the lock."""
         base = ModelName.parse(text)
-        if self.store.resolve(base) is not None or hub_for(base) is None:
+        if self.store.resolve(base) is not None:
+            return
+        if hub_for(base) is None:
+            from modelkit.registry import ensure_model
+
+            try:
+                ensure_model(self.store, base, insecure=self.insecure, progress=self.progress)
+            except RegistryError as exc:
+                if isinstance(exc, UnauthorizedError):
+                    raise
+                raise ModelNotFoundError(f'model "{base.display_shortest()}" not found '
+                                         f"locally, and pulling it failed: {exc}") from None
             return
         puller = Builder(self.store, self.progress, link=self.link, offline=self.offline)
         puller.build(base, BuildSpec(from_hub=text), quantize=quantize)

@@ -124,7 +124,8 @@ def cmd_create(args: argparse.Namespace) -> int:
     printer = ProgressPrinter(json_mode=args.json)
     try:
         result = api.create(args.name, args.file, quantize=args.quantize, link=args.link,
-                            offline=args.offline or None, progress=printer)
+                            offline=args.offline or None, insecure=args.insecure,
+                            progress=printer)
     finally:
         printer.close()
     if args.json:
@@ -346,13 +347,27 @@ def cmd_pull(args: argparse.Namespace) -> int:
     printer = ProgressPrinter(json_mode=args.json)
     try:
         result = api.pull(args.name, quantize=args.quantize, offline=args.offline or None,
-                          progress=printer)
+                          insecure=args.insecure, progress=printer)
     finally:
         printer.close()
     if args.json:
         _emit_json({"name": str(result.name), "model": result.name.display_shortest(),
                     "digest": str(result.manifest.digest), "id": result.manifest.digest.short(),
                     "size": result.manifest.total_size})
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    printer = ProgressPrinter(json_mode=args.json)
+    try:
+        result = api.push(args.name, insecure=args.insecure, progress=printer)
+    finally:
+        printer.close()
+    if args.json:
+        _emit_json({"name": str(result.name), "digest": str(result.digest),
+                    "uploaded": [str(d) for d in result.uploaded],
+                    "mounted": [str(d) for d in result.mounted],
+                    "existing": [str(d) for d in result.existing]})
     return 0
 
 
@@ -425,6 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share the GGUF's storage (reflink or hard link) instead of copying")
     p.add_argument("--offline", action="store_true",
                    help="FROM hf.co/... and modelscope.cn/... use only the hub caches")
+    p.add_argument("--insecure", action="store_true",
+                   help="FROM a registry over plain http (a local registry)")
 
     p = add("pull", cmd_pull, "Pull a model from Hugging Face (hf.co/...) or ModelScope "
             "(modelscope.cn/...)")
@@ -432,6 +449,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quantize", metavar="TYPE", help="quantize the download to TYPE")
     p.add_argument("--offline", action="store_true",
                    help="use only the hub clients' caches (as HF_HUB_OFFLINE=1)")
+    p.add_argument("--insecure", action="store_true",
+                   help="a registry over plain http (a local registry)")
+
+    p = add("push", cmd_push, "Push a model to a registry (the name's host)")
+    p.add_argument("name", metavar="MODEL")
+    p.add_argument("--insecure", action="store_true",
+                   help="a registry over plain http (a local registry)")
 
     p = add("quantize", cmd_quantize, "Quantize a GGUF file into another GGUF file")
     p.add_argument("source", metavar="IN.gguf")

@@ -169,7 +169,10 @@ def _bad_inputs(tmp: Path) -> list[tuple[list[str], int, str]]:
         "syntax": ("FROM ./ok.gguf\nFROMM x\n", 3, "Modelfile:2:1: command must be one of"),
         "param": ("FROM ./ok.gguf\nPARAMETER bogus 1\n", 3, "unknown parameter 'bogus'"),
         "param-value": ("FROM ./ok.gguf\nPARAMETER top_k x\n", 3, "invalid int value [x]"),
-        "unknown-model": ("FROM nosuch\n", 4, 'model "nosuch:latest" not found'),
+        # Not in the store, so it is pulled: from a closed loopback port (never the network).
+        "unknown-model": ("FROM 127.0.0.1:9/x/nosuch\n", 4,
+                          'model "127.0.0.1:9/x/nosuch:latest" not found locally, and pulling '
+                          "it failed: registry unreachable"),
         "no-from": ("SYSTEM hi\n", 3, "no FROM line"),
     }
     out = []

@@ -1020,8 +1020,7 @@ def test_format_of_parsed_text_round_trips(text: str) -> None:
     try:
         m = parse(text)
     except ModelfileError:
-        assume(False)
-        raise
+        return  # rejected texts are covered by test_grammar_agrees_with_oracle
     again = parse(format_modelfile(m))
     assert again == m
     assert format_modelfile(again) == format_modelfile(m)
