@@ -27,7 +27,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from modelkit import modelfile as mf
@@ -729,7 +729,8 @@ def test_convert_parameters_merges_and_warns() -> None:
         ("stop", "b"), ("temperature", "0.9"), ("penalize_newline", "true"), ("stop", "a"),
     ])
     assert params == {"stop": ["a", "b", "a"], "temperature": 0.9}
-    assert warnings == ["parameter mirostat is deprecated", "parameter penalize_newline is deprecated"]
+    assert warnings == ["parameter mirostat is deprecated",
+                        "parameter penalize_newline is deprecated"]
 
 
 # --------------------------------------------------------------------------- params JSON
@@ -765,7 +766,8 @@ def test_go_json_strings_and_structure() -> None:
     assert go_json_dumps({"b": 1, "a": {"d": 1, "c": 2}}, sort_keys=True) == (
         '{"a":{"c":2,"d":1},"b":1}')
     assert go_json_dumps("<>&\u2028\u2029\x01\x1f\b\f\n\r\t\"\\\x7f é你👋\ud800") == (
-        '"\\u003c\\u003e\\u0026\\u2028\\u2029\\u0001\\u001f\\b\\f\\n\\r\\t\\"\\\\\x7f é你👋\\ufffd"')
+        '"\\u003c\\u003e\\u0026\\u2028\\u2029\\u0001\\u001f'
+        '\\b\\f\\n\\r\\t\\"\\\\\x7f é你👋\\ufffd"')
     for bad in (float("nan"), float("inf")):
         with pytest.raises(ValueError):
             go_json_dumps(bad)
@@ -873,7 +875,8 @@ def _oracle(text: str) -> list[tuple[str, str, bool]] | tuple[str, int, int]:
                 elif word == "message":
                     state, buf, start = "role", "", i + 1
                 else:
-                    state, buf, name, is_param, role = "value", "", _ORACLE_KEYWORDS[word], False, ""
+                    state, buf, is_param, role = "value", "", False, ""
+                    name = _ORACLE_KEYWORDS[word] or ""
             else:
                 return fail(ERR_INVALID_COMMAND, i)
         elif state == "name":

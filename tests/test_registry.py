@@ -43,8 +43,8 @@ from modelkit.registry.auth import (
     unauthorized_message,
 )
 from modelkit.registry.client import RegistryClient
-from modelkit.registry.partial import PartialBlob, plan_parts
 from modelkit.store import Store
+from modelkit.store.partial import PartialBlob, plan_parts
 
 REPO = Path(__file__).resolve().parents[1]
 USER, PASSWORD = "alice", "s3cret-pw"

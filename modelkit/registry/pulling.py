@@ -33,8 +33,8 @@ from modelkit.names import Digest, ModelName
 from modelkit.progress import ProgressCallback, ProgressEvent, ignore_progress
 from modelkit.registry.auth import Credentials
 from modelkit.registry.client import REDIRECTS, RegistryClient, UnreachableError
-from modelkit.registry.partial import Part, PartialBlob, plan_parts
 from modelkit.store import Store
+from modelkit.store.partial import Part, PartialBlob, plan_parts
 
 # Ollama's numbers: 16 parts of 100 MB to 1000 MB; we fetch them with fewer threads.
 PART_COUNT = 16

@@ -1,5 +1,7 @@
 """The models directory, in Ollama's own layout; the only writer under it.
 
+(``modelkit.store.partial`` adds resumable downloads in parts, for registry pulls.)
+
 Layout (``root`` is ``$MODELKIT_MODELS``, else ``$OLLAMA_MODELS``, else ``~/.ollama/models``)::
 
     root/blobs/sha256-<64 hex>                         content-addressed blobs
