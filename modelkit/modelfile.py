@@ -26,6 +26,13 @@ Deliberate differences from Ollama (all documented in the tests):
   one (see :func:`format_value`).
 * ``convert_parameters`` rejects NaN/Inf floats (Go's ParseFloat accepts them and the
   request then fails later in JSON encoding).
+
+Kept on purpose (Ollama behaviour, however odd): ``PARAMETER  temperature 0.5`` (two
+blanks) is a parameter with an empty name and the value ``temperature 0.5``, rejected
+later as ``unknown parameter ''``; ``SYSTEM "hi" there`` never ends (``unexpected
+EOF``); ``FROM foo\nBADCOMMAND`` at the end of the file is ``unexpected EOF``, not an
+invalid command. Runes are classified with Python's Unicode tables, which can differ
+from Go's for code points assigned in newer Unicode versions.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import subprocess
 import sys
 import time
 import unicodedata
@@ -630,6 +631,22 @@ def test_grammar_file_drives_the_parser() -> None:
     grammar = (REPO / "grammars" / "modelfile.lark").read_text(encoding="utf-8")
     assert mf._grammar_text() == grammar
     assert mf._lark() is mf._lark()  # built once
+
+
+def test_grammar_shipped_in_the_package_is_preferred(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # A built wheel carries the grammar as modelkit/grammars/modelfile.lark.
+    (tmp_path / "grammars").mkdir()
+    (tmp_path / "grammars" / "modelfile.lark").write_text("// shipped\n", encoding="utf-8")
+    monkeypatch.setattr(mf.importlib.resources, "files", lambda package: tmp_path)
+    assert mf._grammar_text() == "// shipped\n"
+
+
+def test_parser_is_built_lazily() -> None:
+    code = ("import sys, modelkit.modelfile as m; "
+            "assert 'lark' not in sys.modules; m.parse('FROM x'); "
+            "assert m._lark.cache_info().currsize == 1")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
 def test_large_modelfile_is_fast() -> None:
