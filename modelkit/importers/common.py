@@ -7,22 +7,23 @@ for the tag, download them, merge split shards, read the repository's overrides.
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
 import os
 import secrets
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from modelkit.errors import DigestError, HubError, ModelNotFoundError
+from modelkit.errors import DigestError, HubError, ModelkitError, ModelNotFoundError
 from modelkit.importers import MODEL, PROJECTOR, ImportedFile, ImportedModel
 from modelkit.importers.choose import RepoEntry, choose
 from modelkit.importers.split import merge
 from modelkit.names import ModelName
 from modelkit.progress import ProgressCallback, ProgressEvent
+from modelkit.store import hash_file
 
 HASH_CHUNK = 8 << 20
 
@@ -32,6 +33,23 @@ class Listing:
     revision: str  # the commit the listing describes (or a branch name, when unknown)
     entries: tuple[RepoEntry, ...]
     cached: bool = False  # read from the client's cache (offline): only what was downloaded
+
+
+class TranslatesClientErrors:
+    """Mixin for hub backends: any exception of a hub client leaves as a ModelkitError
+    with a one-line message (``_translate`` knows the client's exception classes)."""
+
+    def _translate(self, exc: Exception) -> ModelkitError:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def errors(self) -> Iterator[None]:
+        try:
+            yield
+        except ModelkitError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - nothing from the client may escape
+            raise self._translate(exc) from None
 
 
 class Backend(Protocol):
@@ -70,19 +88,6 @@ def reporter(progress: ProgressCallback, status: str, digest: str | None
     return report
 
 
-def sha256_file(path: Path, report: Callable[[int, int], None] | None = None) -> str:
-    total = path.stat().st_size
-    h = hashlib.sha256()
-    done = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            h.update(chunk)
-            done += len(chunk)
-            if report:
-                report(done, total)
-    return h.hexdigest()
-
-
 def digest_error(entry: RepoEntry, where: str, got: str, *, note: str) -> DigestError:
     return DigestError(f"{entry.path} from {where}: sha256 mismatch: the hub lists "
                        f"sha256:{entry.sha256}, the download has sha256:{got}; {note}")
@@ -93,8 +98,8 @@ def verify(path: Path, entry: RepoEntry, where: str, progress: ProgressCallback)
     caller decides what to delete). Returns the digest, or None when the hub gave none."""
     if not entry.sha256:
         return None
-    got = sha256_file(path, reporter(progress, "verifying sha256 digest",
-                                     f"sha256:{entry.sha256}"))
+    got = hash_file(path, reporter(progress, "verifying sha256 digest",
+                                   f"sha256:{entry.sha256}")).hex
     if got != entry.sha256:
         raise digest_error(entry, where, got, note="the file was not used")
     return got

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -43,6 +42,7 @@ from modelkit.importers import ImportedModel
 from modelkit.importers.choose import RepoEntry
 from modelkit.importers.common import (
     Listing,
+    TranslatesClientErrors,
     env_path,
     env_true,
     fetch_from_hub,
@@ -100,7 +100,7 @@ def _same_origin(a: str, b: str) -> bool:
     return (x.scheme, x.netloc) == (y.scheme, y.netloc)
 
 
-class _Backend:
+class _Backend(TranslatesClientErrors):
     def __init__(self, name: ModelName, *, offline: bool | None, revision: str | None) -> None:
         from huggingface_hub import constants
         from huggingface_hub.file_download import repo_folder_name
@@ -273,16 +273,6 @@ class _Backend:
         return path.read_text(encoding="utf-8", errors="replace")
 
     # ----------------------------------------------------------------- errors
-    @contextlib.contextmanager
-    def errors(self) -> Iterator[None]:
-        """Client exceptions as modelkit errors with one-line messages."""
-        try:
-            yield
-        except ModelkitError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - nothing from the client may escape
-            raise self._translate(exc) from None
-
     def _translate(self, exc: Exception) -> ModelkitError:
         from huggingface_hub import errors as hf
 

@@ -43,6 +43,7 @@ from modelkit.importers import ImportedModel
 from modelkit.importers.choose import RepoEntry
 from modelkit.importers.common import (
     Listing,
+    TranslatesClientErrors,
     digest_error,
     fetch_from_hub,
     one_line,
@@ -86,7 +87,7 @@ def _quiet() -> Iterator[None]:
         logger.setLevel(level)
 
 
-class _Backend:
+class _Backend(TranslatesClientErrors):
     def __init__(self, name: ModelName, *, offline: bool | None, revision: str | None) -> None:
         from modelscope_hub import HubApi
         from modelscope_hub.config import HubConfig
@@ -176,15 +177,6 @@ class _Backend:
                                                                 errors="replace")
 
     # ----------------------------------------------------------------- errors
-    @contextlib.contextmanager
-    def errors(self) -> Iterator[None]:
-        try:
-            yield
-        except ModelkitError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - nothing from the client may escape
-            raise self._translate(exc) from None
-
     def _translate(self, exc: Exception) -> ModelkitError:
         import requests
         from modelscope_hub import errors as ms

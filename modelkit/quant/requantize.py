@@ -82,6 +82,7 @@ from modelkit.quant.policy import (
     parse_file_type,
     plan_quantization,
 )
+from modelkit.store import fsync_dir
 
 if TYPE_CHECKING:
     from modelkit.store import BlobWrite, Store
@@ -839,20 +840,8 @@ def quantize_file(src: str | os.PathLike[str] | GGUFInfo, dst_path: str | os.Pat
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
-    _fsync_dir(dst.parent)
+    fsync_dir(dst.parent)
     return result
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def quantize_into_store(store: Store, src_info: GGUFInfo, file_type: str,

@@ -54,7 +54,8 @@ def default_root() -> Path:
     return Path.home() / ".ollama" / "models"
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename or unlink in ``path`` durable (best effort where unsupported)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
@@ -226,7 +227,7 @@ class Store:
 
     def _import_linked(self, path: Path, total: int,
                        progress: ByteProgress | None) -> BlobWrite | None:
-        digest = _hash_file(path, total, progress)
+        digest = hash_file(path, progress)
         if self.has_blob(digest, total):
             self._touch(digest)
             return BlobWrite(digest, total, False)
@@ -243,7 +244,7 @@ class Store:
             except OSError:
                 return None
         # The file may have changed between hashing and linking: hash what we linked.
-        if _hash_file(temp, total, None) != digest:
+        if hash_file(temp) != digest:
             temp.unlink()
             return None
         return self._install_temp(temp, digest, total)
@@ -256,7 +257,7 @@ class Store:
             return BlobWrite(digest, size, False)
         os.chmod(temp, 0o644)
         os.replace(temp, final)
-        _fsync_dir(self.blobs)
+        fsync_dir(self.blobs)
         return BlobWrite(digest, size, True)
 
     def _touch(self, digest: Digest) -> None:
@@ -336,7 +337,7 @@ class Store:
         manifest = self.read_manifest(existing)
         path = self.manifest_path(existing)
         path.unlink()
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         self._remove_empty_dirs(path.parent)
         return manifest
 
@@ -409,7 +410,7 @@ class Store:
             with contextlib.suppress(OSError):
                 d.rmdir()
         if plan.blobs or plan.temp_files:
-            _fsync_dir(self.blobs)
+            fsync_dir(self.blobs)
 
 
 def _subdirs(path: Path) -> list[Path]:
@@ -425,7 +426,9 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _hash_file(path: Path, total: int, progress: ByteProgress | None) -> Digest:
+def hash_file(path: Path, progress: ByteProgress | None = None) -> Digest:
+    """The sha256 of a file, read in chunks, reporting (done, total) bytes."""
+    total = path.stat().st_size
     h = hashlib.sha256()
     done = 0
     with open(path, "rb") as f:
@@ -450,4 +453,4 @@ def _atomic_write(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)

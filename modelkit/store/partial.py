@@ -28,7 +28,7 @@ from typing import Any
 
 from modelkit.errors import DigestError, StoreError
 from modelkit.names import Digest
-from modelkit.store import TEMP_PREFIX, Store
+from modelkit.store import TEMP_PREFIX, Store, fsync_dir
 
 HASH_CHUNK = 8 << 20
 
@@ -187,7 +187,7 @@ class PartialBlob:
             os.replace(self.data_path, final)
         with contextlib.suppress(FileNotFoundError):
             self.state_path.unlink()
-        _fsync_dir(self.store.blobs)
+        fsync_dir(self.store.blobs)
 
     def discard(self) -> None:
         for path in (self.data_path, self.state_path):
@@ -200,12 +200,3 @@ def _same_file(fd: int, path: Path) -> bool:
         return os.fstat(fd).st_ino == path.stat().st_ino
     except FileNotFoundError:
         return False
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
