@@ -414,22 +414,26 @@ class _Lexer:
         self.emit(typ)
         return None
 
-    def lex_char(self) -> _State | None:
+    def _lex_escaped(self, close: str, typ: int, what: str) -> _State | None:
+        """A '...' or "..." literal: backslash escapes, no newline inside."""
         while True:
             ch = self.next()
             if ch == "\\":
                 after = self.next()
                 if after is not None and after != "\n":
                     continue
-                self.errorf("unterminated character constant")
+                self.errorf(f"unterminated {what}")
                 return None
             if ch is None or ch == "\n":
-                self.errorf("unterminated character constant")
+                self.errorf(f"unterminated {what}")
                 return None
-            if ch == "'":
+            if ch == close:
                 break
-        self.emit(_CHAR_CONSTANT)
+        self.emit(typ)
         return None
+
+    def lex_char(self) -> _State | None:
+        return self._lex_escaped("'", _CHAR_CONSTANT, "character constant")
 
     def lex_number(self) -> _State | None:
         if not self._scan_number():
@@ -470,21 +474,7 @@ class _Lexer:
         return True
 
     def lex_quote(self) -> _State | None:
-        while True:
-            ch = self.next()
-            if ch == "\\":
-                after = self.next()
-                if after is not None and after != "\n":
-                    continue
-                self.errorf("unterminated quoted string")
-                return None
-            if ch is None or ch == "\n":
-                self.errorf("unterminated quoted string")
-                return None
-            if ch == '"':
-                break
-        self.emit(_STRING)
-        return None
+        return self._lex_escaped('"', _STRING, "quoted string")
 
     def lex_raw_quote(self) -> _State | None:
         while True:
