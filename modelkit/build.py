@@ -85,6 +85,16 @@ def _looks_like_path(text: str) -> bool:
             or text.lower().endswith((".gguf", ".safetensors", ".bin")))
 
 
+def _existing(m: Modelfile, keyword: str, base_dir: Path, source: str) -> Path:
+    """The path the last ADAPTER or DRAFT names (the last one wins, as in Ollama)."""
+    command = [c for c in m.commands if c.is_keyword(keyword)][-1]
+    path = expand_path(command.args, base_dir)
+    if not path.exists():
+        raise FileNotFoundModelkitError(
+            f"{source}:{command.line}: {keyword.upper()} {command.args}: no such file: {path}")
+    return path
+
+
 def spec_from_modelfile(m: Modelfile, base_dir: Path, source: str = "Modelfile") -> BuildSpec:
     files: list[Path] = []
     model: str | None = None
@@ -102,23 +112,14 @@ def spec_from_modelfile(m: Modelfile, base_dir: Path, source: str = "Modelfile")
                 f"{source}:{command.line}: FROM {text}: no such file: {path}")
         else:
             model = text
-    adapters: list[Path] = []
-    if m.adapter is not None:
-        path = expand_path(m.adapter, base_dir)
-        if not path.exists():
-            raise FileNotFoundModelkitError(f"ADAPTER {m.adapter}: no such file")
-        adapters.append(path)
-    drafts: list[Path] = []
-    if m.draft is not None:
-        path = expand_path(m.draft, base_dir)
-        if not path.exists():
-            raise FileNotFoundModelkitError(f"DRAFT {m.draft}: no such file")
-        if path in files:
-            raise ModelfileError(f"DRAFT must not reference the same local path as FROM: {path}")
-        drafts.append(path)
+    adapters = [_existing(m, "adapter", base_dir, source)] if m.adapter is not None else []
+    drafts = [_existing(m, "draft", base_dir, source)] if m.draft is not None else []
+    if drafts and drafts[0] in files:
+        raise ModelfileError(
+            f"DRAFT must not reference the same local path as FROM: {drafts[0]}")
     return BuildSpec(
         from_files=tuple(files),
-        from_model=model if model is not None else None,
+        from_model=model,
         adapters=tuple(adapters),
         drafts=tuple(drafts),
         template=m.template,
