@@ -15,7 +15,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from modelkit import __version__, api
 from modelkit import errors as E
@@ -417,12 +417,20 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- main
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, like every other error (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"Error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="modelkit",
         description="Build Ollama- and llama.cpp-compatible models with no daemon.")
     parser.add_argument("--version", action="version", version=f"modelkit {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                parser_class=_Parser)
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str,
             aliases: Sequence[str] = ()) -> argparse.ArgumentParser:
@@ -443,8 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure", action="store_true",
                    help="FROM a registry over plain http (a local registry)")
 
-    p = add("pull", cmd_pull, "Pull a model from Hugging Face (hf.co/...) or ModelScope "
-            "(modelscope.cn/...)")
+    p = add("pull", cmd_pull, "Pull a model from Hugging Face (hf.co/...), ModelScope "
+            "(modelscope.cn/...) or an OCI registry")
     p.add_argument("name", metavar="MODEL")
     p.add_argument("-q", "--quantize", metavar="TYPE", help="quantize the download to TYPE")
     p.add_argument("--offline", action="store_true",

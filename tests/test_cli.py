@@ -290,3 +290,15 @@ def test_show_reads_the_header_only(tmp_path: Path) -> None:
 def test_python_dash_m_and_version() -> None:
     proc = run("--version")
     assert proc.returncode == 0 and proc.stdout.startswith("modelkit ")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["create"], "the following arguments are required: MODEL"),
+    (["bogus"], "invalid choice: 'bogus'"),
+    (["show", "x", "--bad"], "unrecognized arguments: --bad"),
+])
+def test_usage_errors_are_one_line_with_exit_2(args: list[str], message: str) -> None:
+    proc = run(*args)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("Error: ")
+    assert message in proc.stderr
