@@ -32,7 +32,7 @@ guaranteed to match C.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -187,16 +187,22 @@ def _from_columns(levels: F32Array, block_elems: int) -> U8Array:
 
 
 def _levels(xm: F32Array, iscale: F32Array, lo: int, hi: int, out: F32Array,
-            unsafe: BoolArray | None = None) -> F32Array:
+            unsafe: BoolArray | None = None, offset: F32Array | None = None) -> F32Array:
     """``clamp(nearest_int(iscale * xm), lo, hi)`` into float32 ``out``; xm (n, m),
     iscale (m,). np.rint is nearest_int wherever |iscale * xm| < 2**22; the columns
-    flagged ``unsafe`` (inf scales, overflowed spans) take the bit trick instead."""
-    np.multiply(xm, iscale, out=out)
+    flagged ``unsafe`` (inf scales, overflowed spans) take the bit trick instead.
+    With ``offset`` (m,), ``xm - offset`` takes the place of ``xm`` (computed in
+    ``out``: no extra array, which keeps the searches' working set in cache)."""
+    if offset is None:
+        np.multiply(xm, iscale, out=out)
+    else:
+        np.subtract(xm, offset, out=out)
+        np.multiply(out, iscale, out=out)
     np.rint(out, out=out)
     np.clip(out, F32(lo), F32(hi), out=out)
     if unsafe is not None and unsafe.any():
-        cols = xm[:, unsafe] * iscale[unsafe]
-        out[:, unsafe] = np.clip(_nearest_int(cols), lo, hi).astype(np.float32)
+        cols = xm[:, unsafe] if offset is None else xm[:, unsafe] - offset[unsafe]
+        out[:, unsafe] = np.clip(_nearest_int(cols * iscale[unsafe]), lo, hi).astype(np.float32)
     return out
 
 
@@ -242,17 +248,18 @@ def _fit_symmetric(x: F32Array, w: F32Array, nmax: int) -> tuple[F32Array, F32Ar
     vmax = np.where(zero, F32(1.0), amax_signed)
     nonfinite = ~np.isfinite(vmax)
     unsafe = nonfinite if nonfinite.any() else None  # else |iscale * x| <= nmax + 1
-    # one multiply by l gives both w*x*l == (w*x)*l and w*l, then (w*l)*l
-    wxw = np.stack([w * x, w])
-    prod = np.empty_like(wxw)
+    # one scratch array for the products, each summed while still in cache: the fewer
+    # arrays a try touches, the better
+    wx = w * x
+    prod = np.empty_like(x)
     lv = np.empty_like(x)
     nm = F32(nmax)
 
     def sums(iscale: F32Array) -> tuple[F32Array, F32Array]:
         _levels(x, iscale, -nmax, nmax - 1, lv, unsafe)
-        np.multiply(wxw, lv, out=prod)
-        np.multiply(prod[1], lv, out=prod[1])
-        sumlx, suml2 = _seq_sum(prod)
+        sumlx = _seq_sum(np.multiply(wx, lv, out=prod))  # C: w*x*l == (w*x)*l
+        np.multiply(w, lv, out=prod)
+        suml2 = _seq_sum(np.multiply(prod, lv, out=prod))  # C: w*l*l == (w*l)*l
         return sumlx, suml2
 
     best_iscale = -nm / vmax
@@ -300,13 +307,10 @@ def _fit_scale_min(x: F32Array, w: F32Array, nmax: int, rmin: float, rdelta: flo
         unsafe = ~((reach * c_max < _RINT_SAFE * span) & (span > c_max * _F32_TINY))
         return unsafe if unsafe.any() else None
 
-    xm = x - cur_min
-    # plane 0: the levels l, plane 1: x; multiplying by w*l gives w*l*l and w*l*x at once
-    lx = np.empty((2,) + x.shape, dtype=np.float32)
-    lv = lx[0]
-    lx[1] = x
-    prod = np.empty_like(lx)
+    lv = np.empty_like(x)
     wl = np.empty_like(x)
+    # one scratch array for the products (w*l)*l, (w*l)*x and the error terms, each
+    # summed while still in cache: the fewer arrays a try touches, the better
     err = np.empty_like(x)
 
     def weighted_error(scale: F32Array, offset: F32Array) -> F32Array:
@@ -321,24 +325,24 @@ def _fit_scale_min(x: F32Array, w: F32Array, nmax: int, rmin: float, rdelta: flo
     unsafe = unsafe_columns(cur_min)
     iscale = F32(nmax) / (xmax - cur_min)
     scale = F32(1.0) / iscale
-    _levels(xm, iscale, 0, nmax, lv, unsafe)
+    _levels(x, iscale, 0, nmax, lv, unsafe, cur_min)
     best = weighted_error(scale, cur_min)
     # the winning levels are recomputed at the end from the (iscale, min) that made them
     l_iscale = iscale
     l_min = cur_min
     for k in range(nstep + 1):
         iscale = (F32(rmin) + F32(rdelta) * F32(k) + F32(nmax)) / (xmax - cur_min)
-        _levels(xm, iscale, 0, nmax, lv, unsafe)
+        _levels(x, iscale, 0, nmax, lv, unsafe, cur_min)
         np.multiply(w, lv, out=wl)
         sum_l = _seq_sum(wl)
-        np.multiply(lx, wl, out=prod)
-        sum_l2, sum_xl = _seq_sum(prod)
+        sum_l2 = _seq_sum(np.multiply(wl, lv, out=err))  # C: w*l*l == (w*l)*l
+        sum_xl = _seq_sum(np.multiply(wl, x, out=err))  # C: w*l*x[i] == (w*l)*x
         det = sum_w * sum_l2 - sum_l * sum_l
-        this_scale = (sum_w * sum_xl - sum_x * sum_l) / det
-        this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det
-        positive = this_min > 0
-        this_min = np.where(positive, F32(0.0), this_min)
-        this_scale = np.where(positive, sum_xl / sum_l2, this_scale)
+        fit_scale = (sum_w * sum_xl - sum_x * sum_l) / det
+        fit_min = (sum_l2 * sum_x - sum_l * sum_xl) / det
+        positive = fit_min > 0
+        this_min = cast(F32Array, np.where(positive, F32(0.0), fit_min))
+        this_scale = cast(F32Array, np.where(positive, sum_xl / sum_l2, fit_scale))
         cur = weighted_error(this_scale, this_min)
         better = (det > 0) & (cur < best)
         if better.any():
@@ -347,10 +351,8 @@ def _fit_scale_min(x: F32Array, w: F32Array, nmax: int, rmin: float, rdelta: flo
             l_iscale = np.where(better, iscale, l_iscale)
             l_min = np.where(better, cur_min, l_min)
             cur_min = np.where(better, this_min, cur_min)
-            np.subtract(x, cur_min, out=xm)
             unsafe = unsafe_columns(cur_min)
-    np.subtract(x, l_min, out=xm)
-    levels = _levels(xm, l_iscale, 0, nmax, lv, unsafe_columns(l_min))
+    levels = _levels(x, l_iscale, 0, nmax, lv, unsafe_columns(l_min), l_min)
     levels[:, flat] = 0
     scale[flat] = 0
     return scale, -cur_min, levels

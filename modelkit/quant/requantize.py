@@ -621,26 +621,38 @@ def _mp_context() -> multiprocessing.context.BaseContext:
 
 
 def _execute(steps: Sequence[_Step], runner: _Runner,
-             handle: Callable[[_Step, _JobResult | None], None]) -> None:
+             handle: Callable[[_Step, _JobResult | None], None],
+             start: Callable[[], None] = lambda: None) -> None:
     """Run every step, handing results to ``handle`` in step order.  With a pool, keeps
-    up to ``2 * workers`` jobs in flight ahead of the one being written."""
+    up to ``2 * workers`` jobs in flight ahead of the one being written.  ``start`` runs
+    before the first ``handle``; with a pool, after the first jobs are submitted, so
+    that the workers are already busy while it runs (it writes the header)."""
     if runner.pool is None:
+        start()
         for step in steps:
             handle(step, _run_job(runner.source, step.job) if step.job is not None else None)
         return
     window = 2 * runner.workers
     pending: deque[tuple[int, cf.Future[_JobResult]]] = deque()
     next_submit = 0
+
+    def fill() -> None:
+        nonlocal next_submit
+        while next_submit < len(steps) and len(pending) < window:
+            job = steps[next_submit].job
+            if job is not None:
+                pending.append((next_submit, runner.submit(job)))
+            next_submit += 1
+
+    with contextlib.suppress(cf.process.BrokenProcessPool):  # met again, and handled, below
+        fill()
+    start()
     for i, step in enumerate(steps):
         if runner.pool is None:  # the pool broke: finish in-process
             handle(step, _run_job(runner.source, step.job) if step.job is not None else None)
             continue
         try:
-            while next_submit < len(steps) and len(pending) < window:
-                job = steps[next_submit].job
-                if job is not None:
-                    pending.append((next_submit, runner.submit(job)))
-                next_submit += 1
+            fill()
             if step.job is None:
                 handle(step, None)
                 continue
@@ -759,10 +771,14 @@ def requantize(
     runner: _Runner | None = None
     ok = False
     try:
-        data_offset = _write_header(sink, info.architecture, kvs, items, alignment)
-        emit(ProgressEvent(status, total=len(items), completed=0, unit="tensors"))
+        data_offset = 0
         done_tensors = 0
         runner = _Runner(source, info.path, n_workers, use_threads)
+
+        def start() -> None:
+            nonlocal data_offset
+            data_offset = _write_header(sink, info.architecture, kvs, items, alignment)
+            emit(ProgressEvent(status, total=len(items), completed=0, unit="tensors"))
 
         def handle(step: _Step, result: _JobResult | None) -> None:
             nonlocal done_tensors
@@ -786,7 +802,7 @@ def requantize(
                 emit(ProgressEvent(status, total=len(items), completed=done_tensors,
                                    unit="tensors"))
 
-        _execute(list(_steps(items, chunk_rows, report)), runner, handle)
+        _execute(list(_steps(items, chunk_rows, report)), runner, handle, start)
         sink.flush()
         ok = True
     finally:
