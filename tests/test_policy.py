@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-import gguf
 import pytest
 from gguf import GGMLQuantizationType as T
 from gguf import LlamaFileType as FT
 
+from conftest import GOLDEN
 from modelkit.errors import QuantizationError
+from modelkit.gguf_file import read_gguf
 from modelkit.quant.policy import (
     SUPPORTED_FILE_TYPES,
     ModelHParams,
@@ -25,7 +25,6 @@ from modelkit.quant.policy import (
     use_more_bits,
 )
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
 MIXES = GOLDEN / "mixes"
 MODELS = sorted(p.stem for p in MIXES.glob("*.json")) if MIXES.is_dir() else []
 FTYPES = ("q4_K_M", "q4_K_S", "q5_K_M", "q6_K", "q8_0", "q4_0")
@@ -36,22 +35,14 @@ FTYPES = ("q4_K_M", "q4_K_S", "q5_K_M", "q6_K", "q8_0", "q4_0")
 # --------------------------------------------------------------------------------------
 
 
-def _reader_kv(reader: gguf.GGUFReader) -> dict[str, Any]:
-    """GGUF key -> python value (minimal; modelkit.gguf_file will have the shared one)."""
-    return {field.name: field.contents() for field in reader.fields.values()}
-
-
 _SOURCES: dict[str, tuple[list[TensorSpec], ModelHParams, dict[str, Any]]] = {}
 
 
 def _load(model: str) -> tuple[list[TensorSpec], ModelHParams, dict[str, Any]]:
     if model not in _SOURCES:
-        reader = gguf.GGUFReader(MIXES / f"{model}.gguf")
-        specs = [
-            TensorSpec(t.name, tuple(int(n) for n in t.shape), T(int(t.tensor_type)))
-            for t in reader.tensors
-        ]
-        hparams = ModelHParams.from_kv(_reader_kv(reader))
+        info = read_gguf(MIXES / f"{model}.gguf")
+        specs = [TensorSpec(t.name, t.shape, t.type) for t in info.tensors]
+        hparams = ModelHParams.from_kv(info.metadata)
         golden = json.loads((MIXES / f"{model}.json").read_text())
         _SOURCES[model] = (specs, hparams, golden)
     return _SOURCES[model]

@@ -16,6 +16,7 @@ import pytest
 from gguf import GGMLQuantizationType as T
 from gguf import GGUFValueType, LlamaFileType
 
+from conftest import GOLDEN
 from modelkit.errors import QuantizationError
 from modelkit.gguf_file import GGUFInfo, read_gguf
 from modelkit.progress import ProgressEvent
@@ -28,7 +29,6 @@ from modelkit.quant.requantize import (
     requantize,
 )
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
 MIXES = GOLDEN / "mixes"
 MODELS = sorted(p.stem for p in MIXES.glob("*.json")) if MIXES.is_dir() else []
 FTYPES = ("q4_K_M", "q4_K_S", "q5_K_M", "q6_K", "q8_0", "q4_0")
