@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
+import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,31 @@ def tiny_llama_tensors(n_embd: int = 64, n_ff: int = 128, n_vocab: int = 32,
         t[p + "ffn_up.weight"] = rng.standard_normal((n_ff, n_embd)).astype(np.float16)
         t[p + "ffn_down.weight"] = rng.standard_normal((n_embd, n_ff)).astype(np.float16)
     return t
+
+
+def _is_loopback(host: object) -> bool:
+    if host is None:
+        return True
+    text = host.decode() if isinstance(host, bytes) else str(host)
+    if text.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(text.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test touches the network: resolving any name but loopback fails the call."""
+    real = socket.getaddrinfo
+
+    def loopback_only(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _is_loopback(host):
+            raise OSError(f"test tried to reach {host!r}: tests must stay on loopback")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", loopback_only)
 
 
 @pytest.fixture

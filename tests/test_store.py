@@ -247,3 +247,10 @@ def test_cross_process_lock(tmp_path: Path, held_exclusive: bool, want_exclusive
     start = time.monotonic()
     with Store(tmp_path).lock(exclusive=True):
         assert time.monotonic() - start < 5
+
+
+def test_the_network_guard_refuses_non_loopback_names() -> None:
+    import socket
+    with pytest.raises(OSError, match="tests must stay on loopback"):
+        socket.getaddrinfo("registry.ollama.ai", 443)
+    assert socket.getaddrinfo("127.0.0.1", 80)
