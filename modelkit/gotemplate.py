@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import NamedTuple, NoReturn
 
 from modelkit.errors import TemplateError
+from modelkit.gostrconv import underscore_ok
 
 __all__ = ["validate_go_template"]
 
@@ -557,33 +558,6 @@ def _unquote(token: str) -> str:
     return "".join(out)
 
 
-def _underscore_ok(s: str) -> bool:
-    """Go's rule for digit separators: an underscore sits between digits (or prefix and digit)."""
-    saw = "^"
-    i = 0
-    if s[:1] in ("+", "-"):
-        s = s[1:]
-    hexadecimal = False
-    if len(s) >= 2 and s[0] == "0" and s[1].lower() in "box":
-        i = 2
-        saw = "0"
-        hexadecimal = s[1].lower() == "x"
-    while i < len(s):
-        c = s[i]
-        if "0" <= c <= "9" or (hexadecimal and "a" <= c.lower() <= "f"):
-            saw = "0"
-        elif c == "_":
-            if saw != "0":
-                return False
-            saw = "_"
-        else:
-            if saw == "_":
-                return False
-            saw = "!"
-        i += 1
-    return saw != "_"
-
-
 def _parse_uint(s: str) -> int | None:
     """Go's strconv.ParseUint(s, 0, 64); None on any error."""
     if not s:
@@ -611,7 +585,7 @@ def _parse_uint(s: str) -> int | None:
         value = value * base + digit
     if value >= 1 << 64:
         return None
-    if underscores and not _underscore_ok(original):
+    if underscores and not underscore_ok(original):
         return None
     return value
 
@@ -646,13 +620,13 @@ def _parse_float_error(s: str) -> tuple[float | None, str]:
     """ParseFloat's value, or None and the reason ("invalid syntax", "value out of range")."""
     if _DEC_FLOAT.fullmatch(s):
         mantissa = re.split("[eE]", s)[0]
-        if not any(c.isdigit() for c in mantissa) or ("_" in s and not _underscore_ok(s)):
+        if not any(c.isdigit() for c in mantissa) or ("_" in s and not underscore_ok(s)):
             return None, _SYNTAX
         value = float(s.replace("_", ""))
     elif _HEX_FLOAT.fullmatch(s):
         mantissa = re.split("[pP]", s)[0].lstrip("+-")[2:]
         if not any(c in "0123456789abcdefABCDEF" for c in mantissa) or (
-            "_" in s and not _underscore_ok(s)
+            "_" in s and not underscore_ok(s)
         ):
             return None, _SYNTAX
         sign = -1.0 if s[0] == "-" else 1.0

@@ -19,6 +19,17 @@ from modelkit.gojson import go_json_dumps
 from modelkit.names import Digest
 
 
+def _json_object(data: bytes, problem: str) -> dict[str, Any]:
+    """A JSON object from bytes, or StoreError("<problem>: <why>")."""
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StoreError(f"{problem}: {exc}") from None
+    if not isinstance(obj, dict):
+        raise StoreError(f"{problem}: not an object")
+    return obj
+
+
 class MediaType(str, Enum):
     MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
     CONFIG = "application/vnd.docker.container.image.v1+json"
@@ -120,11 +131,8 @@ class Manifest:
 
     @classmethod
     def from_bytes(cls, data: bytes, *, where: str = "manifest") -> Manifest:
-        try:
-            obj = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise StoreError(f"{where}: corrupt manifest: {exc}") from None
-        if not isinstance(obj, dict) or "config" not in obj:
+        obj = _json_object(data, f"{where}: corrupt manifest")
+        if "config" not in obj:
             raise StoreError(f"{where}: corrupt manifest: no config")
         try:
             layers = obj.get("layers") or []
@@ -213,12 +221,7 @@ class ModelConfig:
 
     @classmethod
     def from_bytes(cls, data: bytes, *, where: str = "config") -> ModelConfig:
-        try:
-            obj = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise StoreError(f"{where}: corrupt config blob: {exc}") from None
-        if not isinstance(obj, dict):
-            raise StoreError(f"{where}: corrupt config blob: not an object")
+        obj = _json_object(data, f"{where}: corrupt config blob")
         known = {f for f in cls.__dataclass_fields__ if f != "extra"}
         kwargs: dict[str, Any] = {}
         for key in known:

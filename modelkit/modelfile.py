@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING
 
 from modelkit.errors import FileNotFoundModelkitError, ModelfileError, ParameterError
 from modelkit.gojson import go_json_dumps
+from modelkit.gostrconv import underscore_ok
 
 if TYPE_CHECKING:
     from lark import Lark, Token, Tree
@@ -630,29 +631,6 @@ def _go_parse_int(s: str) -> int | None:
     return v if _INT64_MIN <= v <= _INT64_MAX else None
 
 
-def _underscore_ok(s: str) -> bool:
-    """Go's rule: an underscore only between digits, or after a base prefix."""
-    saw = "^"
-    i = 0
-    if s[:1] in ("+", "-"):
-        s = s[1:]
-    hexa = False
-    if len(s) >= 2 and s[0] == "0" and s[1] in "bBoOxX":
-        i, saw, hexa = 2, "0", s[1] in "xX"
-    for ch in s[i:]:
-        if "0" <= ch <= "9" or (hexa and ch in "abcdefABCDEF"):
-            saw = "0"
-        elif ch == "_":
-            if saw != "0":
-                return False
-            saw = "_"
-        elif saw == "_":
-            return False
-        else:
-            saw = "!"
-    return saw != "_"
-
-
 _F32_MANT_BITS = 23
 _F32_MIN_EXP = -126  # exponent of the smallest normal float32
 _F32_OVERFLOW = 2**128  # rounding to this or beyond overflows
@@ -696,7 +674,7 @@ def _go_parse_float32(s: str) -> float | None:
     frac_part = (m.group("frac") or "").replace("_", "")
     if not int_part and not frac_part:
         return None
-    if "_" in s and not _underscore_ok(s):
+    if "_" in s and not underscore_ok(s):
         return None
     # Go stops accumulating the exponent once it reaches 10000 (enough to over/underflow).
     exp = 0

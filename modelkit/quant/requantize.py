@@ -53,7 +53,6 @@ import math
 import mmap
 import multiprocessing
 import os
-import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -82,7 +81,7 @@ from modelkit.quant.policy import (
     parse_file_type,
     plan_quantization,
 )
-from modelkit.store import fsync_dir
+from modelkit.store import atomic_file
 
 if TYPE_CHECKING:
     from modelkit.store import BlobWrite, Store
@@ -844,20 +843,8 @@ def quantize_file(src: str | os.PathLike[str] | GGUFInfo, dst_path: str | os.Pat
     hidden temporary file in the same folder, which is fsynced and renamed over
     ``dst_path`` only when complete.  On any failure ``dst_path`` is untouched (an
     existing file stays as it was) and the temporary file is removed."""
-    dst = Path(dst_path)
-    tmp = dst.parent / f".{dst.name}.tmp-{secrets.token_hex(6)}"
-    try:
-        with open(tmp, "xb") as f:
-            result = requantize(src, f, file_type, **kw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    fsync_dir(dst.parent)
-    return result
+    with atomic_file(Path(dst_path), mode=None) as f:
+        return requantize(src, f, file_type, **kw)
 
 
 def quantize_into_store(store: Store, src_info: GGUFInfo, file_type: str,

@@ -325,7 +325,8 @@ class Store:
         path = self.manifest_path(name)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(path, manifest.to_bytes())
+            with atomic_file(path) as f:
+                f.write(manifest.to_bytes())
         except OSError as exc:
             raise StoreError(f"{path}: cannot write manifest: {exc.strerror or exc}") from None
         return path
@@ -440,14 +441,19 @@ def hash_file(path: Path, progress: ByteProgress | None = None) -> Digest:
     return Digest("sha256", h.hexdigest())
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+@contextlib.contextmanager
+def atomic_file(path: Path, *, mode: int | None = 0o644) -> Iterator[BinaryIO]:
+    """Write ``path`` all or nothing: a hidden temporary file in the same folder,
+    fsynced, renamed over ``path`` when the block ends; on any error ``path`` is left as
+    it was and the temporary file removed. ``mode=None`` keeps the umask's mode."""
     temp = path.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
     try:
         with open(temp, "xb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(temp, 0o644)
+        if mode is not None:
+            os.chmod(temp, mode)
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
