@@ -184,7 +184,8 @@ class Builder:
             progress=byte_progress(self.progress, f"copying file {label or path.name}"),
         ))
         return _Base(Layer(media_type, written.digest, written.size), _status_for(written),
-                     read_gguf(self.store.blob_path(written.digest)))
+                     # the blob holds the file's bytes: its header is the one just read
+                     replace(info, path=self.store.blob_path(written.digest)))
 
     def _fetch(self, spec: BuildSpec) -> list[ImportedModel]:
         """The GGUFs FROM names: local files and folders (split sets merged), or a hub

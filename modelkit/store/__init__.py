@@ -299,23 +299,21 @@ class Store:
         return self.resolve(name) or name
 
     def read_manifest(self, name: ModelName) -> Manifest:
-        existing = self.resolve(name)
-        if existing is None:
-            raise ModelNotFoundError(f'model "{name.display_shortest()}" not found')
-        path = self.manifest_path(existing)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise ModelNotFoundError(f'model "{name.display_shortest()}" not found') from None
-        return Manifest.from_bytes(data, where=str(path))
+        return self.get(name).manifest
 
     def get(self, name: ModelName) -> StoredModel:
+        """The stored model ``name`` resolves to (one walk of the manifests folder)."""
         existing = self.resolve(name)
-        if existing is None:
-            raise ModelNotFoundError(f'model "{name.display_shortest()}" not found')
-        path = self.manifest_path(existing)
-        manifest = self.read_manifest(existing)
-        return StoredModel(existing, path, manifest, path.stat().st_mtime)
+        if existing is not None:
+            path = self.manifest_path(existing)
+            try:
+                data, mtime = path.read_bytes(), path.stat().st_mtime
+            except FileNotFoundError:
+                pass  # removed by another process meanwhile
+            else:
+                return StoredModel(existing, path, Manifest.from_bytes(data, where=str(path)),
+                                   mtime)
+        raise ModelNotFoundError(f'model "{name.display_shortest()}" not found')
 
     def write_manifest(self, name: ModelName, manifest: Manifest) -> Path:
         for layer in manifest.all_layers():
@@ -332,11 +330,8 @@ class Store:
         return path
 
     def delete_manifest(self, name: ModelName) -> Manifest:
-        existing = self.resolve(name)
-        if existing is None:
-            raise ModelNotFoundError(f'model "{name.display_shortest()}" not found')
-        manifest = self.read_manifest(existing)
-        path = self.manifest_path(existing)
+        stored = self.get(name)
+        manifest, path = stored.manifest, stored.path
         path.unlink()
         fsync_dir(path.parent)
         self._remove_empty_dirs(path.parent)
