@@ -10,6 +10,7 @@ model's previous manifest used and nothing uses any more.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -412,8 +413,6 @@ def _without(layers: list[_Base], media_type: MediaType) -> list[_Base]:
 
 
 def _load_json(data: bytes) -> Any:
-    import json
-
     try:
         return json.loads(data)
     except ValueError:
