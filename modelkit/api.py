@@ -28,7 +28,7 @@ from modelkit.manifest import Manifest, MediaType, ModelConfig
 from modelkit.modelfile import Command, Modelfile, format_modelfile, parse, parse_file
 from modelkit.names import ModelName
 from modelkit.progress import ProgressCallback, ignore_progress
-from modelkit.store import PrunePlan, Store, StoredModel
+from modelkit.store import DamagedCallback, DamagedManifest, PrunePlan, Store, StoredModel
 
 if TYPE_CHECKING:
     from modelkit.quant.requantize import RequantizeResult
@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 StoreArg = Store | str | os.PathLike[str] | None
 
 __all__ = [
-    "ModelInfo", "ModelSummary", "copy", "create", "format_modelfile", "list_models",
-    "parse_modelfile", "prune", "pull", "push", "quantize", "remove", "show",
+    "DamagedManifest", "ModelInfo", "ModelSummary", "copy", "create", "format_modelfile",
+    "list_models", "parse_modelfile", "prune", "pull", "push", "quantize", "remove", "show",
 ]
 
 
@@ -294,11 +294,13 @@ class ModelSummary:
     quantization: str = ""
 
 
-def list_models(prefix: str | None = None, *, store: StoreArg = None) -> list[ModelSummary]:
-    """Stored models, newest first; ``prefix`` filters names case-insensitively."""
+def list_models(prefix: str | None = None, *, store: StoreArg = None,
+                on_damaged: DamagedCallback | None = None) -> list[ModelSummary]:
+    """Stored models, newest first; ``prefix`` filters names case-insensitively. A
+    damaged manifest is skipped and reported to ``on_damaged`` (as Ollama's list skips it)."""
     s = _store(store)
     out = []
-    for stored in s.list_models():
+    for stored in s.list_models(on_damaged):
         display = stored.name.display_shortest()
         if prefix and not display.lower().startswith(prefix.lower()):
             continue
@@ -335,7 +337,8 @@ def copy(source: str, destination: str, *, store: StoreArg = None) -> ModelName:
 
 
 def remove(name: str, *, store: StoreArg = None) -> tuple[ModelName, PrunePlan]:
-    """Delete a model and every blob of it that no other model uses."""
+    """Delete a model and every blob of it that no other model uses. A damaged
+    manifest is deleted too; the blobs it used are left for ``prune``."""
     s = _store(store)
     model = ModelName.parse(name)
     with s.lock(exclusive=True):
@@ -343,8 +346,10 @@ def remove(name: str, *, store: StoreArg = None) -> tuple[ModelName, PrunePlan]:
         if existing is None:
             raise ModelNotFoundError(f'model "{name}" not found')
         manifest = s.delete_manifest(existing)
-        plan = s.plan_prune({layer.digest for layer in manifest.all_layers()})
-        s.execute_prune(plan)
+        plan = PrunePlan()
+        if manifest is not None:
+            plan = s.plan_prune({layer.digest for layer in manifest.all_layers()})
+            s.execute_prune(plan)
     return existing, plan
 
 

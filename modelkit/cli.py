@@ -290,8 +290,14 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- list, cp, rm
+def _warn_damaged(entry: api.DamagedManifest) -> None:
+    print(f"warning: skipping damaged model {entry.name.display_shortest()} "
+          f"({_one_line(entry.reason)}); 'modelkit rm "
+          f"{entry.name.display_shortest()}' removes it", file=sys.stderr)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    models = api.list_models(args.prefix)
+    models = api.list_models(args.prefix, on_damaged=_warn_damaged)
     if args.json:
         _emit_json([{"name": m.name, "model": str(m.model), "id": m.id, "digest": m.digest,
                      "size": m.size, "modified": m.modified, "family": m.family,
@@ -330,15 +336,24 @@ def cmd_prune(args: argparse.Namespace) -> int:
         _emit_json({"dry_run": args.dry_run, "blobs": [p.name for p in plan.blobs],
                     "temp_files": [str(p) for p in plan.temp_files],
                     "empty_dirs": [str(p) for p in plan.empty_dirs],
-                    "bytes_freed": plan.bytes_freed})
-        return 0
-    verb = "would remove" if args.dry_run else "removed"
-    for p in (*plan.blobs, *plan.temp_files):
-        print(f"{verb} {p}")
-    for d in plan.empty_dirs:
-        print(f"{verb} empty folder {d}")
-    total = len(plan.blobs) + len(plan.temp_files)
-    print(f"{verb} {total} file(s), {human_bytes(plan.bytes_freed)}")
+                    "bytes_freed": plan.bytes_freed,
+                    "kept": [p.name for p in plan.kept],
+                    "damaged": [str(d.path) for d in plan.damaged]})
+    else:
+        verb = "would remove" if args.dry_run else "removed"
+        for p in (*plan.blobs, *plan.temp_files):
+            print(f"{verb} {p}")
+        for d in plan.empty_dirs:
+            print(f"{verb} empty folder {d}")
+        total = len(plan.blobs) + len(plan.temp_files)
+        print(f"{verb} {total} file(s), {human_bytes(plan.bytes_freed)}")
+    if plan.damaged:
+        keep = "would keep" if args.dry_run else "kept"
+        for entry in plan.damaged:
+            print(f"warning: {_one_line(entry.reason)}", file=sys.stderr)
+        print(f"warning: {keep} {len(plan.kept)} unreferenced blob(s) that the damaged "
+              "manifest(s) might reference; 'modelkit rm' the damaged model(s), then prune "
+              "again", file=sys.stderr)
     return 0
 
 

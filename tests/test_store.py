@@ -201,14 +201,17 @@ def test_prune_plan_then_execute(tmp_path: Path) -> None:
     assert store.plan_prune().empty
 
 
-def test_prune_refuses_when_a_manifest_is_corrupt(tmp_path: Path) -> None:
+def test_prune_keeps_every_blob_when_a_manifest_is_corrupt(tmp_path: Path) -> None:
     store = Store(tmp_path)
-    store.write_blob(b"orphan")
+    orphan = store.write_blob(b"orphan")
     bad = tmp_path / "manifests" / "registry.ollama.ai" / "library" / "bad" / "latest"
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"{garbage")
-    with pytest.raises(StoreError, match="corrupt manifest"):
-        store.plan_prune()
+    plan = store.plan_prune()
+    assert plan.blobs == () and plan.bytes_freed == 0
+    assert [p.name for p in plan.kept] == [orphan.digest.filename]
+    (damaged,) = plan.damaged
+    assert damaged.path == bad and "corrupt manifest" in damaged.reason
 
 
 def _hold_lock(root: str, exclusive: bool, ready: multiprocessing.Event,  # type: ignore[valid-type]

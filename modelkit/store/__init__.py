@@ -89,11 +89,28 @@ class StoredModel:
 
 
 @dataclass(frozen=True)
+class DamagedManifest:
+    """A manifest file that cannot be read or parsed: listed apart, removable by
+    ``rm``, and a reason for ``prune`` to keep every unreferenced blob."""
+
+    name: ModelName
+    path: Path
+    reason: str
+
+
+# Called with each damaged manifest met while walking the store.
+DamagedCallback = Callable[[DamagedManifest], None]
+
+
+@dataclass(frozen=True)
 class PrunePlan:
     blobs: tuple[Path, ...] = ()  # unreferenced blobs
     temp_files: tuple[Path, ...] = ()  # leftovers of interrupted writes
     empty_dirs: tuple[Path, ...] = ()  # manifest folders left empty
     bytes_freed: int = 0
+    # Unreferenced blobs kept because a damaged manifest might reference them.
+    kept: tuple[Path, ...] = ()
+    damaged: tuple[DamagedManifest, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -329,10 +346,19 @@ class Store:
             raise StoreError(f"{path}: cannot write manifest: {exc.strerror or exc}") from None
         return path
 
-    def delete_manifest(self, name: ModelName) -> Manifest:
-        stored = self.get(name)
-        manifest, path = stored.manifest, stored.path
-        path.unlink()
+    def delete_manifest(self, name: ModelName) -> Manifest | None:
+        """Delete model ``name``'s manifest; its Manifest, or None when the file was
+        damaged (it is deleted all the same: ``rm`` is how a user gets rid of it)."""
+        existing = self.resolve(name)
+        if existing is None:
+            raise ModelNotFoundError(f'model "{name.display_shortest()}" not found')
+        path = self.manifest_path(existing)
+        loaded = self._load(existing, path)
+        manifest = loaded.manifest if isinstance(loaded, StoredModel) else None
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            raise ModelNotFoundError(f'model "{name.display_shortest()}" not found') from None
         fsync_dir(path.parent)
         self._remove_empty_dirs(path.parent)
         return manifest
@@ -346,29 +372,52 @@ class Store:
                 return
             d = d.parent
 
-    def list_models(self) -> list[StoredModel]:
-        models = []
+    def _load(self, name: ModelName, path: Path) -> StoredModel | DamagedManifest:
+        try:
+            data, mtime = path.read_bytes(), path.stat().st_mtime
+            return StoredModel(name, path, Manifest.from_bytes(data, where=str(path)), mtime)
+        except StoreError as exc:
+            return DamagedManifest(name, path, str(exc))
+        except OSError as exc:
+            return DamagedManifest(name, path, f"{path}: cannot read manifest: "
+                                               f"{exc.strerror or exc}")
+
+    def scan(self) -> tuple[list[StoredModel], list[DamagedManifest]]:
+        """Every manifest, read once: the good ones and the damaged ones."""
+        models: list[StoredModel] = []
+        damaged: list[DamagedManifest] = []
         for name, path in self.iter_names():
-            manifest = Manifest.from_bytes(path.read_bytes(), where=str(path))
-            models.append(StoredModel(name, path, manifest, path.stat().st_mtime))
+            loaded = self._load(name, path)
+            if isinstance(loaded, StoredModel):
+                models.append(loaded)
+            elif path.exists():  # not removed by another process meanwhile
+                damaged.append(loaded)
+        return models, damaged
+
+    def list_models(self, on_damaged: DamagedCallback | None = None) -> list[StoredModel]:
+        """The readable models; each damaged manifest goes to ``on_damaged``."""
+        models, damaged = self.scan()
+        for entry in damaged:
+            if on_damaged is not None:
+                on_damaged(entry)
         return models
 
     # ----------------------------------------------------------------- pruning
-    def referenced_digests(self) -> set[Digest]:
-        """Digests used by any manifest. A corrupt manifest raises StoreError: we then
-        cannot know what it references, so nothing may be deleted (Ollama does the same)."""
-        used: set[Digest] = set()
-        for _, path in self.iter_names():
-            manifest = Manifest.from_bytes(path.read_bytes(), where=str(path))
-            used.update(layer.digest for layer in manifest.all_layers())
-        return used
+    def referenced_digests(self) -> tuple[set[Digest], list[DamagedManifest]]:
+        """Digests used by any readable manifest, and the damaged manifests: what those
+        reference is unknown, so no unreferenced blob may be deleted while one exists
+        (Ollama refuses to prune then; we keep the blobs and say why)."""
+        models, damaged = self.scan()
+        used = {layer.digest for m in models for layer in m.manifest.all_layers()}
+        return used, damaged
 
     def plan_prune(self, candidates: set[Digest] | None = None) -> PrunePlan:
         """What a prune would delete. With ``candidates``, only those blobs are
         considered (rm and re-create clean up after themselves this way); without,
         every unreferenced blob, every stale temporary file and every empty manifest
-        folder. Call with the exclusive lock held."""
-        used = self.referenced_digests()
+        folder. A damaged manifest moves every blob that would go into ``kept``.
+        Call with the exclusive lock held."""
+        used, damaged = self.referenced_digests()
         blobs: list[Path] = []
         temps: list[Path] = []
         freed = 0
@@ -396,6 +445,9 @@ class Store:
                 live = [f for f in filenames if not f.startswith(TEMP_PREFIX)]
                 if not live and all((p / d) in dirs for d in dirnames):
                     dirs.append(p)
+        if damaged:
+            freed -= sum(_size(b) for b in blobs)
+            return PrunePlan((), tuple(temps), tuple(dirs), freed, tuple(blobs), tuple(damaged))
         return PrunePlan(tuple(blobs), tuple(temps), tuple(dirs), freed)
 
     def execute_prune(self, plan: PrunePlan) -> None:
