@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,8 +28,16 @@ from modelkit.importers import hub_for
 from modelkit.manifest import Manifest, MediaType, ModelConfig
 from modelkit.modelfile import Command, Modelfile, format_modelfile, parse, parse_file
 from modelkit.names import ModelName
-from modelkit.progress import ProgressCallback, ignore_progress
-from modelkit.store import DamagedCallback, DamagedManifest, PrunePlan, Store, StoredModel
+from modelkit.progress import ProgressCallback, byte_progress, ignore_progress
+from modelkit.store import (
+    DamagedCallback,
+    DamagedManifest,
+    LinkMode,
+    PrunePlan,
+    Store,
+    StoredModel,
+)
+from modelkit.store.verify import BlobProblem, VerifyReport, verify_store
 
 if TYPE_CHECKING:
     from modelkit.quant.requantize import RequantizeResult
@@ -39,6 +48,7 @@ StoreArg = Store | str | os.PathLike[str] | None
 __all__ = [
     "DamagedManifest", "ModelInfo", "ModelSummary", "copy", "create", "format_modelfile",
     "list_models", "parse_modelfile", "prune", "pull", "push", "quantize", "remove", "show",
+    "verify", "BlobProblem", "VerifyReport",
 ]
 
 
@@ -56,7 +66,8 @@ def parse_modelfile(source: str | bytes | os.PathLike[str]) -> Modelfile:
 # ---------------------------------------------------------------------- create
 def create(name: str, modelfile: str | os.PathLike[str] | Modelfile | None = None, *,
            base_dir: str | os.PathLike[str] | None = None, quantize: str | None = None,
-           link: bool = False, offline: bool | None = None, insecure: bool = False,
+           link: bool | LinkMode = "copy", offline: bool | None = None,
+           insecure: bool = False,
            store: StoreArg = None,
            progress: ProgressCallback = ignore_progress) -> CreateResult:
     """Build model ``name`` from a Modelfile.
@@ -64,6 +75,9 @@ def create(name: str, modelfile: str | os.PathLike[str] | Modelfile | None = Non
     ``modelfile`` is a path, a parsed ``Modelfile``, or None for ``./Modelfile`` (and,
     as in Ollama, ``FROM .`` when there is none). Relative FROM/ADAPTER paths resolve
     against the Modelfile's folder (``base_dir`` for a parsed Modelfile, default cwd).
+    ``link`` stores local GGUFs by ``"copy"`` (default), ``"reflink"`` (shared
+    copy-on-write extents where the filesystem has them, else a copy) or ``"hard"`` (a
+    hard link: the blob and the file are one, so editing the file damages the model).
     """
     model_name = ModelName.parse(name)
     source = "Modelfile"
@@ -85,7 +99,7 @@ def create(name: str, modelfile: str | os.PathLike[str] | Modelfile | None = Non
 
 # ------------------------------------------------------------------------ pull
 def pull(name: str, *, quantize: str | None = None, offline: bool | None = None,
-         link: bool = False, insecure: bool = False, store: StoreArg = None,
+         link: bool | LinkMode = "copy", insecure: bool = False, store: StoreArg = None,
          progress: ProgressCallback = ignore_progress) -> CreateResult:
     """Fetch model ``name`` into the store under that name.
 
@@ -364,3 +378,19 @@ def prune(*, dry_run: bool = False, store: StoreArg = None) -> PrunePlan:
         if not dry_run:
             s.execute_prune(plan)
     return plan
+
+
+def verify(names: Sequence[str] = (), *, store: StoreArg = None,
+           progress: ProgressCallback = ignore_progress) -> VerifyReport:
+    """Re-hash the blobs of the named models (default: every blob in the store) and
+    report missing, damaged and unreferenced ones. Holds the lock shared, so no prune
+    or rm runs meanwhile."""
+    s = _store(store)
+    models = [ModelName.parse(n) for n in names]
+    for text, model in zip(names, models, strict=True):
+        if s.resolve(model) is None:
+            raise ModelNotFoundError(f'model "{text}" not found')
+    if not s.root.exists():
+        return VerifyReport()
+    with s.lock(exclusive=False):
+        return verify_store(s, models, byte_progress(progress, "verifying sha256 digests"))

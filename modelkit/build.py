@@ -37,10 +37,10 @@ from modelkit.importers.local import import_local
 from modelkit.manifest import GGUF_MEDIA_TYPES, Layer, Manifest, MediaType, ModelConfig
 from modelkit.modelfile import Modelfile, convert_parameters, params_json
 from modelkit.names import Digest, ModelName
-from modelkit.progress import ProgressCallback, ProgressEvent, byte_progress, ignore_progress
+from modelkit.progress import ProgressCallback, ProgressEvent, ignore_progress
 from modelkit.quant.policy import parse_file_type
 from modelkit.quant.requantize import quantize_into_store
-from modelkit.store import BlobWrite, Store
+from modelkit.store import BlobWrite, LinkMode, Store, link_mode
 
 
 @dataclass(frozen=True)
@@ -145,11 +145,11 @@ class _Base:
 
 class Builder:
     def __init__(self, store: Store, progress: ProgressCallback = ignore_progress, *,
-                 link: bool = False, offline: bool | None = None,
+                 link: bool | LinkMode = "copy", offline: bool | None = None,
                  insecure: bool = False) -> None:
         self.store = store
         self.progress = progress
-        self.link = link
+        self.link = link_mode(link)
         self.offline = offline
         self.insecure = insecure  # plain http for a FROM pulled from a registry
         self.warnings: list[str] = []
@@ -180,10 +180,14 @@ class Builder:
             media_type = _gguf_media_type(info)
         if quantize and media_type == MediaType.MODEL:
             return self._quantized(info, quantize)
-        written = self._record(self.store.import_file(
-            path, link=self.link,
-            progress=byte_progress(self.progress, f"copying file {label or path.name}"),
-        ))
+        shown = label or path.name
+
+        def report(method: str, done: int, total: int) -> None:
+            status = (f"{shown} is unchanged and already stored" if method == "unchanged"
+                      else f"{method} file {shown}")
+            self.progress(ProgressEvent(status, total=total, completed=done))
+
+        written = self._record(self.store.import_file(path, link=self.link, progress=report))
         return _Base(Layer(media_type, written.digest, written.size), _status_for(written),
                      # the blob holds the file's bytes: its header is the one just read
                      replace(info, path=self.store.blob_path(written.digest)))

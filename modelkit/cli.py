@@ -55,8 +55,9 @@ def exit_code_for(exc: BaseException) -> int:
 class ProgressPrinter:
     """Renders ProgressEvents: JSON lines, terminal bars, or plain status lines."""
 
-    def __init__(self, *, json_mode: bool) -> None:
+    def __init__(self, *, json_mode: bool, bars_only: bool = False) -> None:
         self.json_mode = json_mode
+        self.bars_only = bars_only  # a command whose stdout is its report
         self.stream: TextIO = sys.stdout
         self.bar_stream: TextIO = sys.stderr
         self.tty = self.bar_stream.isatty() and not json_mode
@@ -70,6 +71,8 @@ class ProgressPrinter:
             return
         if event.total is not None and self.tty:
             self._update_bar(event)
+            return
+        if self.bars_only:
             return
         if event.status != self._last_status:
             self._close_bar()
@@ -357,6 +360,41 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    printer = ProgressPrinter(json_mode=False, bars_only=True)
+    try:
+        report = api.verify(args.names, progress=printer)
+    finally:
+        printer.close()
+    if args.json:
+        def blobs(problems: Sequence[api.BlobProblem]) -> list[dict[str, Any]]:
+            return [{"digest": str(b.digest), "path": str(b.path), "problem": b.problem,
+                     "models": list(b.models)} for b in problems]
+
+        _emit_json({"ok": report.ok, "checked": report.checked,
+                    "bytes_checked": report.bytes_checked,
+                    "missing": blobs(report.missing), "damaged": blobs(report.damaged),
+                    "unreferenced": [str(p) for p in report.unreferenced],
+                    "damaged_manifests": [{"path": str(d.path), "problem": d.reason}
+                                          for d in report.damaged_manifests]})
+    else:
+        for b in (*report.missing, *report.damaged):
+            users = f" (used by {', '.join(b.models)})" if b.models else ""
+            print(f"{'missing' if b in report.missing else 'damaged'} {b.path}: "
+                  f"{b.problem}{users}")
+        for d in report.damaged_manifests:
+            print(f"damaged manifest {_one_line(d.reason)}")
+        for p in report.unreferenced:
+            print(f"unreferenced {p} ('modelkit prune' removes it)")
+        print(f"verified {report.checked} blob(s), {human_bytes(report.bytes_checked)}: "
+              + ("all intact" if report.ok else "problems found"))
+    if not report.ok:
+        bad = len(report.missing) + len(report.damaged)
+        raise E.DigestError(f"{bad} blob(s) missing or damaged, "
+                            f"{len(report.damaged_manifests)} damaged manifest(s)")
+    return 0
+
+
 # ---------------------------------------------------------------------- pull
 def cmd_pull(args: argparse.Namespace) -> int:
     printer = ProgressPrinter(json_mode=args.json)
@@ -459,8 +497,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--file", help="name of the Modelfile (default: ./Modelfile)")
     p.add_argument("-q", "--quantize", metavar="TYPE",
                    help="quantize the model to this type (e.g. q4_K_M)")
-    p.add_argument("--link", action="store_true",
-                   help="share the GGUF's storage (reflink or hard link) instead of copying")
+    p.add_argument("--link", nargs="?", const="reflink", default="copy",
+                   choices=("reflink", "hard"), metavar="reflink|hard",
+                   help="--link: share the GGUF's storage copy-on-write (reflink) where the "
+                   "filesystem can, else copy; --link=hard: hard-link it (the model then "
+                   "changes whenever the file is edited)")
     p.add_argument("--offline", action="store_true",
                    help="FROM hf.co/... and modelscope.cn/... use only the hub caches")
     p.add_argument("--insecure", action="store_true",
@@ -507,6 +548,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("rm", cmd_rm, "Remove a model and the blobs only it used")
     p.add_argument("names", metavar="MODEL", nargs="+")
+
+    p = add("verify", cmd_verify, "Re-hash stored blobs: report missing, damaged and "
+            "unreferenced ones (exit 6 on damage)")
+    p.add_argument("names", metavar="MODEL", nargs="*",
+                   help="check only these models' blobs (default: every blob)")
 
     p = add("prune", cmd_prune, "Delete unreferenced blobs and leftover temporary files")
     p.add_argument("--dry-run", action="store_true", help="only show what would be deleted")

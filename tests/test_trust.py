@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from test_cli import mk, sample
 
+from conftest import SAMPLE_DIR
 from modelkit.store import Store
 
 __all__ = ["sample"]  # a fixture, used by name
@@ -74,3 +75,103 @@ def test_rm_of_a_good_model_beside_a_damaged_one_keeps_its_blobs(
     code, out, err = mk(capsys, "rm", sample)
     assert code == 0, err
     assert all(store.has_blob(layer.digest) for layer in stored.manifest.all_layers())
+
+
+# ------------------------------------------------------------------------ verify
+def test_verify_reports_missing_damaged_and_unreferenced_blobs(
+        models_dir: Path, sample: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = mk(capsys, "verify")
+    assert code == 0 and err == "" and out.endswith("all intact\n")
+    store = Store(models_dir)
+    (stored,) = store.list_models()
+    model = stored.manifest.layers[0]
+    system = next(la for la in stored.manifest.layers if la.media_type.endswith(".system"))
+    orphan = store.write_blob(b"orphan")
+    blob = store.blob_path(model.digest)
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 1  # one flipped bit, same size
+    blob.chmod(0o644)
+    blob.write_bytes(bytes(data))
+    store.blob_path(system.digest).unlink()
+    code, out, err = mk(capsys, "verify", "--json")
+    assert code == 6 and err.startswith("Error: 2 blob(s) missing or damaged")
+    report = json.loads(out)
+    assert not report["ok"]
+    assert [b["digest"] for b in report["missing"]] == [str(system.digest)]
+    assert [(b["digest"], b["models"]) for b in report["damaged"]] == [
+        (str(model.digest), ["liang-ai:latest"])]
+    assert report["damaged"][0]["problem"].startswith("content hashes to sha256:")
+    assert report["unreferenced"] == [str(store.blob_path(orphan.digest))]
+    # Naming the model checks only its blobs: the orphan is not mentioned.
+    code, out, err = mk(capsys, "verify", sample)
+    assert code == 6 and "orphan" not in out and str(orphan.digest) not in out
+    assert f"damaged {blob}: content hashes to" in out and "(used by liang-ai:latest)" in out
+    assert f"missing {store.blob_path(system.digest)}" in out
+
+
+def test_verify_names_a_damaged_manifest_and_an_unknown_model(
+        models_dir: Path, sample: str, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = _damage(models_dir, "broken", b"")
+    code, out, err = mk(capsys, "verify")
+    assert code == 6 and f"damaged manifest {bad}" in out
+    code, out, err = mk(capsys, "verify", "nosuch")
+    assert code == 4 and err == 'Error: model "nosuch" not found\n'
+
+
+# ------------------------------------------------------------------ linked blobs
+def _modelfile_beside_copy(tmp_path: Path) -> tuple[Path, Path]:
+    gguf = tmp_path / "src" / "model.gguf"
+    gguf.parent.mkdir()
+    gguf.write_bytes((SAMPLE_DIR / "liang-ai.gguf").read_bytes())
+    modelfile = gguf.parent / "Modelfile"
+    modelfile.write_text("FROM ./model.gguf\n")
+    return gguf, modelfile
+
+
+def test_link_hard_shares_the_file_and_verify_notices_an_edit(
+        models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gguf, modelfile = _modelfile_beside_copy(tmp_path)
+    code, out, err = mk(capsys, "create", "m", "-f", str(modelfile), "--link=hard")
+    assert code == 0, err
+    assert "hard-linking file model.gguf" in out.splitlines()
+    (stored,) = Store(models_dir).list_models()
+    blob = Store(models_dir).blob_path(stored.manifest.layers[0].digest)
+    assert blob.stat().st_ino == gguf.stat().st_ino
+    with open(gguf, "r+b") as f:  # edit the source in place: the blob changes too
+        f.seek(-1, 2)
+        f.write(b"\xff")
+    code, out, err = mk(capsys, "verify")
+    assert code == 6 and f"damaged {blob}" in out
+
+
+def test_link_reflinks_or_copies_never_hard_links(
+        models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gguf, modelfile = _modelfile_beside_copy(tmp_path)
+    code, out, err = mk(capsys, "create", "m", "-f", str(modelfile), "--link")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert ("reflinking file model.gguf" in lines) != ("copying file model.gguf" in lines)
+    (stored,) = Store(models_dir).list_models()
+    blob = Store(models_dir).blob_path(stored.manifest.layers[0].digest)
+    assert blob.stat().st_ino != gguf.stat().st_ino and blob.stat().st_nlink == 1
+    with open(gguf, "r+b") as f:
+        f.seek(-1, 2)
+        f.write(b"\xff")
+    assert mk(capsys, "verify")[0] == 0  # the stored model did not change
+
+
+def test_import_file_falls_back_to_a_copy_without_reflink(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "f.bin"
+    src.write_bytes(b"x" * 1000)
+    store = Store(tmp_path / "models")
+    methods: list[str] = []
+
+    def no_reflink(*args: object) -> None:
+        raise OSError(95, "Operation not supported")
+
+    monkeypatch.setattr("modelkit.store.fcntl.ioctl", no_reflink)
+    written = store.import_file(src, link="reflink",
+                                progress=lambda m, done, total: methods.append(m))
+    assert set(methods) == {"copying"} and written.created
+    assert store.blob_path(written.digest).stat().st_ino != src.stat().st_ino

@@ -28,14 +28,16 @@ import fcntl
 import hashlib
 import os
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 from modelkit.errors import DigestError, ModelNotFoundError, StoreError
 from modelkit.manifest import Manifest
 from modelkit.names import Digest, ModelName
+from modelkit.store.digests import CACHE_NAME, DigestCache
 
 TEMP_PREFIX = ".tmp-"
 LOCK_NAME = ".modelkit.lock"
@@ -44,6 +46,21 @@ FICLONE = 0x40049409  # linux/fs.h: share extents with another file (reflink)
 
 # (bytes done, bytes total) -> None
 ByteProgress = Callable[[int, int], None]
+# (method, bytes done, bytes total) -> None; method: copying, reflinking, hard-linking, unchanged
+ImportProgress = Callable[[str, int, int], None]
+# How import_file stores a file: copy it, reflink it (copy where impossible), hard-link it.
+LinkMode = Literal["copy", "reflink", "hard"]
+LINK_MODES: tuple[LinkMode, ...] = ("copy", "reflink", "hard")
+
+
+def link_mode(value: bool | str) -> LinkMode:
+    """``True`` (the API's old ``link=True``) means reflink, ``False`` copy."""
+    if isinstance(value, bool):
+        return "reflink" if value else "copy"
+    for mode in LINK_MODES:
+        if value == mode:
+            return mode
+    raise StoreError(f"unknown link mode {value!r}: use one of {', '.join(LINK_MODES)}")
 
 
 def default_root() -> Path:
@@ -170,6 +187,7 @@ class Store:
         self.root = Path(root).expanduser() if root is not None else default_root()
         self.blobs = self.root / "blobs"
         self.manifests = self.root / "manifests"
+        self.digest_cache = DigestCache(self.root / CACHE_NAME)
 
     # ----------------------------------------------------------------- locking
     @contextlib.contextmanager
@@ -220,51 +238,74 @@ class Store:
             w.write(data)
             return w.commit()
 
-    def import_file(self, path: Path, *, link: bool = False,
-                    progress: ByteProgress | None = None) -> BlobWrite:
-        """Store a file's bytes unchanged. One read both hashes and copies it; with
-        ``link`` the blob shares the file's storage (reflink, else hard link) when the
-        filesystem allows, falling back to a copy."""
-        total = path.stat().st_size
-        if link:
-            linked = self._import_linked(path, total, progress)
-            if linked is not None:
-                return linked
-        with self.open_writer() as w, open(path, "rb") as src:
-            buf = bytearray(COPY_CHUNK)
-            view = memoryview(buf)
-            while True:
-                n = src.readinto(buf)
-                if not n:
-                    break
-                w.write(view[:n])
-                if progress:
-                    progress(w.size, total)
-            return w.commit()
+    def import_file(self, path: Path, *, link: LinkMode = "copy",
+                    progress: ImportProgress | None = None) -> BlobWrite:
+        """Store a file's bytes unchanged, reading the file once.
 
-    def _import_linked(self, path: Path, total: int,
-                       progress: ByteProgress | None) -> BlobWrite | None:
-        digest = hash_file(path, progress)
-        if self.has_blob(digest, total):
-            self._touch(digest)
-            return BlobWrite(digest, total, False)
+        ``link="copy"`` hashes while copying; ``"reflink"`` shares the file's extents
+        (copy-on-write: later edits of the file do not reach the blob) where the
+        filesystem can, else copies; ``"hard"`` hard-links, so the blob IS the file and
+        editing it damages the blob (``verify`` notices). ``progress`` gets the method
+        (``copying``, ``reflinking``, ``hard-linking``, or ``unchanged`` when the digest
+        cache knows the file and the blob is stored) with bytes done and total.
+        A file whose (device, inode, size, mtime, ctime) is in the digest cache and
+        whose blob is stored is not read at all."""
+        report: ImportProgress = progress or (lambda method, done, total: None)
+        try:
+            before = path.stat()
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        total = before.st_size
+        cached = self.digest_cache.lookup(before)
+        if cached is not None and self.has_blob(cached, total):
+            self._touch(cached)
+            report("unchanged", total, total)
+            return BlobWrite(cached, total, False)
+        started = time.time_ns()
+        linked = self._link_temp(path, link) if link != "copy" else None
+        if linked is not None:
+            temp, method = linked
+            # Hash what was linked: a reflink is a snapshot; a hard link is the file.
+            digest = hash_file(temp, lambda done, n: report(method, done, n))
+            written = self._install_temp(temp, digest, total)
+        else:
+            with self.open_writer() as w, open(path, "rb") as src:
+                buf = bytearray(COPY_CHUNK)
+                view = memoryview(buf)
+                while n := src.readinto(buf):
+                    w.write(view[:n])
+                    report("copying", w.size, total)
+                written = w.commit()
+        self._remember(path, before, started, written.digest)
+        return written
+
+    def _link_temp(self, path: Path, link: LinkMode) -> tuple[Path, str] | None:
+        """A hidden temporary blob sharing ``path``'s storage, and how; None when the
+        filesystem cannot (then the caller copies)."""
         self.blobs.mkdir(parents=True, exist_ok=True)
         temp = self.blobs / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
         try:
+            if link == "hard":
+                os.link(path, temp)
+                return temp, "hard-linking"
             with open(path, "rb") as src, open(temp, "xb") as dst:
                 fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
+            return temp, "reflinking"
         except OSError:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
-            try:
-                os.link(path, temp)
-            except OSError:
-                return None
-        # The file may have changed between hashing and linking: hash what we linked.
-        if hash_file(temp) != digest:
-            temp.unlink()
             return None
-        return self._install_temp(temp, digest, total)
+
+    def _remember(self, path: Path, before: os.stat_result, started: int,
+                  digest: Digest) -> None:
+        """Record a file's digest in the cache when it provably did not change."""
+        try:
+            after = path.stat()
+        except OSError:
+            return
+        if self.digest_cache.record(before, after, started, digest, path.resolve()):
+            with contextlib.suppress(OSError), atomic_file(self.root / CACHE_NAME) as f:
+                f.write(self.digest_cache.to_bytes())
 
     def _install_temp(self, temp: Path, digest: Digest, size: int) -> BlobWrite:
         final = self.blob_path(digest)
