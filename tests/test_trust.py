@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
 from test_cli import mk, sample
 
 from conftest import SAMPLE_DIR
-from modelkit.store import Store
+from modelkit.names import Digest, ModelName
+from modelkit.store import BlobWriter, Store
+from modelkit.store.digests import CACHE_NAME, DigestCache
 
 __all__ = ["sample"]  # a fixture, used by name
 
@@ -175,3 +179,65 @@ def test_import_file_falls_back_to_a_copy_without_reflink(
                                 progress=lambda m, done, total: methods.append(m))
     assert set(methods) == {"copying"} and written.created
     assert store.blob_path(written.digest).stat().st_ino != src.stat().st_ino
+
+
+# ------------------------------------------------------------------ digest cache
+def test_recreating_from_an_unchanged_file_neither_reads_nor_copies_it(
+        models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _, modelfile = _modelfile_beside_copy(tmp_path)
+    time.sleep(0.15)  # a file written this instant is never cached (timestamp granularity)
+    code, out, _ = mk(capsys, "create", "m", "-f", str(modelfile))
+    assert code == 0 and "copying file model.gguf" in out.splitlines()
+    first = Store(models_dir).get(ModelName.parse("m")).manifest
+    assert (models_dir / CACHE_NAME).is_file()
+
+    def must_not_copy(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the unchanged file was copied again")
+
+    monkeypatch.setattr(BlobWriter, "copy_from", must_not_copy)
+    monkeypatch.setattr("modelkit.store.hash_file", must_not_copy)
+    code, out, err = mk(capsys, "create", "m", "-f", str(modelfile))
+    assert code == 0, err
+    assert "model.gguf is unchanged and already stored" in out.splitlines()
+    assert Store(models_dir).get(ModelName.parse("m")).manifest.digest == first.digest
+
+
+def test_the_digest_cache_is_not_trusted_for_a_changed_file(
+        models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gguf, modelfile = _modelfile_beside_copy(tmp_path)
+    time.sleep(0.15)
+    assert mk(capsys, "create", "m", "-f", str(modelfile))[0] == 0
+    first = Store(models_dir).get(ModelName.parse("m")).manifest
+    st = gguf.stat()
+    with open(gguf, "r+b") as f:  # same size, and the old mtime put back
+        f.seek(-1, 2)
+        f.write(b"\xfe")
+    os.utime(gguf, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (gguf.stat().st_size, gguf.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    code, out, err = mk(capsys, "create", "m", "-f", str(modelfile))
+    assert code == 0, err
+    assert "copying file model.gguf" in out.splitlines()
+    again = Store(models_dir).get(ModelName.parse("m")).manifest
+    assert again.layers[0].digest != first.layers[0].digest
+    assert mk(capsys, "verify")[0] == 0
+
+
+def test_the_digest_cache_records_only_files_that_settled(tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_bytes(b"abc")
+    st = f.stat()
+    cache = DigestCache(tmp_path / CACHE_NAME)
+    digest = Digest("sha256", "0" * 64)
+    # Modified within the settling margin before the read began: not recorded.
+    assert not cache.record(st, st, st.st_mtime_ns + 1000, digest, f)
+    assert cache.lookup(st) is None
+    # Changed while read: not recorded.
+    f.write_bytes(b"abd")
+    assert not cache.record(st, f.stat(), st.st_mtime_ns + 10**10, digest, f)
+    st = f.stat()
+    assert cache.record(st, st, st.st_mtime_ns + 10**10, digest, f)
+    assert cache.lookup(st) == digest
+    # A damaged cache file is ignored, not an error.
+    (tmp_path / CACHE_NAME).write_bytes(b"{not json")
+    assert DigestCache(tmp_path / CACHE_NAME).lookup(st) is None

@@ -26,10 +26,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -154,6 +156,30 @@ class BlobWriter:
     def tell(self) -> int:
         return self.size
 
+    def copy_from(self, src: io.BufferedReader, progress: ByteProgress | None = None,
+                  total: int = 0) -> None:
+        """Write all of ``src``, reading it once: each chunk is hashed here while a
+        second thread writes it (both release the GIL), so a copy costs about the
+        slower of hashing and writing rather than their sum."""
+        buffers = (bytearray(COPY_CHUNK), bytearray(COPY_CHUNK))
+        with ThreadPoolExecutor(1) as pool:
+            pending: Future[int] | None = None
+            turn = 0
+            # A buffer is refilled two turns after its write was submitted, and that
+            # write was waited for one turn ago.
+            while n := src.readinto(buffers[turn % 2]):
+                view = memoryview(buffers[turn % 2])[:n]
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(self._file.write, view)
+                self._hash.update(view)
+                self.size += n
+                turn += 1
+                if progress:
+                    progress(self.size, total)
+            if pending is not None:
+                pending.result()
+
     def commit(self, expected: Digest | None = None) -> BlobWrite:
         self._file.flush()
         os.fsync(self._file.fileno())
@@ -270,11 +296,7 @@ class Store:
             written = self._install_temp(temp, digest, total)
         else:
             with self.open_writer() as w, open(path, "rb") as src:
-                buf = bytearray(COPY_CHUNK)
-                view = memoryview(buf)
-                while n := src.readinto(buf):
-                    w.write(view[:n])
-                    report("copying", w.size, total)
+                w.copy_from(src, lambda done, n: report("copying", done, n), total)
                 written = w.commit()
         self._remember(path, before, started, written.digest)
         return written
