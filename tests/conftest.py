@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-GOLDEN = REPO.parent / "shared" / "golden"
+# MODELKIT_GOLDEN points elsewhere (e.g. from a git worktree that has no ../shared).
+GOLDEN = Path(os.environ.get("MODELKIT_GOLDEN") or REPO.parent / "shared" / "golden")
 SAMPLE_DIR = REPO / "samples" / "liang-ai"
 
 
