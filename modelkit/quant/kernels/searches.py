@@ -14,6 +14,7 @@ from modelkit.quant.kernels.common import (
     RINT_SAFE,
     BoolArray,
     F32Array,
+    I32Array,
     U8Array,
     clamped_levels,
     first_zero_fix,
@@ -68,12 +69,13 @@ def fit_symmetric(x: F32Array, w: F32Array, nmax: int) -> tuple[F32Array, F32Arr
 
 
 def fit_scale_min(x: F32Array, w: F32Array, nmax: int, rmin: float, rdelta: float,
-                   nstep: int) -> tuple[F32Array, F32Array, F32Array]:
+                  nstep: int, mad: bool = False) -> tuple[F32Array, F32Array, F32Array]:
     """make_qkx2_quants / make_qkx3_quants (the same for finite input): per column,
     levels L in [0, nmax], a scale and an offset min <= 0 with x ~ scale*L + min,
-    minimising the weighted squared error. Tries the inverse scales
-    (rmin + rdelta*k + nmax) / (max - min), k = 0..nstep, each followed by a weighted
-    least-squares fit of scale and min; an accepted fit moves ``min`` for the next try.
+    minimising the weighted squared error (``mad``: the weighted absolute error).
+    Tries the inverse scales (rmin + rdelta*k + nmax) / (max - min), k = 0..nstep,
+    each followed by a weighted least-squares fit of scale and min; an accepted fit
+    moves ``min`` for the next try.
     Returns (scale (m,), the_min = -min (m,), L (n, m) float)."""
     xmax = x.max(axis=0)
     xmin = first_zero_fix(x.min(axis=0), x, axis=0)  # -min may be stored (Q4_1, Q5_1)
@@ -98,11 +100,14 @@ def fit_scale_min(x: F32Array, w: F32Array, nmax: int, rmin: float, rdelta: floa
     err = np.empty_like(x)
 
     def weighted_error(scale: F32Array, offset: F32Array) -> F32Array:
-        # sum of w * (scale*l + offset - x)^2 in C's operation order
+        # sum of w * (scale*l + offset - x)^2 (or w * |...|) in C's operation order
         np.multiply(lv, scale, out=err)
         np.add(err, offset, out=err)
         np.subtract(err, x, out=err)
-        np.square(err, out=err)
+        if mad:
+            np.abs(err, out=err)
+        else:
+            np.square(err, out=err)
         np.multiply(err, w, out=err)
         return seq_sum(err)
 
@@ -147,7 +152,6 @@ def fit_unsigned(x: F32Array, w: F32Array, nmax: int) -> tuple[F32Array, U8Array
     or mins) to levels in [0, nmax] with weights w: the best of 9 trial scales, then up
     to 5 rounds of coordinate descent on sum(w*x*l)^2 / sum(w*l^2).
     Returns (scale (m,), L (n, m) uint8)."""
-    n = x.shape[0]
     xmax = np.max(x, axis=0, initial=F32(0.0))
     zero = ~(xmax >= GROUP_MAX_EPS)
     xmax = np.where(zero, F32(1.0), xmax)
@@ -169,34 +173,71 @@ def fit_unsigned(x: F32Array, w: F32Array, nmax: int) -> tuple[F32Array, U8Array
     li = np.minimum(nearest_int(x * iscale), nmax)
     lf = li.astype(np.float32)
     wx = w * x  # C: w*x[i]*l == (w*x)*l
-    sumlx = seq_sum(wx * lf)
-    suml2 = seq_sum((w * lf) * lf)
+    sums = seq_sum(wx * lf), seq_sum((w * lf) * lf)
     levels = li & 0xFF  # the uint8 L[] of the C code
-    # Rounds of coordinate descent, in element order. C stops a column after a round
-    # without change; such a round leaves the state as it was, so running rounds on
-    # until no column changes any more (at most 5) gives the same result.
-    for _ in range(5):
-        changed = False
-        for i in range(n):
-            l_i = levels[i].astype(np.float32)
-            slx = sumlx - wx[i] * l_i
-            sl2 = suml2 - (w[i] * l_i) * l_i
-            ok = (slx > 0) & (sl2 > 0)
-            new_l = np.minimum(nearest_int((x[i] * sl2) / slx), nmax)
-            new_f = new_l.astype(np.float32)
-            slx += wx[i] * new_f
-            sl2 += (w[i] * new_f) * new_f
-            take = ok & (new_l != levels[i]) & ((slx * slx) * suml2 > (sumlx * sumlx) * sl2)
-            if take.any():
-                changed = True
-                levels[i] = np.where(take, new_l & 0xFF, levels[i])
-                sumlx = np.where(take, slx, sumlx)
-                suml2 = np.where(take, sl2, suml2)
-        if not changed:
-            break
+    sumlx, suml2 = _refine_levels(x, w, wx, levels, sums, None, nmax)
     scale = np.where(suml2 > 0, sumlx / suml2, F32(0.0))
     scale[zero] = 0
     out = levels.astype(np.uint8)
     out[:, zero] = 0
     return scale, out
 
+
+def _refine_levels(x: F32Array, w: F32Array, wx: F32Array, levels: I32Array,
+                   sums: tuple[F32Array, F32Array], lo: int | None,
+                   hi: int) -> tuple[F32Array, F32Array]:
+    """The coordinate descent of make_qp_quants / make_q3_quants, in place on the
+    integer ``levels`` (n, m), from ``sums`` = (sumlx, suml2): up to 5 rounds; in each,
+    element i (in order) moves to clamp(nearest_int(x*sl2/slx), lo, hi) when that
+    raises sumlx^2/suml2. Returns the final (sumlx, suml2).
+
+    make_qp_quants (``lo`` None: no lower bound, levels kept as uint8) needs ``slx > 0
+    and sl2 > 0`` before trying, make_q3_quants ``slx > 0`` before and ``sl2 > 0``
+    after. C stops a column after a round without change; such a round leaves the state
+    as it was, so running rounds on until no column changes any more (at most 5) gives
+    the same result."""
+    sumlx, suml2 = sums
+    for _ in range(5):
+        changed = False
+        for i in range(x.shape[0]):
+            l_i = levels[i].astype(np.float32)
+            slx = sumlx - wx[i] * l_i
+            sl2 = suml2 - (w[i] * l_i) * l_i
+            ok = (slx > 0) & (sl2 > 0) if lo is None else slx > 0
+            new_l = nearest_int((x[i] * sl2) / slx)
+            new_l = np.minimum(new_l, hi) if lo is None else np.clip(new_l, lo, hi)
+            new_f = new_l.astype(np.float32)
+            slx += wx[i] * new_f
+            sl2 += (w[i] * new_f) * new_f
+            take = ok & (new_l != levels[i]) & ((slx * slx) * suml2 > (sumlx * sumlx) * sl2)
+            if lo is not None:
+                take &= sl2 > 0
+            if take.any():
+                changed = True
+                levels[i] = np.where(take, new_l if lo is not None else new_l & 0xFF,
+                                     levels[i])
+                sumlx = np.where(take, slx, sumlx)
+                suml2 = np.where(take, sl2, suml2)
+        if not changed:
+            break
+    return sumlx, suml2
+
+
+def fit_q3(x: F32Array, nmax: int) -> tuple[F32Array, F32Array]:
+    """make_q3_quants with do_rmse (weights x^2): levels L in [0, 2*nmax) with
+    x ~ d * (L - nmax), from the first guess -nmax/max refined by coordinate descent.
+    Returns (d (m,), L (n, m) float)."""
+    amax_signed = signed_absmax(x, axis=0)
+    zero = ~(np.abs(amax_signed) >= GROUP_MAX_EPS)
+    iscale = -F32(nmax) / np.where(zero, F32(1.0), amax_signed)
+    levels = np.clip(nearest_int(x * iscale), -nmax, nmax - 1)
+    lf = levels.astype(np.float32)
+    w = x * x
+    wx = w * x
+    sums = seq_sum(wx * lf), seq_sum((w * lf) * lf)
+    sumlx, suml2 = _refine_levels(x, w, wx, levels, sums, -nmax, nmax - 1)
+    scale = np.where(suml2 > 0, sumlx / suml2, F32(0.0))
+    scale[zero] = 0
+    out = (levels + nmax).astype(np.float32)
+    out[:, zero] = 0
+    return scale, out
