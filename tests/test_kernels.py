@@ -20,7 +20,8 @@ from modelkit.quant.kernels.common import nearest_int, seq_sum
 from modelkit.quant.kernels.floats import fp32_to_fp16_bits
 
 GOLDEN = GOLDEN_ROOT / "kernels"
-TYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
+TYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
+         "IQ4_NL", "IQ4_XS"]
 FLOATS = ["F16", "BF16"]
 
 
@@ -263,7 +264,8 @@ def test_to_float32_block_types() -> None:
 # Round trip error bound relative to the block's max |x|: half a step of each format's
 # grid plus slack for the f16 scales (K formats: their 6-/8-bit sub-block scales).
 ERROR_BOUND = {"Q8_0": 0.006, "Q4_0": 0.13, "Q4_1": 0.07, "Q5_0": 0.065, "Q5_1": 0.035,
-               "Q2_K": 0.7, "Q3_K": 0.45, "Q4_K": 0.2, "Q5_K": 0.1, "Q6_K": 0.04}
+               "Q2_K": 0.7, "Q3_K": 0.45, "Q4_K": 0.2, "Q5_K": 0.1, "Q6_K": 0.04,
+               "IQ4_NL": 0.15, "IQ4_XS": 0.2}
 
 
 @st.composite

@@ -119,7 +119,7 @@ def as_columns(x: F32Array, group: int) -> F32Array:
     return np.ascontiguousarray(x.reshape(-1, group).T)
 
 
-def from_columns(levels: F32Array, block_elems: int) -> U8Array:
+def from_columns(levels: np.ndarray, block_elems: int) -> U8Array:
     """Inverse of ``as_columns`` for small non-negative integer levels, as uint8."""
     return np.ascontiguousarray(levels.astype(np.uint8).T).reshape(-1, block_elems)
 
@@ -171,3 +171,13 @@ def c_trunc_to_byte(v: F32Array, overflowed: BoolArray) -> U8Array:
         v[overflowed] = 0
     return v.astype(np.uint8)
 
+
+def pack_nibbles(levels: U8Array) -> U8Array:
+    """(n, 32) levels -> (n, 16) bytes: byte j = L[j] & 15 | (L[j+16] & 15) << 4."""
+    packed: U8Array = (levels[:, :16] & np.uint8(0x0F)) | (levels[:, 16:] << np.uint8(4))
+    return packed
+
+
+def unpack_nibbles(qs: U8Array) -> U8Array:
+    """(n, 16) bytes -> (n, 32) levels, the inverse of ``pack_nibbles``."""
+    return np.concatenate([qs & 0x0F, qs >> 4], axis=1)

@@ -17,22 +17,14 @@ from modelkit.quant.kernels.common import (
     first_zero_fix,
     from_columns,
     max_min,
+    pack_nibbles,
     signed_absmax,
+    unpack_nibbles,
 )
 from modelkit.quant.kernels.floats import fp16_bytes, fp16_to_f32
 from modelkit.quant.kernels.searches import fit_scale_min, fit_symmetric
 
 _NEARLY_HALF_BITS = np.uint32(0x3EFFFFFF)  # bits of 0.49999997f, the float below 0.5
-
-
-def pack_nibbles(levels: U8Array) -> U8Array:
-    """(n, 32) levels -> (n, 16) bytes: byte j = L[j] & 15 | (L[j+16] & 15) << 4."""
-    packed: U8Array = (levels[:, :16] & np.uint8(0x0F)) | (levels[:, 16:] << np.uint8(4))
-    return packed
-
-
-def unpack_nibbles(qs: U8Array) -> U8Array:
-    return np.concatenate([qs & 0x0F, qs >> 4], axis=1)
 
 
 def _pack_fifth_bits(levels: U8Array) -> U8Array:

@@ -11,12 +11,13 @@ from modelkit.quant.kernels.common import F32, F32Array, U8Array
 from modelkit.quant.kernels.floats import FLOAT_TYPES, decode_floats, encode_floats
 from modelkit.quant.kernels.kquants import Q2_K, Q3_K, Q4_K, Q5_K, Q6_K
 from modelkit.quant.kernels.legacy import Q4_0, Q4_1, Q5_0, Q5_1, Q8_0
+from modelkit.quant.kernels.nonlinear import IQ4_NL, IQ4_XS
 
 #: every block format modelkit quantizes and dequantizes, by type; a new family adds
 #: its classes here
 FORMATS: dict[GGMLQuantizationType, BlockFormat] = {
     f.qtype: f for f in (Q8_0(), Q4_0(), Q4_1(), Q5_0(), Q5_1(), Q2_K(), Q3_K(), Q4_K(), Q5_K(),
-                         Q6_K())
+                         Q6_K(), IQ4_NL(), IQ4_XS())
 }
 
 #: every type ``quantize`` and ``dequantize`` accept: the block formats and F32/F16/BF16
