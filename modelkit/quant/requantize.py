@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import importlib
 import math
 import mmap
 import multiprocessing
@@ -58,7 +57,6 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 import numpy as np
@@ -171,63 +169,26 @@ class RequantizeResult:
 
 
 # --------------------------------------------------------------------------------------
-# Conversions: float types here, block types in modelkit.quant.kernels
+# Conversions: every type (float and block) in modelkit.quant.kernels
 # --------------------------------------------------------------------------------------
-
-def _gguf_quants() -> ModuleType:
-    return importlib.import_module("gguf.quants")
 
 
 def _to_float32(raw: U8Array, qtype: GGMLQuantizationType, n_per_row: int) -> F32Array:
     """Rows of raw source bytes -> float32 ``(rows, n_per_row)``."""
-    rows = raw.shape[0]
-    if qtype == T.F32:
-        return np.array(raw.view(np.float32).reshape(rows, n_per_row), dtype=np.float32)
-    if qtype == T.F16:
-        return raw.view(np.float16).reshape(rows, n_per_row).astype(np.float32)
-    if qtype == T.BF16:
-        bits = raw.view(np.uint16).reshape(rows, n_per_row).astype(np.uint32) << 16
-        return bits.view(np.float32)
-    # Our 8 block formats with our dequantizers, any other type through gguf's.
     out = kernels.to_float32(raw, qtype)
-    return np.ascontiguousarray(out, dtype=np.float32).reshape(rows, n_per_row)
+    return np.ascontiguousarray(out, dtype=np.float32).reshape(raw.shape[0], n_per_row)
 
 
 def _quantize(qtype: GGMLQuantizationType, x: F32Array, imatrix: F32Array | None) -> U8Array:
     """float32 rows -> raw bytes of ``qtype`` ``(rows, row_bytes)``."""
-    rows = x.shape[0]
-    if qtype == T.F32:
-        return np.ascontiguousarray(x, dtype=np.float32).view(np.uint8).reshape(rows, -1)
-    if qtype == T.F16:
-        return _fp32_to_fp16(x).view(np.uint8).reshape(rows, -1)
-    if qtype == T.BF16:
-        q = _gguf_quants().quantize(x, T.BF16)
-        return np.ascontiguousarray(q).view(np.uint8).reshape(rows, -1)
-    if qtype not in kernels.FORMATS:
+    if qtype not in kernels.SUPPORTED_TYPES:
         raise QuantizationError(f"no quantizer for type {qtype.name}")
-    out = kernels.quantize(qtype, x, imatrix)
-    return np.ascontiguousarray(out, dtype=np.uint8).reshape(rows, -1)
-
-
-def _fp32_to_fp16(x: F32Array) -> npt.NDArray[np.float16]:
-    """``ggml_fp32_to_fp16_row``: round to nearest even, as numpy's cast does, except
-    that every NaN becomes the quiet NaN ``0x7E00`` with its sign (numpy keeps the
-    payload's top bits)."""
-    h = x.astype(np.float16)
-    nan = np.isnan(x)
-    if nan.any():
-        sign = (x.view(np.uint32) >> np.uint32(16)).astype(np.uint16) & np.uint16(0x8000)
-        bits = h.view(np.uint16)
-        bits[nan] = sign[nan] | np.uint16(0x7E00)
-    return h
+    return kernels.quantize(qtype, x, imatrix)
 
 
 def _dequantize(qtype: GGMLQuantizationType, q: U8Array, n_per_row: int) -> F32Array:
     """Raw bytes of ``qtype`` -> float32 rows (for the error report)."""
-    if qtype in _FLOAT_TYPES:
-        return _to_float32(q, qtype, n_per_row)
-    out = kernels.dequantize(qtype, q, n_per_row)
-    return np.ascontiguousarray(out, dtype=np.float32).reshape(q.shape[0], n_per_row)
+    return kernels.dequantize(qtype, q, n_per_row)
 
 
 # --------------------------------------------------------------------------------------
