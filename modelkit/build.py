@@ -32,7 +32,8 @@ from modelkit.gguf_file import GGUFInfo, read_gguf
 from modelkit.gojson import go_json_dumps
 from modelkit.gotemplate import validate_go_template
 from modelkit.humanize import human_number
-from modelkit.importers import PROJECTOR, ImportedModel, hub_for
+from modelkit.importers import PROJECTOR, ImportedModel
+from modelkit.importers.hubs import hub_for
 from modelkit.importers.local import import_local
 from modelkit.manifest import GGUF_MEDIA_TYPES, Layer, Manifest, MediaType, ModelConfig
 from modelkit.modelfile import Modelfile, convert_parameters, params_json
@@ -40,6 +41,7 @@ from modelkit.names import Digest, ModelName
 from modelkit.progress import ProgressCallback, ProgressEvent, byte_progress, ignore_progress
 from modelkit.quant.policy import parse_file_type
 from modelkit.quant.requantize import quantize_into_store
+from modelkit.registry import ensure_model
 from modelkit.store import BlobWrite, Store
 
 
@@ -270,8 +272,6 @@ class Builder:
         if self.store.resolve(base) is not None:
             return
         if hub_for(base) is None:
-            from modelkit.registry import ensure_model
-
             try:
                 ensure_model(self.store, base, insecure=self.insecure, progress=self.progress)
             except RegistryError as exc:

@@ -50,6 +50,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from modelkit.errors import FileNotFoundModelkitError, ModelfileError, ParameterError
 from modelkit.gojson import go_json_dumps
 from modelkit.gostrconv import underscore_ok
@@ -325,6 +327,7 @@ def _grammar_text() -> str:
 
 @functools.lru_cache(maxsize=1)
 def _lark() -> Lark:
+    # Deferred for start-up cost only: lark loads on the first parse (tested).
     from lark import Lark
 
     return Lark(_grammar_text(), parser="lalr", lexer="contextual", maybe_placeholders=False)
@@ -350,6 +353,7 @@ _NAME_CHARS = _LETTERS | frozenset("0123456789_")
 def _syntax_error(exc: UnexpectedInput, text: str, where: _Locator, path: str | None
                   ) -> ModelfileError:
     """Map a Lark error to Ollama's message, reconstructing the state Ollama was in."""
+    # Deferred for start-up cost only: lark loads on the first parse (tested).
     from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
 
     n = len(text)
@@ -427,6 +431,7 @@ def parse(text: str | bytes, *, path: str | None = None) -> Modelfile:
     Raises :class:`ModelfileError` (with ``path``, ``line``, ``column``) on a syntax
     error, with Ollama's message, or ``no FROM line``.
     """
+    # Deferred for start-up cost only: lark loads on the first parse (tested).
     from lark import Token, Tree
     from lark.exceptions import UnexpectedInput
 
@@ -713,8 +718,6 @@ def _shortest_float32(f: float) -> float:
     Ollama's CLI sends float32 values through JSON (shortest float32 digits) and the
     server re-reads them as float64, so 0.7 stays 0.7, not 0.699999988079071.
     """
-    import numpy as np
-
     return float(str(np.float32(f)))
 
 
