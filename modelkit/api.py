@@ -324,18 +324,23 @@ def list_models(prefix: str | None = None, *, store: StoreArg = None) -> list[Mo
     return out
 
 
+def _stored(s: Store, name: ModelName, as_typed: str) -> StoredModel:
+    """The stored model; not found is reported with the name as the user typed it."""
+    try:
+        return s.get(name)
+    except ModelNotFoundError:
+        raise ModelNotFoundError(f'model "{as_typed}" not found') from None
+
+
 def copy(source: str, destination: str, *, store: StoreArg = None) -> ModelName:
     """Copy a model's manifest verbatim under a new name (same ID, no blob copied)."""
     s = _store(store)
     src, dst = ModelName.parse(source), ModelName.parse(destination)
     with s.lock(exclusive=False):
-        existing = s.resolve(src)
-        if existing is None:
-            raise ModelNotFoundError(f'model "{source}" not found')
-        manifest = s.read_manifest(existing)
+        existing = _stored(s, src, source)
         target = s.canonical(dst)
-        if target.filepath_parts() != existing.filepath_parts():
-            s.write_manifest(target, manifest)
+        if target.filepath_parts() != existing.name.filepath_parts():
+            s.write_manifest(target, existing.manifest)
     return target
 
 
@@ -344,13 +349,10 @@ def remove(name: str, *, store: StoreArg = None) -> tuple[ModelName, PrunePlan]:
     s = _store(store)
     model = ModelName.parse(name)
     with s.lock(exclusive=True):
-        existing = s.resolve(model)
-        if existing is None:
-            raise ModelNotFoundError(f'model "{name}" not found')
-        manifest = s.delete_manifest(existing)
-        plan = s.plan_prune({layer.digest for layer in manifest.all_layers()})
+        removed = s.delete_manifest(_stored(s, model, name).name)
+        plan = s.plan_prune({layer.digest for layer in removed.manifest.all_layers()})
         s.execute_prune(plan)
-    return existing, plan
+    return removed.name, plan
 
 
 def prune(*, dry_run: bool = False, store: StoreArg = None) -> PrunePlan:

@@ -50,12 +50,11 @@ from modelkit.importers.common import (
     env_true,
     fetch_from_hub,
     one_line,
-    reporter,
     transfer_status,
     verify,
 )
 from modelkit.names import ModelName
-from modelkit.progress import ProgressCallback, ProgressEvent, ignore_progress
+from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent, ignore_progress
 
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -239,7 +238,7 @@ class _Backend(TranslatesClientErrors):
                 headers = client_utils.build_hf_headers()
                 if not _same_origin(url, meta.location):
                     headers.pop("authorization", None)  # never send the token to a CDN
-                bar = _bar_class(reporter(progress, status, digest))
+                bar = _bar_class(ByteProgress(progress, status, digest))
                 with open(partial, "ab") as fh:
                     resume = fh.tell()
                     if meta.size is not None and resume > meta.size:

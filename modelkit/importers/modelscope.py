@@ -51,11 +51,10 @@ from modelkit.importers.common import (
     digest_error,
     fetch_from_hub,
     one_line,
-    reporter,
     transfer_status,
 )
 from modelkit.names import ModelName
-from modelkit.progress import ProgressCallback, ProgressEvent, ignore_progress
+from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent, ignore_progress
 
 DEFAULT_ENDPOINT = "https://modelscope.cn"
 DEFAULT_BRANCH = "master"
@@ -160,7 +159,7 @@ class _Backend(TranslatesClientErrors):
         from modelscope_hub import ProgressCallback as ClientCallback
 
         status, digest = transfer_status(entry)
-        report = reporter(progress, status, digest)
+        report = ByteProgress(progress, status, digest)
         seen = [0]
 
         class Callback(ClientCallback):
