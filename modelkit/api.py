@@ -11,8 +11,9 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from modelkit import registry
 from modelkit.build import Builder, BuildSpec, CreateResult, spec_from_modelfile
 from modelkit.errors import (
     FileNotFoundModelkitError,
@@ -21,24 +22,34 @@ from modelkit.errors import (
     ModelNotFoundError,
     QuantizationError,
 )
-from modelkit.gguf_file import GGUFInfo, TensorInfo, iter_metadata_display, read_gguf
-from modelkit.humanize import human_number
-from modelkit.importers import hub_for
+from modelkit.gguf_file import (
+    GGUFInfo,
+    QuantizationView,
+    TensorInfo,
+    bits_per_weight,
+    iter_metadata_display,
+    quantization_view,
+    read_gguf,
+)
+from modelkit.humanize import human_bytes, human_number, human_time
+from modelkit.importers.hubs import hub_for
 from modelkit.manifest import Manifest, MediaType, ModelConfig
 from modelkit.modelfile import Command, Modelfile, format_modelfile, parse, parse_file
 from modelkit.names import ModelName
-from modelkit.progress import ProgressCallback, ignore_progress
+from modelkit.progress import ProgressCallback, ProgressEvent, ignore_progress
+from modelkit.quant.requantize import RequantizeResult, quantize_file
+from modelkit.registry import PushResult
 from modelkit.store import PrunePlan, Store, StoredModel
-
-if TYPE_CHECKING:
-    from modelkit.quant.requantize import RequantizeResult
-    from modelkit.registry import PushResult
 
 StoreArg = Store | str | os.PathLike[str] | None
 
 __all__ = [
     "ModelInfo", "ModelSummary", "copy", "create", "format_modelfile", "list_models",
     "parse_modelfile", "prune", "pull", "push", "quantize", "remove", "show",
+    # what the functions above return or report, and Ollama's way of printing it
+    "CreateResult", "ProgressCallback", "ProgressEvent", "PrunePlan", "PushResult",
+    "QuantizationView", "RequantizeResult", "bits_per_weight", "human_bytes", "human_number",
+    "human_time", "quantization_view",
 ]
 
 
@@ -101,8 +112,6 @@ def pull(name: str, *, quantize: str | None = None, offline: bool | None = None,
         if quantize:
             raise ModelkitError("--quantize applies to hf.co and modelscope.cn pulls; for a "
                                 "registry, pull and then create -q")
-        from modelkit import registry
-
         pulled = registry.pull(_store(store), model, insecure=insecure, progress=progress)
         return CreateResult(pulled.name, pulled.manifest)
     return builder.build(model, BuildSpec(from_hub=name), quantize=quantize)
@@ -111,8 +120,6 @@ def pull(name: str, *, quantize: str | None = None, offline: bool | None = None,
 def push(name: str, *, insecure: bool = False, store: StoreArg = None,
          progress: ProgressCallback = ignore_progress) -> PushResult:
     """Upload stored model ``name`` to its registry (the name's host), as ``ollama push``."""
-    from modelkit import registry
-
     return registry.push(_store(store), name, insecure=insecure, progress=progress)
 
 
@@ -122,8 +129,6 @@ def quantize(source: str | os.PathLike[str], destination: str | os.PathLike[str]
              progress: ProgressCallback = ignore_progress) -> RequantizeResult:
     """Quantize a GGUF file into a new GGUF file (atomically written), as llama.cpp's
     ``llama-quantize`` would: same tensor types, same bytes."""
-    from modelkit.quant.requantize import quantize_file
-
     src = Path(source)
     if not src.exists():
         raise FileNotFoundModelkitError(f"{src}: no such file")
@@ -319,18 +324,23 @@ def list_models(prefix: str | None = None, *, store: StoreArg = None) -> list[Mo
     return out
 
 
+def _stored(s: Store, name: ModelName, as_typed: str) -> StoredModel:
+    """The stored model; not found is reported with the name as the user typed it."""
+    try:
+        return s.get(name)
+    except ModelNotFoundError:
+        raise ModelNotFoundError(f'model "{as_typed}" not found') from None
+
+
 def copy(source: str, destination: str, *, store: StoreArg = None) -> ModelName:
     """Copy a model's manifest verbatim under a new name (same ID, no blob copied)."""
     s = _store(store)
     src, dst = ModelName.parse(source), ModelName.parse(destination)
     with s.lock(exclusive=False):
-        existing = s.resolve(src)
-        if existing is None:
-            raise ModelNotFoundError(f'model "{source}" not found')
-        manifest = s.read_manifest(existing)
+        existing = _stored(s, src, source)
         target = s.canonical(dst)
-        if target.filepath_parts() != existing.filepath_parts():
-            s.write_manifest(target, manifest)
+        if target.filepath_parts() != existing.name.filepath_parts():
+            s.write_manifest(target, existing.manifest)
     return target
 
 
@@ -339,13 +349,10 @@ def remove(name: str, *, store: StoreArg = None) -> tuple[ModelName, PrunePlan]:
     s = _store(store)
     model = ModelName.parse(name)
     with s.lock(exclusive=True):
-        existing = s.resolve(model)
-        if existing is None:
-            raise ModelNotFoundError(f'model "{name}" not found')
-        manifest = s.delete_manifest(existing)
-        plan = s.plan_prune({layer.digest for layer in manifest.all_layers()})
+        removed = s.delete_manifest(_stored(s, model, name).name)
+        plan = s.plan_prune({layer.digest for layer in removed.manifest.all_layers()})
         s.execute_prune(plan)
-    return existing, plan
+    return removed.name, plan
 
 
 def prune(*, dry_run: bool = False, store: StoreArg = None) -> PrunePlan:
