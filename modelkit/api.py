@@ -12,8 +12,9 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from modelkit import registry
 from modelkit.build import Builder, BuildSpec, CreateResult, spec_from_modelfile
 from modelkit.errors import (
     FileNotFoundModelkitError,
@@ -22,13 +23,23 @@ from modelkit.errors import (
     ModelNotFoundError,
     QuantizationError,
 )
-from modelkit.gguf_file import GGUFInfo, TensorInfo, iter_metadata_display, read_gguf
-from modelkit.humanize import human_number
-from modelkit.importers import hub_for
+from modelkit.gguf_file import (
+    GGUFInfo,
+    QuantizationView,
+    TensorInfo,
+    bits_per_weight,
+    iter_metadata_display,
+    quantization_view,
+    read_gguf,
+)
+from modelkit.humanize import human_bytes, human_number, human_time
+from modelkit.importers.hubs import hub_for
 from modelkit.manifest import Manifest, MediaType, ModelConfig
 from modelkit.modelfile import Command, Modelfile, format_modelfile, parse, parse_file
 from modelkit.names import ModelName
-from modelkit.progress import ProgressCallback, byte_progress, ignore_progress
+from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent, ignore_progress
+from modelkit.quant.requantize import RequantizeResult, quantize_file
+from modelkit.registry import PushResult
 from modelkit.store import (
     DamagedCallback,
     DamagedManifest,
@@ -39,16 +50,15 @@ from modelkit.store import (
 )
 from modelkit.store.verify import BlobProblem, VerifyReport, verify_store
 
-if TYPE_CHECKING:
-    from modelkit.quant.requantize import RequantizeResult
-    from modelkit.registry import PushResult
-
 StoreArg = Store | str | os.PathLike[str] | None
 
 __all__ = [
-    "DamagedManifest", "ModelInfo", "ModelSummary", "copy", "create", "format_modelfile",
-    "list_models", "parse_modelfile", "prune", "pull", "push", "quantize", "remove", "show",
-    "verify", "BlobProblem", "VerifyReport",
+    "ModelInfo", "ModelSummary", "copy", "create", "format_modelfile", "list_models",
+    "parse_modelfile", "prune", "pull", "push", "quantize", "remove", "show", "verify",
+    # what the functions above return or report, and Ollama's way of printing it
+    "BlobProblem", "CreateResult", "DamagedManifest", "ProgressCallback", "ProgressEvent",
+    "PrunePlan", "PushResult", "QuantizationView", "RequantizeResult", "VerifyReport",
+    "bits_per_weight", "human_bytes", "human_number", "human_time", "quantization_view",
 ]
 
 
@@ -115,8 +125,6 @@ def pull(name: str, *, quantize: str | None = None, offline: bool | None = None,
         if quantize:
             raise ModelkitError("--quantize applies to hf.co and modelscope.cn pulls; for a "
                                 "registry, pull and then create -q")
-        from modelkit import registry
-
         pulled = registry.pull(_store(store), model, insecure=insecure, progress=progress)
         return CreateResult(pulled.name, pulled.manifest)
     return builder.build(model, BuildSpec(from_hub=name), quantize=quantize)
@@ -125,8 +133,6 @@ def pull(name: str, *, quantize: str | None = None, offline: bool | None = None,
 def push(name: str, *, insecure: bool = False, store: StoreArg = None,
          progress: ProgressCallback = ignore_progress) -> PushResult:
     """Upload stored model ``name`` to its registry (the name's host), as ``ollama push``."""
-    from modelkit import registry
-
     return registry.push(_store(store), name, insecure=insecure, progress=progress)
 
 
@@ -136,8 +142,6 @@ def quantize(source: str | os.PathLike[str], destination: str | os.PathLike[str]
              progress: ProgressCallback = ignore_progress) -> RequantizeResult:
     """Quantize a GGUF file into a new GGUF file (atomically written), as llama.cpp's
     ``llama-quantize`` would: same tensor types, same bytes."""
-    from modelkit.quant.requantize import quantize_file
-
     src = Path(source)
     if not src.exists():
         raise FileNotFoundModelkitError(f"{src}: no such file")
@@ -335,18 +339,23 @@ def list_models(prefix: str | None = None, *, store: StoreArg = None,
     return out
 
 
+def _stored(s: Store, name: ModelName, as_typed: str) -> StoredModel:
+    """The stored model; not found is reported with the name as the user typed it."""
+    try:
+        return s.get(name)
+    except ModelNotFoundError:
+        raise ModelNotFoundError(f'model "{as_typed}" not found') from None
+
+
 def copy(source: str, destination: str, *, store: StoreArg = None) -> ModelName:
     """Copy a model's manifest verbatim under a new name (same ID, no blob copied)."""
     s = _store(store)
     src, dst = ModelName.parse(source), ModelName.parse(destination)
     with s.lock(exclusive=False):
-        existing = s.resolve(src)
-        if existing is None:
-            raise ModelNotFoundError(f'model "{source}" not found')
-        manifest = s.read_manifest(existing)
+        existing = _stored(s, src, source)
         target = s.canonical(dst)
-        if target.filepath_parts() != existing.filepath_parts():
-            s.write_manifest(target, manifest)
+        if target.filepath_parts() != existing.name.filepath_parts():
+            s.write_manifest(target, existing.manifest)
     return target
 
 
@@ -359,12 +368,12 @@ def remove(name: str, *, store: StoreArg = None) -> tuple[ModelName, PrunePlan]:
         existing = s.resolve(model)
         if existing is None:
             raise ModelNotFoundError(f'model "{name}" not found')
-        manifest = s.delete_manifest(existing)
+        removed = s.delete_manifest(existing)
         plan = PrunePlan()
-        if manifest is not None:
-            plan = s.plan_prune({layer.digest for layer in manifest.all_layers()})
+        if isinstance(removed, StoredModel):
+            plan = s.plan_prune({layer.digest for layer in removed.manifest.all_layers()})
             s.execute_prune(plan)
-    return existing, plan
+    return removed.name, plan
 
 
 def prune(*, dry_run: bool = False, store: StoreArg = None) -> PrunePlan:
@@ -393,4 +402,4 @@ def verify(names: Sequence[str] = (), *, store: StoreArg = None,
     if not s.root.exists():
         return VerifyReport()
     with s.lock(exclusive=False):
-        return verify_store(s, models, byte_progress(progress, "verifying sha256 digests"))
+        return verify_store(s, models, ByteProgress(progress, "verifying sha256 digests"))

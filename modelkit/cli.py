@@ -17,11 +17,18 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
-from modelkit import __version__, api
+from modelkit import api
 from modelkit import errors as E
-from modelkit.gguf_file import QuantizationView, bits_per_weight, quantization_view
-from modelkit.humanize import human_bytes, human_time
-from modelkit.progress import ProgressEvent
+from modelkit.api import (
+    ProgressEvent,
+    QuantizationView,
+    bits_per_weight,
+    human_bytes,
+    human_number,
+    human_time,
+    quantization_view,
+)
+from modelkit.version import __version__
 
 # One table: error class -> exit code (the most specific class listed wins).
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
@@ -80,6 +87,7 @@ class ProgressPrinter:
             print(event.status, file=self.stream, flush=True)
 
     def _update_bar(self, event: ProgressEvent) -> None:
+        # Deferred for start-up cost only: tqdm is needed just when a bar is drawn.
         from tqdm import tqdm
 
         key = (event.status, event.digest)
@@ -177,8 +185,6 @@ def render_show(info: api.ModelInfo, *, verbose: bool) -> str:
     sections: list[tuple[str, list[list[str]]]] = [("Model", model_rows)]
     sections.append(("Capabilities", [[c] for c in info.capabilities]))
     if info.projector is not None:
-        from modelkit.humanize import human_number
-
         p = info.projector
         sections.append(("Projector", [["architecture", p.architecture],
                                         ["parameters", human_number(p.parameter_count)]]))

@@ -30,15 +30,16 @@ import io
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-from modelkit.errors import DigestError, ModelNotFoundError, StoreError
+from modelkit.errors import DigestError, ModelkitError, ModelNotFoundError, StoreError
 from modelkit.manifest import Manifest
 from modelkit.names import Digest, ModelName
+from modelkit.progress import ByteCounter
 from modelkit.store.digests import CACHE_NAME, DigestCache
 
 TEMP_PREFIX = ".tmp-"
@@ -46,8 +47,6 @@ LOCK_NAME = ".modelkit.lock"
 COPY_CHUNK = 8 << 20
 FICLONE = 0x40049409  # linux/fs.h: share extents with another file (reflink)
 
-# (bytes done, bytes total) -> None
-ByteProgress = Callable[[int, int], None]
 # (method, bytes done, bytes total) -> None; method: copying, reflinking, hard-linking, unchanged
 ImportProgress = Callable[[str, int, int], None]
 # How import_file stores a file: copy it, reflink it (copy where impossible), hard-link it.
@@ -63,6 +62,7 @@ def link_mode(value: bool | str) -> LinkMode:
         if value == mode:
             return mode
     raise StoreError(f"unknown link mode {value!r}: use one of {', '.join(LINK_MODES)}")
+
 
 
 def default_root() -> Path:
@@ -156,7 +156,7 @@ class BlobWriter:
     def tell(self) -> int:
         return self.size
 
-    def copy_from(self, src: io.BufferedReader, progress: ByteProgress | None = None,
+    def copy_from(self, src: io.BufferedReader, progress: ByteCounter | None = None,
                   total: int = 0) -> None:
         """Write all of ``src``, reading it once: each chunk is hashed here while a
         second thread writes it (both release the GIL), so a copy costs about the
@@ -364,15 +364,15 @@ class Store:
                             yield name, tag
 
     def resolve(self, name: ModelName) -> ModelName | None:
-        """The existing model ``name`` refers to, or None. An exact spelling wins;
-        otherwise parts compare case-insensitively, as Ollama resolves names."""
-        match = None
+        """The existing model ``name`` refers to, or None. The exact spelling's manifest
+        path is tried first (one stat); only when it is absent are the manifests walked,
+        comparing parts case-insensitively, as Ollama resolves names."""
+        if self.manifest_path(name).is_file():
+            return name
         for existing, _ in self.iter_names():
-            if existing.filepath_parts() == name.filepath_parts():
+            if existing.casefold_key() == name.casefold_key():
                 return existing
-            if match is None and existing.casefold_key() == name.casefold_key():
-                match = existing
-        return match
+        return None
 
     def canonical(self, name: ModelName) -> ModelName:
         """``name`` spelled as an existing model when one matches, else as given."""
@@ -382,18 +382,20 @@ class Store:
         return self.get(name).manifest
 
     def get(self, name: ModelName) -> StoredModel:
-        """The stored model ``name`` resolves to (one walk of the manifests folder)."""
+        """The stored model ``name`` resolves to (resolved once)."""
         existing = self.resolve(name)
-        if existing is not None:
-            path = self.manifest_path(existing)
-            try:
-                data, mtime = path.read_bytes(), path.stat().st_mtime
-            except FileNotFoundError:
-                pass  # removed by another process meanwhile
-            else:
-                return StoredModel(existing, path, Manifest.from_bytes(data, where=str(path)),
-                                   mtime)
-        raise ModelNotFoundError(f'model "{name.display_shortest()}" not found')
+        stored = self._read_stored(existing) if existing is not None else None
+        if stored is None:  # absent, or removed by another process meanwhile
+            raise ModelNotFoundError(f'model "{name.display_shortest()}" not found')
+        return stored
+
+    def _read_stored(self, name: ModelName) -> StoredModel | None:
+        path = self.manifest_path(name)
+        try:
+            data, mtime = path.read_bytes(), path.stat().st_mtime
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return StoredModel(name, path, Manifest.from_bytes(data, where=str(path)), mtime)
 
     def write_manifest(self, name: ModelName, manifest: Manifest) -> Path:
         for layer in manifest.all_layers():
@@ -409,22 +411,52 @@ class Store:
             raise StoreError(f"{path}: cannot write manifest: {exc.strerror or exc}") from None
         return path
 
-    def delete_manifest(self, name: ModelName) -> Manifest | None:
-        """Delete model ``name``'s manifest; its Manifest, or None when the file was
-        damaged (it is deleted all the same: ``rm`` is how a user gets rid of it)."""
+    def replace_manifest(self, name: ModelName, manifest: Manifest, *,
+                         also_unused: Iterable[Digest] = ()) -> set[Digest]:
+        """Write ``name``'s manifest (``name`` spelled as stored: see ``canonical``;
+        call with the shared lock held) and return what may now be unused: the blobs of
+        the manifest it replaced, and ``also_unused`` (e.g. intermediate blobs), less
+        the new manifest's. Pass them to :meth:`prune_unused` once the lock is released.
+        An unreadable previous manifest counts as none."""
+        try:
+            previous = self._read_stored(name)
+        except ModelkitError:
+            previous = None
+        self.write_manifest(name, manifest)
+        stale = set(also_unused)
+        if previous is not None:
+            stale.update(layer.digest for layer in previous.manifest.all_layers())
+        return stale - {layer.digest for layer in manifest.all_layers()}
+
+    def prune_unused(self, candidates: Collection[Digest]) -> PrunePlan:
+        """Delete those of ``candidates`` that no manifest uses, under the exclusive lock
+        (do not hold the shared one), as Ollama does after a re-create or re-pull. A
+        damaged manifest anywhere keeps everything (``kept``): we cannot know what it uses."""
+        if not candidates:
+            return PrunePlan()
+        with self.lock(exclusive=True):
+            try:
+                plan = self.plan_prune(set(candidates))
+            except ModelkitError:
+                return PrunePlan()
+            self.execute_prune(plan)
+        return plan
+
+    def delete_manifest(self, name: ModelName) -> StoredModel | DamagedManifest:
+        """Delete the manifest ``name`` resolves to; the model as it was, or the damaged
+        entry (deleted all the same: ``rm`` is how a user gets rid of it)."""
         existing = self.resolve(name)
         if existing is None:
             raise ModelNotFoundError(f'model "{name.display_shortest()}" not found')
         path = self.manifest_path(existing)
         loaded = self._load(existing, path)
-        manifest = loaded.manifest if isinstance(loaded, StoredModel) else None
         try:
             path.unlink()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise ModelNotFoundError(f'model "{name.display_shortest()}" not found') from None
         fsync_dir(path.parent)
         self._remove_empty_dirs(path.parent)
-        return manifest
+        return loaded
 
     def _remove_empty_dirs(self, start: Path) -> None:
         d = start
@@ -537,7 +569,7 @@ def _size(path: Path) -> int:
         return 0
 
 
-def hash_file(path: Path, progress: ByteProgress | None = None) -> Digest:
+def hash_file(path: Path, progress: ByteCounter | None = None) -> Digest:
     """The sha256 of a file, read in chunks, reporting (done, total) bytes."""
     total = path.stat().st_size
     h = hashlib.sha256()

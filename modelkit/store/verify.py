@@ -14,8 +14,8 @@ from pathlib import Path
 
 from modelkit.errors import ModelNotFoundError
 from modelkit.names import Digest, ModelName
+from modelkit.progress import ByteCounter
 from modelkit.store import (
-    ByteProgress,
     DamagedManifest,
     Store,
     StoredModel,
@@ -68,7 +68,7 @@ def _selected(store: Store, names: Sequence[ModelName]
 
 
 def verify_store(store: Store, names: Sequence[ModelName] = (),
-                 progress: ByteProgress | None = None) -> VerifyReport:
+                 progress: ByteCounter | None = None) -> VerifyReport:
     """Re-hash the blobs of ``names`` (default: every blob in the store)."""
     models, damaged_manifests = _selected(store, names)
     wanted: dict[Digest, tuple[int, list[str]]] = {}
