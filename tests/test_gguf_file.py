@@ -19,6 +19,7 @@ from modelkit.gguf_file import (
     KV,
     GGUFInfo,
     TensorSlot,
+    describe_header,
     encode_header,
     read_gguf,
     read_gguf_bytes,
@@ -219,9 +220,13 @@ def test_reader_equals_gguf_reader_on_generated_files(
     info = read_gguf(path)
     _same(_ours(info), _reference(path))
     # and written back by our writer, the header is the same bytes
-    back = encode_header([info.kv(k) for k in info.metadata], [
-        TensorSlot(t.name, t.shape, t.type, t.n_bytes) for t in info.tensors], info.alignment)
+    kvs_back = [info.kv(k) for k in info.metadata]
+    slots_back = [TensorSlot(t.name, t.shape, t.type, t.n_bytes) for t in info.tensors]
+    back = encode_header(kvs_back, slots_back, info.alignment)
     assert back == path.read_bytes()[:info.data_offset]
+    # and described from what was written, it is what reading gives
+    assert describe_header(path, kvs_back, slots_back, alignment=info.alignment,
+                           data_offset=len(back), size=info.size) == info
 
 
 # --------------------------------------------------------------------------------------

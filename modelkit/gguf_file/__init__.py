@@ -7,7 +7,13 @@ Modules: ``format`` (byte layout facts), ``reader``, ``writer``, ``info`` (``GGU
 """
 
 from modelkit.gguf_file.format import GGUF_MAGIC
-from modelkit.gguf_file.info import GGUFInfo, Metadata, TensorInfo, file_type_label
+from modelkit.gguf_file.info import (
+    GGUFInfo,
+    Metadata,
+    TensorInfo,
+    describe_header,
+    file_type_label,
+)
 from modelkit.gguf_file.reader import ReadAt, is_gguf, read_gguf, read_gguf_bytes, read_gguf_from
 from modelkit.gguf_file.summary import (
     QuantizationView,
@@ -20,7 +26,8 @@ from modelkit.gguf_file.writer import KV, TensorSlot, encode_header, encode_kv
 
 __all__ = [
     "GGUF_MAGIC", "KV", "GGUFInfo", "Metadata", "QuantizationView", "ReadAt", "TensorInfo",
-    "TensorSlot", "TypeSummary", "bits_per_weight", "encode_header", "encode_kv",
+    "TensorSlot", "TypeSummary", "bits_per_weight", "describe_header", "encode_header",
+    "encode_kv",
     "file_type_label", "is_gguf", "iter_metadata_display", "quantization_view", "read_gguf",
     "read_gguf_bytes", "read_gguf_from",
 ]

@@ -7,16 +7,19 @@ headers and need few of the arrays.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from gguf import GGUFValueType, Keys, LlamaFileType
 from gguf.constants import GGMLQuantizationType
 
 from modelkit.errors import GGUFError
-from modelkit.gguf_file.writer import KV
+from modelkit.gguf_file.format import pad
+from modelkit.gguf_file.writer import KV, TensorSlot
 
 
 class LazyArray:
@@ -177,3 +180,41 @@ def file_type_label(value: int | None) -> str:
     except ValueError:
         return "unknown"
     return member.name.removeprefix("MOSTLY_").removeprefix("ALL_")
+
+
+def _plain(value: Any) -> Any:
+    """A KV value as the reader gives it back: str for strings, lists for arrays."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8")
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def describe_header(path: str | os.PathLike[str], kvs: Sequence[KV],
+                    tensors: Sequence[TensorSlot], *, alignment: int, data_offset: int,
+                    size: int, version: int = 3) -> GGUFInfo:
+    """The ``GGUFInfo`` of a file written with ``encode_header(kvs, tensors, alignment,
+    version)`` (``data_offset`` long) followed by the tensors' data: what reading it back
+    would give, without reading it."""
+    infos = []
+    offset = data_offset
+    for t in tensors:
+        n_elements = 1
+        for d in t.shape:
+            n_elements *= d
+        infos.append(TensorInfo(t.name, t.type, tuple(t.shape), n_elements, t.n_bytes, offset))
+        offset += pad(t.n_bytes, alignment)
+    types: dict[str, tuple[GGUFValueType, ...]] = {}
+    for kv in kvs:
+        if kv.type != GGUFValueType.ARRAY:
+            types[kv.key] = (kv.type,)
+        else:
+            sub = kv.subtype if kv.subtype is not None else GGUFValueType.get_type(kv.value[0])
+            types[kv.key] = (kv.type, sub)
+    return GGUFInfo(path=Path(path), version=version, size=size, alignment=alignment,
+                    data_offset=data_offset,
+                    metadata=Metadata({kv.key: _plain(kv.value) for kv in kvs}),
+                    metadata_types=types, tensors=tuple(infos))
