@@ -34,10 +34,11 @@ from modelkit.humanize import human_number
 from modelkit.importers import PROJECTOR, ImportedModel
 from modelkit.importers.hubs import hub_for
 from modelkit.importers.local import import_local
+from modelkit.importers.split import merge_into_store, plan_merge, write_merged
 from modelkit.manifest import GGUF_MEDIA_TYPES, Layer, Manifest, MediaType, ModelConfig
 from modelkit.modelfile import Modelfile, convert_parameters, params_json
 from modelkit.names import Digest, ModelName
-from modelkit.progress import ProgressCallback, ProgressEvent, ignore_progress
+from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent, ignore_progress
 from modelkit.quant.policy import parse_file_type
 from modelkit.quant.requantize import quantize_into_store
 from modelkit.registry import ensure_model
@@ -171,6 +172,25 @@ class Builder:
         written = self._record(self.store.write_blob(data))
         return _Base(Layer(media_type, written.digest, written.size), _status_for(written))
 
+    def _import_split(self, shards: Sequence[Path], quantize: str | None) -> _Base:
+        """Store a split GGUF merged (straight into its blob), or quantized from a
+        scratch merge when ``quantize`` asks for it; each shard's header read once."""
+        stem = shards[0].name
+        self._status(f"merging {len(shards)} split GGUF parts of {stem}")
+        plan = plan_merge(shards)
+        progress = ByteProgress(self.progress, f"merging {stem}")
+        merged = plan.describe(shards[0])
+        media_type = _gguf_media_type(merged)
+        if quantize and media_type == MediaType.MODEL:
+            with self.store.scratch_file() as (path, f):
+                write_merged(plan, f, progress)
+                f.flush()
+                return self._quantized(plan.describe(path), quantize)
+        written, info = merge_into_store(self.store, plan, progress)
+        self._record(written)
+        return _Base(Layer(media_type, written.digest, written.size), _status_for(written),
+                     info)
+
     def _import_gguf(self, path: Path, media_type: MediaType | None,
                      quantize: str | None = None, label: str | None = None) -> _Base:
         """Store a GGUF file as a layer: byte-identical, or, for model weights with
@@ -194,20 +214,16 @@ class Builder:
                      replace(info, path=self.store.blob_path(written.digest)))
 
     def _fetch(self, spec: BuildSpec) -> list[ImportedModel]:
-        """The GGUFs FROM names: local files and folders (split sets merged), or a hub
-        repository through its official client. Merged files go to hidden temporary
-        files in the blobs folder, so a crash leaves nothing ``prune`` would not remove."""
+        """The GGUFs FROM names: local files and folders, or a hub repository through
+        its official client (split sets come as their shards)."""
         if spec.from_hub is not None:
             name = ModelName.parse(spec.from_hub)
             importer = hub_for(name)
             if importer is None:
                 raise ModelNotFoundError(f"{spec.from_hub} is not a Hugging Face or "
                                          "ModelScope name")
-            return [importer.fetch(name, progress=self.progress, offline=self.offline,
-                                   workdir=self.store.blobs)]
-        self.store.blobs.mkdir(parents=True, exist_ok=True)
-        return [import_local(p, progress=self.progress, workdir=self.store.blobs)
-                for p in spec.from_files]
+            return [importer.fetch(name, progress=self.progress, offline=self.offline)]
+        return [import_local(p, progress=self.progress) for p in spec.from_files]
 
     def _base_from_imports(self, imports: Sequence[ImportedModel],
                            quantize: str | None) -> list[_Base]:
@@ -215,6 +231,9 @@ class Builder:
         for imported in imports:
             for f in imported.files:
                 role = MediaType.PROJECTOR if f.role == PROJECTOR else None
+                if f.shards:
+                    bases.append(self._import_split(f.shards, quantize))
+                    continue
                 bases.append(self._import_gguf(f.path, role, quantize, label=f.path.name))
                 if f.sha256 and bases[-1].layer.digest.hex != f.sha256 and not quantize:
                     raise DigestError(f"{f.path.name}: stored digest {bases[-1].layer.digest} "

@@ -1,8 +1,8 @@
-"""What the hub importers share: the fetch sequence, hashing, overrides, temp files.
+"""What the hub importers share: the fetch sequence, hashing, overrides.
 
 A hub backend knows how to list a repository and get one file, verified, from its
 client; ``fetch_from_hub`` does the rest the same way for every hub: choose the files
-for the tag, download them, merge split shards, read the repository's overrides.
+for the tag, download them, read the repository's overrides.
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,6 @@ from typing import Any, Protocol
 from modelkit.errors import DigestError, HubError, ModelkitError, ModelNotFoundError
 from modelkit.importers import MODEL, PROJECTOR, ImportedFile, ImportedModel
 from modelkit.importers.choose import RepoEntry, choose
-from modelkit.importers.split import merge
 from modelkit.names import ModelName
 from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent
 from modelkit.store import hash_file
@@ -112,23 +109,8 @@ def parse_overrides(texts: dict[str, str], where: str
     return texts.get("template"), texts.get("system"), params
 
 
-def merged_path(workdir: Path | None, stem: str) -> Path:
-    folder = workdir if workdir is not None else Path(tempfile.gettempdir())
-    folder.mkdir(parents=True, exist_ok=True)
-    # Hidden and random: a crash leaves a file prune-able from a store's blobs folder.
-    return folder / f".tmp-merge-{secrets.token_hex(8)}-{stem[:60]}.gguf"
-
-
-def merge_shards(paths: list[Path], stem: str, workdir: Path | None,
-                 progress: ProgressCallback) -> Path:
-    out = merged_path(workdir, stem)
-    progress(ProgressEvent(f"merging {len(paths)} split GGUF parts of {stem}"))
-    merge(paths, out, ByteProgress(progress, f"merging {stem}", None))
-    return out
-
-
-def fetch_from_hub(name: ModelName, backend: Backend, progress: ProgressCallback,
-                   workdir: Path | None) -> ImportedModel:
+def fetch_from_hub(name: ModelName, backend: Backend, progress: ProgressCallback
+                   ) -> ImportedModel:
     where = f"{name.host}/{name.repository}"
     listing = backend.listing()
     try:
@@ -148,17 +130,14 @@ def fetch_from_hub(name: ModelName, backend: Backend, progress: ProgressCallback
                                   selection.projector.sha256))
     texts = {key: backend.read_text(entry) for key, entry in selection.overrides.items()}
     template, system, params = parse_overrides(texts, where)
-    temporary: tuple[Path, ...] = ()
-    if parts:  # merged last: nothing after it can fail and leave the temp file behind
-        merged = merge_shards(paths, selection.model.stem, workdir, progress)
-        temporary = (merged,)
-        files.insert(0, ImportedFile(merged, MODEL, None))
+    if parts:  # the store merges the shards
+        files.insert(0, ImportedFile(paths[0], MODEL, None, shards=tuple(paths)))
     else:
         files.insert(0, ImportedFile(paths[0], MODEL, selection.model.entries[0].sha256))
     return ImportedModel(
         source=str(name), repo=name.repository, revision=listing.revision,
         filenames=tuple(e.path for e in selection.entries), files=tuple(files),
-        template=template, system=system, params=params, temporary=temporary)
+        template=template, system=system, params=params)
 
 
 def env_path(*names: str) -> Path | None:

@@ -222,8 +222,7 @@ class ModelScopeImporter:
     """The Importer for ``modelscope.cn`` names."""
 
     def fetch(self, name: ModelName, *, progress: ProgressCallback = ignore_progress,
-              offline: bool | None = None, revision: str | None = None,
-              workdir: Path | None = None) -> ImportedModel:
+              offline: bool | None = None, revision: str | None = None) -> ImportedModel:
         backend = _Backend(name, offline=offline, revision=revision)
         with backend.errors():
-            return fetch_from_hub(name, backend, progress, workdir)
+            return fetch_from_hub(name, backend, progress)
