@@ -18,6 +18,7 @@ from conftest import needs_golden
 from modelkit.quant.kernels import FORMATS, dequantize, quantize, to_float32
 from modelkit.quant.kernels.common import nearest_int, seq_sum
 from modelkit.quant.kernels.floats import fp32_to_fp16_bits
+from modelkit.quant.kernels.nonlinear import KVALUES_IQ4NL, best_index
 
 GOLDEN = GOLDEN_ROOT / "kernels"
 TYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
@@ -317,3 +318,33 @@ def test_round_trip_error_is_bounded(name: str, data: st.DataObject) -> None:
     assert (err <= bound).all(), (
         f"block {worst}: error {err[worst]} > bound {bound[worst]}; input {xb[worst]}"
     )
+
+
+def test_iq4_best_index_is_the_c_binary_search() -> None:
+    """The table lookup against a transcription of best_index_int8, on every midpoint
+    and its float32 neighbours, the table values, the ends and random values."""
+    kv = [int(v) for v in KVALUES_IQ4NL]
+
+    def c_best_index(x: np.float32) -> int:
+        if x <= kv[0]:
+            return 0
+        if x >= kv[-1]:
+            return 15
+        ml, mu = 0, 15
+        while mu - ml > 1:
+            mav = (ml + mu) // 2
+            if x < kv[mav]:
+                mu = mav
+            else:
+                ml = mav
+        return mu - 1 if (x - np.float32(kv[mu - 1])) < (np.float32(kv[mu]) - x) else mu
+
+    mids = np.array([(a + b) / 2 for a, b in zip(kv[:-1], kv[1:], strict=True)], np.float32)
+    v = np.concatenate([mids, np.nextafter(mids, np.float32(-1e9)),
+                        np.nextafter(mids, np.float32(1e9)), np.array(kv, np.float32),
+                        np.array([-1e30, -128, 114, 1e30, 0.0, -0.0], np.float32),
+                        np.random.default_rng(9).uniform(-140, 140, 2000).astype(np.float32)])
+    with np.errstate(invalid="ignore"):
+        got = best_index(v)
+    assert [int(i) for i in got] == [c_best_index(x) for x in v]
+    assert int(best_index(np.array([np.nan], np.float32))[0]) == 15

@@ -368,7 +368,7 @@ class Q3_K(BlockFormat):
     imatrix weights and again for the 6-bit scales (imatrix)."""
 
     qtype = GGMLQuantizationType.Q3_K
-    chunk_blocks = weighted_chunk_blocks = 256
+    chunk_blocks = weighted_chunk_blocks = 512
 
     def _encode(self, x: F32Array, qw: F32Array | None, sigma2: F32Array | None) -> U8Array:
         n = x.shape[0]
