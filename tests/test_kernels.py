@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,10 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from conftest import GOLDEN as GOLDEN_ROOT
 from modelkit.quant import kernels
 from modelkit.quant.kernels import FORMATS, dequantize, quantize, to_float32
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden" / "kernels"
+GOLDEN = GOLDEN_ROOT / "kernels"
 TYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"]
 
 
@@ -30,13 +30,12 @@ def _golden(name: str) -> dict[str, np.ndarray]:
 def _golden_params(with_deq: bool = False) -> list[object]:
     """One (type, case) per golden case; with_deq: only the cases with a ``__deq``."""
     if not GOLDEN.is_dir():
-        reason = f"golden data not found at {GOLDEN}"
-        return [pytest.param(None, None, marks=pytest.mark.skip(reason=reason))]
+        return [pytest.param(None, None, marks=pytest.mark.golden("kernels"))]
     params: list[object] = []
     for name in TYPES:
         if not (GOLDEN / f"{name}.npz").is_file():
-            reason = f"{name}.npz missing in {GOLDEN}"
-            params.append(pytest.param(name, None, marks=pytest.mark.skip(reason=reason)))
+            params.append(pytest.param(name, None, marks=pytest.mark.golden("kernels",
+                                                                            f"{name}.npz")))
             continue
         z = _golden(name)
         for case in map(str, z["cases"]):
@@ -91,9 +90,8 @@ def test_dequantize_matches_llama_cpp(name: str, case: str) -> None:
     )
 
 
+@pytest.mark.golden("kernels")
 def test_golden_meta_agrees_with_gguf_block_sizes() -> None:
-    if not GOLDEN.is_dir():
-        pytest.skip(f"golden data not found at {GOLDEN}")
     for name in TYPES:
         meta = json.loads(str(_golden(name)["meta_json"]))
         qtype = GGMLQuantizationType[name]

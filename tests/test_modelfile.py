@@ -22,7 +22,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 import unicodedata
 from fractions import Fraction
 from pathlib import Path
@@ -650,15 +649,13 @@ def test_parser_is_built_lazily() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
-def test_large_modelfile_is_fast() -> None:
+def test_large_modelfile_parses() -> None:
+    # How long it takes is measured by bench/chat_templates.py, not here.
     block = ('PARAMETER stop "<|im_end|>"\nMESSAGE user """' + 'say "hi" # not a comment\n' * 20
              + '"""\n# comment\nSYSTEM plain text value with spaces\n')
     source = "FROM x\n" + block * (100_000 // len(block) + 1)
     assert len(source) >= 100_000
-    parse(source)  # warm-up builds the parser
-    start = time.perf_counter()
     m = parse(source)
-    assert time.perf_counter() - start < 1.0
     assert len(m.commands) > 100
 
 
