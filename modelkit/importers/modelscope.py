@@ -37,13 +37,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from modelkit import errors
-from modelkit.importers import ImportedModel
 from modelkit.importers.choose import RepoEntry
 from modelkit.importers.common import (
     Listing,
     TranslatesClientErrors,
     digest_error,
-    fetch_from_hub,
     one_line,
     transfer_status,
 )
@@ -85,7 +83,7 @@ def _quiet() -> Iterator[None]:
         logger.setLevel(level)
 
 
-class _Backend(TranslatesClientErrors):
+class ModelScopeBackend(TranslatesClientErrors):
     def __init__(self, name: ModelName, *, offline: bool | None, revision: str | None) -> None:
         # deferred for start-up cost only (see the module docstring)
         from modelscope_hub import HubApi
@@ -210,14 +208,3 @@ class _Backend(TranslatesClientErrors):
 
 def _digest_error(entry: RepoEntry, where: str, got: str) -> errors.DigestError:
     return digest_error(entry, where, got, note="the client discarded the download")
-
-
-class ModelScopeImporter:
-    """The Importer for ``modelscope.cn`` names."""
-
-    def fetch(self, name: ModelName, *, progress: ProgressCallback = ignore_progress,
-              offline: bool | None = None, revision: str | None = None,
-              workdir: Path | None = None) -> ImportedModel:
-        backend = _Backend(name, offline=offline, revision=revision)
-        with backend.errors():
-            return fetch_from_hub(name, backend, progress, workdir)

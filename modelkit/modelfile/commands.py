@@ -88,6 +88,27 @@ class Command:
         return cls("message", f"{role}: {content}", CommandKind.KEYWORD, line)
 
 
+class _Every:
+    """A ``Modelfile`` attribute: every value of one keyword command, in file order."""
+
+    def __init__(self, name: str, doc: str = "") -> None:
+        self.name, self.__doc__ = name, doc
+
+    def __get__(self, modelfile: Modelfile, owner: object = None) -> tuple[str, ...]:
+        return modelfile._values(self.name)
+
+
+class _Last:
+    """A ``Modelfile`` attribute: the last value of one keyword command (it wins), or None."""
+
+    def __init__(self, name: str, doc: str = "") -> None:
+        self.name, self.__doc__ = name, doc
+
+    def __get__(self, modelfile: Modelfile, owner: object = None) -> str | None:
+        values = modelfile._values(self.name)
+        return values[-1] if values else None
+
+
 @dataclass(frozen=True)
 class Modelfile:
     """A parsed Modelfile: every command in file order, plus Ollama's merge rules.
@@ -105,53 +126,16 @@ class Modelfile:
     def _values(self, name: str) -> tuple[str, ...]:
         return tuple(c.args for c in self.commands if c.is_keyword(name))
 
-    def _last(self, name: str) -> str | None:
-        values = self._values(name)
-        return values[-1] if values else None
-
-    @property
-    def froms(self) -> tuple[str, ...]:
-        """Every FROM value, in order."""
-        return self._values("model")
-
-    @property
-    def from_(self) -> str | None:
-        """The last FROM value."""
-        return self._last("model")
-
-    @property
-    def adapters(self) -> tuple[str, ...]:
-        """Every ADAPTER value, in order (Ollama uses only the last: :attr:`adapter`)."""
-        return self._values("adapter")
-
-    @property
-    def adapter(self) -> str | None:
-        return self._last("adapter")
-
-    @property
-    def drafts(self) -> tuple[str, ...]:
-        """Every DRAFT value, in order (Ollama merges their files)."""
-        return self._values("draft")
-
-    @property
-    def draft(self) -> str | None:
-        return self._last("draft")
-
-    @property
-    def template(self) -> str | None:
-        return self._last("template")
-
-    @property
-    def system(self) -> str | None:
-        return self._last("system")
-
-    @property
-    def renderer(self) -> str | None:
-        return self._last("renderer")
-
-    @property
-    def parser(self) -> str | None:
-        return self._last("parser")
+    froms = _Every("model", "Every FROM value, in order.")
+    from_ = _Last("model", "The last FROM value.")
+    adapters = _Every("adapter", "Every ADAPTER value, in order (Ollama uses only the last).")
+    adapter = _Last("adapter")
+    drafts = _Every("draft", "Every DRAFT value, in order (Ollama merges their files).")
+    draft = _Last("draft")
+    template = _Last("template")
+    system = _Last("system")
+    renderer = _Last("renderer")
+    parser = _Last("parser")
 
     @property
     def licenses(self) -> list[str]:
