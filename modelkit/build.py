@@ -286,16 +286,16 @@ class Builder:
         """FROM a name that is not in the store: pull it first, as Ollama does (a hub
         name through its client). Done before this build takes the lock."""
         base = ModelName.parse(text)
-        if self.store.resolve(base) is not None:
-            return
         if hub_for(base) is None:
-            try:
+            try:  # resolves the name once; pulls only when it is not stored
                 ensure_model(self.store, base, insecure=self.insecure, progress=self.progress)
             except RegistryError as exc:
                 if isinstance(exc, UnauthorizedError):
                     raise
                 raise ModelNotFoundError(f'model "{base.display_shortest()}" not found '
                                          f"locally, and pulling it failed: {exc}") from None
+            return
+        if self.store.resolve(base) is not None:
             return
         puller = Builder(self.store, self.progress, link=self.link, offline=self.offline)
         puller.build(base, BuildSpec(from_hub=text), quantize=quantize)

@@ -191,6 +191,7 @@ def _bad_inputs(tmp: Path) -> list[tuple[list[str], int, str]]:
     return out
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line_with_an_exit_code_and_no_store_change(
         tmp_path: Path, snapshot: Callable[[Path], dict[str, str]]) -> None:
     models = tmp_path / "models"
@@ -230,6 +231,7 @@ def _store_is_valid(models: Path) -> None:
             assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name[7:], blob
 
 
+@pytest.mark.slow
 def test_a_create_killed_at_any_moment_leaves_a_valid_store(tmp_path: Path) -> None:
     import numpy as np
     big = write_gguf(tmp_path / "big.gguf", "llama", tensors={

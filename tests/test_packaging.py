@@ -13,6 +13,8 @@ import pytest
 
 from conftest import REPO, SAMPLE_DIR
 
+pytestmark = pytest.mark.slow  # builds a wheel and a venv
+
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -16,7 +16,7 @@ import pytest
 from gguf import GGMLQuantizationType as T
 from gguf import GGUFValueType, LlamaFileType
 
-from conftest import GOLDEN
+from conftest import GOLDEN, golden_stems
 from modelkit.errors import QuantizationError
 from modelkit.gguf_file import GGUFInfo, read_gguf
 from modelkit.progress import ProgressEvent
@@ -30,9 +30,9 @@ from modelkit.quant.requantize import (
 )
 
 MIXES = GOLDEN / "mixes"
-MODELS = sorted(p.stem for p in MIXES.glob("*.json")) if MIXES.is_dir() else []
+MODELS = golden_stems("mixes", "*.json")
 FTYPES = ("q4_K_M", "q4_K_S", "q5_K_M", "q6_K", "q8_0", "q4_0")
-needs_golden = pytest.mark.skipif(not MODELS, reason=f"golden data not found at {MIXES}")
+needs_golden = pytest.mark.golden("mixes")
 
 _GOLDEN_JSON: dict[str, dict[str, Any]] = {}
 _INFOS: dict[str, GGUFInfo] = {}
@@ -128,6 +128,7 @@ def test_golden_mix(model: str, ftype: str, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @needs_golden
 @pytest.mark.parametrize(("model", "ftype", "small"), [("llama-moe8-L6", "q4_K_M", 13),
                                                        ("llama-h384-f32", "q4_0", 1)])

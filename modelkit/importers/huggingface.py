@@ -41,20 +41,18 @@ from modelkit.errors import (
     ModelNotFoundError,
     UnauthorizedError,
 )
-from modelkit.importers import ImportedModel
 from modelkit.importers.choose import RepoEntry
 from modelkit.importers.common import (
     Listing,
     TranslatesClientErrors,
     env_path,
     env_true,
-    fetch_from_hub,
     one_line,
     transfer_status,
     verify,
 )
 from modelkit.names import ModelName
-from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent, ignore_progress
+from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent
 
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -103,7 +101,7 @@ def _same_origin(a: str, b: str) -> bool:
     return (x.scheme, x.netloc) == (y.scheme, y.netloc)
 
 
-class _Backend(TranslatesClientErrors):
+class HuggingFaceBackend(TranslatesClientErrors):
     def __init__(self, name: ModelName, *, offline: bool | None, revision: str | None) -> None:
         # deferred for start-up cost only (see the module docstring)
         from huggingface_hub import constants
@@ -324,13 +322,3 @@ class _Backend(TranslatesClientErrors):
         if get_token():
             return "the token in use (HF_TOKEN or the saved login) has no access to it"
         return "set HF_TOKEN to a token with access to it"
-
-
-class HuggingFaceImporter:
-    """The Importer for ``hf.co`` and ``huggingface.co`` names."""
-
-    def fetch(self, name: ModelName, *, progress: ProgressCallback = ignore_progress,
-              offline: bool | None = None, revision: str | None = None) -> ImportedModel:
-        backend = _Backend(name, offline=offline, revision=revision)
-        with backend.errors():
-            return fetch_from_hub(name, backend, progress)
