@@ -8,20 +8,34 @@ module; modules import each other directly (see docs/architecture.md).
 
 from __future__ import annotations
 
-from modelkit.api import (
-    copy,
-    create,
-    format_modelfile,
-    list_models,
-    parse_modelfile,
-    prune,
-    pull,
-    push,
-    quantize,
-    remove,
-    show,
-)
+from typing import TYPE_CHECKING, Any
+
 from modelkit.version import __version__
+
+if TYPE_CHECKING:
+    from modelkit.api import (
+        copy,
+        create,
+        format_modelfile,
+        list_models,
+        parse_modelfile,
+        prune,
+        pull,
+        push,
+        quantize,
+        remove,
+        show,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    """The API functions, imported on first use: ``import modelkit`` (and the command's
+    entry point, which lives in this package) stays cheap and safe to interrupt."""
+    if name in __all__ and name != "__version__":
+        from modelkit import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'modelkit' has no attribute {name!r}")
 
 __all__ = ["__version__", "copy", "create", "format_modelfile", "list_models",
            "parse_modelfile", "prune", "pull", "push", "quantize", "remove", "show"]

@@ -1,7 +1,22 @@
-"""``python -m modelkit``: the same as the ``modelkit`` command."""
+"""``python -m modelkit`` and the ``modelkit`` command's entry point.
+
+Kept free of heavy imports: a Ctrl-C while the library is still being imported (the
+first second of a run) exits 130 with one line, never a traceback.
+"""
 
 import sys
 
-from modelkit.cli import main
 
-sys.exit(main())
+def run() -> None:
+    try:
+        from modelkit.cli import main
+
+        code = main()
+    except KeyboardInterrupt:
+        sys.stderr.write("Error: interrupted\n")
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    run()

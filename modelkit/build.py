@@ -24,7 +24,9 @@ from modelkit.errors import (
     GGUFError,
     ModelfileError,
     ModelNotFoundError,
+    ParameterError,
     RegistryError,
+    TemplateError,
     UnauthorizedError,
 )
 from modelkit.gguf_file import GGUFInfo, read_gguf
@@ -99,6 +101,17 @@ def _existing(m: Modelfile, keyword: str, base_dir: Path, source: str) -> Path:
 
 
 def spec_from_modelfile(m: Modelfile, base_dir: Path, source: str = "Modelfile") -> BuildSpec:
+    """What ``m`` asks for. Every error names ``source`` and the command's line."""
+    try:
+        return _spec(m, base_dir, source)
+    except ModelfileError as exc:
+        if exc.path is not None:
+            raise
+        raise ModelfileError(exc.message, path=source, line=exc.line,
+                             column=exc.column) from None
+
+
+def _spec(m: Modelfile, base_dir: Path, source: str) -> BuildSpec:
     files: list[Path] = []
     model: str | None = None
     for command in m.commands:
@@ -107,7 +120,8 @@ def spec_from_modelfile(m: Modelfile, base_dir: Path, source: str = "Modelfile")
         text = command.args
         path = expand_path(text, base_dir) if text else None
         if path is not None and path.exists():
-            files.append(path)
+            if path.resolve() not in {f.resolve() for f in files}:  # named twice: one layer
+                files.append(path)
         elif _looks_like_path(text):
             # Ollama would send this to the server as a model name and fail there with
             # "invalid model name"; the user meant a file, so say which file is missing.
@@ -115,11 +129,14 @@ def spec_from_modelfile(m: Modelfile, base_dir: Path, source: str = "Modelfile")
                 f"{source}:{command.line}: FROM {text}: no such file: {path}")
         else:
             model = text
+    _check_placed(m, source)
     adapters = [_existing(m, "adapter", base_dir, source)] if m.adapter is not None else []
     drafts = [_existing(m, "draft", base_dir, source)] if m.draft is not None else []
     if drafts and drafts[0] in files:
+        line = [c for c in m.commands if c.is_keyword("draft")][-1].line
         raise ModelfileError(
-            f"DRAFT must not reference the same local path as FROM: {drafts[0]}")
+            f"DRAFT must not reference the same local path as FROM: {drafts[0]}",
+            path=source, line=line)
     return BuildSpec(
         from_files=tuple(files),
         from_model=model,
@@ -134,6 +151,20 @@ def spec_from_modelfile(m: Modelfile, base_dir: Path, source: str = "Modelfile")
         renderer=m.renderer,
         parser=m.parser,
     )
+
+
+def _check_placed(m: Modelfile, source: str) -> None:
+    """PARAMETER values and the TEMPLATE checked line by line, so that an error names
+    the Modelfile and the line it is on (the build checks the merged values again)."""
+    templates = [c for c in m.commands if c.is_keyword("template")]
+    for command in m.commands:
+        try:
+            if command.is_parameter:
+                convert_parameters([(command.name, command.args)])
+            elif templates and command is templates[-1]:
+                validate_go_template(command.args)
+        except (ParameterError, TemplateError) as exc:
+            raise type(exc)(f"{source}:{command.line}: {exc}") from None
 
 
 @dataclass
@@ -199,6 +230,11 @@ class Builder:
         info = read_gguf(path)
         if media_type is None:
             media_type = _gguf_media_type(info)
+        elif media_type == MediaType.ADAPTER and info.general_type != "adapter":
+            kind = info.general_type or "model"
+            raise GGUFError(f"{path}: ADAPTER needs a LoRA adapter GGUF (general.type "
+                            f"adapter), but this file is a {kind} ({info.architecture}, "
+                            f"{len(info.tensors)} tensors); use FROM for a model")
         if quantize and media_type == MediaType.MODEL:
             return self._quantized(info, quantize)
         shown = label or path.name
@@ -227,17 +263,20 @@ class Builder:
 
     def _base_from_imports(self, imports: Sequence[ImportedModel],
                            quantize: str | None) -> list[_Base]:
-        bases = []
+        bases: list[_Base] = []
         for imported in imports:
             for f in imported.files:
                 role = MediaType.PROJECTOR if f.role == PROJECTOR else None
                 if f.shards:
                     bases.append(self._import_split(f.shards, quantize))
                     continue
-                bases.append(self._import_gguf(f.path, role, quantize, label=f.path.name))
-                if f.sha256 and bases[-1].layer.digest.hex != f.sha256 and not quantize:
-                    raise DigestError(f"{f.path.name}: stored digest {bases[-1].layer.digest} "
+                base = self._import_gguf(f.path, role, quantize, label=f.path.name)
+                if f.sha256 and base.layer.digest.hex != f.sha256 and not quantize:
+                    raise DigestError(f"{f.path.name}: stored digest {base.layer.digest} "
                                       f"differs from the hub's sha256:{f.sha256}")
+                if not any(b.layer.media_type == base.layer.media_type
+                           and b.layer.digest == base.layer.digest for b in bases):
+                    bases.append(base)  # the same file twice is one layer, as in Ollama
         if not any(b.layer.media_type == MediaType.MODEL for b in bases):
             raise GGUFError(f"{imports[0].source}: no model weights among the FROM files "
                             "(only adapters or projectors)")

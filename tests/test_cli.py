@@ -181,7 +181,7 @@ def _bad_inputs(tmp: Path) -> list[tuple[list[str], int, str]]:
         out.append((["create", "new", "-f", str(tmp / f"{key}.Modelfile")], code, message))
     out += [
         (["create", "new", "-f", str(tmp / "absent")], 4, "specified Modelfile wasn't found"),
-        (["create", "bad/name/../x", "-f", str(tmp / "garbage.Modelfile")], 2,
+        (["create", "bad/name/../x", "-f", str(tmp / "garbage.Modelfile")], 11,
          "invalid model name"),
         (["show", "nosuch"], 4, 'model "nosuch:latest" not found'),
         (["show", str(tmp / "garbage.gguf")], 5, "not a GGUF file"),

@@ -309,8 +309,8 @@ class HuggingFaceBackend(TranslatesClientErrors):
             detail = exc.server_message or str(exc).splitlines()[0]
             return HubError(f"{name}: {hub} answered HTTP {status}: {one_line(detail)}")
         if isinstance(exc, _network_errors() + (hf.LocalEntryNotFoundError, ConnectionError)):
-            return HubError(f"{name}: cannot reach {self.endpoint}: {one_line(exc)} (set "
-                            "HF_HUB_OFFLINE=1 to build from the cache)")
+            return HubError(f"{name}: cannot reach {self.endpoint}: {one_line(exc)} "
+                            "(--offline builds from the Hugging Face cache)")
         return HubError(f"{name}: download from {hub} failed: {type(exc).__name__}: "
                         f"{one_line(exc)}")
 

@@ -600,6 +600,11 @@ def _is_block_type(t: GGMLQuantizationType) -> bool:
     return GGML_QUANT_SIZES[t][0] > 1
 
 
+def _bits_per_weight(t: GGMLQuantizationType) -> float:
+    block_size, type_size = GGML_QUANT_SIZES[t]
+    return type_size * 8 / block_size
+
+
 def requantize(
     src: str | os.PathLike[str] | GGUFInfo,
     out: _Writable | BinaryIO,
@@ -645,8 +650,10 @@ def requantize(
 
     target = file_type_name(ftype)
     status = f"quantizing {_source_label(info)} model to {target}"
+    # Going up in precision (Q8_0 to F16) loses nothing; only fewer bits re-round values.
     requantized = [it.tensor.name for it in items
-                   if it.choice.quantize and _is_block_type(it.tensor.type)]
+                   if it.choice.quantize and _is_block_type(it.tensor.type)
+                   and _bits_per_weight(it.choice.target_type) < _bits_per_weight(it.tensor.type)]
     if requantized:
         emit(ProgressEvent(
             f"warning: requantizing an already quantized model ({_source_label(info)}) to "
