@@ -32,6 +32,7 @@ def __getattr__(name: str) -> Any:
     """The API functions, imported on first use: ``import modelkit`` (and the command's
     entry point, which lives in this package) stays cheap and safe to interrupt."""
     if name in __all__ and name != "__version__":
+        # The API is deferred for start-up cost: the entry point lives in this package.
         from modelkit import api
 
         return getattr(api, name)

@@ -9,6 +9,8 @@ import sys
 
 def run() -> None:
     try:
+        # The CLI (and the library under it) is deferred for start-up cost and so that
+        # an interrupt while it loads is caught here.
         from modelkit.cli import main
 
         code = main()
