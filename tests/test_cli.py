@@ -279,14 +279,12 @@ def test_show_reads_the_header_only(tmp_path: Path) -> None:
     code = ("import resource, sys; from modelkit.cli import main; rc = main(['show', sys.argv[1],"
             " '--json']); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
             " file=sys.stderr); sys.exit(rc)")
-    start = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
                           text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["parameter_count"] == 65536 * 16384
     max_rss_kib = int(proc.stderr.strip().splitlines()[-1])
     assert max_rss_kib < 400_000  # far below the 4 GiB of data
-    assert time.monotonic() - start < 30
 
 
 def test_python_dash_m_and_version() -> None:
