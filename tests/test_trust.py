@@ -361,7 +361,12 @@ def test_ctrl_c_while_starting_exits_130_without_a_traceback(tmp_path: Path,
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert b"Traceback" not in err
+    # On a loaded machine the signal can land while the interpreter itself is still
+    # starting (site, runpy), before any modelkit code runs: nothing of ours can catch
+    # that. Any traceback through modelkit's own files is a failure.
+    frames = [line for line in err.decode(errors="replace").splitlines()
+              if line.lstrip().startswith('File "')]
+    assert not any(str(REPO / "modelkit") in f for f in frames), err
     assert proc.returncode in (0, 130, -signal.SIGINT), err  # 0: it had finished
 
 
