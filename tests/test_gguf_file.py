@@ -367,3 +367,25 @@ def test_supplier_reads_only_the_header_in_growing_pieces(tmp_path: Path) -> Non
     assert str(info.path) == "remote" and info.size == len(big)
     assert _ours(info) == _ours(read_gguf_bytes(data, "local"))
     assert reads == [(0, 1 << 20)]  # one piece: the header is small
+
+
+def test_long_string_arrays_are_read_in_growing_pieces(tmp_path: Path) -> None:
+    """Strings longer than the read-ahead guess: the reader fetches more as it goes."""
+    words = [f"{i:06d}" + "é" * 60 for i in range(40_000)]  # 4.9 MB of strings
+    path = write_gguf(tmp_path / "long.gguf", kv={"t": words, "after": 7})
+    data = path.read_bytes()
+    reads: list[tuple[int, int]] = []
+
+    def read(offset: int, n: int) -> bytes:
+        reads.append((offset, n))
+        return data[offset:offset + n]
+
+    info = read_gguf_from(read, len(data), path)
+    _same(_ours(info), _reference(path))
+    assert len(reads) > 2  # consecutive pieces, each read once
+    assert all(a + n == b for (a, n), (b, _) in zip(reads, reads[1:], strict=False))
+    cut = len(data) // 2
+    with pytest.raises(GGUFError, match=rf"metadata key 't' \(string \d+\) at offset \d+ needs "
+                       rf"\d+ bytes, but the file ends at {cut} \(\d+ bytes short\)|'t' \(string "
+                       rf"\d+\) ends at offset \d+, but the file ends at {cut}"):
+        read_gguf_bytes(data[:cut], "long.gguf")

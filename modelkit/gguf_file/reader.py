@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -148,23 +149,41 @@ def _value(cur: _Cursor, vtype: GGUFValueType, what: str
 
 def _string_array(cur: _Cursor, n: int, what: str) -> LazyArray:
     """Step over the ``n`` strings at the cursor (their bytes are decoded on first use)."""
-    first = pos = cur.pos
-    unpack = U64.unpack_from
+    first = cur.pos
+    # Read ahead what a vocabulary's strings usually take, then step over them with
+    # nothing but the length reads: a read past the bytes held raises, and the careful
+    # walk (which reads more, or names the string that is short) takes over.
+    cur.need(min(n * 32, cur.size - first), what)
     buf = cur.buf
-    limit = len(buf) - 8  # the last offset a length prefix can be read from here
-    for i in range(n):
-        if pos > limit:  # rarely: read more, or fail naming the string that is short
-            _short_string(cur, pos, i - 1, what)
-            cur.pos = pos
-            cur.need(8, f"{what} (string {i})")
-            limit = len(buf) - 8
-        pos += 8 + unpack(buf, pos)[0]
+    unpack = U64.unpack_from
+    pos = first
+    try:
+        for _ in repeat(None, n):
+            pos += unpack(buf, pos)[0] + 8
+    except (struct.error, OverflowError):  # past the bytes held (or any offset at all)
+        pos = _walk_strings(cur, n, what)
     _short_string(cur, pos, n - 1, what)
     cur.pos = first
     cur.need(pos - first, what)
     cur.pos = pos
-    region = bytes(buf[first:pos])
-    return LazyArray(n, lambda: _decode_strings(cur.path, what, region, n))
+    with memoryview(buf) as view:
+        region = bytes(view[first:pos])
+    path = cur.path  # not the cursor: the header buffer is not kept alive
+    return LazyArray(n, lambda: _decode_strings(path, what, region, n))
+
+
+def _walk_strings(cur: _Cursor, n: int, what: str) -> int:
+    """The end of the ``n`` strings at the cursor, reading more as needed."""
+    pos = cur.pos
+    unpack = U64.unpack_from
+    buf = cur.buf
+    for i in range(n):
+        if pos + 8 > len(buf):
+            _short_string(cur, pos, i - 1, what)
+            cur.pos = pos
+            cur.need(8, f"{what} (string {i})")
+        pos += unpack(buf, pos)[0] + 8
+    return pos
 
 
 def _short_string(cur: _Cursor, end: int, i: int, what: str) -> None:
