@@ -15,7 +15,7 @@ from hypothesis.extra import numpy as hnp
 
 from conftest import GOLDEN as GOLDEN_ROOT
 from conftest import needs_golden
-from modelkit.quant.kernels import FORMATS, dequantize, quantize, to_float32
+from modelkit.quant.kernels import FORMATS, SUPPORTED_TYPES, dequantize, quantize, to_float32
 from modelkit.quant.kernels.common import nearest_int, seq_sum
 from modelkit.quant.kernels.floats import fp32_to_fp16_bits
 from modelkit.quant.kernels.nonlinear import KVALUES_IQ4NL, best_index
@@ -348,3 +348,25 @@ def test_iq4_best_index_is_the_c_binary_search() -> None:
         got = best_index(v)
     assert [int(i) for i in got] == [c_best_index(x) for x in v]
     assert int(best_index(np.array([np.nan], np.float32))[0]) == 15
+
+
+@pytest.mark.parametrize(("name", "size"), [("F32", 4), ("F16", 2), ("BF16", 2)])
+def test_float_types_through_the_same_entry_points(name: str, size: int) -> None:
+    qtype = GGMLQuantizationType[name]
+    assert qtype in SUPPORTED_TYPES and qtype not in FORMATS
+    x = np.random.default_rng(10).standard_normal((3, 40)).astype(np.float32)
+    q = quantize(qtype, x, np.ones(40, np.float32))  # the imatrix is ignored
+    assert q.dtype == np.uint8 and q.shape == (3, 40 * size)
+    assert np.array_equal(q, quantize(qtype, x))
+    y = dequantize(qtype, q)
+    assert y.dtype == np.float32 and y.shape == x.shape
+    assert np.array_equal(y, to_float32(q, qtype))
+    assert np.array_equal(dequantize(qtype, q.reshape(-1), n_per_row=40), y)
+    assert np.array_equal(quantize(qtype, y), q)  # a stored value converts to itself
+
+
+def test_bf16_rounds_half_to_even_and_keeps_nan_quiet() -> None:
+    bits = np.array([0x3F808000, 0x3F818000, 0x3F80FFFF, 0x7F7FFFFF, 0x7F800001, 0xFF800000],
+                    dtype=np.uint32)
+    q = quantize(GGMLQuantizationType.BF16, bits.view(np.float32)[None, :])
+    assert list(q.view("<u2")[0]) == [0x3F80, 0x3F82, 0x3F81, 0x7F80, 0x7FC0, 0xFF80]
