@@ -591,13 +591,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     debug = os.environ.get("MODELKIT_DEBUG") == "1"
-    if not debug:
-        _quiet_hub_loggers()
     _Run.succeeded = False
     try:
+        args = build_parser().parse_args(argv)
+        if not debug:
+            _quiet_hub_loggers()
         code: int = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
         return code

@@ -33,7 +33,7 @@ def test_wheel_contains_grammar_templates_and_entry_point(wheel: Path) -> None:
     grammar = zipfile.ZipFile(wheel).read("modelkit/grammars/modelfile.lark")
     assert grammar == (REPO / "grammars" / "modelfile.lark").read_bytes()
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert b"modelkit = modelkit.__main__:run" in zipfile.ZipFile(wheel).read(entry_points)
+    assert b"modelkit = modelkit.cli:main" in zipfile.ZipFile(wheel).read(entry_points)
 
 
 def test_installed_wheel_parses_a_modelfile_in_a_fresh_venv(wheel: Path,
