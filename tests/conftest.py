@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-GOLDEN = REPO.parent / "shared" / "golden"
+# ../shared/golden next to the checkout (a worktree under ../wt/ looks one level higher)
+GOLDEN = next((p / "shared" / "golden" for p in REPO.parents[:2]
+               if (p / "shared" / "golden").is_dir()), REPO.parent / "shared" / "golden")
 SAMPLE_DIR = REPO / "samples" / "liang-ai"
 
 
