@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import GOLDEN, REPO
-from modelkit.quant.iq_wip import fp4, iq_tables, lowbit, ternary
+from modelkit.quant.iq_wip import fp4, iq3, iq_tables, lowbit, ternary
 
 KERNELS = GOLDEN / "kernels"
 
@@ -30,6 +30,8 @@ TYPES: dict[str, Kernel] = {
     "NVFP4": Kernel(fp4.quantize_nvfp4, fp4.dequantize_nvfp4),
     "Q1_0": Kernel(lowbit.quantize_q1_0, lowbit.dequantize_q1_0),
     "Q2_0": Kernel(lowbit.quantize_q2_0, lowbit.dequantize_q2_0),
+    "IQ3_XXS": Kernel(iq3.quantize_iq3_xxs, iq3.dequantize_iq3_xxs),
+    "IQ3_S": Kernel(iq3.quantize_iq3_s, iq3.dequantize_iq3_s),
 }
 
 
