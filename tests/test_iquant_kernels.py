@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import GOLDEN, REPO
-from modelkit.quant.iq_wip import fp4, iq3, iq_tables, lowbit, ternary
+from modelkit.quant.iq_wip import fp4, iq2, iq3, iq_tables, lowbit, ternary
 
 KERNELS = GOLDEN / "kernels"
 
@@ -32,6 +32,9 @@ TYPES: dict[str, Kernel] = {
     "Q2_0": Kernel(lowbit.quantize_q2_0, lowbit.dequantize_q2_0),
     "IQ3_XXS": Kernel(iq3.quantize_iq3_xxs, iq3.dequantize_iq3_xxs),
     "IQ3_S": Kernel(iq3.quantize_iq3_s, iq3.dequantize_iq3_s),
+    "IQ2_XXS": Kernel(iq2.quantize_iq2_xxs, iq2.dequantize_iq2_xxs),
+    "IQ2_XS": Kernel(iq2.quantize_iq2_xs, iq2.dequantize_iq2_xs),
+    "IQ2_S": Kernel(iq2.quantize_iq2_s, iq2.dequantize_iq2_s),
 }
 
 

@@ -9,9 +9,12 @@ selects a ``kmap`` entry: a grid position, or a list of neighbours to search
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import numpy.typing as npt
 
+from modelkit.quant.iq_wip.blocks import float_blocks
 from modelkit.quant.iq_wip.iq_tables import SearchTables
 from modelkit.quant.kernels import _nearest_int, _seq_sum
 
@@ -20,29 +23,17 @@ F32Array = npt.NDArray[np.float32]
 I64Array = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
-__all__ = ["best_neighbour", "grid_levels", "pack_points", "project", "sequential_sum",
-           "sub_block_weights"]
-
-sequential_sum = _seq_sum
+QK_K = 256
 
 
-def sub_block_weights(xt: F32Array, qw: F32Array | None, sigma2: F32Array | None) -> F32Array:
-    """The searches' weights: ``qw * sqrtf(sigma2 + x*x)`` with an importance matrix, else
-    ``x*x``. ``xt``, ``qw`` (elements, groups); ``sigma2`` (groups,)."""
-    if qw is None or sigma2 is None:
-        out: F32Array = xt * xt
-        return out
-    out = qw * np.sqrt(sigma2 + xt * xt)
-    return out
-
-
-def block_sigma2(xt: F32Array, per_block: int) -> F32Array:
-    """``2 * sum(x*x) / 256`` of each 256-value block, repeated for its ``per_block`` groups.
+def block_sigma2(xt: F32Array, per_block: int, factor: int) -> F32Array:
+    """``factor * sum(x*x) / 256`` of each 256-value block, repeated for its ``per_block``
+    groups.
     ``xt`` (elements, groups) holds consecutive groups of one block side by side."""
     e, n = xt.shape
     sq = (xt * xt).reshape(e, n // per_block, per_block).transpose(2, 0, 1)
     sumx2 = _seq_sum(np.ascontiguousarray(sq.reshape(e * per_block, n // per_block)))
-    sigma2: F32Array = F32(2) * sumx2 / F32(e * per_block)
+    sigma2: F32Array = F32(factor) * sumx2 / F32(e * per_block)
     return np.repeat(sigma2, per_block)
 
 
@@ -54,12 +45,6 @@ def pack_points(levels: npt.NDArray[np.integer], t: SearchTables) -> I64Array:
     for i in range(1, width):
         u |= lv[:, i] << (t.bits * i)
     return u
-
-
-def grid_levels(t: SearchTables, gidx: I64Array) -> npt.NDArray[np.int8]:
-    """Grid positions (points, groups) -> levels (points*width, groups): (coord - 1) / 2."""
-    lv = ((t.coords[gidx] - 1) // 2).astype(np.int8)  # (points, groups, width)
-    return np.ascontiguousarray(lv.transpose(0, 2, 1)).reshape(-1, gidx.shape[-1])
 
 
 def best_neighbour(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array,
@@ -112,3 +97,132 @@ def project(t: SearchTables, xval: F32Array, waux: F32Array, inv: F32Array,
         lv3 = lv.reshape(-1, width, lv.shape[-1])
         lv3[p_idx, :, g_idx] = (t.coords[found] - 1) // 2
     return lv, gidx, on
+
+
+def prepare(x: np.ndarray, imatrix: np.ndarray | None, name: str, sub: int,
+            sigma_factor: int) -> tuple[F32Array, F32Array | None, F32Array, int]:
+    """Rows -> (values (sub, n_sub) element-major, imatrix weights (sub, n_sub) or None,
+    ``sigma_factor * sum(x*x) / 256`` per sub-block, rows)."""
+    b, rows = float_blocks(x, QK_K, name)
+    xt = np.ascontiguousarray(b.reshape(-1, sub).T)
+    qw = None
+    if imatrix is not None:
+        im = np.asarray(imatrix, dtype=np.float32).reshape(-1)
+        per_row = b.shape[0] // max(rows, 1) * QK_K
+        if im.shape[0] != per_row:
+            raise ValueError(f"{name}: imatrix has {im.shape[0]} values, rows have {per_row}")
+        qw = np.ascontiguousarray(np.tile(im.reshape(-1, sub), (rows, 1)).T)
+    sigma2 = block_sigma2(xt, QK_K // sub, sigma_factor)
+    return xt, qw, sigma2, rows
+
+
+def even_signs(xt: F32Array, w: F32Array) -> tuple[F32Array, npt.NDArray[np.uint8]]:
+    """|x| with the sign parity of each group of 8 made even, as IQ2_XXS/IQ2_XS/IQ3_XXS do:
+    an odd count of negatives flips the value with the least ``w*x*x`` (the first such)
+    back to negative. Returns (xval (elements, n), 7-bit sign indices (elements/8, n))."""
+    e, n = xt.shape
+    x8 = xt.reshape(e // 8, 8, n)
+    neg = ~(x8 >= 0)
+    xval = np.where(neg, -x8, x8)
+    signs = sign_bytes(neg)
+    odd = neg.sum(axis=1) % 2 == 1
+    imin = np.argmin((w.reshape(e // 8, 8, n) * x8) * x8, axis=1)
+    k_idx, c_idx = np.nonzero(odd)
+    xval[k_idx, imin[k_idx, c_idx], c_idx] *= F32(-1)
+    signs[k_idx, c_idx] ^= np.uint8(1) << imin[k_idx, c_idx].astype(np.uint8)
+    out: npt.NDArray[np.uint8] = signs & np.uint8(127)
+    return xval.reshape(e, n), out
+
+
+def sign_bytes(neg: BoolArray) -> npt.NDArray[np.uint8]:
+    """(groups of 8, 8, n) booleans -> (groups, n) bytes, element i at bit i."""
+    bit = np.uint8(1) << np.arange(8, dtype=np.uint8)[:, None]
+    out: npt.NDArray[np.uint8] = np.bitwise_or.reduce(np.where(neg, bit, np.uint8(0)), axis=1)
+    return out
+
+
+@dataclass(frozen=True)
+class ScaleSearch:
+    """How one IQ type searches its sub-block scale (the C constants)."""
+
+    kmaxq: int             # levels 0..kmaxq-1, coordinates 2l+1
+    steps: range           # the ``is`` loop
+    step: float            # id = (2*kmaxq - 1 + is*step) / base
+    start_on_grid: bool    # is_on_grid[] before the loop
+    refine: str            # "off-grid": re-project off-grid points; "all": every point
+                           # when any is off grid; "always": every point, no tracking
+
+
+def fit_scale(t: SearchTables, xval: F32Array, weight: F32Array, base: F32Array,
+              scale0: F32Array, active: BoolArray, how: ScaleSearch
+              ) -> tuple[npt.NDArray[np.int8], F32Array]:
+    """The scale search of one sub-block per column: levels (elements, n) and scales (n,).
+
+    ``base`` is the value the trial inverse scales divide (the sub-block max, or IQ2_XXS's
+    effective max), ``scale0`` the scale kept when no trial improves; inactive columns get
+    zero levels and scale 0."""
+    e, n = xval.shape
+    levels = np.zeros((e, n), dtype=np.int8)
+    scales = np.zeros(n, dtype=np.float32)
+    cols = np.flatnonzero(active)
+    if cols.size == 0:
+        return levels, scales
+    xv, w, m = xval[:, cols], weight[:, cols], base[cols]
+    waux = np.sqrt(w)
+    width = t.coords.shape[1]
+    best = np.zeros(cols.size, dtype=np.float32)
+    scale = scale0[cols]
+    L = np.zeros_like(xv, dtype=np.int8)
+    on_grid = np.full((e // width, cols.size), how.start_on_grid)
+    top = F32(2 * how.kmaxq - 1)
+    for step in how.steps:
+        inv = (top + F32(step) * F32(how.step)) / m
+        lv, _, on = project(t, xv, waux, inv, F32(1) / inv, how.kmaxq - 1)
+        q = F32(2) * lv.astype(np.float32) + F32(1)
+        sumqx = _seq_sum(w * xv * q)
+        sumq2 = _seq_sum(w * q * q)
+        better = (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
+        scale = np.where(better, sumqx / sumq2, scale)
+        best = np.where(better, scale * sumqx, best)
+        L = np.where(better, lv, L)
+        on_grid = np.where(better, on, on_grid)
+    redo = scale > 0
+    if how.refine != "always":
+        redo &= (~on_grid).any(axis=0)
+    if redo.any():
+        r = np.flatnonzero(redo)
+        lv, _, _ = project(t, xv[:, r], waux[:, r], F32(1) / scale[r], scale[r],
+                           how.kmaxq - 1)
+        if how.refine == "off-grid":
+            lv = np.where(np.repeat(on_grid[:, r], width, axis=0), L[:, r], lv)
+        L[:, r] = lv
+        q = F32(2) * lv.astype(np.float32) + F32(1)
+        sumqx = _seq_sum(w[:, r] * xv[:, r] * q)
+        sumq2 = _seq_sum(w[:, r] * q * q)
+        scale[r] = np.where(sumq2 > 0, sumqx / sumq2, scale[r])
+    levels[:, cols] = L
+    scales[cols] = scale
+    return levels, scales
+
+
+def super_scales(scales: F32Array, per_block: int
+                 ) -> tuple[F32Array, npt.NDArray[np.int64], BoolArray]:
+    """Sub-block scales (n_sub,) -> (d = max/31 per block, 4-bit scale per sub-block
+    ``nearest_int(0.5*(s/d - 1))``, all-zero block)."""
+    sc = scales.reshape(-1, per_block)
+    max_scale = sc.max(axis=1, initial=F32(0))
+    d = max_scale / F32(31)
+    ls = np.clip(_nearest_int(F32(0.5) * ((F32(1) / d)[:, None] * sc - F32(1))), 0, 15)
+    return d, ls.astype(np.int64), max_scale == 0
+
+
+def signed_values(vals: F32Array, sign_bits: BoolArray) -> F32Array:
+    """``value * (sign ? -1.f : 1.f)``, as the dequantizers write it."""
+    out: F32Array = vals * np.where(sign_bits, F32(-1), F32(1))
+    return out
+
+
+def grid_bytes(grid: np.ndarray, idx: npt.NDArray[np.integer]) -> F32Array:
+    """Grid positions (..., points) -> the byte values of each entry, (..., points*width)."""
+    v = np.ascontiguousarray(grid[idx]).view(np.uint8)
+    return v.reshape(*idx.shape[:-1], -1).astype(np.float32)
