@@ -38,7 +38,8 @@ import numpy.typing as npt
 from modelkit.quant.iq_wip import iq_search as srch
 from modelkit.quant.iq_wip.blocks import F32Array, U8Array, byte_blocks, quiet
 from modelkit.quant.iq_wip.iq_tables import fixed_tables, search_tables
-from modelkit.quant.kernels import _fp16_bytes, _fp16_to_f32
+from modelkit.quant.kernels.floats import fp16_bytes as _fp16_bytes
+from modelkit.quant.kernels.floats import fp16_to_f32 as _fp16_to_f32
 
 F32 = np.float32
 QK_K = 256

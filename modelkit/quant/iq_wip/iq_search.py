@@ -16,7 +16,8 @@ import numpy.typing as npt
 
 from modelkit.quant.iq_wip.blocks import float_blocks
 from modelkit.quant.iq_wip.iq_tables import SearchTables
-from modelkit.quant.kernels import _nearest_int, _seq_sum
+from modelkit.quant.kernels.common import nearest_int as _nearest_int
+from modelkit.quant.kernels.common import seq_sum as _seq_sum
 
 F32 = np.float32
 F32Array = npt.NDArray[np.float32]

@@ -27,7 +27,8 @@ from modelkit.quant.iq_wip.blocks import (
     float_blocks,
     quiet,
 )
-from modelkit.quant.kernels import _fp16_bytes, _fp16_to_f32
+from modelkit.quant.kernels.floats import fp16_bytes as _fp16_bytes
+from modelkit.quant.kernels.floats import fp16_to_f32 as _fp16_to_f32
 
 QK1_0 = 128
 Q1_0_BYTES = 18

@@ -28,7 +28,8 @@ import numpy.typing as npt
 
 from modelkit.quant.iq_wip import blocks
 from modelkit.quant.iq_wip.blocks import F32Array, U8Array, byte_blocks, float_blocks, quiet
-from modelkit.quant.kernels import _fp16_bytes, _fp16_to_f32
+from modelkit.quant.kernels.floats import fp16_bytes as _fp16_bytes
+from modelkit.quant.kernels.floats import fp16_to_f32 as _fp16_to_f32
 
 QK_K = 256
 TQ1_0_BYTES = 54
