@@ -11,9 +11,10 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
+from gguf import GGMLQuantizationType
 
 from conftest import GOLDEN, REPO
-from modelkit.quant.iq_wip import fp4, iq2, iq3, iq_tables, lowbit, ternary
+from modelkit.quant.kernels import dequantize, iq_tables, lowbit, quantize
 
 KERNELS = GOLDEN / "kernels"
 
@@ -23,18 +24,16 @@ class Kernel(NamedTuple):
     dequantize: Callable[[np.ndarray, int], np.ndarray]
 
 
+def _registered(name: str) -> Kernel:
+    qtype = GGMLQuantizationType[name]
+    return Kernel(lambda x, im: quantize(qtype, x, im), lambda q, n: dequantize(qtype, q, n))
+
+
 TYPES: dict[str, Kernel] = {
-    "TQ1_0": Kernel(ternary.quantize_tq1_0, ternary.dequantize_tq1_0),
-    "TQ2_0": Kernel(ternary.quantize_tq2_0, ternary.dequantize_tq2_0),
-    "MXFP4": Kernel(fp4.quantize_mxfp4, fp4.dequantize_mxfp4),
-    "NVFP4": Kernel(fp4.quantize_nvfp4, fp4.dequantize_nvfp4),
-    "Q1_0": Kernel(lowbit.quantize_q1_0, lowbit.dequantize_q1_0),
-    "Q2_0": Kernel(lowbit.quantize_q2_0, lowbit.dequantize_q2_0),
-    "IQ3_XXS": Kernel(iq3.quantize_iq3_xxs, iq3.dequantize_iq3_xxs),
-    "IQ3_S": Kernel(iq3.quantize_iq3_s, iq3.dequantize_iq3_s),
-    "IQ2_XXS": Kernel(iq2.quantize_iq2_xxs, iq2.dequantize_iq2_xxs),
-    "IQ2_XS": Kernel(iq2.quantize_iq2_xs, iq2.dequantize_iq2_xs),
-    "IQ2_S": Kernel(iq2.quantize_iq2_s, iq2.dequantize_iq2_s),
+    **{name: _registered(name) for name in ("TQ1_0", "TQ2_0", "MXFP4", "NVFP4", "Q1_0",
+                                            "IQ3_XXS", "IQ3_S", "IQ2_XXS", "IQ2_XS",
+                                            "IQ2_S")},
+    "Q2_0": Kernel(lowbit.quantize_q2_0, lowbit.dequantize_q2_0),  # no gguf enum member
 }
 
 

@@ -12,7 +12,7 @@ import lark
 import pytest
 
 from conftest import REPO, SAMPLE_DIR
-from modelkit.quant.iq_wip import iq_tables
+from modelkit.quant.kernels import iq_tables
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ CTYPES = {"uint8_t": "<u1", "int8_t": "<i1", "uint16_t": "<u2", "uint32_t": "<u4
           "uint64_t": "<u8"}
 SIZES = {"NGRID_IQ1S": 2048}
 SKIP = {"iq1s_grid_gpu"}
-DEFAULT_OUT = (Path(__file__).resolve().parents[1] / "modelkit" / "quant" / "iq_wip" / "data"
+DEFAULT_OUT = (Path(__file__).resolve().parents[1] / "modelkit" / "quant" / "kernels" / "data"
                / "iq_grids.npz")
 
 

@@ -36,35 +36,32 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+from gguf import GGMLQuantizationType
 
-from modelkit.quant.iq_wip import iq_search as srch
-from modelkit.quant.iq_wip.blocks import F32Array, U8Array, byte_blocks, quiet
-from modelkit.quant.iq_wip.iq_tables import fixed_tables, search_tables
+from modelkit.quant.kernels import iq_search as srch
+from modelkit.quant.kernels.common import F32, F32Array, U8Array
 from modelkit.quant.kernels.floats import fp16_bytes as _fp16_bytes
 from modelkit.quant.kernels.floats import fp16_to_f32 as _fp16_to_f32
+from modelkit.quant.kernels.iq_search import QK_K
+from modelkit.quant.kernels.iq_tables import fixed_tables, search_tables
 from modelkit.quant.kernels.searches import fit_unsigned as _fit_unsigned
 
-F32 = np.float32
-QK_K = 256
-IQ2_XXS_BYTES = 66
-IQ2_XS_BYTES = 74
-IQ2_S_BYTES = 82
 _XXS = srch.ScaleSearch(kmaxq=3, steps=range(-6, 7), step=0.1, start_on_grid=True,
                         refine="always")
 _XS = srch.ScaleSearch(kmaxq=3, steps=range(-9, 10), step=0.1, start_on_grid=True,
                        refine="off-grid")
 
 
-def _weights(x: np.ndarray, imatrix: np.ndarray | None, name: str, sub: int, factor: int
-             ) -> tuple[F32Array, F32Array, int]:
-    xt, qw, sigma2, rows = srch.prepare(x, imatrix, name, sub, factor)
-    if qw is None:
+def _weights(x: F32Array, qw: F32Array | None, name: str, sub: int, factor: int
+             ) -> tuple[F32Array, F32Array]:
+    xt, qt, sigma2 = srch.prepare(x, qw, sub, factor)
+    if qt is None:
         if name != "IQ2_S":
             raise ValueError(f"{name} needs an importance matrix")
         w: F32Array = F32(0.25) * sigma2 + xt * xt
     else:
-        w = qw * np.sqrt(sigma2 + xt * xt)
-    return xt, w, rows
+        w = qt * np.sqrt(sigma2 + xt * xt)
+    return xt, w
 
 
 def _nibbles(ls: npt.NDArray[np.int64]) -> U8Array:
@@ -74,11 +71,9 @@ def _nibbles(ls: npt.NDArray[np.int64]) -> U8Array:
     return out
 
 
-@quiet
-def quantize_iq2_xxs(x: np.ndarray, imatrix: np.ndarray | None = None) -> U8Array:
-    """float32 (rows, n_per_row), imatrix (n_per_row,) -> uint8 (rows, n_per_row/256*66)."""
+def _encode_xxs(x: F32Array, qw: F32Array | None) -> U8Array:
     t = search_tables("IQ2_XXS")
-    xt, w, rows = _weights(x, imatrix, "IQ2_XXS", 32, 1)
+    xt, w = _weights(x, qw, "IQ2_XXS", 32, 1)
     n = xt.shape[1]
     xval, signs = srch.even_signs(xt, w)
     scale0, _ = _fit_unsigned(xval, w, 4)  # make_qp_quants(32, kMaxQ+1, ...)
@@ -94,11 +89,11 @@ def quantize_iq2_xxs(x: np.ndarray, imatrix: np.ndarray | None = None) -> U8Arra
     words[:, 1] = (signs[0] | signs[1] << 7 | signs[2] << 14 | signs[3] << 21
                    | ls.reshape(-1).astype(np.uint32) << np.uint32(28))
     nb = n // 8
-    out = np.zeros((nb, IQ2_XXS_BYTES), dtype=np.uint8)
+    out = srch.new_blocks("IQ2_XXS", nb)
     out[:, :2] = _fp16_bytes(d)
     out[:, 2:] = words.view(np.uint8).reshape(nb, 64)
     out[zero] = 0
-    return out.reshape(rows, -1)
+    return out
 
 
 def _fit16(name: str, xval: F32Array, w: F32Array, eps: float
@@ -111,10 +106,8 @@ def _fit16(name: str, xval: F32Array, w: F32Array, eps: float
     return t.kmap[srch.pack_points(levels, t)].astype(np.int64), scales, active
 
 
-@quiet
-def quantize_iq2_xs(x: np.ndarray, imatrix: np.ndarray | None = None) -> U8Array:
-    """float32 (rows, n_per_row), imatrix (n_per_row,) -> uint8 (rows, n_per_row/256*74)."""
-    xt, w, rows = _weights(x, imatrix, "IQ2_XS", 16, 1)
+def _encode_xs(x: F32Array, qw: F32Array | None) -> U8Array:
+    xt, w = _weights(x, qw, "IQ2_XS", 16, 1)
     n = xt.shape[1]
     xval, signs = srch.even_signs(xt, w)
     gidx, scales, active = _fit16("IQ2_XS", xval, w, 1e-15)
@@ -122,18 +115,16 @@ def quantize_iq2_xs(x: np.ndarray, imatrix: np.ndarray | None = None) -> U8Array
     q2 = np.where(active, gidx | (signs << 9), 0)  # (2, n)
     d, ls, zero = srch.super_scales(np.abs(scales), 16)
     nb = n // 16
-    out = np.zeros((nb, IQ2_XS_BYTES), dtype=np.uint8)
+    out = srch.new_blocks("IQ2_XS", nb)
     out[:, :2] = _fp16_bytes(d)
     out[:, 2:66] = np.ascontiguousarray(q2.T, dtype="<u2").view(np.uint8).reshape(nb, 64)
     out[:, 66:] = _nibbles(ls)
     out[zero] = 0
-    return out.reshape(rows, -1)
+    return out
 
 
-@quiet
-def quantize_iq2_s(x: np.ndarray, imatrix: np.ndarray | None = None) -> U8Array:
-    """float32 (rows, n_per_row) -> uint8 (rows, n_per_row/256*82)."""
-    xt, w, rows = _weights(x, imatrix, "IQ2_S", 16, 2)
+def _encode_s(x: F32Array, qw: F32Array | None) -> U8Array:
+    xt, w = _weights(x, qw, "IQ2_S", 16, 2)
     n = xt.shape[1]
     neg = ~(xt >= 0)
     xval = np.where(neg, -xt, xt)
@@ -144,14 +135,14 @@ def quantize_iq2_s(x: np.ndarray, imatrix: np.ndarray | None = None) -> U8Array:
     d, ls, zero = srch.super_scales(np.abs(scales), 16)
     nb = n // 16
     hi = (gidx.T.reshape(nb, 8, 4) >> 8) << (2 * np.arange(4))
-    out = np.zeros((nb, IQ2_S_BYTES), dtype=np.uint8)
+    out = srch.new_blocks("IQ2_S", nb)
     out[:, :2] = _fp16_bytes(d * F32(0.9875))
     out[:, 2:34] = (gidx.T.reshape(nb, 32) & 255).astype(np.uint8)
     out[:, 34:66] = signs.T.reshape(nb, 32).astype(np.uint8)
     out[:, 66:74] = np.bitwise_or.reduce(hi, axis=2).astype(np.uint8)
     out[:, 74:] = _nibbles(ls)
     out[zero] = 0
-    return out.reshape(rows, -1)
+    return out
 
 
 def _sign_bits(signs: npt.NDArray[np.integer]) -> npt.NDArray[np.bool_]:
@@ -167,10 +158,7 @@ def _scales16(d: F32Array, sc: U8Array) -> F32Array:
     return out
 
 
-@quiet
-def dequantize_iq2_xxs(q: np.ndarray, n_per_row: int) -> F32Array:
-    """uint8 (rows, row_bytes) -> float32 (rows, n_per_row), as ggml's to_float."""
-    qb, rows = byte_blocks(q, IQ2_XXS_BYTES, QK_K, n_per_row, "IQ2_XXS")
+def _decode_xxs(qb: U8Array) -> F32Array:
     tabs = fixed_tables()
     d = _fp16_to_f32(qb[:, :2])
     words = np.ascontiguousarray(qb[:, 2:]).view("<u4").reshape(-1, 8, 2).astype(np.int64)
@@ -179,26 +167,20 @@ def dequantize_iq2_xxs(q: np.ndarray, n_per_row: int) -> F32Array:
     signs = tabs["ksigns_iq2xs"][(words[..., 1:] >> (7 * np.arange(4))) & 127]
     vals = srch.grid_bytes(tabs["iq2xxs_grid"], idx)  # (nb, 8, 32)
     y = srch.signed_values(db[..., None] * vals, _sign_bits(signs))
-    return y.reshape(rows, n_per_row)
+    return y.reshape(-1, QK_K)
 
 
-@quiet
-def dequantize_iq2_xs(q: np.ndarray, n_per_row: int) -> F32Array:
-    """uint8 (rows, row_bytes) -> float32 (rows, n_per_row), as ggml's to_float."""
-    qb, rows = byte_blocks(q, IQ2_XS_BYTES, QK_K, n_per_row, "IQ2_XS")
+def _decode_xs(qb: U8Array) -> F32Array:
     tabs = fixed_tables()
     db = _scales16(_fp16_to_f32(qb[:, :2]), qb[:, 66:])
     qs = np.ascontiguousarray(qb[:, 2:66]).view("<u2").reshape(-1, 16, 2).astype(np.int64)
     vals = srch.grid_bytes(tabs["iq2xs_grid"], qs & 511)  # (nb, 16, 16)
     signs = tabs["ksigns_iq2xs"][qs >> 9]
     y = srch.signed_values(db[..., None] * vals, _sign_bits(signs))
-    return y.reshape(rows, n_per_row)
+    return y.reshape(-1, QK_K)
 
 
-@quiet
-def dequantize_iq2_s(q: np.ndarray, n_per_row: int) -> F32Array:
-    """uint8 (rows, row_bytes) -> float32 (rows, n_per_row), as ggml's to_float."""
-    qb, rows = byte_blocks(q, IQ2_S_BYTES, QK_K, n_per_row, "IQ2_S")
+def _decode_s(qb: U8Array) -> F32Array:
     tabs = fixed_tables()
     db = _scales16(_fp16_to_f32(qb[:, :2]), qb[:, 74:])
     hi = (qb[:, 66:74, None].astype(np.int64) >> (2 * np.arange(4))) & 3  # (nb, 8, 4)
@@ -206,4 +188,21 @@ def dequantize_iq2_s(q: np.ndarray, n_per_row: int) -> F32Array:
     vals = srch.grid_bytes(tabs["iq2s_grid"], idx)
     signs = qb[:, 34:66].reshape(-1, 16, 2)
     y = srch.signed_values(db[..., None] * vals, _sign_bits(signs))
-    return y.reshape(rows, n_per_row)
+    return y.reshape(-1, QK_K)
+
+
+class IQ2_XXS(srch.GridFormat):
+    qtype = GGMLQuantizationType.IQ2_XXS
+    requires_imatrix = True
+    codec = (_encode_xxs, _decode_xxs)
+
+
+class IQ2_XS(srch.GridFormat):
+    qtype = GGMLQuantizationType.IQ2_XS
+    requires_imatrix = True
+    codec = (_encode_xs, _decode_xs)
+
+
+class IQ2_S(srch.GridFormat):
+    qtype = GGMLQuantizationType.IQ2_S
+    codec = (_encode_s, _decode_s)

@@ -24,16 +24,10 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+from gguf import GGMLQuantizationType
 
-from modelkit.quant.iq_wip.blocks import F32Array, U8Array, byte_blocks, float_blocks, quiet
-
-QK_MXFP4 = 32
-MXFP4_BYTES = 17
-QK_NVFP4 = 64
-NVFP4_SUB = 16
-NVFP4_BYTES = 36
-
-U32Array = npt.NDArray[np.uint32]
+from modelkit.quant.kernels.block import BlockFormat
+from modelkit.quant.kernels.common import F32Array, U8Array
 
 
 def _e2m1_doubled() -> npt.NDArray[np.int8]:
@@ -88,25 +82,21 @@ def _unpack_halves(qs: U8Array) -> npt.NDArray[np.float32]:
     return out
 
 
-@quiet
-def quantize_mxfp4(x: np.ndarray, imatrix: np.ndarray | None = None) -> U8Array:
-    """float32 (rows, n_per_row) -> uint8 (rows, n_per_row/32*17); imatrix ignored."""
-    b, rows = float_blocks(x, QK_MXFP4, "MXFP4")
-    amax = np.max(np.abs(b), axis=1, initial=np.float32(0.0))
-    e = _mxfp4_exponent(amax)
-    d = _e8m0_half(e)[:, None]
-    out = np.empty((b.shape[0], MXFP4_BYTES), dtype=np.uint8)
-    out[:, 0] = e
-    out[:, 1:] = _pack_halves(_best_index(b, d), QK_MXFP4 // 2)
-    return out.reshape(rows, -1)
+class MXFP4(BlockFormat):
+    qtype = GGMLQuantizationType.MXFP4
+    uses_imatrix = False
 
+    def _encode(self, x: F32Array, qw: F32Array | None, sigma2: F32Array | None) -> U8Array:
+        amax = np.max(np.abs(x), axis=1, initial=np.float32(0.0))
+        e = _mxfp4_exponent(amax)
+        out = np.empty((x.shape[0], self.block_bytes), dtype=np.uint8)
+        out[:, 0] = e
+        out[:, 1:] = _pack_halves(_best_index(x, _e8m0_half(e)[:, None]), 16)
+        return out
 
-@quiet
-def dequantize_mxfp4(q: np.ndarray, n_per_row: int) -> F32Array:
-    """uint8 (rows, row_bytes) -> float32 (rows, n_per_row), as ggml's to_float."""
-    qb, rows = byte_blocks(q, MXFP4_BYTES, QK_MXFP4, n_per_row, "MXFP4")
-    d = _e8m0_half(qb[:, 0])[:, None]
-    return (_unpack_halves(qb[:, 1:]) * d).reshape(rows, n_per_row)
+    def _decode(self, q: U8Array) -> F32Array:
+        out: F32Array = _unpack_halves(q[:, 1:]) * _e8m0_half(q[:, 0])[:, None]
+        return out
 
 
 def _ue4m3_table() -> F32Array:
@@ -135,24 +125,20 @@ def _fp32_to_ue4m3(x: F32Array) -> U8Array:
     return out.astype(np.uint8)
 
 
-@quiet
-def quantize_nvfp4(x: np.ndarray, imatrix: np.ndarray | None = None) -> U8Array:
-    """float32 (rows, n_per_row) -> uint8 (rows, n_per_row/64*36); imatrix ignored."""
-    b, rows = float_blocks(x, QK_NVFP4, "NVFP4")
-    sub = b.reshape(-1, QK_NVFP4 // NVFP4_SUB, NVFP4_SUB)
-    amax = np.max(np.abs(sub), axis=2, initial=np.float32(0.0))
-    ue = _fp32_to_ue4m3(amax / np.float32(6.0))
-    d = _UE4M3[ue][..., None]
-    out = np.empty((b.shape[0], NVFP4_BYTES), dtype=np.uint8)
-    out[:, :4] = ue
-    out[:, 4:] = _pack_halves(_best_index(sub, d), NVFP4_SUB // 2).reshape(-1, 32)
-    return out.reshape(rows, -1)
+class NVFP4(BlockFormat):
+    qtype = GGMLQuantizationType.NVFP4
+    uses_imatrix = False
 
+    def _encode(self, x: F32Array, qw: F32Array | None, sigma2: F32Array | None) -> U8Array:
+        sub = x.reshape(-1, 4, 16)
+        amax = np.max(np.abs(sub), axis=2, initial=np.float32(0.0))
+        ue = _fp32_to_ue4m3(amax / np.float32(6.0))
+        out = np.empty((x.shape[0], self.block_bytes), dtype=np.uint8)
+        out[:, :4] = ue
+        out[:, 4:] = _pack_halves(_best_index(sub, _UE4M3[ue][..., None]), 8).reshape(-1, 32)
+        return out
 
-@quiet
-def dequantize_nvfp4(q: np.ndarray, n_per_row: int) -> F32Array:
-    """uint8 (rows, row_bytes) -> float32 (rows, n_per_row), as ggml's to_float."""
-    qb, rows = byte_blocks(q, NVFP4_BYTES, QK_NVFP4, n_per_row, "NVFP4")
-    d = _UE4M3[qb[:, :4]][..., None]
-    v = _unpack_halves(qb[:, 4:].reshape(-1, 4, NVFP4_SUB // 2)) * d
-    return v.reshape(rows, n_per_row)
+    def _decode(self, q: U8Array) -> F32Array:
+        v = _unpack_halves(q[:, 4:].reshape(-1, 4, 8)) * _UE4M3[q[:, :4]][..., None]
+        out: F32Array = v.reshape(-1, 64)
+        return out

@@ -9,15 +9,19 @@ selects a ``kmap`` entry: a grid position, or a list of neighbours to search
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
+from gguf import GGMLQuantizationType
+from gguf.constants import GGML_QUANT_SIZES
 
-from modelkit.quant.iq_wip.blocks import float_blocks
-from modelkit.quant.iq_wip.iq_tables import SearchTables
+from modelkit.quant.kernels.block import BlockFormat
 from modelkit.quant.kernels.common import nearest_int as _nearest_int
 from modelkit.quant.kernels.common import seq_sum as _seq_sum
+from modelkit.quant.kernels.iq_tables import SearchTables
 
 F32 = np.float32
 F32Array = npt.NDArray[np.float32]
@@ -100,21 +104,13 @@ def project(t: SearchTables, xval: F32Array, waux: F32Array, inv: F32Array,
     return lv, gidx, on
 
 
-def prepare(x: np.ndarray, imatrix: np.ndarray | None, name: str, sub: int,
-            sigma_factor: int) -> tuple[F32Array, F32Array | None, F32Array, int]:
-    """Rows -> (values (sub, n_sub) element-major, imatrix weights (sub, n_sub) or None,
-    ``sigma_factor * sum(x*x) / 256`` per sub-block, rows)."""
-    b, rows = float_blocks(x, QK_K, name)
-    xt = np.ascontiguousarray(b.reshape(-1, sub).T)
-    qw = None
-    if imatrix is not None:
-        im = np.asarray(imatrix, dtype=np.float32).reshape(-1)
-        per_row = b.shape[0] // max(rows, 1) * QK_K
-        if im.shape[0] != per_row:
-            raise ValueError(f"{name}: imatrix has {im.shape[0]} values, rows have {per_row}")
-        qw = np.ascontiguousarray(np.tile(im.reshape(-1, sub), (rows, 1)).T)
-    sigma2 = block_sigma2(xt, QK_K // sub, sigma_factor)
-    return xt, qw, sigma2, rows
+def prepare(x: F32Array, qw: F32Array | None, sub: int, sigma_factor: int
+            ) -> tuple[F32Array, F32Array | None, F32Array]:
+    """Blocks (n, 256) -> (values (sub, n*256/sub) element-major, the importance weights
+    laid out the same way or None, ``sigma_factor * sum(x*x) / 256`` per sub-block)."""
+    xt = np.ascontiguousarray(x.reshape(-1, sub).T)
+    qt = None if qw is None else np.ascontiguousarray(qw.reshape(-1, sub).T)
+    return xt, qt, block_sigma2(xt, QK_K // sub, sigma_factor)
 
 
 def even_signs(xt: F32Array, w: F32Array) -> tuple[F32Array, npt.NDArray[np.uint8]]:
@@ -227,3 +223,25 @@ def grid_bytes(grid: np.ndarray, idx: npt.NDArray[np.integer]) -> F32Array:
     """Grid positions (..., points) -> the byte values of each entry, (..., points*width)."""
     v = np.ascontiguousarray(grid[idx]).view(np.uint8)
     return v.reshape(*idx.shape[:-1], -1).astype(np.float32)
+
+
+def new_blocks(name: str, n: int) -> npt.NDArray[np.uint8]:
+    """n zeroed blocks of type ``name``."""
+    return np.zeros((n, GGML_QUANT_SIZES[GGMLQuantizationType[name]][1]), dtype=np.uint8)
+
+
+class GridFormat(BlockFormat):
+    """A lattice-grid type: ``codec`` = the ``encode(blocks, imatrix blocks or None)`` and
+    ``decode(bytes)`` functions of its module; chunks small enough for the searches'
+    temporaries."""
+
+    codec: ClassVar[tuple[Callable[[F32Array, F32Array | None], npt.NDArray[np.uint8]],
+                          Callable[[npt.NDArray[np.uint8]], F32Array]]]
+    chunk_blocks = weighted_chunk_blocks = 512
+
+    def _encode(self, x: F32Array, qw: F32Array | None, sigma2: F32Array | None
+                ) -> npt.NDArray[np.uint8]:
+        return self.codec[0](x, qw)
+
+    def _decode(self, q: npt.NDArray[np.uint8]) -> F32Array:
+        return self.codec[1](q)

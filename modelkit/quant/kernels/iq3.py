@@ -34,30 +34,27 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+from gguf import GGMLQuantizationType
 
-from modelkit.quant.iq_wip import iq_search as srch
-from modelkit.quant.iq_wip.blocks import F32Array, U8Array, byte_blocks, quiet
-from modelkit.quant.iq_wip.iq_tables import fixed_tables, search_tables
+from modelkit.quant.kernels import iq_search as srch
+from modelkit.quant.kernels.common import F32, F32Array, U8Array
 from modelkit.quant.kernels.floats import fp16_bytes as _fp16_bytes
 from modelkit.quant.kernels.floats import fp16_to_f32 as _fp16_to_f32
+from modelkit.quant.kernels.iq_search import QK_K
+from modelkit.quant.kernels.iq_tables import fixed_tables, search_tables
 
-F32 = np.float32
-QK_K = 256
 SUB = 32
-IQ3_XXS_BYTES = 98
-IQ3_S_BYTES = 110
 _XXS = srch.ScaleSearch(kmaxq=8, steps=range(-15, 16), step=0.2, start_on_grid=True,
                         refine="off-grid")
 _S = srch.ScaleSearch(kmaxq=8, steps=range(-9, 10), step=0.2, start_on_grid=False,
                       refine="all")
 
 
-def _prepare(x: np.ndarray, imatrix: np.ndarray | None, name: str
-             ) -> tuple[F32Array, F32Array, int]:
-    """Rows -> (values (32, n_sub), weights: imatrix * sqrt(sigma2 + x^2) or x^2, rows)."""
-    xt, qw, sigma2, rows = srch.prepare(x, imatrix, name, SUB, 2)
-    w: F32Array = xt * xt if qw is None else qw * np.sqrt(sigma2 + xt * xt)
-    return xt, w, rows
+def _prepare(x: F32Array, qw: F32Array | None) -> tuple[F32Array, F32Array]:
+    """Blocks -> (values (32, n_sub), weights: imatrix * sqrt(sigma2 + x^2) or x^2)."""
+    xt, qt, sigma2 = srch.prepare(x, qw, SUB, 2)
+    w: F32Array = xt * xt if qt is None else qt * np.sqrt(sigma2 + xt * xt)
+    return xt, w
 
 
 def _search(name: str, xval: F32Array, w: F32Array, active: srch.BoolArray,
@@ -69,10 +66,8 @@ def _search(name: str, xval: F32Array, w: F32Array, active: srch.BoolArray,
     return t.kmap[srch.pack_points(levels, t)].astype(np.int64), scales
 
 
-@quiet
-def quantize_iq3_xxs(x: np.ndarray, imatrix: np.ndarray | None = None) -> U8Array:
-    """float32 (rows, n_per_row) -> uint8 (rows, n_per_row/256*98)."""
-    xt, w, rows = _prepare(x, imatrix, "IQ3_XXS")
+def _encode_xxs(x: F32Array, qw: F32Array | None) -> U8Array:
+    xt, w = _prepare(x, qw)
     n = xt.shape[1]
     xval, signs = srch.even_signs(xt, w)
     active = ~(xval.max(axis=0) < F32(1e-8))
@@ -84,18 +79,16 @@ def quantize_iq3_xxs(x: np.ndarray, imatrix: np.ndarray | None = None) -> U8Arra
     packed = word[0] | word[1] << 7 | word[2] << 14 | word[3] << 21
     packed = packed | (ls.reshape(-1).astype(np.uint32) << np.uint32(28))
     nb = n // 8
-    out = np.zeros((nb, IQ3_XXS_BYTES), dtype=np.uint8)
+    out = srch.new_blocks("IQ3_XXS", nb)
     out[:, :2] = _fp16_bytes(d * F32(1.0125))
     out[:, 2:66] = gidx.T.reshape(nb, 64).astype(np.uint8)
     out[:, 66:] = packed.astype("<u4").view(np.uint8).reshape(nb, 32)
     out[zero] = 0
-    return out.reshape(rows, -1)
+    return out
 
 
-@quiet
-def quantize_iq3_s(x: np.ndarray, imatrix: np.ndarray | None = None) -> U8Array:
-    """float32 (rows, n_per_row) -> uint8 (rows, n_per_row/256*110)."""
-    xt, w, rows = _prepare(x, imatrix, "IQ3_S")
+def _encode_s(x: F32Array, qw: F32Array | None) -> U8Array:
+    xt, w = _prepare(x, qw)
     n = xt.shape[1]
     neg = ~(xt >= 0)
     xval = np.where(neg, -xt, xt)
@@ -116,19 +109,16 @@ def quantize_iq3_s(x: np.ndarray, imatrix: np.ndarray | None = None) -> U8Array:
     sg[b_idx, slot[b_idx, s_idx]] = sign_bytes[:, col].T
     qh = np.bitwise_or.reduce(((gidx >> 8) << np.arange(8)[:, None]).astype(np.uint8), axis=0)
     lsb = ls.reshape(nb, 4, 2)
-    out = np.zeros((nb, IQ3_S_BYTES), dtype=np.uint8)
+    out = srch.new_blocks("IQ3_S", nb)
     out[:, :2] = _fp16_bytes(np.where(zero, F32(0), d * F32(1.033)))
     out[:, 2:66] = qs.reshape(nb, 64)
     out[:, 66:74] = qh.reshape(nb, 8)
     out[:, 74:106] = sg.reshape(nb, 32)
     out[:, 106:] = np.where(zero[:, None], 0, lsb[..., 0] | (lsb[..., 1] << 4))
-    return out.reshape(rows, -1)
+    return out
 
 
-@quiet
-def dequantize_iq3_xxs(q: np.ndarray, n_per_row: int) -> F32Array:
-    """uint8 (rows, row_bytes) -> float32 (rows, n_per_row), as ggml's to_float."""
-    qb, rows = byte_blocks(q, IQ3_XXS_BYTES, QK_K, n_per_row, "IQ3_XXS")
+def _decode_xxs(qb: U8Array) -> F32Array:
     tabs = fixed_tables()
     d = _fp16_to_f32(qb[:, :2])
     words = np.ascontiguousarray(qb[:, 66:]).view("<u4").astype(np.int64)  # (nb, 8)
@@ -138,13 +128,10 @@ def dequantize_iq3_xxs(q: np.ndarray, n_per_row: int) -> F32Array:
     sbits = (signs[..., None] >> np.arange(8)) & 1  # (nb, 8, 4, 8)
     vals = srch.grid_bytes(tabs["iq3xxs_grid"], qb[:, 2:66].reshape(-1, 8, 8))
     y = srch.signed_values((db[..., None] * vals), sbits.reshape(-1, 8, 32).astype(bool))
-    return y.reshape(rows, n_per_row)
+    return y.reshape(-1, QK_K)
 
 
-@quiet
-def dequantize_iq3_s(q: np.ndarray, n_per_row: int) -> F32Array:
-    """uint8 (rows, row_bytes) -> float32 (rows, n_per_row), as ggml's to_float."""
-    qb, rows = byte_blocks(q, IQ3_S_BYTES, QK_K, n_per_row, "IQ3_S")
+def _decode_s(qb: U8Array) -> F32Array:
     tabs = fixed_tables()
     d = _fp16_to_f32(qb[:, :2])
     sc = qb[:, 106:].astype(np.int64)
@@ -155,4 +142,14 @@ def dequantize_iq3_s(q: np.ndarray, n_per_row: int) -> F32Array:
     vals = srch.grid_bytes(tabs["iq3s_grid"], idx)
     sbits = ((qb[:, 74:106, None] >> np.arange(8, dtype=np.uint8)) & 1).reshape(-1, 8, 32)
     y = srch.signed_values(db[..., None] * vals, sbits.astype(bool))
-    return y.reshape(rows, n_per_row)
+    return y.reshape(-1, QK_K)
+
+
+class IQ3_XXS(srch.GridFormat):
+    qtype = GGMLQuantizationType.IQ3_XXS
+    codec = (_encode_xxs, _decode_xxs)
+
+
+class IQ3_S(srch.GridFormat):
+    qtype = GGMLQuantizationType.IQ3_S
+    codec = (_encode_s, _decode_s)
