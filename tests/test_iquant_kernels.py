@@ -32,7 +32,7 @@ def _registered(name: str) -> Kernel:
 TYPES: dict[str, Kernel] = {
     **{name: _registered(name) for name in ("TQ1_0", "TQ2_0", "MXFP4", "NVFP4", "Q1_0",
                                             "IQ3_XXS", "IQ3_S", "IQ2_XXS", "IQ2_XS",
-                                            "IQ2_S")},
+                                            "IQ2_S", "IQ1_S", "IQ1_M")},
     "Q2_0": Kernel(lowbit.quantize_q2_0, lowbit.dequantize_q2_0),  # no gguf enum member
 }
 

@@ -141,7 +141,8 @@ def _encode_s(x: F32Array, qw: F32Array | None) -> U8Array:
     out[:, 34:66] = signs.T.reshape(nb, 32).astype(np.uint8)
     out[:, 66:74] = np.bitwise_or.reduce(hi, axis=2).astype(np.uint8)
     out[:, 74:] = _nibbles(ls)
-    out[zero] = 0
+    out[zero, :2] = 0  # llama.cpp skips only the scales: the points stay written
+    out[zero, 74:] = 0
     return out
 
 

@@ -31,13 +31,19 @@ BoolArray = npt.NDArray[np.bool_]
 QK_K = 256
 
 
+def whole_blocks(a: F32Array, per_block: int) -> F32Array:
+    """(elements, groups) -> (elements*per_block, blocks): each block's values in order,
+    when ``per_block`` consecutive groups make a block."""
+    e, n = a.shape
+    t = a.reshape(e, n // per_block, per_block).transpose(2, 0, 1)
+    return np.ascontiguousarray(t.reshape(e * per_block, n // per_block))
+
+
 def block_sigma2(xt: F32Array, per_block: int, factor: int) -> F32Array:
     """``factor * sum(x*x) / 256`` of each 256-value block, repeated for its ``per_block``
-    groups.
-    ``xt`` (elements, groups) holds consecutive groups of one block side by side."""
+    groups. ``xt`` (elements, groups) holds consecutive groups of one block side by side."""
     e, n = xt.shape
-    sq = (xt * xt).reshape(e, n // per_block, per_block).transpose(2, 0, 1)
-    sumx2 = _seq_sum(np.ascontiguousarray(sq.reshape(e * per_block, n // per_block)))
+    sumx2 = _seq_sum(whole_blocks(xt * xt, per_block))
     sigma2: F32Array = F32(factor) * sumx2 / F32(e * per_block)
     return np.repeat(sigma2, per_block)
 
@@ -53,12 +59,14 @@ def pack_points(levels: npt.NDArray[np.integer], t: SearchTables) -> I64Array:
 
 
 def best_neighbour(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array,
-                   scale: F32Array) -> I64Array:
-    """``iq*_find_best_neighbour`` for M off-grid points at once.
+                   scale: F32Array, values: F32Array | None = None) -> I64Array:
+    """``iq*_find_best_neighbour`` (IQ1: ``iq1_find_best_neighbour2``) for M off-grid
+    points at once.
 
     ``u`` (M,) packed indices with ``kmap[u] < 0``; ``xs``, ``ws`` (M, width) values and
     weights; ``scale`` (M,). Minimises ``sum_i ws*(scale*q - x)^2`` (summed in order) over
-    the neighbour list of each point; the first minimum wins.
+    the neighbour list of each point; the first minimum wins. ``q`` is the grid coordinate
+    ``2l+1``, or ``values[m, l]`` when a (M, levels) table is given.
     """
     off = -t.kmap[u].astype(np.int64) - 1
     counts = t.neighbours[off].astype(np.int64)
@@ -67,7 +75,10 @@ def best_neighbour(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array,
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     pos = np.arange(total) - starts[seg] + off[seg] + 1
     cand = t.neighbours[pos].astype(np.int64)
-    q = t.coords[cand].astype(np.float32)  # (total, width)
+    if values is None:
+        q = t.coords[cand].astype(np.float32)  # (total, width)
+    else:
+        q = values[seg[:, None], (t.coords[cand] - 1) // 2]
     sc = scale[seg]
     d2 = np.zeros(total, dtype=np.float32)
     for i in range(q.shape[1]):
@@ -202,14 +213,14 @@ def fit_scale(t: SearchTables, xval: F32Array, weight: F32Array, base: F32Array,
     return levels, scales
 
 
-def super_scales(scales: F32Array, per_block: int
+def super_scales(scales: F32Array, per_block: int, lmax: int = 15
                  ) -> tuple[F32Array, npt.NDArray[np.int64], BoolArray]:
-    """Sub-block scales (n_sub,) -> (d = max/31 per block, 4-bit scale per sub-block
-    ``nearest_int(0.5*(s/d - 1))``, all-zero block)."""
+    """Sub-block scales (n_sub,) -> (d = max/(2*lmax+1) per block, scale level per sub-block
+    ``nearest_int(0.5*(s/d - 1))`` in 0..lmax, all-zero block)."""
     sc = scales.reshape(-1, per_block)
     max_scale = sc.max(axis=1, initial=F32(0))
-    d = max_scale / F32(31)
-    ls = np.clip(_nearest_int(F32(0.5) * ((F32(1) / d)[:, None] * sc - F32(1))), 0, 15)
+    d = max_scale / F32(2 * lmax + 1)
+    ls = np.clip(_nearest_int(F32(0.5) * ((F32(1) / d)[:, None] * sc - F32(1))), 0, lmax)
     return d, ls.astype(np.int64), max_scale == 0
 
 

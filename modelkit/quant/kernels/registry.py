@@ -10,6 +10,7 @@ from modelkit.quant.kernels.block import BlockFormat
 from modelkit.quant.kernels.common import F32, F32Array, U8Array
 from modelkit.quant.kernels.floats import FLOAT_TYPES, decode_floats, encode_floats
 from modelkit.quant.kernels.fp4 import MXFP4, NVFP4
+from modelkit.quant.kernels.iq1 import IQ1_M, IQ1_S
 from modelkit.quant.kernels.iq2 import IQ2_S, IQ2_XS, IQ2_XXS
 from modelkit.quant.kernels.iq3 import IQ3_S, IQ3_XXS
 from modelkit.quant.kernels.kquants import Q2_K, Q3_K, Q4_K, Q5_K, Q6_K
@@ -23,7 +24,8 @@ from modelkit.quant.kernels.ternary import TQ1_0, TQ2_0
 FORMATS: dict[GGMLQuantizationType, BlockFormat] = {
     f.qtype: f for f in (Q8_0(), Q4_0(), Q4_1(), Q5_0(), Q5_1(), Q2_K(), Q3_K(), Q4_K(), Q5_K(),
                          Q6_K(), IQ4_NL(), IQ4_XS(), IQ2_XXS(), IQ2_XS(), IQ2_S(), IQ3_XXS(),
-                         IQ3_S(), TQ1_0(), TQ2_0(), MXFP4(), NVFP4(), Q1_0())
+                         IQ3_S(), IQ1_S(), IQ1_M(), TQ1_0(), TQ2_0(), MXFP4(), NVFP4(),
+                         Q1_0())
 }
 
 #: every type ``quantize`` and ``dequantize`` accept: the block formats and F32/F16/BF16
