@@ -34,6 +34,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (E.GGUFError, 5),
     (E.DigestError, 6),
     (E.QuantizationError, 7),
+    (E.ConvertError, 11),
     (E.StoreError, 8),
     (E.UnauthorizedError, 10),
     (E.HubError, 9),

@@ -1,0 +1,99 @@
+"""Byte identity with llama.cpp's convert_hf_to_gguf.py on the golden cases.
+
+Each case's JSON describes the reference output: every KV (type, value or hashes of
+array payloads), every tensor (name, shape, type, offset, sha256) and the file's sha256.
+The comparison goes KV by KV, then tensor by tensor, then the whole file, so a failure
+names the first thing that differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import gguf
+import numpy as np
+import pytest
+
+from modelkit.convert import convert
+
+_REPO = Path(__file__).resolve().parents[1]
+# The golden folder sits next to the checkout (or next to the worktrees' folder).
+GOLDEN = next((p / "shared" / "golden" / "convert" for p in (_REPO.parent, _REPO.parent.parent)
+               if (p / "shared" / "golden" / "convert").is_dir()),
+              _REPO.parent / "shared" / "golden" / "convert")
+CASES = ["llama-spm", "llama-tied-f32", "qwen2", "bert-minilm"]
+OUTTYPES = ["f16", "f32"]
+
+
+def _golden(case: str, outtype: str) -> dict[str, Any]:
+    path = GOLDEN / case / f"{outtype}.json"
+    if not path.is_file():
+        message = f"golden data not found: {path}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def _field_value(field: gguf.ReaderField) -> Any:
+    return field.contents()
+
+
+def _array_payload(field: gguf.ReaderField) -> bytes:
+    # parts: key len, key, type, item type, count, then the items' parts
+    return b"".join(bytes(p.tobytes()) for p in field.parts[5:])
+
+
+def _compare_kvs(reader: gguf.GGUFReader, golden: dict[str, Any]) -> None:
+    fields = [f for f in reader.fields.values() if not f.name.startswith("GGUF.")]
+    names = [f.name for f in fields]
+    assert names == [k["key"] for k in golden["kv"]], "KV keys or order differ"
+    for field, want in zip(fields, golden["kv"], strict=True):
+        key = want["key"]
+        assert field.types[0].name == want["type"], f"{key}: value type"
+        if want["type"] == "ARRAY":
+            assert field.types[-1].name == want["item_type"], f"{key}: item type"
+            values = _field_value(field)
+            assert len(values) == want["len"], f"{key}: length"
+            if "value" in want:
+                assert values == want["value"], f"{key}: values"
+            else:
+                got = hashlib.sha256(_array_payload(field)).hexdigest()
+                assert got == want["sha256_raw"], f"{key}: array payload differs"
+        elif want["type"] == "FLOAT32":
+            assert np.float32(_field_value(field)) == np.float32(want["value"]), key
+        else:
+            assert _field_value(field) == want["value"], f"{key}: value"
+
+
+def _compare_tensors(reader: gguf.GGUFReader, golden: dict[str, Any]) -> None:
+    assert [t.name for t in reader.tensors] == [t["name"] for t in golden["tensors"]]
+    base = reader.data_offset
+    assert base == golden["gguf"]["data_offset"], "tensor data starts elsewhere"
+    for t, want in zip(reader.tensors, golden["tensors"], strict=True):
+        assert [int(d) for d in t.shape] == want["shape"], f"{t.name}: shape"
+        assert t.tensor_type.name == want["type"], f"{t.name}: type"
+        assert t.data_offset - base == want["offset"], f"{t.name}: offset"
+        assert int(t.n_bytes) == want["nbytes"], f"{t.name}: size"
+        got = hashlib.sha256(np.ascontiguousarray(t.data).tobytes()).hexdigest()
+        assert got == want["sha256"], f"{t.name}: data differs"
+
+
+@pytest.mark.parametrize("outtype", OUTTYPES)
+@pytest.mark.parametrize("case", CASES)
+def test_golden_identical(case: str, outtype: str, tmp_path: Path) -> None:
+    golden = _golden(case, outtype)
+    out = tmp_path / f"{case}-{outtype}.gguf"
+    result = convert(GOLDEN / case / "hf", out, outtype)
+    reader = gguf.GGUFReader(out)
+    _compare_kvs(reader, golden)
+    _compare_tensors(reader, golden)
+    assert result.size == golden["file"]["size"] == out.stat().st_size
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == golden["file"]["sha256"]
+    assert result.sha256 == golden["file"]["sha256"]
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temp file left
