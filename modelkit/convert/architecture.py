@@ -276,6 +276,12 @@ def register(cls: type[Architecture]) -> type[Architecture]:
     return cls
 
 
+def constant(values: np.ndarray) -> Loader:
+    def load() -> np.ndarray:
+        return values
+    return load
+
+
 def stack_experts(loaders: list[Loader]) -> Loader:
     """A loader of the experts stacked on a new first axis, in expert order."""
     def load() -> np.ndarray:

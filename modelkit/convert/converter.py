@@ -21,7 +21,7 @@ import gguf
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType, Keys, LlamaFileType
 
-from modelkit.convert import bert, llama, qwen  # noqa: F401 - they register themselves
+from modelkit.convert import bert, gemma, llama, phi3, qwen  # noqa: F401 - they register
 from modelkit.convert.architecture import REGISTRY, Architecture, OutTensor, Source
 from modelkit.convert.gguf_header import KV, TensorSlot, encode_header, pad
 from modelkit.convert.hf_folder import HFFolder, open_folder
@@ -152,8 +152,12 @@ def _counts(tensors: list[PlannedTensor]) -> tuple[int, int, int, int]:
     return total, shared, expert, (expert_sum // n_expert if n_expert else 0)
 
 
-def plan_conversion(src: Path, outtype: str = "auto") -> ConversionPlan:
+def plan_conversion(src: Path, outtype: str = "auto", pre: str | None = None,
+                    ) -> ConversionPlan:
+    """Everything about the GGUF ``src`` converts to, without reading tensor data.
+    ``pre`` overrides the BPE pre-tokenizer name the hash look-up would choose."""
     folder = open_folder(src)
+    folder.pre = pre
     arch = architecture_for(folder)
     model = ShardedModel(folder.path)
     sources = _sources(arch, model)

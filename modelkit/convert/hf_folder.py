@@ -85,6 +85,7 @@ class HFFolder:
     config: dict[str, Any]  # config.json as written
     hparams: dict[str, Any]  # with class defaults, text_config merged in
     hf_arch: str
+    pre: str | None = None  # a tokenizer.ggml.pre chosen by the user over the hash look-up
     _json: dict[str, Any] = field(default_factory=dict)
 
     def json(self, name: str) -> Any:

@@ -15,6 +15,7 @@ from modelkit.convert.architecture import (
     Loader,
     OutTensor,
     Source,
+    constant,
     register,
     stack_experts,
 )
@@ -72,7 +73,7 @@ class Llama(Architecture):
         if rope and str(rope.get("rope_type", "")).lower() == "llama3":
             factors = llama3_rope_factors(rope, self.head_dim())
             yield OutTensor(self.tensor_name(MODEL_TENSOR.ROPE_FREQS), factors.shape, False,
-                            lambda: factors, "rope_freqs")
+                            constant(factors), "rope_freqs")
 
     def modify(self, src: Source, bid: int | None) -> Iterable[OutTensor]:
         name = src.name

@@ -71,7 +71,16 @@ def pre_tokenizer_hash(tok: Tokenizer) -> str:
     return hashlib.sha256(str(ids).encode()).hexdigest()
 
 
+def known_pre_tokenizers() -> list[str]:
+    return sorted(set(_pre_table()[1].values()) | {"default"})
+
+
 def pre_tokenizer_name(folder: HFFolder, tok: Tokenizer) -> str:
+    if folder.pre is not None:
+        if folder.pre not in known_pre_tokenizers():
+            raise ConvertError(f"unknown pre-tokenizer {folder.pre!r} (known: "
+                               f"{', '.join(known_pre_tokenizers())})")
+        return folder.pre
     digest = pre_tokenizer_hash(tok)
     name = _pre_table()[1].get(digest)
     if name is None:
@@ -81,7 +90,10 @@ def pre_tokenizer_name(folder: HFFolder, tok: Tokenizer) -> str:
 
 
 # ------------------------------------------------------------------ SentencePiece
-def spm_tokens(folder: HFFolder) -> tuple[list[bytes], list[float], list[int]]:
+def spm_tokens(folder: HFFolder, overrides: bool = True,
+               ) -> tuple[list[bytes], list[float], list[int]]:
+    """SentencePiece pieces padded to config ``vocab_size``, then added_tokens.json, then
+    (``overrides``) tokenizer_config.json's added_tokens_decoder."""
     path = folder.path / "tokenizer.model"
     spm = SentencePieceProcessor()
     try:
@@ -112,7 +124,7 @@ def spm_tokens(folder: HFFolder) -> tuple[list[bytes], list[float], list[int]]:
             tokens[tid], scores[tid], types[tid] = (text.encode("utf-8"), -1000.0,
                                                     int(TokenType.USER_DEFINED))
     config = folder.json_object("tokenizer_config.json") or {}
-    decoder = config.get("added_tokens_decoder") or {}
+    decoder = (config.get("added_tokens_decoder") or {}) if overrides else {}
     for key, data in decoder.items():
         tid = int(key)
         if tid >= vocab_size or not isinstance(data, dict):
@@ -130,6 +142,11 @@ def spm_tokens(folder: HFFolder) -> tuple[list[bytes], list[float], list[int]]:
 
 def spm_vocab(folder: HFFolder, kv: KVList) -> None:
     tokens, scores, types = spm_tokens(folder)
+    write_spm(folder, kv, tokens, scores, types)
+
+
+def write_spm(folder: HFFolder, kv: KVList, tokens: list[bytes], scores: list[float],
+              types: list[int]) -> None:
     kv.string(Keys.Tokenizer.MODEL, "llama")
     kv.string(Keys.Tokenizer.PRE, "default")
     kv.add_array(Keys.Tokenizer.LIST, tokens)
