@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,24 +17,17 @@ import gguf
 import numpy as np
 import pytest
 
+from conftest import GOLDEN as GOLDEN_ROOT
+from conftest import needs_golden
 from modelkit.convert import convert
 
-_REPO = Path(__file__).resolve().parents[1]
-# The golden folder sits next to the checkout (or next to the worktrees' folder).
-GOLDEN = next((p / "shared" / "golden" / "convert" for p in (_REPO.parent, _REPO.parent.parent)
-               if (p / "shared" / "golden" / "convert").is_dir()),
-              _REPO.parent / "shared" / "golden" / "convert")
+GOLDEN = GOLDEN_ROOT / "convert"
 CASES = ["llama-spm", "llama-tied-f32", "qwen2", "bert-minilm"]
 OUTTYPES = ["f16", "f32"]
 
 
 def _golden(case: str, outtype: str) -> dict[str, Any]:
     path = GOLDEN / case / f"{outtype}.json"
-    if not path.is_file():
-        message = f"golden data not found: {path}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return data
 
@@ -84,6 +76,7 @@ def _compare_tensors(reader: gguf.GGUFReader, golden: dict[str, Any]) -> None:
         assert got == want["sha256"], f"{t.name}: data differs"
 
 
+@needs_golden(GOLDEN)
 @pytest.mark.parametrize("outtype", OUTTYPES)
 @pytest.mark.parametrize("case", CASES)
 def test_golden_identical(case: str, outtype: str, tmp_path: Path) -> None:

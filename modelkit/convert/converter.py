@@ -23,12 +23,13 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType, Keys, Ll
 
 from modelkit.convert import bert, gemma, llama, phi3, qwen  # noqa: F401 - they register
 from modelkit.convert.architecture import REGISTRY, Architecture, OutTensor, Source
-from modelkit.convert.gguf_header import KV, TensorSlot, encode_header, pad
 from modelkit.convert.hf_folder import HFFolder, open_folder
 from modelkit.convert.kvs import KVList
 from modelkit.convert.metadata import general_kvs, load_metadata, sampling_kvs
 from modelkit.convert.safetensors_file import ShardedModel
 from modelkit.errors import ConvertError
+from modelkit.gguf_file import KV, TensorSlot, encode_header
+from modelkit.gguf_file.format import pad
 from modelkit.progress import ProgressCallback, ProgressEvent, ignore_progress
 from modelkit.quant import kernels
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from gguf import GGUFValueType
 
-from modelkit.convert.gguf_header import KV
+from modelkit.gguf_file import KV
 
 T = GGUFValueType
 
