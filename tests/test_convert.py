@@ -90,3 +90,18 @@ def test_golden_identical(case: str, outtype: str, tmp_path: Path) -> None:
     assert hashlib.sha256(out.read_bytes()).hexdigest() == golden["file"]["sha256"]
     assert result.sha256 == golden["file"]["sha256"]
     assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temp file left
+
+
+@needs_golden(GOLDEN)
+@pytest.mark.parametrize("case", ["llama-spm", "bert-minilm"])
+def test_golden_one_pass_quantize(case: str, tmp_path: Path) -> None:
+    """convert --outtype q4_K_M == convert --outtype f16 (the golden file) + quantize."""
+    from modelkit.quant.requantize import quantize_file
+    f16 = tmp_path / "f16.gguf"
+    convert(GOLDEN / case / "hf", f16, "f16")
+    assert hashlib.sha256(f16.read_bytes()).hexdigest() == _golden(case, "f16")["file"]["sha256"]
+    two = tmp_path / "two.gguf"
+    quantize_file(f16, two, "q4_K_M", workers=1)
+    one = tmp_path / "one.gguf"
+    convert(GOLDEN / case / "hf", one, "q4_K_M")
+    assert one.read_bytes() == two.read_bytes()

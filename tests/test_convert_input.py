@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from pathlib import Path
@@ -231,3 +232,34 @@ def test_plan_reads_no_tensor_data(tmp_path: Path) -> None:
         (p.n_bytes + 31) // 32 * 32 for p in plan.tensors)
     assert plan.parameter_count == sum(int(np.prod(p.tensor.shape)) for p in plan.tensors)
     plan.model.close()
+
+
+# ------------------------------------------------------- one pass = convert + quantize
+@pytest.mark.parametrize("ftype", ["q4_K_M", "q5_K_S", "Q6_K", "q4_0"])
+def test_one_pass_equals_f16_then_quantize(ftype: str, tmp_path: Path) -> None:
+    from modelkit.quant.requantize import quantize_file
+    src = tmp_path / "l"
+    write_config(src, llama_config(hidden_size=256, intermediate_size=512, vocab_size=300))
+    write_spm(src)
+    dims = dict(DIMS, n_embd=256, n_ff=512, head_dim=64)
+    write_weights(src, decoder_weights(np.random.default_rng(8), n_vocab=300, **dims), "BF16")
+    f16 = tmp_path / "f16.gguf"
+    convert(src, f16, "f16")
+    two_step = tmp_path / "two.gguf"
+    quantize_file(f16, two_step, ftype, workers=1)
+    one = tmp_path / "one.gguf"
+    result = convert(src, one, ftype)
+    assert one.read_bytes() == two_step.read_bytes()
+    assert result.sha256 == hashlib.sha256(two_step.read_bytes()).hexdigest()
+    kv, tensors, _ = read(one)
+    assert tensors["blk.0.ffn_up.weight"].tensor_type != Q.F16
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f16.gguf", "l", "one.gguf",
+                                                           "two.gguf"]
+
+
+def test_unknown_outtype(tmp_path: Path) -> None:
+    src = tmp_path / "l"
+    make_llama(src)
+    with pytest.raises(ConvertError, match="unknown outtype 'q9_X'"):
+        convert(src, tmp_path / "o.gguf", "q9_X")
+    assert not (tmp_path / "o.gguf").exists()

@@ -1,0 +1,111 @@
+"""Convert and quantize in one pass: the GGUF ``llama-quantize`` would make of the F16
+conversion, without writing that F16 file.
+
+The F16 conversion is planned (names, shapes, types, KVs) without reading data; the
+quantization policy (:func:`modelkit.quant.policy.plan_quantization`) then chooses every
+tensor's type from that plan exactly as it would from the F16 file, and the KVs are the
+F16 file's with ``general.quantization_version`` and ``general.file_type`` moved last
+(what llama-quantize writes). Tensors are then produced one at a time in the
+quantizer's output order: converted to their F16-file bytes, widened to float32 and
+quantized, or copied when the policy keeps their type.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType, Keys, LlamaFileType
+
+from modelkit.convert.converter import ALIGNMENT, ConversionPlan, PlannedTensor, encode
+from modelkit.errors import ConvertError, QuantizationError
+from modelkit.gguf_file import KV, TensorSlot, encode_header
+from modelkit.gguf_file.format import pad
+from modelkit.progress import ProgressCallback, ProgressEvent, ignore_progress
+from modelkit.quant import kernels
+from modelkit.quant.policy import ModelHParams, QuantPlan, TensorSpec, plan_quantization
+
+_MOVED = (Keys.General.QUANTIZATION_VERSION, Keys.General.FILE_TYPE)
+GGML_QNT_VERSION = 2
+
+
+@dataclass(frozen=True)
+class _Out:
+    source: PlannedTensor
+    type: GGMLQuantizationType
+    quantize: bool
+    n_bytes: int
+
+
+@dataclass
+class QuantizedPlan:
+    conversion: ConversionPlan
+    quant: QuantPlan
+    kvs: list[KV]
+    tensors: list[_Out]
+
+    def header(self) -> bytes:
+        slots = [TensorSlot(o.source.tensor.name, tuple(reversed(o.source.tensor.shape)),
+                            o.type, o.n_bytes) for o in self.tensors]
+        return encode_header(self.kvs, slots, ALIGNMENT)
+
+    @property
+    def size(self) -> int:
+        return len(self.header()) + sum(pad(o.n_bytes, ALIGNMENT) for o in self.tensors)
+
+
+def plan_quantized(conversion: ConversionPlan, file_type: LlamaFileType) -> QuantizedPlan:
+    """``conversion`` must be an F16 (or F32/BF16) plan: the file llama-quantize reads."""
+    specs = [TensorSpec(p.tensor.name, tuple(reversed(p.tensor.shape)), p.type)
+             for p in conversion.tensors]
+    meta = {kv.key: kv.value for kv in conversion.kvs}
+    try:
+        quant = plan_quantization(specs, ModelHParams.from_kv(meta), file_type)
+    except QuantizationError as exc:
+        raise ConvertError(f"{conversion.folder.path}: {exc}") from None
+    by_name = {p.tensor.name: p for p in conversion.tensors}
+    outs = []
+    for choice in quant.choices:
+        p = by_name[choice.name]
+        block, size = GGML_QUANT_SIZES[choice.target_type]
+        n_bytes = p.n_elements // block * size if choice.quantize else p.n_bytes
+        outs.append(_Out(p, choice.target_type, choice.quantize, n_bytes))
+    kvs = [kv for kv in conversion.kvs if kv.key not in _MOVED]
+    kvs.append(KV(Keys.General.QUANTIZATION_VERSION, GGML_QNT_VERSION, GGUFValueType.UINT32))
+    kvs.append(KV(Keys.General.FILE_TYPE, int(file_type), GGUFValueType.UINT32))
+    return QuantizedPlan(conversion, quant, kvs, outs)
+
+
+def _data(o: _Out) -> np.ndarray:
+    p = o.source
+    f16_file = encode(p.tensor.load(), p.type)  # the bytes the F16 file would hold
+    if not o.quantize:
+        return f16_file
+    ne0 = p.tensor.shape[-1]
+    x = kernels.to_float32(f16_file.reshape(-1, ne0) if f16_file.dtype != np.uint8
+                           else f16_file, p.type)
+    return kernels.quantize(o.type, x.reshape(-1, ne0))
+
+
+def write_quantized(plan: QuantizedPlan, f: BinaryIO,
+                    progress: ProgressCallback = ignore_progress) -> str:
+    h = hashlib.sha256()
+
+    def put(b: bytes | memoryview) -> None:
+        h.update(b)
+        f.write(b)
+
+    put(plan.header())
+    total = len(plan.tensors)
+    for i, o in enumerate(plan.tensors, 1):
+        data = np.ascontiguousarray(_data(o))
+        if data.nbytes != o.n_bytes:  # pragma: no cover - a planning bug
+            raise ConvertError(f"{o.source.tensor.name}: produced {data.nbytes} bytes, "
+                               f"planned {o.n_bytes}")
+        put(data.tobytes())
+        put(b"\0" * (pad(o.n_bytes, ALIGNMENT) - o.n_bytes))
+        progress(ProgressEvent("converting and quantizing tensors", total=total,
+                               completed=i, unit="tensors"))
+    return h.hexdigest()
