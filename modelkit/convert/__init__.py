@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 from gguf import LlamaFileType
 
@@ -26,6 +25,7 @@ from modelkit.convert.converter import (
     OUTTYPES,
     ConversionPlan,
     ConvertResult,
+    Writable,
     plan_conversion,
     supported_architectures,
     write_plan,
@@ -63,7 +63,7 @@ class Conversion:
     def n_tensors(self) -> int:
         return len(self.conversion.tensors)
 
-    def write(self, f: BinaryIO, progress: ProgressCallback = ignore_progress) -> str:
+    def write(self, f: Writable, progress: ProgressCallback = ignore_progress) -> str:
         writer: Callable[..., str] = write_plan if self.quantized is None else write_quantized
         target = self.conversion if self.quantized is None else self.quantized
         return writer(target, f, progress)

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, Protocol
 
 import gguf
 import numpy as np
@@ -41,6 +41,12 @@ OUTTYPES: dict[str, LlamaFileType] = {
 }
 _TENSOR_TYPE = {LlamaFileType.ALL_F32: Q.F32, LlamaFileType.MOSTLY_F16: Q.F16,
                 LlamaFileType.MOSTLY_BF16: Q.BF16, LlamaFileType.MOSTLY_Q8_0: Q.Q8_0}
+
+
+class Writable(Protocol):
+    """Where a GGUF is streamed: a file, a store BlobWriter, a BytesIO."""
+
+    def write(self, data: Any, /) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -222,7 +228,7 @@ def tensor_bytes(plan: ConversionPlan) -> Iterator[tuple[PlannedTensor, np.ndarr
         yield p, data
 
 
-def write_plan(plan: ConversionPlan, f: BinaryIO,
+def write_plan(plan: ConversionPlan, f: Writable,
                progress: ProgressCallback = ignore_progress) -> str:
     """Stream the GGUF into ``f``; returns its sha256."""
     h = hashlib.sha256()
@@ -239,3 +245,16 @@ def write_plan(plan: ConversionPlan, f: BinaryIO,
         progress(ProgressEvent("converting tensors", total=total, completed=i,
                                unit="tensors"))
     return h.hexdigest()
+
+
+def outtype_sizes(plan: ConversionPlan) -> dict[str, int]:
+    """The GGUF's size for each of the converter's outtypes (types and offsets are the
+    same length whatever the outtype, so only the tensor data sizes change)."""
+    header = len(plan.header())
+    f32_names = plan.arch.f32_names()
+    sizes = {}
+    for name, ftype in OUTTYPES.items():
+        types = [tensor_type(p.tensor, ftype, f32_names, []) for p in plan.tensors]
+        sizes[name] = header + sum(pad(_byte_size(t, p.tensor.shape), ALIGNMENT)
+                                   for t, p in zip(types, plan.tensors, strict=True))
+    return sizes

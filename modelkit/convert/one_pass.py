@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import BinaryIO
 
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType, Keys, LlamaFileType
 
-from modelkit.convert.converter import ALIGNMENT, ConversionPlan, PlannedTensor, encode
+from modelkit.convert.converter import (
+    ALIGNMENT,
+    ConversionPlan,
+    PlannedTensor,
+    Writable,
+    encode,
+)
 from modelkit.errors import ConvertError, QuantizationError
 from modelkit.gguf_file import KV, TensorSlot, encode_header
 from modelkit.gguf_file.format import pad
@@ -89,7 +94,7 @@ def _data(o: _Out) -> np.ndarray:
     return kernels.quantize(o.type, x.reshape(-1, ne0))
 
 
-def write_quantized(plan: QuantizedPlan, f: BinaryIO,
+def write_quantized(plan: QuantizedPlan, f: Writable,
                     progress: ProgressCallback = ignore_progress) -> str:
     h = hashlib.sha256()
 

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any, Protocol
 
 from modelkit.errors import DigestError, HubError, ModelkitError, ModelNotFoundError
 from modelkit.importers import MODEL, PROJECTOR, ImportedFile, ImportedModel
-from modelkit.importers.choose import RepoEntry, choose
+from modelkit.importers.choose import RepoEntry, choose, conversion_entries
 from modelkit.importers.split import merge
 from modelkit.names import ModelName
 from modelkit.progress import ProgressCallback, ProgressEvent
@@ -135,10 +136,37 @@ def merge_shards(paths: list[Path], stem: str, workdir: Path | None,
     return out
 
 
+def fetch_folder(name: ModelName, backend: Backend, listing: Listing,
+                 entries: list[RepoEntry], progress: ProgressCallback,
+                 workdir: Path | None) -> ImportedModel:
+    """Download the files a conversion needs and lay them out as a model folder: links
+    to the client's cached files under their repository paths, in a hidden temporary
+    folder (named after the repository, as a clone would be) that the caller removes."""
+    progress(ProgressEvent(f"{name.repository}@{listing.revision[:12]} has no GGUF files: "
+                           f"fetching {len(entries)} files to convert"))
+    paths = [(e, backend.download(e, progress)) for e in entries]
+    top = merged_path(workdir, "hf").with_suffix("")
+    folder = top / name.repository.rsplit("/", 1)[-1]
+    try:
+        for entry, path in paths:
+            link = folder / entry.path
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(path.resolve())
+    except OSError as exc:
+        shutil.rmtree(top, ignore_errors=True)
+        raise HubError(f"{name}: cannot lay out the downloaded files: {exc}") from None
+    return ImportedModel(source=str(name), repo=name.repository, revision=listing.revision,
+                         filenames=tuple(e.path for e in entries), files=(),
+                         temporary=(top,), folder=folder)
+
+
 def fetch_from_hub(name: ModelName, backend: Backend, progress: ProgressCallback,
                    workdir: Path | None) -> ImportedModel:
     where = f"{name.host}/{name.repository}"
     listing = backend.listing()
+    to_convert = conversion_entries(listing.entries)
+    if to_convert is not None:
+        return fetch_folder(name, backend, listing, to_convert, progress, workdir)
     try:
         selection = choose(listing.entries, name.tag, name=str(name), repo=name.repository,
                            hub=backend.hub)
