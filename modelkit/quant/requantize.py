@@ -52,6 +52,7 @@ import math
 import mmap
 import multiprocessing
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -501,8 +502,6 @@ def _mp_context() -> multiprocessing.context.BaseContext:
     """``fork`` where it is safe and cheap (Linux, no other threads in this process);
     else ``forkserver``/``spawn``.  Workers get only a path and open the map themselves,
     so any start method gives the same result."""
-    import threading
-
     methods = multiprocessing.get_all_start_methods()
     if "fork" in methods and threading.active_count() == 1:
         return multiprocessing.get_context("fork")
