@@ -16,8 +16,9 @@ from typing import Any
 
 from modelkit import registry
 from modelkit.build import Builder, BuildSpec, CreateResult, spec_from_modelfile
-from modelkit.convert import ConvertResult, plan_conversion
+from modelkit.convert import ConvertResult, base_from_gguf, plan_conversion
 from modelkit.convert import convert as convert_folder
+from modelkit.convert import convert_lora as convert_lora_folder
 from modelkit.convert.converter import outtype_sizes
 from modelkit.convert.one_pass import plan_quantized
 from modelkit.errors import (
@@ -61,7 +62,8 @@ from modelkit.store.verify import BlobProblem, VerifyReport, verify_store
 StoreArg = Store | str | os.PathLike[str] | None
 
 __all__ = [
-    "FolderInfo", "ModelInfo", "ModelSummary", "convert", "copy", "create", "describe_folder",
+    "FolderInfo", "ModelInfo", "ModelSummary", "convert", "convert_lora", "copy", "create",
+    "describe_folder",
     "format_modelfile", "is_hf_folder", "list_models",
     "parse_modelfile", "prune", "pull", "push", "quantize", "remove", "show", "verify",
     # what the functions above return or report, and Ollama's way of printing it
@@ -200,6 +202,22 @@ def convert(src: str | os.PathLike[str], out: str | os.PathLike[str], *,
     finally:
         if imported is not None:
             imported.cleanup()
+
+
+def convert_lora(adapter: str | os.PathLike[str], out: str | os.PathLike[str], *,
+                 base: str | os.PathLike[str], outtype: str = "f32",
+                 progress: ProgressCallback = ignore_progress) -> ConvertResult:
+    """Convert a PEFT LoRA folder into a GGUF LoRA adapter, as convert_lora_to_gguf.py;
+    ``base`` is the base model's folder (config.json) or its GGUF file."""
+    base_path = Path(base)
+    if not base_path.exists():
+        raise FileNotFoundModelkitError(f"{base_path}: no such file or folder")
+    adapter_path = Path(adapter)
+    if not adapter_path.is_dir():
+        raise FileNotFoundModelkitError(f"{adapter_path}: not a PEFT adapter folder")
+    base_arg = (base_path if base_path.is_dir()
+                else base_from_gguf(read_gguf(base_path).metadata, adapter_path))
+    return convert_lora_folder(adapter_path, Path(out), base_arg, outtype, progress)
 
 
 @dataclass(frozen=True)

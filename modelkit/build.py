@@ -235,18 +235,37 @@ class Builder:
         conv = convert.plan(imported.folder, outtype)
         label = file_type_label(int(conv.file_type))
         self._status(f"converting {imported.source} to GGUF ({label})")
-        try:
-            with self.store.open_writer() as w:
-                conv.write(w, self.progress)
-                written = self._record(w.commit())
-        finally:
-            conv.close()
+        written = self._store_conversion(conv)
         self.converted[imported.source] = {
             "outtype": outtype, "file_type": label,
             "architecture": conv.conversion.arch.arch_name}
         info = read_gguf(self.store.blob_path(written.digest))
         return _Base(Layer(MediaType.MODEL, written.digest, written.size),
                      _status_for(written), info)
+
+    def _store_conversion(self, conv: convert.Conversion) -> BlobWrite:
+        """Stream a planned conversion into a new blob (nothing stored on failure)."""
+        try:
+            with self.store.open_writer() as w:
+                conv.write(w, self.progress)
+                return self._record(w.commit())
+        finally:
+            conv.close()
+
+    def _adapter(self, path: Path, bases: Sequence[_Base]) -> _Base:
+        """ADAPTER: a GGUF adapter as is, or a PEFT folder converted for the base model
+        (its architecture and head counts read from the base's GGUF)."""
+        if not path.is_dir():
+            return self._import_gguf(path, MediaType.ADAPTER)
+        base = next((b.gguf for b in bases
+                     if b.layer.media_type == MediaType.MODEL and b.gguf is not None), None)
+        if base is None:
+            raise GGUFError(f"{path}: ADAPTER needs a FROM model to convert against")
+        self._status(f"converting adapter {path.name}")
+        written = self._store_conversion(convert.Conversion(
+            convert.plan_lora(path, convert.base_from_gguf(base.metadata, path)), None))
+        return _Base(Layer(MediaType.ADAPTER, written.digest, written.size),
+                     _status_for(written), read_gguf(self.store.blob_path(written.digest)))
 
     def _provenance(self, imported: ImportedModel) -> dict[str, Any]:
         record = imported.provenance()
@@ -337,7 +356,7 @@ class Builder:
             config = replace(config, extra=tuple(
                 ("source", self._provenance(imported)) for imported in imports
                 if spec.from_hub is not None or imported.folder is not None))
-        bases.extend(self._import_gguf(p, MediaType.ADAPTER) for p in spec.adapters)
+        bases.extend(self._adapter(p, bases) for p in spec.adapters)
         bases.extend(self._import_gguf(p, MediaType.DRAFT) for p in spec.drafts)
 
         config = _fill_config(config, bases, spec)

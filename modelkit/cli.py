@@ -511,8 +511,15 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     printer = ProgressPrinter(json_mode=args.json)
     try:
-        result = api.convert(args.source, args.output, outtype=args.outtype, pre=args.pre,
-                             offline=args.offline or None, progress=printer)
+        if args.lora:
+            if not args.base:
+                raise E.ConvertError("--lora needs --base (the base model's folder or GGUF)")
+            result = api.convert_lora(args.source, args.output, base=args.base,
+                                      outtype=args.outtype or "f32", progress=printer)
+        else:
+            result = api.convert(args.source, args.output, outtype=args.outtype or "auto",
+                                 pre=args.pre, offline=args.offline or None,
+                                 progress=printer)
     finally:
         printer.close()
     ftype = file_type_label(int(result.file_type))
@@ -607,9 +614,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", metavar="SRC",
                    help="a model folder, hf.co/ORG/REPO[:REVISION] or modelscope.cn/ORG/REPO")
     p.add_argument("-o", "--output", metavar="OUT.gguf", required=True)
-    p.add_argument("--outtype", default="auto", metavar="TYPE",
+    p.add_argument("--outtype", metavar="TYPE",
                    help="f32, f16, bf16, q8_0, auto (default: bf16 for BF16 weights, else "
-                        "f16), or a quantization type such as q4_K_M (one pass)")
+                        "f16), or a quantization type such as q4_K_M (one pass); for "
+                        "--lora f32 (default), f16, bf16 or q8_0")
+    p.add_argument("--lora", action="store_true",
+                   help="SRC is a PEFT LoRA adapter folder (adapter_config.json + "
+                        "adapter_model.safetensors): write a GGUF LoRA adapter")
+    p.add_argument("--base", metavar="PATH",
+                   help="with --lora: the base model's folder or GGUF file")
     p.add_argument("--pre", metavar="NAME",
                    help="the BPE pre-tokenizer to record when its hash is not recognized")
     p.add_argument("--offline", action="store_true",

@@ -18,6 +18,8 @@ from test_importers import FakeRepo, data, hub  # noqa: F401 - fixtures
 
 from modelkit import api, cli
 from modelkit.convert import convert
+from modelkit.gguf_file import read_gguf
+from modelkit.manifest import MediaType
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -161,3 +163,81 @@ def test_create_from_hub_repo_without_gguf(tmp_path: Path, hub: HubServer,  # no
     assert source["repo"] == "acme/Tiny-Llama" and source["revision"]
     assert source["converted"]["file_type"] == "F16"
     assert info.gguf.metadata["general.name"] == "Tiny Llama"
+
+
+# ------------------------------------------------------------------------- LoRA
+def make_peft(folder: Path, rank: int = 4) -> dict[str, np.ndarray]:
+    from safetensors.numpy import save_file
+    rng = np.random.default_rng(11)
+    t = {}
+    for i in range(2):
+        for mod, (out_dim, in_dim) in {"self_attn.q_proj": (64, 64),
+                                       "self_attn.k_proj": (32, 64),
+                                       "mlp.up_proj": (96, 64)}.items():
+            p = f"base_model.model.model.layers.{i}.{mod}"
+            t[f"{p}.lora_A.weight"] = rng.standard_normal((rank, in_dim)).astype(np.float32)
+            t[f"{p}.lora_B.weight"] = rng.standard_normal((out_dim, rank)).astype(np.float32)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(t, str(folder / "adapter_model.safetensors"))
+    (folder / "adapter_config.json").write_text(json.dumps(
+        {"lora_alpha": 16, "r": rank, "peft_type": "LORA", "base_model_name_or_path": "x/y"}))
+    return t
+
+
+def test_lora_convert(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from test_convert_archs import interleave_heads, read, values
+    base = tmp_path / "base"
+    make_llama(base)
+    peft = tmp_path / "my-adapter"
+    t = make_peft(peft)
+    out = tmp_path / "lora.gguf"
+    code, _, err = run(capsys, "convert", str(peft), "--lora", "--base", str(base),
+                       "-o", str(out))
+    assert code == 0, err
+    kv, tensors, order = read(out)
+    assert order[:3] == ["general.architecture", "general.type", "adapter.type"]
+    assert kv["general.type"] == "adapter" and kv["adapter.type"] == "lora"
+    assert kv["adapter.lora.alpha"] == 16.0
+    assert not any(k.startswith("llama.") or k.startswith("tokenizer.") for k in kv)
+    assert "general.file_type" not in kv
+    names = list(tensors)
+    assert names[:2] == ["blk.0.ffn_up.weight.lora_a", "blk.0.ffn_up.weight.lora_b"]
+    a = tensors["blk.1.attn_q.weight.lora_a"]
+    assert [int(d) for d in a.shape] == [64, 4] and a.tensor_type == gguf.GGMLQuantizationType.F32
+    pre = "base_model.model.model.layers.1.self_attn"
+    np.testing.assert_array_equal(values(a), t[f"{pre}.q_proj.lora_A.weight"])
+    # the base's q/k permutation applies to lora_b's rows
+    np.testing.assert_array_equal(values(tensors["blk.1.attn_q.weight.lora_b"]),
+                                  interleave_heads(t[f"{pre}.q_proj.lora_B.weight"], 4))
+    np.testing.assert_array_equal(values(tensors["blk.1.attn_k.weight.lora_b"]),
+                                  interleave_heads(t[f"{pre}.k_proj.lora_B.weight"], 2))
+    # the same adapter against the base's GGUF instead of its folder
+    base_gguf = tmp_path / "base.gguf"
+    convert(base, base_gguf, "f16")
+    out2 = tmp_path / "lora2.gguf"
+    assert cli.main(["convert", str(peft), "--lora", "--base", str(base_gguf), "-o",
+                     str(out2)]) == 0
+    assert out2.read_bytes() == out.read_bytes()
+
+
+def test_lora_adapter_in_modelfile(tmp_path: Path, models_dir: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    base = tmp_path / "base"
+    make_llama(base)
+    make_peft(tmp_path / "peft")
+    mf = tmp_path / "Modelfile"
+    mf.write_text("FROM ./base\nADAPTER ./peft\n")
+    code, _, err = run(capsys, "create", "with-lora", "-f", str(mf))
+    assert code == 0, err
+    stored = api.show("with-lora")
+    assert stored.manifest is not None
+    layer = stored.manifest.first(MediaType.ADAPTER)
+    assert layer is not None
+    adapter = read_gguf(models_dir / "blobs" / layer.digest.filename)
+    assert adapter.general_type == "adapter" and adapter.architecture == "llama"
+    bad = tmp_path / "bad-peft"
+    make_peft(bad)
+    (bad / "adapter_config.json").write_text("{}")
+    mf.write_text("FROM ./base\nADAPTER ./bad-peft\n")
+    code, _, err = run(capsys, "create", "bad", "-f", str(mf))
+    assert code != 0 and "no numeric 'lora_alpha'" in err and err.count("\n") == 1

@@ -30,14 +30,17 @@ from modelkit.convert.converter import (
     supported_architectures,
     write_plan,
 )
+from modelkit.convert.hf_folder import HFFolder
+from modelkit.convert.lora import base_from_gguf, plan_lora
 from modelkit.convert.one_pass import QuantizedPlan, plan_quantized, write_quantized
 from modelkit.errors import ConvertError, QuantizationError
 from modelkit.progress import ProgressCallback, ignore_progress
 from modelkit.quant.policy import SUPPORTED_FILE_TYPES, parse_file_type
 from modelkit.store import atomic_file
 
-__all__ = ["ConversionPlan", "ConvertResult", "Conversion", "convert", "plan",
-           "plan_conversion", "supported_architectures", "OUTTYPE_CHOICES"]
+__all__ = ["ConversionPlan", "ConvertResult", "Conversion", "base_from_gguf", "convert",
+           "convert_lora", "plan", "plan_conversion", "plan_lora", "supported_architectures",
+           "OUTTYPE_CHOICES"]
 
 OUTTYPE_CHOICES = (*OUTTYPES, "auto", *SUPPORTED_FILE_TYPES)
 
@@ -90,14 +93,25 @@ def convert(src: str | Path, out: str | Path, outtype: str = "auto",
             progress: ProgressCallback = ignore_progress, pre: str | None = None,
             ) -> ConvertResult:
     """Convert the HF folder ``src`` into the GGUF file ``out`` (all or nothing)."""
-    conv = plan(src, outtype, pre)
-    out_path = Path(out)
+    return _write(plan(src, outtype, pre), Path(out), progress)
+
+
+def _write(conv: Conversion, out: Path, progress: ProgressCallback) -> ConvertResult:
     try:
-        with atomic_file(out_path) as f:
+        with atomic_file(out) as f:
             digest = conv.write(f, progress)
             size = f.tell()
     finally:
         conv.close()
     c = conv.conversion
-    return ConvertResult(out_path, size, digest, c.arch.arch_name, conv.file_type,
+    return ConvertResult(out, size, digest, c.arch.arch_name, conv.file_type,
                          conv.n_tensors, tuple(c.warnings))
+
+
+def convert_lora(adapter: str | Path, out: str | Path, base: Path | HFFolder,
+                 outtype: str = "f32", progress: ProgressCallback = ignore_progress,
+                 ) -> ConvertResult:
+    """Convert the PEFT adapter folder ``adapter`` for the base model ``base`` (a model
+    folder, or :func:`base_from_gguf`) into the GGUF LoRA adapter ``out``."""
+    return _write(Conversion(plan_lora(Path(adapter), base, outtype), None), Path(out),
+                  progress)

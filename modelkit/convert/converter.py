@@ -107,7 +107,7 @@ def architecture_for(folder: HFFolder) -> Architecture:
     return cls(folder)
 
 
-def _byte_size(qtype: GGMLQuantizationType, shape: tuple[int, ...]) -> int:
+def byte_size(qtype: GGMLQuantizationType, shape: tuple[int, ...]) -> int:
     block, size = GGML_QUANT_SIZES[qtype]
     n = int(np.prod(shape, dtype=np.int64))
     return n // block * size
@@ -179,7 +179,7 @@ def plan_conversion(src: Path, outtype: str = "auto", pre: str | None = None,
     tensors = []
     for t in arch.plan(sources):
         qtype = tensor_type(t, ftype, f32_names, warnings)
-        tensors.append(PlannedTensor(t, qtype, _byte_size(qtype, t.shape)))
+        tensors.append(PlannedTensor(t, qtype, byte_size(qtype, t.shape)))
     kv = KVList()
     kv.string(Keys.General.ARCHITECTURE, arch.arch_name)
     arch.early_kvs(kv)
@@ -255,6 +255,6 @@ def outtype_sizes(plan: ConversionPlan) -> dict[str, int]:
     sizes = {}
     for name, ftype in OUTTYPES.items():
         types = [tensor_type(p.tensor, ftype, f32_names, []) for p in plan.tensors]
-        sizes[name] = header + sum(pad(_byte_size(t, p.tensor.shape), ALIGNMENT)
+        sizes[name] = header + sum(pad(byte_size(t, p.tensor.shape), ALIGNMENT)
                                    for t, p in zip(types, plan.tensors, strict=True))
     return sizes
