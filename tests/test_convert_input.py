@@ -263,3 +263,19 @@ def test_unknown_outtype(tmp_path: Path) -> None:
     with pytest.raises(ConvertError, match="unknown outtype 'q9_X'"):
         convert(src, tmp_path / "o.gguf", "q9_X")
     assert not (tmp_path / "o.gguf").exists()
+
+
+def test_chunked_streaming_gives_the_same_bytes(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large tensors are streamed in row chunks; the bytes do not depend on the cut."""
+    from modelkit.convert import converter
+    src = tmp_path / "c"
+    make_llama(src, dtype="BF16")
+    whole = {t: tmp_path / f"whole-{t}.gguf" for t in ("f16", "q8_0", "q4_0")}
+    for t, path in whole.items():
+        convert(src, path, t)
+    monkeypatch.setattr(converter, "CHUNK_ELEMENTS", 1000)  # embeddings: 300 x 64
+    for t, path in whole.items():
+        chunked = tmp_path / f"chunked-{t}.gguf"
+        convert(src, chunked, t)
+        assert chunked.read_bytes() == path.read_bytes()

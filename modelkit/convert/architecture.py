@@ -58,10 +58,16 @@ class Source:
 
     def load(self) -> np.ndarray:
         """F16 and F32 as stored; any other dtype widened to float32 (BF16 exactly)."""
-        a = self.model.array(self.entry.name)
+        return self.rows(0, self.shape[0] if self.shape else None)
+
+    def rows(self, lo: int, hi: int | None) -> np.ndarray:
+        a = self.model.array(self.entry.name, lo, hi)
         if a.dtype not in (np.float16, np.float32):
             a = a.astype(np.float32)
         return a
+
+    def release(self) -> None:
+        self.model.release(self.entry.name)
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,10 @@ class OutTensor:
     f16: bool  # values are float16 (an F16 source through shape-only transforms)
     load: Loader
     source: str = ""  # HF name, for messages
+    # Rows lo:hi of the values, when they can be produced piecewise (no whole-tensor
+    # transform); the writer then streams a large tensor in row chunks.
+    rows: Callable[[int, int], np.ndarray] | None = None
+    release: Callable[[], None] | None = None  # drop the source pages once written
 
 
 def block_id(name: str) -> int | None:
@@ -163,7 +173,8 @@ class Architecture:
         self.check_shape(name, src)
         load: Loader = src.load if transform is None else (lambda: transform(src.load()))
         return OutTensor(name, src.shape, src.keeps_f16 if f16 is None else f16, load,
-                         src.entry.name)
+                         src.entry.name, src.rows if transform is None and src.shape else None,
+                         src.release)
 
     def finish(self) -> None:
         """Called after the last source: complain about anything left half-done."""
@@ -283,6 +294,13 @@ def constant(values: np.ndarray) -> Loader:
     def load() -> np.ndarray:
         return values
     return load
+
+
+def release_all(sources: list[Source]) -> Callable[[], None]:
+    def release() -> None:
+        for s in sources:
+            s.release()
+    return release
 
 
 def stack_experts(loaders: list[Loader]) -> Loader:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,6 +35,7 @@ from modelkit.quant import kernels
 
 Q = GGMLQuantizationType
 ALIGNMENT = 32
+CHUNK_ELEMENTS = 1 << 22  # values per piece when a large tensor is streamed in row chunks
 OUTTYPES: dict[str, LlamaFileType] = {
     "f32": LlamaFileType.ALL_F32, "f16": LlamaFileType.MOSTLY_F16,
     "bf16": LlamaFileType.MOSTLY_BF16, "q8_0": LlamaFileType.MOSTLY_Q8_0,
@@ -216,16 +217,48 @@ def encode(values: np.ndarray, qtype: GGMLQuantizationType) -> np.ndarray:
     return kernels.quantize(qtype, rows)
 
 
-def tensor_bytes(plan: ConversionPlan) -> Iterator[tuple[PlannedTensor, np.ndarray]]:
-    """Each planned tensor's encoded data, one at a time, in file order."""
-    for p in plan.tensors:
-        values = p.tensor.load()
-        if tuple(values.shape) != tuple(p.tensor.shape):
-            raise ConvertError(f"{plan.folder.path}: tensor {p.tensor.source!r}: produced shape "
-                               f"{list(values.shape)}, planned {list(p.tensor.shape)}")
-        data = encode(values, p.type)
-        assert data.nbytes == p.n_bytes, (p.tensor.name, data.nbytes, p.n_bytes)
-        yield p, data
+def encoder(qtype: GGMLQuantizationType) -> Callable[[np.ndarray], np.ndarray]:
+    def run(values: np.ndarray) -> np.ndarray:
+        return encode(values, qtype)
+    return run
+
+
+def value_chunks(p: PlannedTensor) -> Iterator[np.ndarray]:
+    """A tensor's values in file order: whole, or in row chunks of about
+    ``CHUNK_ELEMENTS`` when it can be produced piecewise (so memory follows the chunk)."""
+    t = p.tensor
+    n = p.n_elements
+    if t.rows is None or len(t.shape) < 2 or n <= CHUNK_ELEMENTS:
+        values = t.load()
+        if tuple(values.shape) != tuple(t.shape):
+            raise ConvertError(f"tensor {t.source!r}: produced shape {list(values.shape)}, "
+                               f"planned {list(t.shape)}")
+        yield values
+        return
+    rows = t.shape[0]
+    step = max(1, CHUNK_ELEMENTS // (n // rows))
+    for lo in range(0, rows, step):
+        yield t.rows(lo, min(rows, lo + step))
+
+
+def stream_tensors(tensors: Sequence[tuple[PlannedTensor, Callable[[np.ndarray], np.ndarray],
+                                           int]],
+                   put: Callable[[bytes | memoryview], None], progress: ProgressCallback,
+                   status: str) -> None:
+    """Write each tensor's encoded chunks, check its size, pad it, release its source."""
+    total = len(tensors)
+    for i, (p, encode_chunk, n_bytes) in enumerate(tensors, 1):
+        written = 0
+        for chunk in value_chunks(p):
+            data = np.ascontiguousarray(encode_chunk(chunk))
+            put(memoryview(data).cast("B"))  # type: ignore[arg-type]
+            written += data.nbytes
+        if written != n_bytes:  # pragma: no cover - a planning bug
+            raise ConvertError(f"{p.tensor.name}: wrote {written} bytes, planned {n_bytes}")
+        put(b"\0" * (pad(n_bytes, ALIGNMENT) - n_bytes))
+        if p.tensor.release is not None:
+            p.tensor.release()
+        progress(ProgressEvent(status, total=total, completed=i, unit="tensors"))
 
 
 def write_plan(plan: ConversionPlan, f: Writable,
@@ -238,12 +271,8 @@ def write_plan(plan: ConversionPlan, f: Writable,
         f.write(b)
 
     put(plan.header())
-    total = len(plan.tensors)
-    for i, (p, data) in enumerate(tensor_bytes(plan), 1):
-        put(data.tobytes() if not data.flags.c_contiguous else memoryview(data).cast("B"))  # type: ignore[arg-type]
-        put(b"\0" * (pad(p.n_bytes, ALIGNMENT) - p.n_bytes))
-        progress(ProgressEvent("converting tensors", total=total, completed=i,
-                               unit="tensors"))
+    stream_tensors([(p, encoder(p.type), p.n_bytes) for p in plan.tensors], put, progress,
+                   "converting tensors")
     return h.hexdigest()
 
 

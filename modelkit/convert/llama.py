@@ -17,6 +17,7 @@ from modelkit.convert.architecture import (
     Source,
     constant,
     register,
+    release_all,
     stack_experts,
 )
 from modelkit.convert.kvs import KVList
@@ -110,7 +111,7 @@ class Llama(Architecture):
             merged = self.map_name(f"layers.{bid}.feed_forward.experts.{wid}.weight")
             outs.append(OutTensor(merged, (n_experts, *srcs[0].shape),
                                   all(s.keeps_f16 for s in srcs), stack_experts(loaders),
-                                  merged))
+                                  merged, None, release_all(srcs)))
         return outs
 
     def finish(self) -> None:

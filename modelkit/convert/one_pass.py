@@ -13,6 +13,7 @@ quantized, or copied when the policy keeps their type.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,11 +25,12 @@ from modelkit.convert.converter import (
     PlannedTensor,
     Writable,
     encode,
+    stream_tensors,
 )
 from modelkit.errors import ConvertError, QuantizationError
 from modelkit.gguf_file import KV, TensorSlot, encode_header
 from modelkit.gguf_file.format import pad
-from modelkit.progress import ProgressCallback, ProgressEvent, ignore_progress
+from modelkit.progress import ProgressCallback, ignore_progress
 from modelkit.quant import kernels
 from modelkit.quant.policy import ModelHParams, QuantPlan, TensorSpec, plan_quantization
 
@@ -83,15 +85,19 @@ def plan_quantized(conversion: ConversionPlan, file_type: LlamaFileType) -> Quan
     return QuantizedPlan(conversion, quant, kvs, outs)
 
 
-def _data(o: _Out) -> np.ndarray:
+def _encoder(o: _Out) -> Callable[[np.ndarray], np.ndarray]:
+    """Values -> the bytes of the output: the F16 file's bytes, quantized when the
+    policy says so (from those bytes, as llama-quantize reads them)."""
     p = o.source
-    f16_file = encode(p.tensor.load(), p.type)  # the bytes the F16 file would hold
-    if not o.quantize:
-        return f16_file
-    ne0 = p.tensor.shape[-1]
-    x = kernels.to_float32(f16_file.reshape(-1, ne0) if f16_file.dtype != np.uint8
-                           else f16_file, p.type)
-    return kernels.quantize(o.type, x.reshape(-1, ne0))
+    ne0 = p.tensor.shape[-1] if p.tensor.shape else 1
+
+    def run(values: np.ndarray) -> np.ndarray:
+        f16_file = encode(values, p.type)
+        if not o.quantize:
+            return f16_file
+        x = kernels.to_float32(f16_file.reshape(-1, ne0), p.type)
+        return kernels.quantize(o.type, x.reshape(-1, ne0))
+    return run
 
 
 def write_quantized(plan: QuantizedPlan, f: Writable,
@@ -103,14 +109,6 @@ def write_quantized(plan: QuantizedPlan, f: Writable,
         f.write(b)
 
     put(plan.header())
-    total = len(plan.tensors)
-    for i, o in enumerate(plan.tensors, 1):
-        data = np.ascontiguousarray(_data(o))
-        if data.nbytes != o.n_bytes:  # pragma: no cover - a planning bug
-            raise ConvertError(f"{o.source.tensor.name}: produced {data.nbytes} bytes, "
-                               f"planned {o.n_bytes}")
-        put(data.tobytes())
-        put(b"\0" * (pad(o.n_bytes, ALIGNMENT) - o.n_bytes))
-        progress(ProgressEvent("converting and quantizing tensors", total=total,
-                               completed=i, unit="tensors"))
+    stream_tensors([(o.source, _encoder(o), o.n_bytes) for o in plan.tensors], put, progress,
+                   "converting and quantizing tensors")
     return h.hexdigest()

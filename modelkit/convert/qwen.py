@@ -16,6 +16,7 @@ from modelkit.convert.architecture import (
     OutTensor,
     Source,
     register,
+    release_all,
     stack_experts,
 )
 from modelkit.convert.kvs import KVList
@@ -131,7 +132,7 @@ class Qwen2Moe(Architecture):
             merged = self.map_name(f"model.layers.{bid}.mlp.experts.{w}.weight")
             outs.append(OutTensor(merged, (n_experts, *srcs[0].shape),
                                   all(s.keeps_f16 for s in srcs), stack_experts(loaders),
-                                  merged))
+                                  merged, None, release_all(srcs)))
         return outs
 
     def finish(self) -> None:

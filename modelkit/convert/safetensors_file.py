@@ -19,6 +19,7 @@ A sharded model (``model.safetensors.index.json``) is a ``ShardedModel``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mmap
 import struct
@@ -33,6 +34,7 @@ import numpy.typing as npt
 from modelkit.errors import ConvertError
 
 INDEX_NAME = "model.safetensors.index.json"
+_MADV_DONTNEED: int | None = getattr(mmap, "MADV_DONTNEED", None)
 MAX_HEADER = 100 * 1024 * 1024  # the safetensors library's own limit
 
 # dtype name -> numpy storage dtype. BF16 is stored as uint16 and widened on read.
@@ -166,20 +168,42 @@ class SafetensorsFile:
         # Views handed out keep the map alive through their buffer; the file can close.
         self._file.close()
 
-    def raw(self, name: str) -> np.ndarray:
-        """The tensor's stored values as a read-only numpy view (BF16 as uint16)."""
+    def raw(self, name: str, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """The tensor's stored values as a read-only numpy view (BF16 as uint16); with
+        ``lo``/``hi``, only those rows (the leading axis)."""
         e = self.entries[name]
-        assert self._map is not None
-        buf = np.frombuffer(self._map, dtype=np.uint8, count=e.end - e.begin, offset=e.begin)
-        return buf.view(DTYPES[e.dtype]).reshape(e.shape)
+        assert self._map is not None or e.begin == e.end
+        if not e.shape:
+            return np.frombuffer(self._map or b"", dtype=DTYPES[e.dtype], count=1,
+                                 offset=e.begin).reshape(())
+        rows = e.shape[0]
+        hi = rows if hi is None else hi
+        row_bytes = (e.end - e.begin) // rows if rows else 0
+        count = (hi - lo) * row_bytes
+        if count == 0:
+            return np.empty((hi - lo, *e.shape[1:]), dtype=DTYPES[e.dtype])
+        buf = np.frombuffer(self._map, dtype=np.uint8, count=count,  # type: ignore[arg-type]
+                            offset=e.begin + lo * row_bytes)
+        return buf.view(DTYPES[e.dtype]).reshape(hi - lo, *e.shape[1:])
 
-    def array(self, name: str) -> np.ndarray:
-        """The tensor as numpy: F16/F32 as stored (a view), BF16 widened to float32."""
+    def array(self, name: str, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """The tensor (or rows ``lo:hi``) as numpy: F16/F32 as stored (a view), BF16
+        widened to float32."""
         e = self.entries[name]
-        data = self.raw(name)
+        data = self.raw(name, lo, hi)
         if e.dtype == "BF16":
             return widen_bf16(data)
         return data
+
+    def release(self, name: str) -> None:
+        """Drop the tensor's pages from this process's resident set (the page cache
+        keeps them): peak memory then follows one tensor, not the whole model."""
+        e = self.entries[name]
+        if self._map is None or _MADV_DONTNEED is None or e.end <= e.begin:
+            return
+        start = e.begin - e.begin % mmap.PAGESIZE
+        with contextlib.suppress(OSError, ValueError):
+            self._map.madvise(_MADV_DONTNEED, start, e.end - start)
 
 
 def _read_index(folder: Path) -> dict[str, str]:
@@ -237,8 +261,11 @@ class ShardedModel:
             for name in sorted(part.entries):
                 yield part.entries[name]
 
-    def array(self, name: str) -> np.ndarray:
-        return self.where[name].array(name)
+    def array(self, name: str, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        return self.where[name].array(name, lo, hi)
+
+    def release(self, name: str) -> None:
+        self.where[name].release(name)
 
     def close(self) -> None:
         for p in self.parts:
