@@ -357,3 +357,39 @@ def test_spm_vocab_padded_to_config(tmp_path: Path) -> None:
     assert len(toks) == 320
     assert toks[300:] == [f"[PAD{i}]" for i in range(300, 320)]
     assert set(types[300:]) == {5} and set(scores[300:]) == {-10000.0}
+
+
+def test_llama_hf_fast_tokenizer_without_tokenizer_model(tmp_path: Path) -> None:
+    """A SentencePiece-style BPE tokenizer.json (byte fallback) converts as llama's own
+    vocabulary: scores -1000, byte tokens BYTE, special ids CONTROL, no padding."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    src = tmp_path / "hf-fast"
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for b in range(256):
+        vocab[f"<0x{b:02X}>"] = len(vocab)
+    for piece in ("\u2581", "a", "b", "\u2581a"):
+        vocab[piece] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[("\u2581", "a")], byte_fallback=True,
+                               unk_token="<unk>", fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"),
+                                           normalizers.Replace(" ", "\u2581")])
+    tok.pre_tokenizer = None
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(),
+                                     decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    tok.add_special_tokens(["<s>", "</s>", "<unk>"])
+    tok.add_tokens(["<extra>"])
+    write_config(src, llama_config(vocab_size=len(vocab) + 1))
+    tok.save(str(src / "tokenizer.json"))
+    (src / "tokenizer_config.json").write_text(json.dumps(
+        {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "add_bos_token": True}))
+    write_weights(src, decoder_weights(np.random.default_rng(12), n_vocab=len(vocab) + 1,
+                                       **DIMS))
+    out = tmp_path / "fast.gguf"
+    convert(src, out, "f16")
+    kv, _, _ = read(out)
+    assert kv["tokenizer.ggml.model"] == "llama" and kv["tokenizer.ggml.pre"] == "default"
+    toks, types = kv["tokenizer.ggml.tokens"], kv["tokenizer.ggml.token_type"]
+    assert len(toks) == len(vocab) + 1 and toks[-1] == "<extra>" and types[-1] == 4
+    assert set(kv["tokenizer.ggml.scores"]) == {-1000.0}
+    assert types[:4] == [3, 3, 3, 6] and types[vocab["\u2581a"]] == 1
+    assert kv["tokenizer.ggml.bos_token_id"] == 1

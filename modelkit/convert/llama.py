@@ -130,6 +130,8 @@ class Llama(Architecture):
             kv.boolean(Keys.Tokenizer.ADD_PREFIX, cfg["add_prefix_space"])
         if self.folder.has("tokenizer.model"):
             tokenizer.spm_vocab(self.folder, kv)
+        elif tokenizer.is_llama_hf(self.folder):
+            tokenizer.llama_hf_vocab(self.folder, kv)
         else:
             tokenizer.gpt2_vocab(self.folder, kv)
         if self.hp.get("vocab_size", 32000) == 49152:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -222,3 +223,63 @@ def wordpiece_vocab(folder: HFFolder, kv: KVList) -> None:
 def special_kvs(folder: HFFolder, kv: KVList, n_vocab: int | None,
                 load_merges: bool = False) -> None:
     write_special(load_special(folder, n_vocab, load_merges), kv)
+
+
+# --------------------------------------------------------- llama "HF fast" vocab
+def is_llama_hf(folder: HFFolder) -> bool:
+    """A SentencePiece-style BPE tokenizer.json (byte fallback, Sequence decoder) that
+    llama.cpp converts as a ``llama`` vocabulary (not llama-3's byte-level BPE)."""
+    data = folder.json_object("tokenizer.json")
+    if data is None:
+        return False
+    model = data.get("model") or {}
+    decoder = data.get("decoder") or {}
+    return (model.get("type") == "BPE" and bool(model.get("byte_fallback", False))
+            and decoder.get("type") == "Sequence")
+
+
+def _special_contents(folder: HFFolder) -> set[str]:
+    """transformers' ``all_special_tokens``: the *_token entries of tokenizer_config.json
+    (special_tokens_map.json) and additional_special_tokens."""
+    found: set[str] = set()
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        cfg = folder.json_object(name) or {}
+        for key, value in cfg.items():
+            values = value if key == "additional_special_tokens" else [value] \
+                if key.endswith("_token") else []
+            for v in values if isinstance(values, list) else []:
+                text = v.get("content") if isinstance(v, dict) else v
+                if isinstance(text, str):
+                    found.add(text)
+    return found
+
+
+def llama_hf_vocab(folder: HFFolder, kv: KVList) -> None:
+    """llama.cpp's LlamaHfVocab: base tokens in id order (byte tokens BYTE, special ids
+    CONTROL), then added tokens beyond the base; every score -1000; no padding."""
+    tok = load_tokenizer_json(folder)
+    base_size = tok.get_vocab_size(with_added_tokens=False)
+    vocab = tok.get_vocab(with_added_tokens=True)
+    reverse = {i: t for t, i in vocab.items()}
+    special_ids = {vocab[t] for t in _special_contents(folder) if t in vocab}
+    added = sorted((int(a["id"]), str(a["content"])) for a in _added_tokens(folder)
+                   if int(a["id"]) >= base_size)
+    added_ids = {i for i, _ in added}
+    tokens: list[bytes] = []
+    types: list[int] = []
+    for i in range(base_size):
+        if i in added_ids or i not in reverse:
+            continue
+        text = reverse[i].encode("utf-8")
+        tokens.append(text)
+        types.append(int(TokenType.BYTE if re.fullmatch(rb"<0x[0-9A-Fa-f]{2}>", text) else
+                         TokenType.CONTROL if i in special_ids else TokenType.NORMAL))
+    for i, content in added:
+        tokens.append(content.encode("utf-8"))
+        types.append(int(TokenType.CONTROL if i in special_ids else TokenType.USER_DEFINED))
+    kv.string(Keys.Tokenizer.MODEL, "llama")
+    kv.string(Keys.Tokenizer.PRE, "default")
+    kv.add_array(Keys.Tokenizer.LIST, tokens)
+    kv.add_array(Keys.Tokenizer.SCORES, [-1000.0] * len(tokens))
+    kv.add_array(Keys.Tokenizer.TOKEN_TYPE, types)
+    special_kvs(folder, kv, n_vocab=len(tokens))
