@@ -362,7 +362,7 @@ def test_spm_vocab_padded_to_config(tmp_path: Path) -> None:
 def test_llama_hf_fast_tokenizer_without_tokenizer_model(tmp_path: Path) -> None:
     """A SentencePiece-style BPE tokenizer.json (byte fallback) converts as llama's own
     vocabulary: scores -1000, byte tokens BYTE, special ids CONTROL, no padding."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from tokenizers import Tokenizer, decoders, models, normalizers
     src = tmp_path / "hf-fast"
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
     for b in range(256):
