@@ -241,3 +241,17 @@ def test_lora_adapter_in_modelfile(tmp_path: Path, models_dir: Path,
     mf.write_text("FROM ./base\nADAPTER ./bad-peft\n")
     code, _, err = run(capsys, "create", "bad", "-f", str(mf))
     assert code != 0 and "no numeric 'lora_alpha'" in err and err.count("\n") == 1
+
+
+def test_convert_from_modelscope(tmp_path: Path, hub: HubServer,  # noqa: F811
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    hub.repos["acme/Tiny-Llama"] = _safetensors_repo(tmp_path)
+    out = tmp_path / "ms.gguf"
+    code, stdout, err = run(capsys, "convert", "modelscope.cn/acme/Tiny-Llama", "-o", str(out),
+                            "--outtype", "q8_0", "--json")
+    assert code == 0, err
+    assert json.loads(stdout.strip().splitlines()[-1])["file_type"] == "Q8_0"
+    local = tmp_path / "local.gguf"
+    convert(tmp_path / "repo", local, "q8_0")
+    a, b = gguf.GGUFReader(out), gguf.GGUFReader(local)
+    assert out.read_bytes()[a.data_offset:] == local.read_bytes()[b.data_offset:]
