@@ -279,3 +279,26 @@ def test_chunked_streaming_gives_the_same_bytes(tmp_path: Path,
         chunked = tmp_path / f"chunked-{t}.gguf"
         convert(src, chunked, t)
         assert chunked.read_bytes() == path.read_bytes()
+
+
+def test_one_pass_pool_gives_the_same_bytes(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from modelkit.convert import converter, one_pass
+    from modelkit.convert import plan as plan_any
+    src = tmp_path / "l"
+    write_config(src, llama_config(hidden_size=256, intermediate_size=512))
+    write_spm(src)
+    write_weights(src, decoder_weights(np.random.default_rng(13), n_vocab=300,
+                                       **dict(DIMS, n_embd=256, n_ff=512, head_dim=64)))
+    monkeypatch.setattr(converter, "CHUNK_ELEMENTS", 20000)  # several chunks per tensor
+    outs = []
+    for workers in (1, 2):
+        conv = plan_any(src, "q4_K_M")
+        assert conv.quantized is not None
+        buf = io.BytesIO()
+        one_pass.write_quantized(conv.quantized, buf, workers=workers)
+        conv.close()
+        outs.append(buf.getvalue())
+    assert outs[0] == outs[1]

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -241,24 +243,51 @@ def value_chunks(p: PlannedTensor) -> Iterator[np.ndarray]:
         yield t.rows(lo, min(rows, lo + step))
 
 
-def stream_tensors(tensors: Sequence[tuple[PlannedTensor, Callable[[np.ndarray], np.ndarray],
+Encoded = np.ndarray | Future[np.ndarray]
+
+
+def stream_tensors(tensors: Sequence[tuple[PlannedTensor, Callable[[np.ndarray], Encoded],
                                            int]],
                    put: Callable[[bytes | memoryview], None], progress: ProgressCallback,
-                   status: str) -> None:
-    """Write each tensor's encoded chunks, check its size, pad it, release its source."""
+                   status: str, lookahead: int = 0) -> None:
+    """Write each tensor's encoded chunks in order, check its size, pad it, release its
+    source. An encoder may return a Future (work done in a pool): up to ``lookahead``
+    chunks are then in flight ahead of the writer."""
     total = len(tensors)
-    for i, (p, encode_chunk, n_bytes) in enumerate(tensors, 1):
-        written = 0
-        for chunk in value_chunks(p):
-            data = np.ascontiguousarray(encode_chunk(chunk))
-            put(memoryview(data).cast("B"))  # type: ignore[arg-type]
-            written += data.nbytes
-        if written != n_bytes:  # pragma: no cover - a planning bug
-            raise ConvertError(f"{p.tensor.name}: wrote {written} bytes, planned {n_bytes}")
-        put(b"\0" * (pad(n_bytes, ALIGNMENT) - n_bytes))
-        if p.tensor.release is not None:
-            p.tensor.release()
-        progress(ProgressEvent(status, total=total, completed=i, unit="tensors"))
+    queue: deque[tuple[Encoded | None, int]] = deque()  # (chunk, or None: end of tensor i)
+    written = 0
+
+    def flush(keep: int) -> None:
+        nonlocal written
+        while len(queue) > keep:
+            item, i = queue.popleft()
+            p, _, n_bytes = tensors[i]
+            if item is not None:
+                data = np.ascontiguousarray(item.result() if isinstance(item, Future) else item)
+                put(memoryview(data).cast("B"))  # type: ignore[arg-type]
+                written += data.nbytes
+                continue
+            if written != n_bytes:  # pragma: no cover - a planning bug
+                raise ConvertError(f"{p.tensor.name}: wrote {written} bytes, planned {n_bytes}")
+            written = 0
+            put(b"\0" * (pad(n_bytes, ALIGNMENT) - n_bytes))
+            progress(ProgressEvent(status, total=total, completed=i + 1, unit="tensors"))
+
+    try:
+        for i, (p, encode_chunk, _) in enumerate(tensors):
+            for chunk in value_chunks(p):
+                queue.append((encode_chunk(chunk), i))
+                flush(lookahead)
+            queue.append((None, i))
+            if p.tensor.release is not None:
+                # Drop the source pages; a chunk still queued as a view of them reads them
+                # back from the page cache (the map is read-only and file-backed).
+                p.tensor.release()
+        flush(0)
+    finally:
+        for item, _ in queue:
+            if isinstance(item, Future):
+                item.cancel()
 
 
 def write_plan(plan: ConversionPlan, f: Writable,

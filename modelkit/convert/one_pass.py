@@ -13,7 +13,10 @@ quantized, or copied when the policy keeps their type.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import os
 from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +25,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType, Keys, Ll
 from modelkit.convert.converter import (
     ALIGNMENT,
     ConversionPlan,
+    Encoded,
     PlannedTensor,
     Writable,
     encode,
@@ -36,6 +40,7 @@ from modelkit.quant.policy import ModelHParams, QuantPlan, TensorSpec, plan_quan
 
 _MOVED = (Keys.General.QUANTIZATION_VERSION, Keys.General.FILE_TYPE)
 GGML_QNT_VERSION = 2
+POOL_MIN_ELEMENTS = 8 << 20  # below this much to quantize, a pool costs more than it saves
 
 
 @dataclass(frozen=True)
@@ -85,23 +90,43 @@ def plan_quantized(conversion: ConversionPlan, file_type: LlamaFileType) -> Quan
     return QuantizedPlan(conversion, quant, kvs, outs)
 
 
-def _encoder(o: _Out) -> Callable[[np.ndarray], np.ndarray]:
+def quantize_chunk(f16_file: np.ndarray, src: GGMLQuantizationType,
+                   dst: GGMLQuantizationType, ne0: int) -> np.ndarray:
+    """Rows of the F16 file's values -> ``dst`` bytes (what llama-quantize computes)."""
+    x = kernels.to_float32(f16_file.reshape(-1, ne0), src)
+    return kernels.quantize(dst, x.reshape(-1, ne0))
+
+
+def _encoder(o: _Out, pool: Executor | None) -> Callable[[np.ndarray], Encoded]:
     """Values -> the bytes of the output: the F16 file's bytes, quantized when the
-    policy says so (from those bytes, as llama-quantize reads them)."""
+    policy says so (from those bytes, as llama-quantize reads them), in ``pool``."""
     p = o.source
     ne0 = p.tensor.shape[-1] if p.tensor.shape else 1
 
-    def run(values: np.ndarray) -> np.ndarray:
+    def run(values: np.ndarray) -> Encoded:
         f16_file = encode(values, p.type)
         if not o.quantize:
             return f16_file
-        x = kernels.to_float32(f16_file.reshape(-1, ne0), p.type)
-        return kernels.quantize(o.type, x.reshape(-1, ne0))
+        if pool is None:
+            return quantize_chunk(f16_file, p.type, o.type, ne0)
+        return pool.submit(quantize_chunk, np.ascontiguousarray(f16_file), p.type, o.type,
+                           ne0)
     return run
 
 
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def write_quantized(plan: QuantizedPlan, f: Writable,
-                    progress: ProgressCallback = ignore_progress) -> str:
+                    progress: ProgressCallback = ignore_progress,
+                    workers: int | None = None) -> str:
+    """Stream the quantized GGUF into ``f``; returns its sha256. Quantization runs in
+    ``workers`` processes (default: every core; in-process for small models); the
+    bytes are the same for any count."""
     h = hashlib.sha256()
 
     def put(b: bytes | memoryview) -> None:
@@ -109,6 +134,14 @@ def write_quantized(plan: QuantizedPlan, f: Writable,
         f.write(b)
 
     put(plan.header())
-    stream_tensors([(o.source, _encoder(o), o.n_bytes) for o in plan.tensors], put, progress,
-                   "converting and quantizing tensors")
+    work = sum(o.source.n_elements for o in plan.tensors if o.quantize)
+    n = workers if workers is not None else (_cpu_count() if work >= POOL_MIN_ELEMENTS else 1)
+    status = "converting and quantizing tensors"
+    if n <= 1:
+        stream_tensors([(o.source, _encoder(o, None), o.n_bytes) for o in plan.tensors], put,
+                       progress, status)
+        return h.hexdigest()
+    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
+        stream_tensors([(o.source, _encoder(o, pool), o.n_bytes) for o in plan.tensors], put,
+                       progress, status, lookahead=2 * n)
     return h.hexdigest()
