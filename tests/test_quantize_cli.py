@@ -13,7 +13,7 @@ from modelkit.cli import main
 from modelkit.store import Store
 
 MIXES = GOLDEN / "mixes"
-needs_golden = pytest.mark.skipif(not MIXES.is_dir(), reason=f"golden data absent: {MIXES}")
+needs_golden = pytest.mark.golden("mixes")
 
 
 def mk(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -76,7 +76,13 @@ def test_quantize_report_and_rmse_gate(tmp_path: Path,
     assert report["output_norm.weight"]["rmse"] == 0.0  # copied, unchanged
     q8 = report["blk.0.attn_q.weight"]
     assert 0 < q8["rmse"] < q8["max_abs_error"] < 0.001
-    assert result["passed"] is True or result["max_rmse"] is None
+    # --report alone: the whole-model RMSE and its worst tensor, and no gate
+    assert result["max_rmse"] is None and result["passed"] is True
+    assert result["rmse"] > 0 and result["worst_tensor"] in report
+    code, out, _ = mk(capsys, "quantize", str(src), str(tmp_path / "c.gguf"), "q8_0",
+                      "--max-rmse", "1", "--json")
+    gated = json.loads(out.splitlines()[-1])
+    assert code == 0 and gated["max_rmse"] == 1.0 and gated["passed"] is True
     code, out, err = mk(capsys, "quantize", str(src), str(tmp_path / "b.gguf"), "q4_0",
                         "--max-rmse", "1e-9")
     assert code == 7 and "is above --max-rmse" in err and "worst tensor" in err

@@ -66,7 +66,15 @@ from gguf import GGMLQuantizationType, GGUFValueType, Keys, LlamaFileType
 from gguf.constants import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT
 
 from modelkit.errors import GGUFError, QuantizationError
-from modelkit.gguf_file import KV, GGUFInfo, TensorInfo, TensorSlot, encode_header, read_gguf
+from modelkit.gguf_file import (
+    KV,
+    GGUFInfo,
+    TensorInfo,
+    TensorSlot,
+    describe_header,
+    encode_header,
+    read_gguf,
+)
 from modelkit.gguf_file.format import pad
 from modelkit.progress import ProgressCallback, ProgressEvent
 from modelkit.quant import kernels
@@ -163,10 +171,17 @@ class RequantizeResult:
     rmse: float | None = None
     worst_tensor: str | None = None
     seconds: float = 0.0
+    header: tuple[tuple[KV, ...], tuple[TensorSlot, ...]] = ((), ())  # what was written
 
     @property
     def file_type_name(self) -> str:
         return file_type_name(self.file_type)
+
+    def gguf_info(self, path: str | os.PathLike[str]) -> GGUFInfo:
+        """The description of the GGUF written (stored at ``path``), without reading it."""
+        kvs, slots = self.header
+        return describe_header(path, kvs, slots, alignment=self.alignment,
+                               data_offset=self.data_offset, size=self.output_size)
 
 
 # --------------------------------------------------------------------------------------
@@ -320,14 +335,9 @@ class _Sink:
         return self.pos
 
 
-def _write_header(sink: _Sink, kvs: Sequence[KV], items: Sequence[_Item],
-                  alignment: int) -> int:
-    """Write the header (KV pairs, tensor infos) and the padding before the data; return
-    the offset of the data section."""
-    slots = [TensorSlot(it.tensor.name, it.tensor.shape, it.choice.target_type, it.nbytes)
-             for it in items]
-    sink.write(encode_header(kvs, slots, alignment))
-    return sink.pos
+def _slots(items: Sequence[_Item]) -> tuple[TensorSlot, ...]:
+    return tuple(TensorSlot(it.tensor.name, it.tensor.shape, it.choice.target_type, it.nbytes)
+                 for it in items)
 
 
 def _output_kv(info: GGUFInfo, ftype: LlamaFileType) -> list[KV]:
@@ -635,7 +645,8 @@ def requantize(
         raise QuantizationError(f"{info.path}: {exc}") from None
     alignment = _alignment(info)
     items = _layout(info, plan, alignment, imatrix)
-    kvs = _output_kv(info, ftype)
+    kvs = tuple(_output_kv(info, ftype))
+    slots = _slots(items)
 
     target = file_type_name(ftype)
     status = f"quantizing {_source_label(info)} model to {target}"
@@ -674,7 +685,8 @@ def requantize(
 
         def start() -> None:
             nonlocal data_offset
-            data_offset = _write_header(sink, kvs, items, alignment)
+            sink.write(encode_header(kvs, slots, alignment))
+            data_offset = sink.pos
             emit(ProgressEvent(status, total=len(items), completed=0, unit="tensors"))
 
         def handle(step: _Step, result: _JobResult | None) -> None:
@@ -732,7 +744,7 @@ def requantize(
         tensor_count=len(items), n_quantized=n_quantized, n_copied=len(items) - n_quantized,
         n_fallback=plan.n_fallback, tensors=tuple(summaries), requantized=bool(requantized),
         fallback_log=fallback_log, rmse=overall, worst_tensor=worst,
-        seconds=time.monotonic() - started)
+        seconds=time.monotonic() - started, header=(kvs, slots))
 
 
 def quantize_file(src: str | os.PathLike[str] | GGUFInfo, dst_path: str | os.PathLike[str],
@@ -754,11 +766,7 @@ def quantize_into_store(store: Store, src_info: GGUFInfo, file_type: str,
     left in the store when quantization fails.
     """
     with store.open_writer() as w:
-        requantize(src_info, w, file_type, progress=progress, **kw)
+        result = requantize(src_info, w, file_type, progress=progress, **kw)
         written = w.commit()
-    try:
-        info = read_gguf(store.blob_path(written.digest))
-    except GGUFError as exc:  # pragma: no cover - would be a bug in this module
-        raise QuantizationError(f"quantized model is not a valid GGUF: {exc}") from None
-    return written, info
+    return written, result.gguf_info(store.blob_path(written.digest))
 
