@@ -298,15 +298,19 @@ def test_create_without_a_modelfile_or_with_a_folder_says_so(
 
 
 @pytest.mark.parametrize("text,where,message", [
-    ("FROM {gguf}\nPARAMETER temperature hot\n", 2, "invalid float value [hot]"),
-    ("FROM {gguf}\n\nPARAMETER gpu_layers 3\n", 3, "unknown parameter 'gpu_layers'"),
-    ("FROM {gguf}\nTEMPLATE {{{{ .Prompt }}\n", 2, "template"),
-    ("FROM {gguf}\nREQUIRES banana\n", 2, "requires must be a valid semver"),
-    ("FROM {gguf}\nDRAFT {gguf}\n", 2, "DRAFT must not reference the same local path"),
+    ("FROM {gguf}\nPARAMETER temperature hot\n", "2:23", "invalid float value [hot]"),
+    ("FROM {gguf}\n\nPARAMETER gpu_layers 3\n", "3:22", "unknown parameter 'gpu_layers'"),
+    ("FROM {gguf}\nTEMPLATE {{{{ .Prompt }}\n", "2:10", "template"),
+    ("FROM {gguf}\nREQUIRES banana\n", "2:10", "requires must be a valid semver"),
+    ("FROM {gguf}\nDRAFT {gguf}\n", "2:7", "DRAFT must not reference the same local path"),
+    ('FROM {gguf}\nSYSTEM """hello\nworld\n', "2:8",
+     'unexpected EOF (the """ opened here is never closed)'),
+    ('FROM {gguf}\n\nSYSTEM "hi" there\n', "3:8",
+     'unexpected EOF (the " opened here must close at the end of a line)'),
 ])
 def test_modelfile_value_errors_name_the_file_and_line(
         models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        text: str, where: int, message: str) -> None:
+        text: str, where: str, message: str) -> None:
     gguf, _ = _modelfile_beside_copy(tmp_path)
     modelfile = tmp_path / "my.Modelfile"
     modelfile.write_text(text.format(gguf=gguf))
