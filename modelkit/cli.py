@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import select
 import sys
 import traceback
 import warnings
@@ -696,7 +697,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         print("Error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
+    except BrokenPipeError as exc:
+        if not _stdout_closed():  # a network peer, say: a real error
+            print(f"Error: {exc.strerror or exc}", file=sys.stderr)
+            return 1
         # The reader went away (``| head``): stop quietly, as Unix tools do. Point stdout
         # at /dev/null so that the interpreter's final flush does not complain again.
         with contextlib.suppress(OSError):
@@ -720,6 +724,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Error: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
               "(set MODELKIT_DEBUG=1 for a traceback)", file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe nobody reads any more (poll reports an error on it)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no fileno (captured), no poll
+        return False
 
 
 def _quiet_hub_loggers() -> None:
