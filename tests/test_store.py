@@ -255,17 +255,3 @@ def test_the_network_guard_refuses_non_loopback_names() -> None:
         socket.getaddrinfo("registry.ollama.ai", 443)
     assert socket.getaddrinfo("127.0.0.1", 80)
 
-
-def test_scratch_file_is_hidden_in_blobs_and_always_removed(tmp_path: Path) -> None:
-    store = Store(tmp_path)
-    with store.scratch_file() as (path, f):
-        f.write(b"intermediate")
-        f.flush()
-        assert path.parent == store.blobs and path.name.startswith(TEMP_PREFIX)
-        assert path.read_bytes() == b"intermediate"
-        # what a crash would leave is a temporary file prune removes
-        assert store.plan_prune().temp_files == (path,)
-    assert not path.exists()
-    with pytest.raises(RuntimeError), store.scratch_file() as (path, f):
-        raise RuntimeError("quantization failed")
-    assert not path.exists() and list(store.blobs.iterdir()) == []
