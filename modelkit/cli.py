@@ -449,7 +449,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not report.ok:
         bad = len(report.missing) + len(report.damaged)
         raise E.DigestError(f"{bad} blob(s) missing or damaged, "
-                            f"{len(report.damaged_manifests)} damaged manifest(s)")
+                            f"{len(report.damaged_manifests)} damaged manifest(s); re-create "
+                            "or re-pull the models named above ('modelkit rm' a damaged "
+                            "manifest)")
     return 0
 
 
