@@ -449,9 +449,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not report.ok:
         bad = len(report.missing) + len(report.damaged)
         raise E.DigestError(f"{bad} blob(s) missing or damaged, "
-                            f"{len(report.damaged_manifests)} damaged manifest(s); re-create "
-                            "or re-pull the models named above ('modelkit rm' a damaged "
-                            "manifest)")
+                            f"{len(report.damaged_manifests)} damaged manifest(s): delete the "
+                            "damaged blob files listed, then create or pull the models that "
+                            "use them again ('modelkit rm' a damaged manifest)")
     return 0
 
 
