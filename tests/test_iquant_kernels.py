@@ -160,3 +160,23 @@ def test_make_iq_tables_is_deterministic_and_reads_the_source(tmp_path: Path) ->
         assert list(z["kv"]) == [-127, 0, 5] and z["kv"].dtype == np.int8
         assert z["quant__iq2xs_init_impl__kgrid_a"].shape == (2048,)
         assert list(z["quant__iq3xs_init_impl__kgrid_b"]) == [7, 4032]
+
+
+def test_fp4_nearest_entry_matches_the_c_loop_on_ties_and_random_values() -> None:
+    """fp4._best_index's shortcut equals best_index_mxfp4's loop (first of equal errors),
+    on exact midpoints between table entries, their float32 neighbours and random values."""
+    from modelkit.quant.kernels import fp4
+
+    rng = np.random.default_rng(11)
+    kv = fp4.KVALUES_FP4.astype(np.float32)
+    d = np.concatenate([np.float32(2.0) ** rng.integers(-20, 20, 64),
+                        fp4._UE4M3[rng.integers(1, 127, 64)]]).astype(np.float32)[:, None]
+    mids = np.array([0.5, 1.5, 2.5, 3.5, 5, 7, 10, 13, 0, 12, 20], dtype=np.float32)
+    x = np.concatenate([mids * d, np.nextafter(mids * d, np.float32(np.inf)),
+                        np.nextafter(mids * d, np.float32(0)),
+                        rng.standard_normal((d.shape[0], 32)).astype(np.float32) * 6 * d],
+                       axis=1)
+    x = np.concatenate([x, -x], axis=1)
+    err = np.abs(kv[None, None, :] * d[:, :, None] - x[:, :, None])
+    expected = np.argmin(err, axis=2)  # the first of equal errors, as C's strict '<'
+    assert np.array_equal(fp4._best_index(x, d), expected)

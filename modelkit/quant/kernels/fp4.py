@@ -41,15 +41,35 @@ KVALUES_FP4 = _e2m1_doubled()
 _KV = KVALUES_FP4.astype(np.float32)
 
 
+_POS = _KV[:8]  # 0 1 2 3 4 6 8 12
+_BELOW = np.searchsorted(2 * _POS, np.arange(25), side="right") - 1  # half-units -> entry
+
+
 def _best_index(x: F32Array, d: F32Array) -> U8Array:
-    """x (..., k), d (..., 1): the first i with the smallest |kv[i]*d - x| (best_index_mxfp4)."""
-    best = np.zeros(x.shape, dtype=np.uint8)
-    best_err = np.abs(_KV[0] * d - x)
-    for i in range(1, 16):
-        err = np.abs(_KV[i] * d - x)
-        better = err < best_err
-        best[better] = i
-        np.copyto(best_err, err, where=better)
+    """x (..., k), d (..., 1): the first i with the smallest |kv[i]*d - x| (best_index_mxfp4).
+
+    Rounding is symmetric, so a negative x sees the negative entries (9..15) exactly as |x|
+    sees the positive ones (1..7), and entry 0 comes first in both orders; the opposite
+    sign is never closer. Over |x| the float32 errors of the ascending entries 0..7 fall
+    and then rise, so the first minimum is the entry just below |x| or the one above it
+    (only when strictly closer, as C's ``<`` keeps the first)."""
+    m = np.abs(x)
+    v = _POS * d[..., None]  # (..., 1, 8)
+
+    def entry(i: npt.NDArray[np.int64]) -> F32Array:
+        out: F32Array = np.take_along_axis(v, i[..., None], axis=-1)[..., 0]
+        return out
+
+    q = m.astype(np.float64) / np.where(d > 0, d, 1).astype(np.float64)  # an estimate
+    lo = _BELOW[np.nan_to_num(np.minimum(q, 12.0) * 2, nan=0.0).astype(np.int64)]
+    lo = np.where(entry(lo) > m, lo - 1, lo)  # one-step corrections of the estimate
+    up = entry(np.minimum(lo + 1, 7)) <= m
+    lo = np.where(up, np.minimum(lo + 1, 7), lo)
+    hi = np.minimum(lo + 1, 7)
+    best: U8Array = np.where(np.abs(entry(hi) - m) < np.abs(entry(lo) - m), hi, lo
+                             ).astype(np.uint8)
+    best[np.broadcast_to(~(d > 0), best.shape)] = 0  # a zero scale: every error ties
+    best[(x < 0) & (best > 0)] += np.uint8(8)
     return best
 
 

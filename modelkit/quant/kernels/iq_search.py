@@ -248,7 +248,7 @@ class GridFormat(BlockFormat):
 
     codec: ClassVar[tuple[Callable[[F32Array, F32Array | None], npt.NDArray[np.uint8]],
                           Callable[[npt.NDArray[np.uint8]], F32Array]]]
-    chunk_blocks = weighted_chunk_blocks = 512
+    chunk_blocks = weighted_chunk_blocks = 256
 
     def _encode(self, x: F32Array, qw: F32Array | None, sigma2: F32Array | None
                 ) -> npt.NDArray[np.uint8]:
