@@ -9,36 +9,71 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from gguf.constants import GGUFValueType
+
+from modelkit import registry
 from modelkit.build import Builder, BuildSpec, CreateResult, spec_from_modelfile
+from modelkit.convert import ConvertResult, base_from_gguf, plan_conversion
+from modelkit.convert import convert as convert_folder
+from modelkit.convert import convert_lora as convert_lora_folder
+from modelkit.convert.converter import outtype_sizes
+from modelkit.convert.one_pass import plan_quantized
 from modelkit.errors import (
+    ConvertError,
     FileNotFoundModelkitError,
     GGUFError,
     ModelkitError,
     ModelNotFoundError,
     QuantizationError,
 )
-from modelkit.gguf_file import GGUFInfo, TensorInfo, iter_metadata_display, read_gguf
-from modelkit.humanize import human_number
-from modelkit.importers import hub_for
+from modelkit.gguf_file import (
+    GGUFInfo,
+    QuantizationView,
+    TensorInfo,
+    bits_per_weight,
+    file_type_label,
+    iter_metadata_display,
+    quantization_view,
+    read_gguf,
+)
+from modelkit.gostrconv import format_float
+from modelkit.humanize import human_bytes, human_number, human_time
+from modelkit.importers import ImportedModel
+from modelkit.importers.hubs import hub_for
 from modelkit.manifest import Manifest, MediaType, ModelConfig
 from modelkit.modelfile import Command, Modelfile, format_modelfile, parse, parse_file
 from modelkit.names import ModelName
-from modelkit.progress import ProgressCallback, ignore_progress
-from modelkit.store import PrunePlan, Store, StoredModel
-
-if TYPE_CHECKING:
-    from modelkit.quant.requantize import RequantizeResult
-    from modelkit.registry import PushResult
+from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent, ignore_progress
+from modelkit.quant.policy import parse_file_type
+from modelkit.quant.requantize import RequantizeResult, quantize_file
+from modelkit.registry import PushResult
+from modelkit.store import (
+    DamagedCallback,
+    DamagedManifest,
+    LinkMode,
+    PrunePlan,
+    Store,
+    StoredModel,
+)
+from modelkit.store.verify import BlobProblem, VerifyReport, verify_store
 
 StoreArg = Store | str | os.PathLike[str] | None
 
 __all__ = [
-    "ModelInfo", "ModelSummary", "copy", "create", "format_modelfile", "list_models",
-    "parse_modelfile", "prune", "pull", "push", "quantize", "remove", "show",
+    "FolderInfo", "ModelInfo", "ModelSummary", "convert", "convert_lora", "copy", "create",
+    "describe_folder",
+    "format_modelfile", "is_hf_folder", "list_models",
+    "parse_modelfile", "prune", "pull", "push", "quantize", "remove", "show", "verify",
+    # what the functions above return or report, and Ollama's way of printing it
+    "BlobProblem", "ConvertResult", "CreateResult", "DamagedManifest", "ProgressCallback",
+    "ProgressEvent", "PrunePlan", "PushResult", "QuantizationView", "RequantizeResult",
+    "VerifyReport", "bits_per_weight", "file_type_label", "format_float", "human_bytes",
+    "human_number", "human_time", "quantization_view",
 ]
 
 
@@ -56,7 +91,8 @@ def parse_modelfile(source: str | bytes | os.PathLike[str]) -> Modelfile:
 # ---------------------------------------------------------------------- create
 def create(name: str, modelfile: str | os.PathLike[str] | Modelfile | None = None, *,
            base_dir: str | os.PathLike[str] | None = None, quantize: str | None = None,
-           link: bool = False, offline: bool | None = None, insecure: bool = False,
+           link: bool | LinkMode = "copy", offline: bool | None = None,
+           insecure: bool = False,
            store: StoreArg = None,
            progress: ProgressCallback = ignore_progress) -> CreateResult:
     """Build model ``name`` from a Modelfile.
@@ -64,6 +100,9 @@ def create(name: str, modelfile: str | os.PathLike[str] | Modelfile | None = Non
     ``modelfile`` is a path, a parsed ``Modelfile``, or None for ``./Modelfile`` (and,
     as in Ollama, ``FROM .`` when there is none). Relative FROM/ADAPTER paths resolve
     against the Modelfile's folder (``base_dir`` for a parsed Modelfile, default cwd).
+    ``link`` stores local GGUFs by ``"copy"`` (default), ``"reflink"`` (shared
+    copy-on-write extents where the filesystem has them, else a copy) or ``"hard"`` (a
+    hard link: the blob and the file are one, so editing the file damages the model).
     """
     model_name = ModelName.parse(name)
     source = "Modelfile"
@@ -72,7 +111,15 @@ def create(name: str, modelfile: str | os.PathLike[str] | Modelfile | None = Non
     else:
         path = Path(modelfile) if modelfile is not None else Path("Modelfile")
         if modelfile is None and not path.exists():
-            parsed, folder = parse("FROM ."), Path.cwd()
+            folder = Path.cwd()
+            if not any(folder.glob("*.gguf")) and not any(folder.glob("*.safetensors")):
+                raise FileNotFoundModelkitError(
+                    f"no Modelfile in {folder}: name one with -f FILE (or run create in a "
+                    "folder holding the model's GGUF or safetensors files)")
+            parsed = parse("FROM .")
+        elif path.is_dir():
+            raise FileNotFoundModelkitError(f"{path}: is a directory, not a Modelfile; name "
+                                            f"the file, e.g. -f {path / 'Modelfile'}")
         elif not path.is_file():
             raise FileNotFoundModelkitError(f"specified Modelfile wasn't found: {path}")
         else:
@@ -85,7 +132,7 @@ def create(name: str, modelfile: str | os.PathLike[str] | Modelfile | None = Non
 
 # ------------------------------------------------------------------------ pull
 def pull(name: str, *, quantize: str | None = None, offline: bool | None = None,
-         link: bool = False, insecure: bool = False, store: StoreArg = None,
+         link: bool | LinkMode = "copy", insecure: bool = False, store: StoreArg = None,
          progress: ProgressCallback = ignore_progress) -> CreateResult:
     """Fetch model ``name`` into the store under that name.
 
@@ -101,8 +148,6 @@ def pull(name: str, *, quantize: str | None = None, offline: bool | None = None,
         if quantize:
             raise ModelkitError("--quantize applies to hf.co and modelscope.cn pulls; for a "
                                 "registry, pull and then create -q")
-        from modelkit import registry
-
         pulled = registry.pull(_store(store), model, insecure=insecure, progress=progress)
         return CreateResult(pulled.name, pulled.manifest)
     return builder.build(model, BuildSpec(from_hub=name), quantize=quantize)
@@ -111,27 +156,136 @@ def pull(name: str, *, quantize: str | None = None, offline: bool | None = None,
 def push(name: str, *, insecure: bool = False, store: StoreArg = None,
          progress: ProgressCallback = ignore_progress) -> PushResult:
     """Upload stored model ``name`` to its registry (the name's host), as ``ollama push``."""
-    from modelkit import registry
-
     return registry.push(_store(store), name, insecure=insecure, progress=progress)
 
 
 # -------------------------------------------------------------------- quantize
 def quantize(source: str | os.PathLike[str], destination: str | os.PathLike[str],
              file_type: str, *, report: bool = False, workers: int | None = None,
+             max_rmse: float | None = None,
              progress: ProgressCallback = ignore_progress) -> RequantizeResult:
     """Quantize a GGUF file into a new GGUF file (atomically written), as llama.cpp's
-    ``llama-quantize`` would: same tensor types, same bytes."""
-    from modelkit.quant.requantize import quantize_file
-
+    ``llama-quantize`` would: same tensor types, same bytes. With ``max_rmse`` the
+    per-tensor errors are measured, and a model whose RMSE exceeds it is not left behind:
+    the output is deleted and QuantizationError raised."""
     src = Path(source)
     if not src.exists():
         raise FileNotFoundModelkitError(f"{src}: no such file")
     dst = Path(destination)
     if dst.exists() and dst.resolve() == src.resolve():
         raise QuantizationError(f"{dst}: the output would overwrite the input")
-    return quantize_file(read_gguf(src), dst, file_type, report=report, workers=workers,
-                         progress=progress)
+    _check_writable(dst)
+    if workers is not None and workers < 1:
+        raise ModelkitError(f"workers must be 1 or more, not {workers}")
+    existed = dst.exists()
+    result = quantize_file(read_gguf(src), dst, file_type,
+                           report=report or max_rmse is not None, workers=workers,
+                           progress=progress)
+    if max_rmse is not None and result.rmse is not None and result.rmse > max_rmse:
+        dst.unlink(missing_ok=True)
+        kept = " (the previous file is gone too)" if existed else ""
+        raise QuantizationError(f"rmse {result.rmse:.6g} is above --max-rmse {max_rmse} "
+                                f"(worst tensor: {result.worst_tensor}); {dst} was not "
+                                f"kept{kept}")
+    return result
+
+
+def _check_writable(dst: Path) -> None:
+    """Fail before any work when the output cannot be written, naming the user's path."""
+    folder = dst.parent
+    if dst.is_dir():
+        raise FileNotFoundModelkitError(f"{dst}: is a directory; name the output file")
+    if not folder.is_dir():
+        raise FileNotFoundModelkitError(f"{dst}: cannot write: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ModelkitError(f"{dst}: cannot write: permission denied in folder {folder}")
+
+
+# --------------------------------------------------------------------- convert
+def _hf_folder(src: str | os.PathLike[str], progress: ProgressCallback,
+               offline: bool | None) -> tuple[ImportedModel | None, Path]:
+    """A local folder as is; ``hf.co/ORG/REPO[:REVISION]`` or ``modelscope.cn/ORG/REPO``
+    downloaded (only the files conversion reads) through the hub's client."""
+    text = os.fspath(src)
+    path = Path(text)
+    if path.exists() or isinstance(src, os.PathLike) or text.startswith(("/", ".", "~")):
+        if not path.exists():
+            raise FileNotFoundModelkitError(f"{path}: no such folder")
+        if not path.is_dir():
+            raise FileNotFoundModelkitError(f"{path}: not a Hugging Face model folder")
+        return None, path
+    name = ModelName.parse(text)
+    importer = hub_for(name)
+    if importer is None:
+        raise FileNotFoundModelkitError(f"{text}: no such folder (and not an hf.co or "
+                                        "modelscope.cn name)")
+    revision = None if name.tag == "latest" else name.tag
+    imported = importer.fetch(name, progress=progress, offline=offline, revision=revision)
+    if imported.folder is None:
+        imported.cleanup()
+        raise ConvertError(f"{text}: the repository has GGUF files; use 'modelkit pull'")
+    return imported, imported.folder
+
+
+def convert(src: str | os.PathLike[str], out: str | os.PathLike[str], *,
+            outtype: str = "auto", pre: str | None = None, offline: bool | None = None,
+            progress: ProgressCallback = ignore_progress) -> ConvertResult:
+    """Convert a Hugging Face model (folder or hub repository) into the GGUF file ``out``,
+    as llama.cpp's convert_hf_to_gguf.py does; ``outtype`` may also be a quantization
+    type (q4_K_M, ...): converted and quantized in one pass."""
+    imported, folder = _hf_folder(src, progress, offline)
+    try:
+        return convert_folder(folder, Path(out), outtype, progress, pre)
+    finally:
+        if imported is not None:
+            imported.cleanup()
+
+
+def convert_lora(adapter: str | os.PathLike[str], out: str | os.PathLike[str], *,
+                 base: str | os.PathLike[str], outtype: str = "f32",
+                 progress: ProgressCallback = ignore_progress) -> ConvertResult:
+    """Convert a PEFT LoRA folder into a GGUF LoRA adapter, as convert_lora_to_gguf.py;
+    ``base`` is the base model's folder (config.json) or its GGUF file."""
+    base_path = Path(base)
+    if not base_path.exists():
+        raise FileNotFoundModelkitError(f"{base_path}: no such file or folder")
+    adapter_path = Path(adapter)
+    if not adapter_path.is_dir():
+        raise FileNotFoundModelkitError(f"{adapter_path}: not a PEFT adapter folder")
+    base_arg = (base_path if base_path.is_dir()
+                else base_from_gguf(read_gguf(base_path).metadata, adapter_path))
+    return convert_lora_folder(adapter_path, Path(out), base_arg, outtype, progress)
+
+
+@dataclass(frozen=True)
+class FolderInfo:
+    """What ``show`` reports about a Hugging Face folder: the GGUF it would become."""
+
+    path: str
+    hf_architecture: str
+    architecture: str
+    parameter_count: int
+    context_length: int | None
+    tensor_count: int
+    sizes: dict[str, int]  # outtype -> GGUF file size
+
+
+def describe_folder(src: str | os.PathLike[str]) -> FolderInfo:
+    plan = plan_conversion(Path(src), "f16")
+    try:
+        sizes = outtype_sizes(plan)
+        sizes["q4_K_M"] = plan_quantized(plan, parse_file_type("q4_K_M")).size
+        ctx = plan.folder.find("max_position_embeddings", "n_ctx", "n_positions")
+        return FolderInfo(str(src), plan.folder.hf_arch, plan.arch.arch_name,
+                          plan.parameter_count, int(ctx) if ctx is not None else None,
+                          len(plan.tensors), sizes)
+    finally:
+        plan.model.close()
+
+
+def is_hf_folder(path: str | os.PathLike[str]) -> bool:
+    p = Path(path)
+    return p.is_dir() and (p / "config.json").is_file() and not any(p.glob("*.gguf"))
 
 
 # ------------------------------------------------------------------------ show
@@ -167,7 +321,16 @@ class ModelInfo:
         return self.gguf.tensors
 
     def metadata(self, *, verbose: bool = False) -> dict[str, Any]:
-        return dict(iter_metadata_display(self.gguf, array_limit=None if verbose else 5))
+        """Ollama's model_info. A float32 value is the float its shortest decimal form
+        names (1e-06, not 9.999999974752427e-07), as Go's JSON encoder writes it."""
+        types = self.gguf.metadata_types
+        out = {}
+        for key, value in iter_metadata_display(self.gguf, array_limit=None if verbose else 5):
+            if types.get(key, (None,))[-1] == GGUFValueType.FLOAT32:
+                value = ([_shortest32(v) for v in value] if isinstance(value, list)
+                         else _shortest32(value))
+            out[key] = value
+        return out
 
     def modelfile(self) -> str:
         """A Modelfile that rebuilds this model (as ``ollama show --modelfile``, but
@@ -190,6 +353,10 @@ class ModelInfo:
             commands.append(Command.message(str(message.get("role", "")),
                                             str(message.get("content", ""))))
         return "\n".join(header) + "\n\n" + format_modelfile(Modelfile(tuple(commands)))
+
+
+def _shortest32(value: Any) -> Any:
+    return float(format_float(value, "e", 32)) if isinstance(value, float) else value
 
 
 def _param_text(value: Any) -> str:
@@ -294,11 +461,13 @@ class ModelSummary:
     quantization: str = ""
 
 
-def list_models(prefix: str | None = None, *, store: StoreArg = None) -> list[ModelSummary]:
-    """Stored models, newest first; ``prefix`` filters names case-insensitively."""
+def list_models(prefix: str | None = None, *, store: StoreArg = None,
+                on_damaged: DamagedCallback | None = None) -> list[ModelSummary]:
+    """Stored models, newest first; ``prefix`` filters names case-insensitively. A
+    damaged manifest is skipped and reported to ``on_damaged`` (as Ollama's list skips it)."""
     s = _store(store)
     out = []
-    for stored in s.list_models():
+    for stored in s.list_models(on_damaged):
         display = stored.name.display_shortest()
         if prefix and not display.lower().startswith(prefix.lower()):
             continue
@@ -319,33 +488,41 @@ def list_models(prefix: str | None = None, *, store: StoreArg = None) -> list[Mo
     return out
 
 
+def _stored(s: Store, name: ModelName, as_typed: str) -> StoredModel:
+    """The stored model; not found is reported with the name as the user typed it."""
+    try:
+        return s.get(name)
+    except ModelNotFoundError:
+        raise ModelNotFoundError(f'model "{as_typed}" not found') from None
+
+
 def copy(source: str, destination: str, *, store: StoreArg = None) -> ModelName:
     """Copy a model's manifest verbatim under a new name (same ID, no blob copied)."""
     s = _store(store)
     src, dst = ModelName.parse(source), ModelName.parse(destination)
     with s.lock(exclusive=False):
-        existing = s.resolve(src)
-        if existing is None:
-            raise ModelNotFoundError(f'model "{source}" not found')
-        manifest = s.read_manifest(existing)
+        existing = _stored(s, src, source)
         target = s.canonical(dst)
-        if target.filepath_parts() != existing.filepath_parts():
-            s.write_manifest(target, manifest)
+        if target.filepath_parts() != existing.name.filepath_parts():
+            s.write_manifest(target, existing.manifest)
     return target
 
 
 def remove(name: str, *, store: StoreArg = None) -> tuple[ModelName, PrunePlan]:
-    """Delete a model and every blob of it that no other model uses."""
+    """Delete a model and every blob of it that no other model uses. A damaged
+    manifest is deleted too; the blobs it used are left for ``prune``."""
     s = _store(store)
     model = ModelName.parse(name)
     with s.lock(exclusive=True):
         existing = s.resolve(model)
         if existing is None:
             raise ModelNotFoundError(f'model "{name}" not found')
-        manifest = s.delete_manifest(existing)
-        plan = s.plan_prune({layer.digest for layer in manifest.all_layers()})
-        s.execute_prune(plan)
-    return existing, plan
+        removed = s.delete_manifest(existing)
+        plan = PrunePlan()
+        if isinstance(removed, StoredModel):
+            plan = s.plan_prune({layer.digest for layer in removed.manifest.all_layers()})
+            s.execute_prune(plan)
+    return removed.name, plan
 
 
 def prune(*, dry_run: bool = False, store: StoreArg = None) -> PrunePlan:
@@ -359,3 +536,19 @@ def prune(*, dry_run: bool = False, store: StoreArg = None) -> PrunePlan:
         if not dry_run:
             s.execute_prune(plan)
     return plan
+
+
+def verify(names: Sequence[str] = (), *, store: StoreArg = None,
+           progress: ProgressCallback = ignore_progress) -> VerifyReport:
+    """Re-hash the blobs of the named models (default: every blob in the store) and
+    report missing, damaged and unreferenced ones. Holds the lock shared, so no prune
+    or rm runs meanwhile."""
+    s = _store(store)
+    models = [ModelName.parse(n) for n in names]
+    for text, model in zip(names, models, strict=True):
+        if s.resolve(model) is None:
+            raise ModelNotFoundError(f'model "{text}" not found')
+    if not s.root.exists():
+        return VerifyReport()
+    with s.lock(exclusive=False):
+        return verify_store(s, models, ByteProgress(progress, "verifying sha256 digests"))

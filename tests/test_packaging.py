@@ -14,6 +14,8 @@ import pytest
 from conftest import REPO, SAMPLE_DIR
 from modelkit.quant.kernels import iq_tables
 
+pytestmark = pytest.mark.slow  # builds a wheel and a venv
+
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -20,6 +20,9 @@ HTTP too, and only HTTP gives a resumable partial file.
 Settings are read at call time: ``HF_ENDPOINT``, ``HF_HUB_CACHE``/``HF_HOME`` and
 ``HF_HUB_OFFLINE`` (falling back to what the client read at import); the token is the
 client's (``HF_TOKEN``, then the saved login).
+
+huggingface_hub (and httpx2) is imported inside the functions that use it, for start-up cost only
+(about half a second, which commands that never touch a hub should not pay).
 """
 
 from __future__ import annotations
@@ -38,21 +41,18 @@ from modelkit.errors import (
     ModelNotFoundError,
     UnauthorizedError,
 )
-from modelkit.importers import ImportedModel
 from modelkit.importers.choose import RepoEntry
 from modelkit.importers.common import (
     Listing,
     TranslatesClientErrors,
     env_path,
     env_true,
-    fetch_from_hub,
     one_line,
-    reporter,
     transfer_status,
     verify,
 )
 from modelkit.names import ModelName
-from modelkit.progress import ProgressCallback, ProgressEvent, ignore_progress
+from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent
 
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -89,10 +89,16 @@ def _bar_class(report: Any) -> Any:
 def _network_errors() -> tuple[type[BaseException], ...]:
     """The transport's exceptions: httpx2 for huggingface_hub 2.x (requests before)."""
     try:
+        # deferred for start-up cost only (see the module docstring)
         import httpx2
     except ImportError:  # pragma: no cover - older huggingface_hub
         return ()
     return (httpx2.HTTPError,)
+
+
+def _has_model(snapshot: Path) -> bool:
+    """A cached snapshot with a GGUF, or a Hugging Face model folder to convert."""
+    return any(snapshot.rglob("*.gguf")) or (snapshot / "config.json").is_file()
 
 
 def _same_origin(a: str, b: str) -> bool:
@@ -100,8 +106,9 @@ def _same_origin(a: str, b: str) -> bool:
     return (x.scheme, x.netloc) == (y.scheme, y.netloc)
 
 
-class _Backend(TranslatesClientErrors):
+class HuggingFaceBackend(TranslatesClientErrors):
     def __init__(self, name: ModelName, *, offline: bool | None, revision: str | None) -> None:
+        # deferred for start-up cost only (see the module docstring)
         from huggingface_hub import constants
         from huggingface_hub.file_download import repo_folder_name
 
@@ -124,6 +131,7 @@ class _Backend(TranslatesClientErrors):
     def listing(self) -> Listing:
         if self.offline:
             return self._cached_listing()
+        # deferred for start-up cost only (see the module docstring)
         from huggingface_hub import HfApi
 
         info = HfApi(endpoint=self.endpoint).model_info(
@@ -176,12 +184,12 @@ class _Backend(TranslatesClientErrors):
         ref = self.storage / "refs" / wanted
         if ref.is_file():
             commit = ref.read_text().strip()
-            if any((snapshots / commit).rglob("*.gguf")):
+            if _has_model(snapshots / commit):
                 return commit
         if self.revision is not None or not snapshots.is_dir():
             return None
         # No ref for main (files fetched by commit only): the newest snapshot with a GGUF.
-        dirs = [d for d in snapshots.iterdir() if d.is_dir() and any(d.rglob("*.gguf"))]
+        dirs = [d for d in snapshots.iterdir() if d.is_dir() and _has_model(d)]
         return max(dirs, key=lambda d: d.stat().st_mtime).name if dirs else None
 
     # --------------------------------------------------------------- download
@@ -192,6 +200,7 @@ class _Backend(TranslatesClientErrors):
             progress(ProgressEvent(status, digest, total=entry.size, completed=entry.size))
             verify(path, entry, str(self.name), progress)
             return path
+        # deferred for start-up cost only (see the module docstring)
         from huggingface_hub import try_to_load_from_cache
 
         cached = try_to_load_from_cache(self.repo, entry.path, cache_dir=self.cache_dir,
@@ -210,6 +219,7 @@ class _Backend(TranslatesClientErrors):
 
     def _download(self, entry: RepoEntry, progress: ProgressCallback, status: str,
                   digest: str | None) -> Path:
+        # deferred for start-up cost only (see the module docstring)
         from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
         from huggingface_hub import utils as hf_utils
         from huggingface_hub.file_download import http_get
@@ -231,7 +241,7 @@ class _Backend(TranslatesClientErrors):
                 headers = client_utils.build_hf_headers()
                 if not _same_origin(url, meta.location):
                     headers.pop("authorization", None)  # never send the token to a CDN
-                bar = _bar_class(reporter(progress, status, digest))
+                bar = _bar_class(ByteProgress(progress, status, digest))
                 with open(partial, "ab") as fh:
                     resume = fh.tell()
                     if meta.size is not None and resume > meta.size:
@@ -265,6 +275,7 @@ class _Backend(TranslatesClientErrors):
         if self.offline:
             path = self.storage / "snapshots" / self.commit / entry.path
         else:
+            # deferred for start-up cost only (see the module docstring)
             from huggingface_hub import hf_hub_download
 
             path = Path(hf_hub_download(
@@ -274,6 +285,7 @@ class _Backend(TranslatesClientErrors):
 
     # ----------------------------------------------------------------- errors
     def _translate(self, exc: Exception) -> ModelkitError:
+        # deferred for start-up cost only (see the module docstring)
         from huggingface_hub import errors as hf
 
         name, repo, hub = self.name, self.repo, self.hub
@@ -302,26 +314,16 @@ class _Backend(TranslatesClientErrors):
             detail = exc.server_message or str(exc).splitlines()[0]
             return HubError(f"{name}: {hub} answered HTTP {status}: {one_line(detail)}")
         if isinstance(exc, _network_errors() + (hf.LocalEntryNotFoundError, ConnectionError)):
-            return HubError(f"{name}: cannot reach {self.endpoint}: {one_line(exc)} (set "
-                            "HF_HUB_OFFLINE=1 to build from the cache)")
+            return HubError(f"{name}: cannot reach {self.endpoint}: {one_line(exc)} "
+                            "(--offline builds from the Hugging Face cache)")
         return HubError(f"{name}: download from {hub} failed: {type(exc).__name__}: "
                         f"{one_line(exc)}")
 
     @staticmethod
     def _token_hint() -> str:
+        # deferred for start-up cost only (see the module docstring)
         from huggingface_hub import get_token
 
         if get_token():
             return "the token in use (HF_TOKEN or the saved login) has no access to it"
         return "set HF_TOKEN to a token with access to it"
-
-
-class HuggingFaceImporter:
-    """The Importer for ``hf.co`` and ``huggingface.co`` names."""
-
-    def fetch(self, name: ModelName, *, progress: ProgressCallback = ignore_progress,
-              offline: bool | None = None, revision: str | None = None,
-              workdir: Path | None = None) -> ImportedModel:
-        backend = _Backend(name, offline=offline, revision=revision)
-        with backend.errors():
-            return fetch_from_hub(name, backend, progress, workdir)

@@ -18,6 +18,10 @@ is ``$MODELSCOPE_ENDPOINT`` at call time (else ``https://modelscope.cn``), the t
 ``$MODELSCOPE_API_TOKEN`` or the saved ``modelscope login``. ModelScope has no offline
 switch of its own: ``offline=True`` builds from the cache, where the client keeps no
 digests (it checked them when it downloaded the files).
+
+modelscope_hub (and requests, tqdm) is imported inside the functions that use it, for
+start-up cost only (about half a second, which commands that never touch a hub should
+not pay).
 """
 
 from __future__ import annotations
@@ -32,26 +36,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from modelkit.errors import (
-    DigestError,
-    HubError,
-    ModelkitError,
-    ModelNotFoundError,
-    UnauthorizedError,
-)
-from modelkit.importers import ImportedModel
+from modelkit import errors
 from modelkit.importers.choose import RepoEntry
 from modelkit.importers.common import (
     Listing,
     TranslatesClientErrors,
     digest_error,
-    fetch_from_hub,
     one_line,
-    reporter,
     transfer_status,
 )
 from modelkit.names import ModelName
-from modelkit.progress import ProgressCallback, ProgressEvent, ignore_progress
+from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent, ignore_progress
 
 DEFAULT_ENDPOINT = "https://modelscope.cn"
 DEFAULT_BRANCH = "master"
@@ -71,6 +66,7 @@ def _endpoint() -> str:
 def _quiet() -> Iterator[None]:
     """The client draws tqdm bars and logs INFO lines on every download, with no switch
     to turn them off; modelkit reports progress through its callback instead."""
+    # deferred for start-up cost only (see the module docstring)
     import tqdm.auto
     from modelscope_hub import _download
 
@@ -87,8 +83,9 @@ def _quiet() -> Iterator[None]:
         logger.setLevel(level)
 
 
-class _Backend(TranslatesClientErrors):
+class ModelScopeBackend(TranslatesClientErrors):
     def __init__(self, name: ModelName, *, offline: bool | None, revision: str | None) -> None:
+        # deferred for start-up cost only (see the module docstring)
         from modelscope_hub import HubApi
         from modelscope_hub.config import HubConfig
 
@@ -138,8 +135,8 @@ class _Backend(TranslatesClientErrors):
             if folder.is_dir() and any(folder.iterdir()):
                 break
         else:
-            raise HubError(f"{self.name}: {self.repo} is not in the ModelScope cache ({root}) "
-                           "and modelkit is offline")
+            raise errors.HubError(f"{self.name}: {self.repo} is not in the ModelScope cache "
+                                  f"({root}) and modelkit is offline")
         entries = [
             RepoEntry(p.relative_to(folder).as_posix(), p.stat().st_size)
             for p in sorted(folder.rglob("*"))
@@ -150,10 +147,11 @@ class _Backend(TranslatesClientErrors):
 
     # --------------------------------------------------------------- download
     def download(self, entry: RepoEntry, progress: ProgressCallback) -> Path:
+        # deferred for start-up cost only (see the module docstring)
         from modelscope_hub import ProgressCallback as ClientCallback
 
         status, digest = transfer_status(entry)
-        report = reporter(progress, status, digest)
+        report = ByteProgress(progress, status, digest)
         seen = [0]
 
         class Callback(ClientCallback):
@@ -177,7 +175,8 @@ class _Backend(TranslatesClientErrors):
                                                                 errors="replace")
 
     # ----------------------------------------------------------------- errors
-    def _translate(self, exc: Exception) -> ModelkitError:
+    def _translate(self, exc: Exception) -> errors.ModelkitError:
+        # deferred for start-up cost only (see the module docstring)
         import requests
         from modelscope_hub import errors as ms
 
@@ -189,34 +188,23 @@ class _Backend(TranslatesClientErrors):
             return _digest_error(self.current, str(name), got.group(1) + "…" if got else "?")
         if isinstance(exc, ms.NotExistError):
             if self.stage == "listing":
-                return ModelNotFoundError(
+                return errors.ModelNotFoundError(
                     f'model "{name}" not found: repository {repo} does not exist on {hub} '
                     f"(branch {self.branch})")
-            return HubError(f"{name}: a file of {repo} is missing on {hub}: {detail}")
+            return errors.HubError(f"{name}: a file of {repo} is missing on {hub}: {detail}")
         if isinstance(exc, ms.AuthenticationError | ms.PermissionDeniedError):
             code = 401 if isinstance(exc, ms.AuthenticationError) else 403
-            return UnauthorizedError(
+            return errors.UnauthorizedError(
                 f"{name}: {hub} refused access to repository {repo} (HTTP {code}): set "
                 "MODELSCOPE_API_TOKEN to an access token with access to it, or run "
                 "'modelscope login'")
         if isinstance(exc, ms.CacheNotFound):
-            return HubError(f"{name}: not available offline from the ModelScope cache "
-                            f"({self.config.cache_dir}): {detail}")
+            return errors.HubError(f"{name}: not available offline from the ModelScope cache "
+                                   f"({self.config.cache_dir}): {detail}")
         if isinstance(exc, ms.NetworkError | ms.RequestTimeoutError | requests.RequestException):
-            return HubError(f"{name}: cannot reach {self.endpoint}: {detail}")
-        return HubError(f"{name}: {hub}: {detail}")
+            return errors.HubError(f"{name}: cannot reach {self.endpoint}: {detail}")
+        return errors.HubError(f"{name}: {hub}: {detail}")
 
 
-def _digest_error(entry: RepoEntry, where: str, got: str) -> DigestError:
+def _digest_error(entry: RepoEntry, where: str, got: str) -> errors.DigestError:
     return digest_error(entry, where, got, note="the client discarded the download")
-
-
-class ModelScopeImporter:
-    """The Importer for ``modelscope.cn`` names."""
-
-    def fetch(self, name: ModelName, *, progress: ProgressCallback = ignore_progress,
-              offline: bool | None = None, revision: str | None = None,
-              workdir: Path | None = None) -> ImportedModel:
-        backend = _Backend(name, offline=offline, revision=revision)
-        with backend.errors():
-            return fetch_from_hub(name, backend, progress, workdir)
