@@ -180,3 +180,33 @@ def test_fp4_nearest_entry_matches_the_c_loop_on_ties_and_random_values() -> Non
     err = np.abs(kv[None, None, :] * d[:, :, None] - x[:, :, None])
     expected = np.argmin(err, axis=2)  # the first of equal errors, as C's strict '<'
     assert np.array_equal(fp4._best_index(x, d), expected)
+
+
+def test_iq1_split_search_pruning_matches_a_full_replay() -> None:
+    """iq1._first_best replays only near-best candidates; it must pick what C's loop over
+    every candidate picks, also with exact ties, zero and negative sums and near-overflow."""
+    from modelkit.quant.kernels import iq1
+
+    rng = np.random.default_rng(5)
+    c, n = 300, 400
+    qx = rng.standard_normal((c, n)).astype(np.float32)
+    q2 = rng.random((c, n)).astype(np.float32) + np.float32(0.1)
+    qx[rng.random((c, n)) < 0.2] = 0
+    q2[rng.random((c, n)) < 0.1] = 0
+    qx[::7] = qx[3]  # exact ties with an earlier candidate
+    q2[::7] = q2[3]
+    qx[:, :20] *= np.float32(3e18)  # sumqx^2 overflows float32
+    scale0 = np.abs(qx).max(axis=0)
+    best = np.full(n, -np.finfo(np.float32).max, dtype=np.float32)
+    scale, winner = scale0.copy(), np.full(n, -1)
+    with np.errstate(all="ignore"):
+        win, got = iq1._first_best(qx, q2, scale0)
+        for k in range(c):  # the C loop, candidate by candidate
+            a, b = qx[k], q2[k]
+            take = (b > 0) & (a * a > best * b)
+            s = a / b
+            scale = np.where(take, s, scale)
+            best = np.where(take, s * a, best)
+            winner = np.where(take, k, winner)
+    assert np.array_equal(win, winner)
+    assert np.array_equal(got.view(np.uint32), scale.view(np.uint32))
