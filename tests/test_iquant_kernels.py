@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType
 
-from conftest import GOLDEN, REPO
+from conftest import GOLDEN, REPO, needs_golden
 from modelkit.quant.kernels import dequantize, iq_tables, lowbit, quantize
 
 KERNELS = GOLDEN / "kernels"
@@ -37,13 +36,6 @@ TYPES: dict[str, Kernel] = {
 }
 
 
-def _missing(what: str) -> list[object]:
-    """Missing golden data: a failure under CI (env CI set), else a visible skip."""
-    if os.environ.get("CI"):
-        return [pytest.param(None, None, id=f"missing-{what}")]
-    return [pytest.param(None, None, marks=pytest.mark.skip(reason=f"{what} not found"))]
-
-
 @functools.cache
 def _golden(name: str) -> dict[str, np.ndarray]:
     with np.load(KERNELS / f"{name}.npz") as z:
@@ -53,8 +45,10 @@ def _golden(name: str) -> dict[str, np.ndarray]:
 def _params(with_deq: bool) -> list[object]:
     params: list[object] = []
     for name in TYPES:
-        if not (KERNELS / f"{name}.npz").is_file():
-            params += _missing(str(KERNELS / f"{name}.npz"))
+        path = KERNELS / f"{name}.npz"
+        if not path.is_file():  # skipped, failed under CI (conftest.golden_data)
+            params.append(pytest.param(name, "missing", marks=needs_golden(path),
+                                       id=f"{name}-missing"))
             continue
         for case in map(str, _golden(name)["cases"]):
             if not with_deq or f"{case}__deq" in _golden(name):
@@ -73,8 +67,7 @@ def _block_mismatch(name: str, got: np.ndarray, expected: np.ndarray) -> str:
 
 
 @pytest.mark.parametrize(("name", "case"), _params(with_deq=False))
-def test_quantize_matches_llama_cpp(name: str | None, case: str | None) -> None:
-    assert name is not None and case is not None, "golden data missing under CI"
+def test_quantize_matches_llama_cpp(name: str, case: str) -> None:
     z = _golden(name)
     x = z[f"{case}__x"]
     imatrix = z.get(f"{case}__imatrix")
@@ -86,8 +79,7 @@ def test_quantize_matches_llama_cpp(name: str | None, case: str | None) -> None:
 
 
 @pytest.mark.parametrize(("name", "case"), _params(with_deq=True))
-def test_dequantize_matches_llama_cpp(name: str | None, case: str | None) -> None:
-    assert name is not None and case is not None, "golden data missing under CI"
+def test_dequantize_matches_llama_cpp(name: str, case: str) -> None:
     z = _golden(name)
     q, expected = z[f"{case}__q"], z[f"{case}__deq"]
     got = TYPES[name].dequantize(q, expected.shape[1])
@@ -100,12 +92,10 @@ def test_dequantize_matches_llama_cpp(name: str | None, case: str | None) -> Non
 GRID_TYPES = ("IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_S", "IQ3_XXS", "IQ3_S")
 
 
+@needs_golden(KERNELS / "iq_grids.npz")
 def test_shipped_grids_equal_the_c_source_tables() -> None:
     """The package's data file holds exactly the tables llama.cpp's source has."""
     golden = KERNELS / "iq_grids.npz"
-    if not golden.is_file():
-        assert not os.environ.get("CI"), f"{golden} missing under CI"
-        pytest.skip(f"{golden} not found")
     shipped = iq_tables.fixed_tables()
     with np.load(golden) as z:
         expected = {name: z[name] for name in z.files if name != "meta_json"}
@@ -115,12 +105,10 @@ def test_shipped_grids_equal_the_c_source_tables() -> None:
         assert np.array_equal(shipped[name], table), name
 
 
+@needs_golden(KERNELS / "iq_init_tables.npz")
 @pytest.mark.parametrize("qtype", GRID_TYPES)
 def test_search_tables_equal_ggml_quantize_init(qtype: str) -> None:
     golden = KERNELS / "iq_init_tables.npz"
-    if not golden.is_file():
-        assert not os.environ.get("CI"), f"{golden} missing under CI"
-        pytest.skip(f"{golden} not found")
     tables = iq_tables.search_tables(qtype)
     with np.load(golden) as z:
         assert np.array_equal(tables.kmap, z[f"{qtype}__kmap"])
