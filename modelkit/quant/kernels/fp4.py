@@ -42,7 +42,7 @@ _KV = KVALUES_FP4.astype(np.float32)
 
 
 _POS = _KV[:8]  # 0 1 2 3 4 6 8 12
-_BELOW = np.searchsorted(2 * _POS, np.arange(25), side="right") - 1  # half-units -> entry
+_BELOW = np.searchsorted(2 * _POS, np.arange(25), side="right") - 1  # 2*|x|/d -> entry
 
 
 def _best_index(x: F32Array, d: F32Array) -> U8Array:
@@ -52,24 +52,18 @@ def _best_index(x: F32Array, d: F32Array) -> U8Array:
     sees the positive ones (1..7), and entry 0 comes first in both orders; the opposite
     sign is never closer. Over |x| the float32 errors of the ascending entries 0..7 fall
     and then rise, so the first minimum is the entry just below |x| or the one above it
-    (only when strictly closer, as C's ``<`` keeps the first)."""
+    (only when strictly closer, as C's ``<`` keeps the first). The entry below comes from
+    |x|/d (within one step: corrected with C's own products ``kv[i]*d``)."""
     m = np.abs(x)
-    v = _POS * d[..., None]  # (..., 1, 8)
-
-    def entry(i: npt.NDArray[np.int64]) -> F32Array:
-        out: F32Array = np.take_along_axis(v, i[..., None], axis=-1)[..., 0]
-        return out
-
-    q = m.astype(np.float64) / np.where(d > 0, d, 1).astype(np.float64)  # an estimate
-    lo = _BELOW[np.nan_to_num(np.minimum(q, 12.0) * 2, nan=0.0).astype(np.int64)]
-    lo = np.where(entry(lo) > m, lo - 1, lo)  # one-step corrections of the estimate
-    up = entry(np.minimum(lo + 1, 7)) <= m
-    lo = np.where(up, np.minimum(lo + 1, 7), lo)
+    ratio = np.fmin(m / np.where(d > 0, d, np.float32(1)), np.float32(12))  # NaN -> 12
+    lo = _BELOW[(ratio * np.float32(2)).astype(np.int32)]
+    lo -= _POS[lo] * d > m
+    up = np.minimum(lo + 1, 7)
+    lo = np.where(_POS[up] * d <= m, up, lo)
     hi = np.minimum(lo + 1, 7)
-    best: U8Array = np.where(np.abs(entry(hi) - m) < np.abs(entry(lo) - m), hi, lo
-                             ).astype(np.uint8)
-    best[np.broadcast_to(~(d > 0), best.shape)] = 0  # a zero scale: every error ties
-    best[(x < 0) & (best > 0)] += np.uint8(8)
+    closer = np.abs(_POS[hi] * d - m) < np.abs(_POS[lo] * d - m)
+    best: U8Array = np.where(d > 0, np.where(closer, hi, lo), 0).astype(np.uint8)  # d = 0: ties
+    best += ((x < 0) & (best > 0)).astype(np.uint8) << np.uint8(3)
     return best
 
 
