@@ -51,7 +51,7 @@ def fixed_tables() -> dict[str, np.ndarray]:
         return {name: z[name] for name in z.files}
 
 
-@dataclass(frozen=True)
+@dataclass
 class SearchTables:
     """One grid with what the quantizer needs to search it."""
 
@@ -60,6 +60,16 @@ class SearchTables:
     kmap: npt.NDArray[np.int32]       # as ggml's kmap
     neighbours: npt.NDArray[np.uint16]  # as ggml's neighbour list
     bits: int                         # bits per packed coordinate
+
+    @functools.cached_property
+    def fcoords(self) -> npt.NDArray[np.float32]:
+        """``coords`` as float32 (what the neighbour searches multiply)."""
+        return self.coords.astype(np.float32)
+
+    @functools.cached_property
+    def levels(self) -> npt.NDArray[np.intp]:
+        """(G, width) the level l of each coordinate 2l+1."""
+        return ((self.coords - 1) // 2).astype(np.intp)
 
 
 def _distinct_cut(d2: npt.NDArray[np.int32], nwant: int) -> npt.NDArray[np.int32]:
