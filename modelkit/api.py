@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gguf.constants import GGUFValueType
+
 from modelkit import registry
 from modelkit.build import Builder, BuildSpec, CreateResult, spec_from_modelfile
 from modelkit.convert import ConvertResult, base_from_gguf, plan_conversion
@@ -39,6 +41,7 @@ from modelkit.gguf_file import (
     quantization_view,
     read_gguf,
 )
+from modelkit.gostrconv import format_float
 from modelkit.humanize import human_bytes, human_number, human_time
 from modelkit.importers import ImportedModel
 from modelkit.importers.hubs import hub_for
@@ -69,8 +72,8 @@ __all__ = [
     # what the functions above return or report, and Ollama's way of printing it
     "BlobProblem", "ConvertResult", "CreateResult", "DamagedManifest", "ProgressCallback",
     "ProgressEvent", "PrunePlan", "PushResult", "QuantizationView", "RequantizeResult",
-    "VerifyReport", "bits_per_weight", "file_type_label", "human_bytes", "human_number",
-    "human_time", "quantization_view",
+    "VerifyReport", "bits_per_weight", "file_type_label", "format_float", "human_bytes",
+    "human_number", "human_time", "quantization_view",
 ]
 
 
@@ -108,7 +111,15 @@ def create(name: str, modelfile: str | os.PathLike[str] | Modelfile | None = Non
     else:
         path = Path(modelfile) if modelfile is not None else Path("Modelfile")
         if modelfile is None and not path.exists():
-            parsed, folder = parse("FROM ."), Path.cwd()
+            folder = Path.cwd()
+            if not any(folder.glob("*.gguf")) and not any(folder.glob("*.safetensors")):
+                raise FileNotFoundModelkitError(
+                    f"no Modelfile in {folder}: name one with -f FILE (or run create in a "
+                    "folder holding the model's GGUF or safetensors files)")
+            parsed = parse("FROM .")
+        elif path.is_dir():
+            raise FileNotFoundModelkitError(f"{path}: is a directory, not a Modelfile; name "
+                                            f"the file, e.g. -f {path / 'Modelfile'}")
         elif not path.is_file():
             raise FileNotFoundModelkitError(f"specified Modelfile wasn't found: {path}")
         else:
@@ -151,17 +162,43 @@ def push(name: str, *, insecure: bool = False, store: StoreArg = None,
 # -------------------------------------------------------------------- quantize
 def quantize(source: str | os.PathLike[str], destination: str | os.PathLike[str],
              file_type: str, *, report: bool = False, workers: int | None = None,
+             max_rmse: float | None = None,
              progress: ProgressCallback = ignore_progress) -> RequantizeResult:
     """Quantize a GGUF file into a new GGUF file (atomically written), as llama.cpp's
-    ``llama-quantize`` would: same tensor types, same bytes."""
+    ``llama-quantize`` would: same tensor types, same bytes. With ``max_rmse`` the
+    per-tensor errors are measured, and a model whose RMSE exceeds it is not left behind:
+    the output is deleted and QuantizationError raised."""
     src = Path(source)
     if not src.exists():
         raise FileNotFoundModelkitError(f"{src}: no such file")
     dst = Path(destination)
     if dst.exists() and dst.resolve() == src.resolve():
         raise QuantizationError(f"{dst}: the output would overwrite the input")
-    return quantize_file(read_gguf(src), dst, file_type, report=report, workers=workers,
-                         progress=progress)
+    _check_writable(dst)
+    if workers is not None and workers < 1:
+        raise ModelkitError(f"workers must be 1 or more, not {workers}")
+    existed = dst.exists()
+    result = quantize_file(read_gguf(src), dst, file_type,
+                           report=report or max_rmse is not None, workers=workers,
+                           progress=progress)
+    if max_rmse is not None and result.rmse is not None and result.rmse > max_rmse:
+        dst.unlink(missing_ok=True)
+        kept = " (the previous file is gone too)" if existed else ""
+        raise QuantizationError(f"rmse {result.rmse:.6g} is above --max-rmse {max_rmse} "
+                                f"(worst tensor: {result.worst_tensor}); {dst} was not "
+                                f"kept{kept}")
+    return result
+
+
+def _check_writable(dst: Path) -> None:
+    """Fail before any work when the output cannot be written, naming the user's path."""
+    folder = dst.parent
+    if dst.is_dir():
+        raise FileNotFoundModelkitError(f"{dst}: is a directory; name the output file")
+    if not folder.is_dir():
+        raise FileNotFoundModelkitError(f"{dst}: cannot write: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ModelkitError(f"{dst}: cannot write: permission denied in folder {folder}")
 
 
 # --------------------------------------------------------------------- convert
@@ -284,7 +321,16 @@ class ModelInfo:
         return self.gguf.tensors
 
     def metadata(self, *, verbose: bool = False) -> dict[str, Any]:
-        return dict(iter_metadata_display(self.gguf, array_limit=None if verbose else 5))
+        """Ollama's model_info. A float32 value is the float its shortest decimal form
+        names (1e-06, not 9.999999974752427e-07), as Go's JSON encoder writes it."""
+        types = self.gguf.metadata_types
+        out = {}
+        for key, value in iter_metadata_display(self.gguf, array_limit=None if verbose else 5):
+            if types.get(key, (None,))[-1] == GGUFValueType.FLOAT32:
+                value = ([_shortest32(v) for v in value] if isinstance(value, list)
+                         else _shortest32(value))
+            out[key] = value
+        return out
 
     def modelfile(self) -> str:
         """A Modelfile that rebuilds this model (as ``ollama show --modelfile``, but
@@ -307,6 +353,10 @@ class ModelInfo:
             commands.append(Command.message(str(message.get("role", "")),
                                             str(message.get("content", ""))))
         return "\n".join(header) + "\n\n" + format_modelfile(Modelfile(tuple(commands)))
+
+
+def _shortest32(value: Any) -> Any:
+    return float(format_float(value, "e", 32)) if isinstance(value, float) else value
 
 
 def _param_text(value: Any) -> str:

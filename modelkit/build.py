@@ -24,7 +24,9 @@ from modelkit.errors import (
     GGUFError,
     ModelfileError,
     ModelNotFoundError,
+    ParameterError,
     RegistryError,
+    TemplateError,
     UnauthorizedError,
 )
 from modelkit.gguf_file import GGUFInfo, file_type_label, read_gguf
@@ -34,10 +36,11 @@ from modelkit.humanize import human_number
 from modelkit.importers import PROJECTOR, ImportedModel
 from modelkit.importers.hubs import hub_for
 from modelkit.importers.local import import_local
+from modelkit.importers.split import merge_into_store, plan_merge
 from modelkit.manifest import GGUF_MEDIA_TYPES, Layer, Manifest, MediaType, ModelConfig
 from modelkit.modelfile import Modelfile, convert_parameters, params_json
 from modelkit.names import Digest, ModelName
-from modelkit.progress import ProgressCallback, ProgressEvent, ignore_progress
+from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent, ignore_progress
 from modelkit.quant.policy import parse_file_type
 from modelkit.quant.requantize import quantize_into_store
 from modelkit.registry import ensure_model
@@ -98,6 +101,17 @@ def _existing(m: Modelfile, keyword: str, base_dir: Path, source: str) -> Path:
 
 
 def spec_from_modelfile(m: Modelfile, base_dir: Path, source: str = "Modelfile") -> BuildSpec:
+    """What ``m`` asks for. Every error names ``source`` and the command's line."""
+    try:
+        return _spec(m, base_dir, source)
+    except ModelfileError as exc:
+        if exc.path is not None:
+            raise
+        raise ModelfileError(exc.message, path=source, line=exc.line,
+                             column=exc.column) from None
+
+
+def _spec(m: Modelfile, base_dir: Path, source: str) -> BuildSpec:
     files: list[Path] = []
     model: str | None = None
     for command in m.commands:
@@ -106,7 +120,8 @@ def spec_from_modelfile(m: Modelfile, base_dir: Path, source: str = "Modelfile")
         text = command.args
         path = expand_path(text, base_dir) if text else None
         if path is not None and path.exists():
-            files.append(path)
+            if path.resolve() not in {f.resolve() for f in files}:  # named twice: one layer
+                files.append(path)
         elif _looks_like_path(text):
             # Ollama would send this to the server as a model name and fail there with
             # "invalid model name"; the user meant a file, so say which file is missing.
@@ -114,11 +129,14 @@ def spec_from_modelfile(m: Modelfile, base_dir: Path, source: str = "Modelfile")
                 f"{source}:{command.line}: FROM {text}: no such file: {path}")
         else:
             model = text
+    _check_placed(m, source)
     adapters = [_existing(m, "adapter", base_dir, source)] if m.adapter is not None else []
     drafts = [_existing(m, "draft", base_dir, source)] if m.draft is not None else []
     if drafts and drafts[0] in files:
+        line = [c for c in m.commands if c.is_keyword("draft")][-1].line
         raise ModelfileError(
-            f"DRAFT must not reference the same local path as FROM: {drafts[0]}")
+            f"DRAFT must not reference the same local path as FROM: {drafts[0]}",
+            path=source, line=line)
     return BuildSpec(
         from_files=tuple(files),
         from_model=model,
@@ -133,6 +151,20 @@ def spec_from_modelfile(m: Modelfile, base_dir: Path, source: str = "Modelfile")
         renderer=m.renderer,
         parser=m.parser,
     )
+
+
+def _check_placed(m: Modelfile, source: str) -> None:
+    """PARAMETER values and the TEMPLATE checked line by line, so that an error names
+    the Modelfile and the line it is on (the build checks the merged values again)."""
+    templates = [c for c in m.commands if c.is_keyword("template")]
+    for command in m.commands:
+        try:
+            if command.is_parameter:
+                convert_parameters([(command.name, command.args)])
+            elif templates and command is templates[-1]:
+                validate_go_template(command.args)
+        except (ParameterError, TemplateError) as exc:
+            raise type(exc)(f"{source}:{command.line}: {exc}") from None
 
 
 @dataclass
@@ -172,6 +204,21 @@ class Builder:
         written = self._record(self.store.write_blob(data))
         return _Base(Layer(media_type, written.digest, written.size), _status_for(written))
 
+    def _import_split(self, shards: Sequence[Path], quantize: str | None) -> _Base:
+        """Store a split GGUF merged straight into its blob, or, with ``quantize``,
+        quantized from the parts where they are; each part's header read once."""
+        stem = shards[0].name
+        plan = plan_merge(shards)
+        media_type = _gguf_media_type(plan.describe(shards[0]))
+        if quantize and media_type == MediaType.MODEL:
+            return self._quantized(plan.infos, quantize)
+        self._status(f"merging {len(shards)} split GGUF parts of {stem}")
+        progress = ByteProgress(self.progress, f"merging {stem}")
+        written, info = merge_into_store(self.store, plan, progress)
+        self._record(written)
+        return _Base(Layer(media_type, written.digest, written.size), _status_for(written),
+                     info)
+
     def _import_gguf(self, path: Path, media_type: MediaType | None,
                      quantize: str | None = None, label: str | None = None) -> _Base:
         """Store a GGUF file as a layer: byte-identical, or, for model weights with
@@ -180,6 +227,11 @@ class Builder:
         info = read_gguf(path)
         if media_type is None:
             media_type = _gguf_media_type(info)
+        elif media_type == MediaType.ADAPTER and info.general_type != "adapter":
+            kind = info.general_type or "model"
+            raise GGUFError(f"{path}: ADAPTER needs a LoRA adapter GGUF (general.type "
+                            f"adapter), but this file is a {kind} ({info.architecture}, "
+                            f"{len(info.tensors)} tensors); use FROM for a model")
         if quantize and media_type == MediaType.MODEL:
             return self._quantized(info, quantize)
         shown = label or path.name
@@ -195,33 +247,35 @@ class Builder:
                      replace(info, path=self.store.blob_path(written.digest)))
 
     def _fetch(self, spec: BuildSpec) -> list[ImportedModel]:
-        """The GGUFs FROM names: local files and folders (split sets merged), or a hub
-        repository through its official client. Merged files go to hidden temporary
-        files in the blobs folder, so a crash leaves nothing ``prune`` would not remove."""
+        """The GGUFs FROM names: local files and folders, or a hub repository through
+        its official client (split sets come as their shards)."""
         if spec.from_hub is not None:
             name = ModelName.parse(spec.from_hub)
             importer = hub_for(name)
             if importer is None:
                 raise ModelNotFoundError(f"{spec.from_hub} is not a Hugging Face or "
                                          "ModelScope name")
-            return [importer.fetch(name, progress=self.progress, offline=self.offline,
-                                   workdir=self.store.blobs)]
-        self.store.blobs.mkdir(parents=True, exist_ok=True)
-        return [import_local(p, progress=self.progress, workdir=self.store.blobs)
-                for p in spec.from_files]
+            return [importer.fetch(name, progress=self.progress, offline=self.offline)]
+        return [import_local(p, progress=self.progress) for p in spec.from_files]
 
     def _base_from_imports(self, imports: Sequence[ImportedModel],
                            quantize: str | None) -> list[_Base]:
-        bases = []
+        bases: list[_Base] = []
         for imported in imports:
             if imported.folder is not None:
                 bases.append(self._converted(imported, quantize))
             for f in imported.files:
                 role = MediaType.PROJECTOR if f.role == PROJECTOR else None
-                bases.append(self._import_gguf(f.path, role, quantize, label=f.path.name))
-                if f.sha256 and bases[-1].layer.digest.hex != f.sha256 and not quantize:
-                    raise DigestError(f"{f.path.name}: stored digest {bases[-1].layer.digest} "
+                if f.shards:
+                    bases.append(self._import_split(f.shards, quantize))
+                    continue
+                base = self._import_gguf(f.path, role, quantize, label=f.path.name)
+                if f.sha256 and base.layer.digest.hex != f.sha256 and not quantize:
+                    raise DigestError(f"{f.path.name}: stored digest {base.layer.digest} "
                                       f"differs from the hub's sha256:{f.sha256}")
+                if not any(b.layer.media_type == base.layer.media_type
+                           and b.layer.digest == base.layer.digest for b in bases):
+                    bases.append(base)  # the same file twice is one layer, as in Ollama
         if not any(b.layer.media_type == MediaType.MODEL for b in bases):
             raise GGUFError(f"{imports[0].source}: no model weights among the FROM files "
                             "(only adapters or projectors)")
@@ -320,16 +374,16 @@ class Builder:
         """FROM a name that is not in the store: pull it first, as Ollama does (a hub
         name through its client). Done before this build takes the lock."""
         base = ModelName.parse(text)
-        if self.store.resolve(base) is not None:
-            return
         if hub_for(base) is None:
-            try:
+            try:  # resolves the name once; pulls only when it is not stored
                 ensure_model(self.store, base, insecure=self.insecure, progress=self.progress)
             except RegistryError as exc:
                 if isinstance(exc, UnauthorizedError):
                     raise
                 raise ModelNotFoundError(f'model "{base.display_shortest()}" not found '
                                          f"locally, and pulling it failed: {exc}") from None
+            return
+        if self.store.resolve(base) is not None:
             return
         puller = Builder(self.store, self.progress, link=self.link, offline=self.offline)
         puller.build(base, BuildSpec(from_hub=text), quantize=quantize)
@@ -413,7 +467,7 @@ class Builder:
         layers.append(self._blob_layer(params_json(merged), MediaType.PARAMS))
         return layers
 
-    def _quantized(self, source: GGUFInfo, target: str) -> _Base:
+    def _quantized(self, source: GGUFInfo | Sequence[GGUFInfo], target: str) -> _Base:
         written, info = quantize_into_store(self.store, source, target, self.progress)
         self._record(written)
         return _Base(Layer(MediaType.MODEL, written.digest, written.size),

@@ -10,10 +10,13 @@ stderr when that is a terminal, so stderr holds nothing but the error when there
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
@@ -33,7 +36,7 @@ from modelkit.version import __version__
 
 # One table: error class -> exit code (the most specific class listed wins).
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
-    (E.InvalidNameError, 2),
+    (E.InvalidNameError, 11),
     (E.ModelfileError, 3),
     (E.ParameterError, 3),
     (E.TemplateError, 3),
@@ -42,15 +45,19 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (E.GGUFError, 5),
     (E.DigestError, 6),
     (E.QuantizationError, 7),
-    (E.ConvertError, 11),
+    (E.ConvertError, 12),
     (E.StoreError, 8),
     (E.UnauthorizedError, 10),
     (E.HubError, 9),
     (E.RegistryError, 9),
     (E.ModelkitError, 1),
 )
+EXIT_USAGE = 2  # argparse's code for a bad command line
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a Unix tool killed by a closed pipe returns
+# Loggers of the hub clients: their own timestamped lines are noise beside our status lines.
+HUB_LOGGERS = ("huggingface_hub", "modelscope_hub", "modelscope", "filelock", "urllib3")
 
 
 def exit_code_for(exc: BaseException) -> int:
@@ -75,6 +82,8 @@ class ProgressPrinter:
         self._bar_key: tuple[str, str | None] | None = None
 
     def __call__(self, event: ProgressEvent) -> None:
+        if event.status == "success":
+            _Run.succeeded = True
         if self.json_mode:
             print(json.dumps(event.to_json(), ensure_ascii=False), flush=True)
             return
@@ -112,6 +121,13 @@ class ProgressPrinter:
 
     def close(self) -> None:
         self._close_bar()
+
+
+class _Run:
+    """Set once the library reported ``success``: the work is committed, so a Ctrl-C
+    after that point must not turn the exit code into 130."""
+
+    succeeded = False
 
 
 def _emit_json(obj: Any) -> None:
@@ -165,12 +181,15 @@ def _short_lines(text: str) -> list[str]:
 
 
 def _metadata_value(value: Any) -> str:
+    """Go's ``%v``: shortest floats (``1e-06``, ``10000``), lists in brackets."""
     if isinstance(value, list):
-        shown = [str(v) for v in value[:3]]
+        shown = [_metadata_value(v) for v in value[:3]]
         more = len(value) - len(shown)
         return "[" + " ".join(shown) + (f" ...+{more} more" if more > 0 else "") + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float):
+        return api.format_float(value, "g")
     return str(value)
 
 
@@ -467,12 +486,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     printer = ProgressPrinter(json_mode=args.json)
     try:
         result = api.quantize(args.source, args.destination, args.type,
-                              report=args.report or args.max_rmse is not None,
+                              report=args.report, max_rmse=args.max_rmse,
                               workers=args.workers, progress=printer)
     finally:
         printer.close()
-    too_high = (args.max_rmse is not None and result.rmse is not None
-                and result.rmse > args.max_rmse)
     summary = {
         "source": args.source, "destination": args.destination,
         "file_type": result.file_type_name, "size": result.output_size,
@@ -482,7 +499,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     }
     if result.rmse is not None:
         summary |= {"rmse": result.rmse, "worst_tensor": result.worst_tensor,
-                    "max_rmse": args.max_rmse, "passed": not too_high}
+                    "max_rmse": args.max_rmse, "passed": True}
     if args.json:
         if args.report:
             summary["report"] = [
@@ -501,9 +518,6 @@ def cmd_quantize(args: argparse.Namespace) -> int:
               f"{human_bytes(result.output_size)}")
         if result.rmse is not None:
             print(f"rmse {result.rmse:.6g} (worst tensor: {result.worst_tensor})")
-    if too_high:
-        raise E.QuantizationError(f"rmse {result.rmse:.6g} is above --max-rmse "
-                                  f"{args.max_rmse} (worst tensor: {result.worst_tensor})")
     return 0
 
 
@@ -553,6 +567,16 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"Error: {message} (see '{self.prog} --help')\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not allowed: must be 1 or more")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -607,7 +631,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-tensor error against the source (RMSE, max abs error)")
     p.add_argument("--max-rmse", type=float, metavar="X",
                    help="fail (exit 7) when the whole model's RMSE exceeds X")
-    p.add_argument("--workers", type=int, metavar="N", help="processes (default: every core)")
+    p.add_argument("--workers", type=_positive_int, metavar="N",
+                   help="processes, at least 1 (default: every core)")
 
     p = add("convert", cmd_convert, "Convert a Hugging Face safetensors model to GGUF "
             "(as llama.cpp's convert_hf_to_gguf.py), optionally quantizing in the same pass")
@@ -657,15 +682,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     debug = os.environ.get("MODELKIT_DEBUG") == "1"
+    _Run.succeeded = False
     try:
+        args = build_parser().parse_args(argv)
+        if not debug:
+            _quiet_hub_loggers()
         code: int = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
         return code
     except KeyboardInterrupt:
+        if _Run.succeeded:
+            return 0
         print("Error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly, as Unix tools do. Point stdout
+        # at /dev/null so that the interpreter's final flush does not complain again.
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except E.ModelkitError as exc:
         if debug:
             traceback.print_exc()
@@ -683,6 +720,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Error: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
               "(set MODELKIT_DEBUG=1 for a traceback)", file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _quiet_hub_loggers() -> None:
+    """The hub clients log their own WARNING/INFO lines; modelkit reports through its
+    callback, so they are dropped unless MODELKIT_DEBUG=1. A NullHandler stops the
+    clients from attaching their stream handler; the level silences one already there."""
+    for name in HUB_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+            logger.addHandler(logging.NullHandler())
+        logger.propagate = False
+        logger.setLevel(logging.CRITICAL + 1)
+    warnings.filterwarnings("ignore", module=r"(huggingface_hub|modelscope_hub|modelscope)\b")
 
 
 def _one_line(text: str) -> str:

@@ -16,6 +16,7 @@ GGUF's metadata (``ADAPTER`` in a Modelfile, where the base is the FROM model).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ class _Pair:
     b: Source
 
 
-def base_from_gguf(metadata: dict[str, Any], adapter_dir: Path) -> HFFolder:
+def base_from_gguf(metadata: Mapping[str, Any], adapter_dir: Path) -> HFFolder:
     """The base model's hyper-parameters as config.json would give them, from its GGUF."""
     arch = str(metadata.get("general.architecture", ""))
     hf = next((name for name, cls in REGISTRY.items()

@@ -32,9 +32,10 @@ PROJECTOR = "projector"
 
 @dataclass(frozen=True)
 class ImportedFile:
-    path: Path  # a local file (in the client's cache, or a merged temp file) to store
+    path: Path  # a local file (in the client's cache) to store; the first of ``shards``
     role: str  # MODEL | PROJECTOR
     sha256: str | None  # verified digest (hex) when known; None for local files
+    shards: tuple[Path, ...] = ()  # a split GGUF's parts, in order: stored merged
 
 
 @dataclass(frozen=True)
@@ -78,12 +79,11 @@ class ImportedModel:
 
 class Importer(Protocol):
     def fetch(self, name: ModelName, *, progress: ProgressCallback = ignore_progress,
-              offline: bool | None = None, revision: str | None = None,
-              workdir: Path | None = None) -> ImportedModel:
+              offline: bool | None = None, revision: str | None = None) -> ImportedModel:
         """Resolve ``name`` on the hub, download (or find in the cache) and verify its
         files. ``offline`` None follows the hub's own setting (``HF_HUB_OFFLINE``);
-        ``revision`` pins a commit (for reproducible rebuilds); merged split GGUFs are
-        written in ``workdir`` (default: the system temp folder)."""
+        ``revision`` pins a commit (for reproducible rebuilds). A split GGUF comes as
+        its shards; the store merges them."""
         ...
 
 

@@ -46,6 +46,7 @@ gguf and a 32k-token vocabulary included) for both a 0.4 GB and a 1.35 GB F16 so
 
 from __future__ import annotations
 
+import bisect
 import concurrent.futures as cf
 import contextlib
 import math
@@ -56,7 +57,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
@@ -66,7 +67,15 @@ from gguf import GGMLQuantizationType, GGUFValueType, Keys, LlamaFileType
 from gguf.constants import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT
 
 from modelkit.errors import GGUFError, QuantizationError
-from modelkit.gguf_file import KV, GGUFInfo, TensorInfo, TensorSlot, encode_header, read_gguf
+from modelkit.gguf_file import (
+    KV,
+    GGUFInfo,
+    TensorInfo,
+    TensorSlot,
+    describe_header,
+    encode_header,
+    read_gguf,
+)
 from modelkit.gguf_file.format import pad
 from modelkit.progress import ProgressCallback, ProgressEvent
 from modelkit.quant import kernels
@@ -163,10 +172,17 @@ class RequantizeResult:
     rmse: float | None = None
     worst_tensor: str | None = None
     seconds: float = 0.0
+    header: tuple[tuple[KV, ...], tuple[TensorSlot, ...]] = ((), ())  # what was written
 
     @property
     def file_type_name(self) -> str:
         return file_type_name(self.file_type)
+
+    def gguf_info(self, path: str | os.PathLike[str]) -> GGUFInfo:
+        """The description of the GGUF written (stored at ``path``), without reading it."""
+        kvs, slots = self.header
+        return describe_header(path, kvs, slots, alignment=self.alignment,
+                               data_offset=self.data_offset, size=self.output_size)
 
 
 # --------------------------------------------------------------------------------------
@@ -200,27 +216,60 @@ _MADV_DONTNEED: int | None = getattr(mmap, "MADV_DONTNEED", None)
 
 
 class _Source:
-    """A read-only memory map of the source file.  Views are taken per chunk and the
-    pages are released once the chunk has been converted."""
+    """Read-only memory maps of the source file, or of a split set's parts laid end to
+    end (offsets run on from one part into the next, as :func:`_joined` numbers the
+    tensors).  Views are taken per chunk and the pages are released once the chunk has
+    been converted."""
 
-    def __init__(self, path: Path) -> None:
-        with open(path, "rb") as f:
-            self.mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.maps: list[mmap.mmap] = []
+        self.bases: list[int] = []
+        base = 0
+        try:
+            for path in paths:
+                with open(path, "rb") as f:
+                    self.maps.append(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+                self.bases.append(base)
+                base += len(self.maps[-1])
+        except BaseException:
+            self.close()
+            raise
+
+    def _locate(self, offset: int) -> tuple[mmap.mmap, int]:
+        i = bisect.bisect_right(self.bases, offset) - 1
+        return self.maps[i], offset - self.bases[i]
 
     def view(self, offset: int, nbytes: int) -> U8Array:
-        return np.frombuffer(self.mm, dtype=np.uint8, count=nbytes, offset=offset)
+        mm, local = self._locate(offset)
+        return np.frombuffer(mm, dtype=np.uint8, count=nbytes, offset=local)
 
     def release(self, offset: int, nbytes: int) -> None:
         """Drop the pages of ``[offset, offset+nbytes)`` from this process's resident set."""
         if _MADV_DONTNEED is None or nbytes <= 0:
             return
-        start = offset - offset % mmap.PAGESIZE
+        mm, local = self._locate(offset)
+        start = local - local % mmap.PAGESIZE
         with contextlib.suppress(OSError, ValueError):
-            self.mm.madvise(_MADV_DONTNEED, start, offset + nbytes - start)
+            mm.madvise(_MADV_DONTNEED, start, local + nbytes - start)
 
     def close(self) -> None:
-        with contextlib.suppress(BufferError):
-            self.mm.close()
+        for mm in self.maps:
+            with contextlib.suppress(BufferError):
+                mm.close()
+
+
+def _joined(parts: Sequence[GGUFInfo]) -> GGUFInfo:
+    """One source over the parts of a split set: the first part's metadata (its
+    ``split.*`` keys are dropped from the output anyway) and every part's tensors, their
+    offsets counted through the parts laid end to end."""
+    if len(parts) == 1:
+        return parts[0]
+    tensors: list[TensorInfo] = []
+    base = 0
+    for part in parts:
+        tensors.extend(replace(t, offset=base + t.offset) for t in part.tensors)
+        base += part.size
+    return replace(parts[0], tensors=tuple(tensors))
 
 
 # --------------------------------------------------------------------------------------
@@ -275,9 +324,9 @@ def _run_job(source: _Source, job: _Job) -> _JobResult:
 _WORKER_SOURCE: list[_Source] = []
 
 
-def _worker_init(path: str) -> None:
+def _worker_init(paths: list[str]) -> None:
     _WORKER_SOURCE.clear()
-    _WORKER_SOURCE.append(_Source(Path(path)))
+    _WORKER_SOURCE.append(_Source([Path(p) for p in paths]))
 
 
 def _worker_run(job: _Job) -> _JobResult:
@@ -320,14 +369,9 @@ class _Sink:
         return self.pos
 
 
-def _write_header(sink: _Sink, kvs: Sequence[KV], items: Sequence[_Item],
-                  alignment: int) -> int:
-    """Write the header (KV pairs, tensor infos) and the padding before the data; return
-    the offset of the data section."""
-    slots = [TensorSlot(it.tensor.name, it.tensor.shape, it.choice.target_type, it.nbytes)
-             for it in items]
-    sink.write(encode_header(kvs, slots, alignment))
-    return sink.pos
+def _slots(items: Sequence[_Item]) -> tuple[TensorSlot, ...]:
+    return tuple(TensorSlot(it.tensor.name, it.tensor.shape, it.choice.target_type, it.nbytes)
+                 for it in items)
 
 
 def _output_kv(info: GGUFInfo, ftype: LlamaFileType) -> list[KV]:
@@ -474,7 +518,8 @@ def _steps(items: Sequence[_Item], chunk_rows: int | None, report: bool) -> Iter
 class _Runner:
     """Runs jobs in order-preserving fashion: in-process, or in a pool with look-ahead."""
 
-    def __init__(self, source: _Source, path: Path, workers: int, use_threads: bool) -> None:
+    def __init__(self, source: _Source, paths: Sequence[Path], workers: int,
+                 use_threads: bool) -> None:
         self.source = source
         self.workers = workers
         self.pool: cf.Executor | None = None
@@ -484,7 +529,7 @@ class _Runner:
             else:
                 self.pool = cf.ProcessPoolExecutor(
                     workers, mp_context=_mp_context(), initializer=_worker_init,
-                    initargs=(str(path),))
+                    initargs=([str(p) for p in paths],))
 
     def submit(self, job: _Job) -> cf.Future[_JobResult]:
         assert self.pool is not None
@@ -590,8 +635,16 @@ def _is_block_type(t: GGMLQuantizationType) -> bool:
     return GGML_QUANT_SIZES[t][0] > 1
 
 
+def _bits_per_weight(t: GGMLQuantizationType) -> float:
+    block_size, type_size = GGML_QUANT_SIZES[t]
+    return type_size * 8 / block_size
+
+
+GGUFSource = str | os.PathLike[str] | GGUFInfo | Sequence[GGUFInfo]
+
+
 def requantize(
-    src: str | os.PathLike[str] | GGUFInfo,
+    src: GGUFSource,
     out: _Writable | BinaryIO,
     file_type: str | LlamaFileType,
     *,
@@ -603,6 +656,10 @@ def requantize(
     use_threads: bool = False,
 ) -> RequantizeResult:
     """Quantize the GGUF ``src`` to ``file_type``, writing the new GGUF to ``out``.
+
+    ``src`` is a path, a ``GGUFInfo``, or the ``GGUFInfo`` of each part of a split set
+    in order (checked by the caller, e.g. ``importers.split.plan_merge``): the parts are
+    read where they are, as one model.
 
     ``out`` needs only ``write`` (a ``BlobWriter``, an open file, a ``BytesIO``); it is
     written sequentially from its current position and not closed.  ``workers``
@@ -617,7 +674,13 @@ def requantize(
     unreadable source.
     """
     started = time.monotonic()
-    info = src if isinstance(src, GGUFInfo) else read_gguf(src)
+    if isinstance(src, GGUFInfo):
+        parts: Sequence[GGUFInfo] = (src,)
+    elif isinstance(src, (str, os.PathLike)):
+        parts = (read_gguf(src),)
+    else:
+        parts = tuple(src)
+    info = _joined(parts)
     ftype = _resolve_file_type(file_type)
     if chunk_rows is not None and chunk_rows < 1:
         raise ValueError("chunk_rows must be at least 1")
@@ -630,12 +693,15 @@ def requantize(
         raise QuantizationError(f"{info.path}: {exc}") from None
     alignment = _alignment(info)
     items = _layout(info, plan, alignment, imatrix)
-    kvs = _output_kv(info, ftype)
+    kvs = tuple(_output_kv(info, ftype))
+    slots = _slots(items)
 
     target = file_type_name(ftype)
     status = f"quantizing {_source_label(info)} model to {target}"
+    # Going up in precision (Q8_0 to F16) loses nothing; only fewer bits re-round values.
     requantized = [it.tensor.name for it in items
-                   if it.choice.quantize and _is_block_type(it.tensor.type)]
+                   if it.choice.quantize and _is_block_type(it.tensor.type)
+                   and _bits_per_weight(it.choice.target_type) < _bits_per_weight(it.tensor.type)]
     if requantized:
         emit(ProgressEvent(
             f"warning: requantizing an already quantized model ({_source_label(info)}) to "
@@ -646,8 +712,9 @@ def requantize(
         line for it in items
         if (line := fallback_warning(it.choice, it.n_per_row)) is not None)
 
+    paths = [part.path for part in parts]
     try:
-        source = _Source(info.path)
+        source = _Source(paths)
     except (OSError, ValueError) as exc:
         raise GGUFError(f"{info.path}: cannot map: {exc}") from None
 
@@ -663,11 +730,12 @@ def requantize(
     try:
         data_offset = 0
         done_tensors = 0
-        runner = _Runner(source, info.path, n_workers, use_threads)
+        runner = _Runner(source, paths, n_workers, use_threads)
 
         def start() -> None:
             nonlocal data_offset
-            data_offset = _write_header(sink, kvs, items, alignment)
+            sink.write(encode_header(kvs, slots, alignment))
+            data_offset = sink.pos
             emit(ProgressEvent(status, total=len(items), completed=0, unit="tensors"))
 
         def handle(step: _Step, result: _JobResult | None) -> None:
@@ -725,10 +793,10 @@ def requantize(
         tensor_count=len(items), n_quantized=n_quantized, n_copied=len(items) - n_quantized,
         n_fallback=plan.n_fallback, tensors=tuple(summaries), requantized=bool(requantized),
         fallback_log=fallback_log, rmse=overall, worst_tensor=worst,
-        seconds=time.monotonic() - started)
+        seconds=time.monotonic() - started, header=(kvs, slots))
 
 
-def quantize_file(src: str | os.PathLike[str] | GGUFInfo, dst_path: str | os.PathLike[str],
+def quantize_file(src: GGUFSource, dst_path: str | os.PathLike[str],
                   file_type: str | LlamaFileType, **kw: Any) -> RequantizeResult:
     """:func:`requantize` into the file ``dst_path``, atomically: the data goes to a
     hidden temporary file in the same folder, which is fsynced and renamed over
@@ -738,7 +806,7 @@ def quantize_file(src: str | os.PathLike[str] | GGUFInfo, dst_path: str | os.Pat
         return requantize(src, f, file_type, **kw)
 
 
-def quantize_into_store(store: Store, src_info: GGUFInfo, file_type: str,
+def quantize_into_store(store: Store, src_info: GGUFInfo | Sequence[GGUFInfo], file_type: str,
                         progress: ProgressCallback | None = None,
                         **kw: Any) -> tuple[BlobWrite, GGUFInfo]:
     """Quantize ``src_info`` straight into a new blob of ``store`` (``create -q``).
@@ -747,11 +815,7 @@ def quantize_into_store(store: Store, src_info: GGUFInfo, file_type: str,
     left in the store when quantization fails.
     """
     with store.open_writer() as w:
-        requantize(src_info, w, file_type, progress=progress, **kw)
+        result = requantize(src_info, w, file_type, progress=progress, **kw)
         written = w.commit()
-    try:
-        info = read_gguf(store.blob_path(written.digest))
-    except GGUFError as exc:  # pragma: no cover - would be a bug in this module
-        raise QuantizationError(f"quantized model is not a valid GGUF: {exc}") from None
-    return written, info
+    return written, result.gguf_info(store.blob_path(written.digest))
 
