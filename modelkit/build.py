@@ -287,7 +287,8 @@ class Builder:
         pass with ``quantize``); nothing is stored when conversion fails."""
         assert imported.folder is not None
         outtype = quantize or "auto"
-        conv = convert.plan(imported.folder, outtype)
+        conv = (convert.plan_quantize(imported.folder, quantize) if quantize
+                else convert.plan(imported.folder, outtype))
         label = file_type_label(int(conv.file_type))
         self._status(f"converting {imported.source} to GGUF ({label})")
         written = self._store_conversion(conv)

@@ -46,7 +46,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (E.GGUFError, 5),
     (E.DigestError, 6),
     (E.QuantizationError, 7),
-    (E.ConvertError, 11),
+    (E.ConvertError, 12),
     (E.StoreError, 8),
     (E.UnauthorizedError, 10),
     (E.HubError, 9),
