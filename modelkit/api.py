@@ -28,6 +28,7 @@ from modelkit.manifest import Manifest, MediaType, ModelConfig
 from modelkit.modelfile import Command, Modelfile, format_modelfile, parse, parse_file
 from modelkit.names import ModelName
 from modelkit.progress import ProgressCallback, ignore_progress
+from modelkit.quant.file_types import menu_lines
 from modelkit.store import PrunePlan, Store, StoredModel
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ StoreArg = Store | str | os.PathLike[str] | None
 
 __all__ = [
     "ModelInfo", "ModelSummary", "copy", "create", "format_modelfile", "list_models",
-    "parse_modelfile", "prune", "pull", "push", "quantize", "remove", "show",
+    "parse_modelfile", "prune", "pull", "push", "quant_menu", "quantize", "remove", "show",
 ]
 
 
@@ -117,6 +118,12 @@ def push(name: str, *, insecure: bool = False, store: StoreArg = None,
 
 
 # -------------------------------------------------------------------- quantize
+def quant_menu() -> list[str]:
+    """The quantization types ``quantize``/``create -q`` accept, one line each, as
+    llama-quantize lists them (with bits per weight)."""
+    return menu_lines()
+
+
 def quantize(source: str | os.PathLike[str], destination: str | os.PathLike[str],
              file_type: str, *, report: bool = False, workers: int | None = None,
              progress: ProgressCallback = ignore_progress) -> RequantizeResult:

@@ -33,6 +33,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (E.FileNotFoundModelkitError, 4),
     (E.GGUFError, 5),
     (E.DigestError, 6),
+    (E.ImatrixError, 11),
     (E.QuantizationError, 7),
     (E.StoreError, 8),
     (E.UnauthorizedError, 10),
@@ -512,6 +513,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         print(f"Error: {_one_line(str(exc))}", file=sys.stderr)
+        if isinstance(exc, E.UnknownQuantTypeError):  # an unknown type lists the menu
+            print("allowed quantization types:\n" + "\n".join(api.quant_menu()),
+                  file=sys.stderr)
         return exit_code_for(exc)
     except OSError as exc:
         if debug:

@@ -86,7 +86,8 @@ def test_quantize_report_and_rmse_gate(tmp_path: Path,
 def test_quantize_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = str(SAMPLE_DIR / "liang-ai.gguf")
     code, _, err = mk(capsys, "quantize", src, str(tmp_path / "x.gguf"), "q9_9")
-    assert code == 7 and "supported types are" in err and "Q4_K_M" in err
+    assert code == 7 and err.startswith("Error: invalid quantization type 'q9_9'")
+    assert " Q4_K_M " in err and " IQ4_XS " in err and "bpw" in err  # the menu follows
     assert not (tmp_path / "x.gguf").exists()
     code, _, err = mk(capsys, "quantize", str(tmp_path / "absent.gguf"), "o.gguf", "q8_0")
     assert code == 4 and "no such file" in err

@@ -71,6 +71,7 @@ from modelkit.errors import GGUFError, QuantizationError
 from modelkit.gguf_file import GGUFInfo, TensorInfo, read_gguf
 from modelkit.progress import ProgressCallback, ProgressEvent
 from modelkit.quant import kernels
+from modelkit.quant.file_types import ExtraFileType, FileTypeId, ggml_type_name, row_bytes
 from modelkit.quant.policy import (
     ModelHParams,
     QuantPlan,
@@ -150,7 +151,7 @@ class RequantizeResult:
     dequantized and quantized again.
     """
 
-    file_type: LlamaFileType
+    file_type: int
     output_size: int
     data_offset: int
     alignment: int
@@ -388,7 +389,7 @@ def _write_header(sink: _Sink, arch: str, kvs: Sequence[_KV], items: Sequence[_I
         # unless it is uint8 (then the shape would be taken as a byte shape).
         writer.add_tensor_info(it.tensor.name, tuple(reversed(it.tensor.shape)),
                                np.dtype(np.float32), it.nbytes,
-                               raw_dtype=it.choice.target_type)
+                               raw_dtype=it.target)
     # GGUFWriter opens its output by path only; hand it our sink instead (its state
     # machine accepts an already-open output in the EMPTY state).  Tensor data is then
     # written by us: write_tensor_data needs a real file (ndarray.tofile) and a whole
@@ -415,7 +416,7 @@ class _KV:
     sub_type: GGUFValueType | None
 
 
-def _output_kv(info: GGUFInfo, ftype: LlamaFileType) -> list[_KV]:
+def _output_kv(info: GGUFInfo, ftype: int) -> list[_KV]:
     """The output KV pairs, as llama.cpp writes them: the source's in source order
     minus split keys, then ``general.quantization_version`` and ``general.file_type``
     (u32), removed from wherever they were."""
@@ -477,6 +478,7 @@ def _alignment(info: GGUFInfo) -> int:
 class _Item:
     tensor: TensorInfo
     choice: TensorChoice
+    target: GGMLQuantizationType  # choice.target_type, a type we can write
     nbytes: int
     offset: int  # in the data section
     imatrix: F32Array | None = None
@@ -510,16 +512,24 @@ def _layout(info: GGUFInfo, plan: QuantPlan, alignment: int,
     offset = 0
     for choice in plan.choices:
         t = by_name[choice.name]
-        nbytes = t.n_elements // GGML_QUANT_SIZES[choice.target_type][0] * \
-            GGML_QUANT_SIZES[choice.target_type][1]
-        if not choice.quantize:
-            nbytes = t.n_bytes
+        target = t.type if not choice.quantize else _kernel_type(choice)
+        nbytes = t.n_bytes if not choice.quantize else row_bytes(target, t.n_elements)
         im = None
         if imatrix is not None and choice.quantize and choice.target_type not in _FLOAT_TYPES:
             im = _imatrix_for(t, imatrix.get(t.name))
-        items.append(_Item(t, choice, nbytes, offset, im))
+        items.append(_Item(t, choice, target, nbytes, offset, im))
         offset += _pad(nbytes, alignment)
     return items
+
+
+def _kernel_type(choice: TensorChoice) -> GGMLQuantizationType:
+    """The target type of a tensor to convert, refused when modelkit has no quantizer
+    for it yet (the plan covers llama.cpp's whole menu; the kernels come type by type)."""
+    t = choice.target_type
+    if isinstance(t, GGMLQuantizationType) and (t in kernels.FORMATS or t in _FLOAT_TYPES):
+        return t
+    raise QuantizationError(
+        f"tensor {choice.name}: type {ggml_type_name(t)} has no quantizer in modelkit yet")
 
 
 def _imatrix_for(t: TensorInfo, value: Any) -> F32Array | None:
@@ -569,7 +579,7 @@ def _steps(items: Sequence[_Item], chunk_rows: int | None, report: bool) -> Iter
             for r0 in range(m0, m0 + mat_rows, per):
                 rows = min(per, m0 + mat_rows - r0)
                 job = _Job(t.offset + r0 * src_row, rows, n_per_row, t.type,
-                           it.choice.target_type, vec, report)
+                           it.target, vec, report)
                 yield _Step(i, job=job, last=r0 + rows == it.rows)
 
 
@@ -674,9 +684,11 @@ def _execute(steps: Sequence[_Step], runner: _Runner,
 # --------------------------------------------------------------------------------------
 
 
-def _resolve_file_type(file_type: str | LlamaFileType | int) -> LlamaFileType:
+def _resolve_file_type(file_type: str | FileTypeId | int) -> FileTypeId:
     if isinstance(file_type, str):
         return parse_file_type(file_type)
+    if isinstance(file_type, (LlamaFileType, ExtraFileType)):
+        return file_type
     return LlamaFileType(int(file_type))
 
 
@@ -739,7 +751,7 @@ def requantize(
         raise QuantizationError(f"{info.path}: {exc}") from None
     alignment = _alignment(info)
     items = _layout(info, plan, alignment, imatrix)
-    kvs = _output_kv(info, ftype)
+    kvs = _output_kv(info, plan.file_type)
 
     target = file_type_name(ftype)
     status = f"quantizing {_source_label(info)} model to {target}"
@@ -817,7 +829,7 @@ def requantize(
             rmse = math.sqrt(it.sumsq / n) if it.choice.quantize and n else 0.0
             maxabs = it.maxabs if it.choice.quantize else 0.0
         summaries.append(TensorSummary(
-            name=it.tensor.name, source_type=it.tensor.type, target_type=it.choice.target_type,
+            name=it.tensor.name, source_type=it.tensor.type, target_type=it.target,
             shape=it.tensor.shape, nbytes=it.nbytes, offset=it.offset,
             action="quantized" if it.choice.quantize else "copied",
             fallback=it.choice.fallback, rmse=rmse, max_abs_error=maxabs))
@@ -830,8 +842,9 @@ def requantize(
             worst = max(ranked, key=lambda s: cast(float, s.rmse)).name
     n_quantized = sum(1 for it in items if it.choice.quantize)
     return RequantizeResult(
-        file_type=ftype, output_size=sink.pos, data_offset=data_offset, alignment=alignment,
-        tensor_count=len(items), n_quantized=n_quantized, n_copied=len(items) - n_quantized,
+        file_type=plan.file_type, output_size=sink.pos, data_offset=data_offset,
+        alignment=alignment, tensor_count=len(items), n_quantized=n_quantized,
+        n_copied=len(items) - n_quantized,
         n_fallback=plan.n_fallback, tensors=tuple(summaries), requantized=bool(requantized),
         fallback_log=fallback_log, rmse=overall, worst_tensor=worst,
         seconds=time.monotonic() - started)
