@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,18 +29,23 @@ from modelkit.manifest import Manifest, MediaType, ModelConfig
 from modelkit.modelfile import Command, Modelfile, format_modelfile, parse, parse_file
 from modelkit.names import ModelName
 from modelkit.progress import ProgressCallback, ignore_progress
-from modelkit.quant.file_types import menu_lines
+from modelkit.quant.file_types import menu_lines, parse_ggml_type, parse_quant_name
+from modelkit.quant.fileplan import QuantizeSpec
+from modelkit.quant.imatrix import load_imatrix
+from modelkit.quant.policy import QuantOptions, parse_tensor_type_option
+from modelkit.quant.requantize import DryRun, RequantizeResult, dry_run, quantize_file
 from modelkit.store import PrunePlan, Store, StoredModel
 
 if TYPE_CHECKING:
-    from modelkit.quant.requantize import RequantizeResult
     from modelkit.registry import PushResult
 
 StoreArg = Store | str | os.PathLike[str] | None
 
 __all__ = [
-    "ModelInfo", "ModelSummary", "copy", "create", "format_modelfile", "list_models",
-    "parse_modelfile", "prune", "pull", "push", "quant_menu", "quantize", "remove", "show",
+    "DryRun", "ModelInfo", "ModelSummary", "QuantizeSpec", "copy", "create", "create_plan",
+    "format_modelfile", "list_models",
+    "parse_modelfile", "prune", "pull", "push", "quant_menu", "quant_spec", "quantize",
+    "quantize_plan", "remove", "show",
 ]
 
 
@@ -56,7 +62,8 @@ def parse_modelfile(source: str | bytes | os.PathLike[str]) -> Modelfile:
 
 # ---------------------------------------------------------------------- create
 def create(name: str, modelfile: str | os.PathLike[str] | Modelfile | None = None, *,
-           base_dir: str | os.PathLike[str] | None = None, quantize: str | None = None,
+           base_dir: str | os.PathLike[str] | None = None,
+           quantize: str | QuantizeSpec | None = None,
            link: bool = False, offline: bool | None = None, insecure: bool = False,
            store: StoreArg = None,
            progress: ProgressCallback = ignore_progress) -> CreateResult:
@@ -67,6 +74,14 @@ def create(name: str, modelfile: str | os.PathLike[str] | Modelfile | None = Non
     against the Modelfile's folder (``base_dir`` for a parsed Modelfile, default cwd).
     """
     model_name = ModelName.parse(name)
+    spec = _modelfile_spec(modelfile, base_dir)
+    builder = Builder(_store(store), progress, link=link, offline=offline,
+                      insecure=insecure)
+    return builder.build(model_name, spec, quantize=_as_spec(quantize) if quantize else None)
+
+
+def _modelfile_spec(modelfile: str | os.PathLike[str] | Modelfile | None,
+                    base_dir: str | os.PathLike[str] | None) -> BuildSpec:
     source = "Modelfile"
     if isinstance(modelfile, Modelfile):
         parsed, folder = modelfile, Path(base_dir or Path.cwd())
@@ -78,14 +93,31 @@ def create(name: str, modelfile: str | os.PathLike[str] | Modelfile | None = Non
             raise FileNotFoundModelkitError(f"specified Modelfile wasn't found: {path}")
         else:
             parsed, folder, source = parse_file(path), path.resolve().parent, str(path)
-    spec = spec_from_modelfile(parsed, folder, source)
-    builder = Builder(_store(store), progress, link=link, offline=offline,
-                      insecure=insecure)
-    return builder.build(model_name, spec, quantize=quantize)
+    return spec_from_modelfile(parsed, folder, source)
+
+
+def create_plan(modelfile: str | os.PathLike[str] | Modelfile | None,
+                quantize: str | QuantizeSpec, *,
+                base_dir: str | os.PathLike[str] | None = None,
+                store: StoreArg = None) -> DryRun:
+    """``create -q TYPE --dry-run``: the quantization plan of the Modelfile's model
+    (FROM a GGUF file or a stored model), without writing anything."""
+    spec = _modelfile_spec(modelfile, base_dir)
+    if spec.from_model is not None:
+        return quantize_plan(show(spec.from_model, store=store).path, quantize)
+    for path in spec.from_files:
+        if path.is_file() and _is_gguf(path):
+            return quantize_plan(path, quantize)
+    raise QuantizationError("--dry-run needs a Modelfile FROM a GGUF file or a stored model")
+
+
+def _is_gguf(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"GGUF"
 
 
 # ------------------------------------------------------------------------ pull
-def pull(name: str, *, quantize: str | None = None, offline: bool | None = None,
+def pull(name: str, *, quantize: str | QuantizeSpec | None = None, offline: bool | None = None,
          link: bool = False, insecure: bool = False, store: StoreArg = None,
          progress: ProgressCallback = ignore_progress) -> CreateResult:
     """Fetch model ``name`` into the store under that name.
@@ -106,7 +138,8 @@ def pull(name: str, *, quantize: str | None = None, offline: bool | None = None,
 
         pulled = registry.pull(_store(store), model, insecure=insecure, progress=progress)
         return CreateResult(pulled.name, pulled.manifest)
-    return builder.build(model, BuildSpec(from_hub=name), quantize=quantize)
+    return builder.build(model, BuildSpec(from_hub=name),
+                         quantize=_as_spec(quantize) if quantize else None)
 
 
 def push(name: str, *, insecure: bool = False, store: StoreArg = None,
@@ -124,21 +157,66 @@ def quant_menu() -> list[str]:
     return menu_lines()
 
 
+def quant_spec(type: str, *, imatrix: str | os.PathLike[str] | None = None,
+               include_weights: Sequence[str] = (), exclude_weights: Sequence[str] = (),
+               output_tensor_type: str | None = None, token_embedding_type: str | None = None,
+               tensor_types: Sequence[str] = (), pure: bool = False,
+               leave_output_tensor: bool = False) -> QuantizeSpec:
+    """A quantization with llama-quantize's options, spelled as there: ``type`` from the
+    menu (``q4_K_M``, ``IQ4_XS``, ``Q4_K_L``...), ``imatrix`` a GGUF or legacy ``.dat``
+    imatrix file (its path is written into the output as given), ``tensor_types``
+    ``PATTERN=TYPE`` strings (regex searched in tensor names, first match wins), types
+    as ggml names them (``q8_0``, case-insensitive).  Bad values raise
+    ``QuantizationError``/``ImatrixError`` before any work."""
+    parse_quant_name(type)
+    options = QuantOptions(
+        pure=pure, quantize_output=not leave_output_tensor,
+        output_tensor_type=parse_ggml_type(output_tensor_type) if output_tensor_type else None,
+        token_embedding_type=(parse_ggml_type(token_embedding_type)
+                              if token_embedding_type else None),
+        tensor_types=tuple(parse_tensor_type_option(t) for t in tensor_types))
+    im = None
+    if imatrix is not None:
+        im = load_imatrix(imatrix, include=include_weights, exclude=exclude_weights)
+    elif include_weights or exclude_weights:
+        raise QuantizationError("--include-weights/--exclude-weights need --imatrix")
+    return QuantizeSpec(type, options, im)
+
+
+def _as_spec(quant: str | QuantizeSpec) -> QuantizeSpec:
+    return quant if isinstance(quant, QuantizeSpec) else quant_spec(quant)
+
+
 def quantize(source: str | os.PathLike[str], destination: str | os.PathLike[str],
-             file_type: str, *, report: bool = False, workers: int | None = None,
+             file_type: str | QuantizeSpec, *, report: bool = False,
+             workers: int | None = None,
              progress: ProgressCallback = ignore_progress) -> RequantizeResult:
     """Quantize a GGUF file into a new GGUF file (atomically written), as llama.cpp's
-    ``llama-quantize`` would: same tensor types, same bytes."""
-    from modelkit.quant.requantize import quantize_file
-
-    src = Path(source)
-    if not src.exists():
-        raise FileNotFoundModelkitError(f"{src}: no such file")
+    ``llama-quantize`` would: same tensor types, same bytes.  ``file_type`` is a name
+    from the menu or a :func:`quant_spec` (options, imatrix)."""
+    spec = _as_spec(file_type)
+    src = _existing(source)
     dst = Path(destination)
     if dst.exists() and dst.resolve() == src.resolve():
         raise QuantizationError(f"{dst}: the output would overwrite the input")
-    return quantize_file(read_gguf(src), dst, file_type, report=report, workers=workers,
+    return quantize_file(read_gguf(src), dst, spec.type, options=spec.options,
+                         imatrix=spec.imatrix, report=report, workers=workers,
                          progress=progress)
+
+
+def quantize_plan(source: str | os.PathLike[str], file_type: str | QuantizeSpec) -> DryRun:
+    """What :func:`quantize` would do, without writing anything (``--dry-run``): every
+    tensor's type and size, the totals and the exact output size."""
+    spec = _as_spec(file_type)
+    return dry_run(read_gguf(_existing(source)), spec.type, options=spec.options,
+                   imatrix=spec.imatrix)
+
+
+def _existing(path: str | os.PathLike[str]) -> Path:
+    src = Path(path)
+    if not src.exists():
+        raise FileNotFoundModelkitError(f"{src}: no such file")
+    return src
 
 
 # ------------------------------------------------------------------------ show

@@ -38,7 +38,7 @@ from modelkit.manifest import GGUF_MEDIA_TYPES, Layer, Manifest, MediaType, Mode
 from modelkit.modelfile import Modelfile, convert_parameters, params_json
 from modelkit.names import Digest, ModelName
 from modelkit.progress import ProgressCallback, ProgressEvent, byte_progress, ignore_progress
-from modelkit.quant.policy import parse_file_type
+from modelkit.quant.fileplan import QuantizeSpec
 from modelkit.quant.requantize import quantize_into_store
 from modelkit.store import BlobWrite, Store
 
@@ -171,7 +171,7 @@ class Builder:
         return _Base(Layer(media_type, written.digest, written.size), _status_for(written))
 
     def _import_gguf(self, path: Path, media_type: MediaType | None,
-                     quantize: str | None = None, label: str | None = None) -> _Base:
+                     quantize: QuantizeSpec | None = None, label: str | None = None) -> _Base:
         """Store a GGUF file as a layer: byte-identical, or, for model weights with
         ``quantize``, quantized straight from the file (the original is never stored)."""
         self._status("parsing GGUF")
@@ -205,7 +205,7 @@ class Builder:
                 for p in spec.from_files]
 
     def _base_from_imports(self, imports: Sequence[ImportedModel],
-                           quantize: str | None) -> list[_Base]:
+                           quantize: QuantizeSpec | None) -> list[_Base]:
         bases = []
         for imported in imports:
             for f in imported.files:
@@ -236,11 +236,9 @@ class Builder:
         return bases, config
 
     # -------------------------------------------------------------- the build
-    def build(self, name: ModelName, spec: BuildSpec, *, quantize: str | None = None
+    def build(self, name: ModelName, spec: BuildSpec, *, quantize: QuantizeSpec | None = None
               ) -> CreateResult:
         self._status("gathering model components")
-        if quantize:
-            parse_file_type(quantize)  # an unsupported type fails before any work
         params, warnings = convert_parameters(spec.parameters)
         for w in warnings:
             self._status(f"warning: {w}", warning=True)
@@ -263,7 +261,7 @@ class Builder:
         self._status("success")
         return CreateResult(name, manifest, self.warnings)
 
-    def _pull_missing_base(self, text: str, *, quantize: str | None) -> None:
+    def _pull_missing_base(self, text: str, *, quantize: QuantizeSpec | None) -> None:
         """FROM a name that is not in the store: pull it first, as Ollama does (a hub
         name through its client). Done before this build takes the lock."""
         base = ModelName.parse(text)
@@ -302,7 +300,7 @@ class Builder:
             self.store.execute_prune(plan)
 
     def _build_locked(self, name: ModelName, spec: BuildSpec, params: dict[str, Any],
-                      quantize: str | None) -> Manifest:
+                      quantize: QuantizeSpec | None) -> Manifest:
         config = ModelConfig()
         if spec.from_model is not None:
             bases, base_config = self._base_from_model(spec.from_model)
@@ -380,8 +378,9 @@ class Builder:
         layers.append(self._blob_layer(params_json(merged), MediaType.PARAMS))
         return layers
 
-    def _quantized(self, source: GGUFInfo, target: str) -> _Base:
-        written, info = quantize_into_store(self.store, source, target, self.progress)
+    def _quantized(self, source: GGUFInfo, target: QuantizeSpec) -> _Base:
+        written, info = quantize_into_store(self.store, source, target.type, self.progress,
+                                            options=target.options, imatrix=target.imatrix)
         self._record(written)
         return _Base(Layer(MediaType.MODEL, written.digest, written.size),
                      _status_for(written), info)

@@ -122,9 +122,15 @@ def _table(rows: Sequence[Sequence[str]], *, indent: bool) -> str:
 
 # --------------------------------------------------------------------- create
 def cmd_create(args: argparse.Namespace) -> int:
+    spec = _quant_spec(args, args.quantize)
+    if args.dry_run:
+        if spec is None:
+            raise E.QuantizationError("--dry-run shows a quantization plan: give -q TYPE")
+        print_dry_run(api.create_plan(args.file, spec), json_mode=args.json)
+        return 0
     printer = ProgressPrinter(json_mode=args.json)
     try:
-        result = api.create(args.name, args.file, quantize=args.quantize, link=args.link,
+        result = api.create(args.name, args.file, quantize=spec, link=args.link,
                             offline=args.offline or None, insecure=args.insecure,
                             progress=printer)
     finally:
@@ -347,7 +353,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
 def cmd_pull(args: argparse.Namespace) -> int:
     printer = ProgressPrinter(json_mode=args.json)
     try:
-        result = api.pull(args.name, quantize=args.quantize, offline=args.offline or None,
+        result = api.pull(args.name, quantize=_quant_spec(args, args.quantize),
+                          offline=args.offline or None,
                           insecure=args.insecure, progress=printer)
     finally:
         printer.close()
@@ -374,11 +381,25 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ quantize
 def cmd_quantize(args: argparse.Namespace) -> int:
+    if args.list:
+        print("allowed quantization types:\n" + "\n".join(api.quant_menu()))
+        return 0
+    if args.dry_run and args.type is None and args.destination is not None:
+        args.type, args.destination = args.destination, None  # llama-quantize's IN TYPE
+    if args.source is None or args.type is None or (args.destination is None
+                                                    and not args.dry_run):
+        raise E.QuantizationError("usage: modelkit quantize [OPTIONS] IN.gguf OUT.gguf TYPE "
+                                  "(see --list for the types)")
+    spec = _quant_spec(args, args.type)
+    assert spec is not None
+    if args.dry_run:
+        print_dry_run(api.quantize_plan(args.source, spec), json_mode=args.json)
+        return 0
     printer = ProgressPrinter(json_mode=args.json)
     try:
-        result = api.quantize(args.source, args.destination, args.type,
+        result = api.quantize(args.source, args.destination, spec,
                               report=args.report or args.max_rmse is not None,
-                              workers=args.workers, progress=printer)
+                              workers=args.workers or args.nthreads, progress=printer)
     finally:
         printer.close()
     too_high = (args.max_rmse is not None and result.rmse is not None
@@ -417,6 +438,88 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------- quantization options (shared)
+def _quant_options(p: argparse.ArgumentParser, *, dry_run: bool) -> None:
+    """llama-quantize's options, spelled as there."""
+    p.add_argument("--imatrix", metavar="FILE",
+                   help="importance matrix (llama-imatrix's GGUF or legacy .dat file)")
+    p.add_argument("--include-weights", metavar="NAME", action="append", default=[],
+                   help="use the importance matrix only for tensors whose name contains NAME")
+    p.add_argument("--exclude-weights", metavar="NAME", action="append", default=[],
+                   help="do not use the importance matrix for tensors whose name contains NAME")
+    p.add_argument("--output-tensor-type", metavar="TYPE",
+                   help="ggml type of output.weight (e.g. q8_0)")
+    p.add_argument("--token-embedding-type", metavar="TYPE",
+                   help="ggml type of the token embeddings")
+    p.add_argument("--tensor-type", metavar="PATTERN=TYPE", action="append", default=[],
+                   help="quantize tensors whose name matches the regex PATTERN to TYPE "
+                        "(repeatable; the first match wins)")
+    p.add_argument("--pure", action="store_true",
+                   help="no k-quant mixture: every tensor gets the type's default")
+    p.add_argument("--leave-output-tensor", action="store_true",
+                   help="leave output.weight un(re)quantized")
+    p.add_argument("--allow-requantize", action="store_true",
+                   help="accepted for llama-quantize compatibility (modelkit requantizes "
+                        "with a warning)")
+    if dry_run:
+        p.add_argument("--dry-run", action="store_true",
+                       help="print each tensor's type and size and the totals; write nothing")
+
+
+def _quant_spec(args: argparse.Namespace, type_name: str | None) -> api.QuantizeSpec | None:
+    if type_name is None:
+        for opt in ("imatrix", "output_tensor_type", "token_embedding_type"):
+            if getattr(args, opt):
+                raise E.QuantizationError(f"--{opt.replace('_', '-')} needs a quantization "
+                                          "type (-q TYPE)")
+        return None
+    return api.quant_spec(
+        type_name, imatrix=args.imatrix, include_weights=args.include_weights,
+        exclude_weights=args.exclude_weights, output_tensor_type=args.output_tensor_type,
+        token_embedding_type=args.token_embedding_type, tensor_types=args.tensor_type,
+        pure=args.pure, leave_output_tensor=args.leave_output_tensor)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1024 / 1024:8.3f} MiB"
+
+
+def print_dry_run(run: api.DryRun, *, json_mode: bool) -> None:
+    fp = run.plan
+    if json_mode:
+        _emit_json({
+            "file_type": fp.name, "general.file_type": fp.plan.file_type,
+            "tensors": [{"name": p.tensor.name, "shape": list(p.tensor.shape),
+                         "source_type": p.tensor.type.name, "type": p.target.name,
+                         "bytes": p.nbytes, "fallback": p.choice.fallback,
+                         "imatrix": p.weights is not None} for p in fp.tensors],
+            "totals": {t: {"tensors": n, "bytes": b}
+                       for t, (n, b) in fp.totals_by_type().items()},
+            "n_fallback": fp.plan.n_fallback, "output_size": run.output_size,
+            "bits_per_weight": round(fp.bits_per_weight, 4),
+            "kvs": {k: v for k, v, _ in fp.kvs},
+            "missing_kernels": list(run.missing_kernels)})
+        return
+    n = len(fp.tensors)
+    for i, p in enumerate(fp.tensors, 1):
+        shape = ", ".join(f"{d:6d}" for d in p.tensor.shape)
+        size = _mib(p.nbytes) if not p.choice.quantize else \
+            f"{_mib(p.tensor.n_bytes)} -> {_mib(p.nbytes)}"
+        print(f"[{i:4d}/{n:4d}] {p.tensor.name:<36} - [{shape}], "
+              f"{p.tensor.type.name.lower():>7} -> {p.target.name.lower():<7} {size}")
+    rows = [["type", "tensors", "size"]]
+    rows += [[t, str(k), human_bytes(b)] for t, (k, b) in fp.totals_by_type().items()]
+    sys.stdout.write(_table(rows, indent=False))
+    source = sum(p.tensor.n_bytes for p in fp.tensors)
+    print(f"model size = {_mib(source)} ({source * 8 / max(1, fp.n_elements):.2f} BPW)")
+    print(f"quant size = {_mib(fp.tensor_bytes)} ({fp.bits_per_weight:.2f} BPW)")
+    print(f"output: {fp.name}, {run.output_size} bytes ({human_bytes(run.output_size)}), "
+          f"{fp.plan.n_fallback} fallback(s); nothing written (--dry-run)")
+    if run.missing_kernels:
+        print("note: modelkit has no quantizer yet for " + ", ".join(run.missing_kernels)
+              + ": the real run would refuse")
+
+
 # ---------------------------------------------------------------------- main
 class _Parser(argparse.ArgumentParser):
     """Usage errors as one line, like every other error (exit 2)."""
@@ -444,7 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="MODEL")
     p.add_argument("-f", "--file", help="name of the Modelfile (default: ./Modelfile)")
     p.add_argument("-q", "--quantize", metavar="TYPE",
-                   help="quantize the model to this type (e.g. q4_K_M)")
+                   help="quantize the model to this type (e.g. q4_K_M; see 'quantize --list')")
+    _quant_options(p, dry_run=True)
     p.add_argument("--link", action="store_true",
                    help="share the GGUF's storage (reflink or hard link) instead of copying")
     p.add_argument("--offline", action="store_true",
@@ -456,6 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
             "(modelscope.cn/...) or an OCI registry")
     p.add_argument("name", metavar="MODEL")
     p.add_argument("-q", "--quantize", metavar="TYPE", help="quantize the download to TYPE")
+    _quant_options(p, dry_run=False)
     p.add_argument("--offline", action="store_true",
                    help="use only the hub clients' caches (as HF_HUB_OFFLINE=1)")
     p.add_argument("--insecure", action="store_true",
@@ -466,10 +571,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure", action="store_true",
                    help="a registry over plain http (a local registry)")
 
-    p = add("quantize", cmd_quantize, "Quantize a GGUF file into another GGUF file")
-    p.add_argument("source", metavar="IN.gguf")
-    p.add_argument("destination", metavar="OUT.gguf")
-    p.add_argument("type", metavar="TYPE", help="q4_K_M, q4_K_S, q5_K_M, q6_K, q8_0, q4_0, ...")
+    p = add("quantize", cmd_quantize, "Quantize a GGUF file into another GGUF file "
+            "(options as llama-quantize's, before the file names)")
+    p.add_argument("source", metavar="IN.gguf", nargs="?")
+    p.add_argument("destination", metavar="OUT.gguf", nargs="?")
+    p.add_argument("type", metavar="TYPE", nargs="?",
+                   help="a type from the menu (--list): q4_K_M, q6_K, iq4_xs, Q4_K_L, ...")
+    p.add_argument("nthreads", metavar="NTHREADS", nargs="?", type=int,
+                   help="as llama-quantize's last argument: worker processes")
+    p.add_argument("--list", action="store_true",
+                   help="print the quantization types with their bits per weight")
+    _quant_options(p, dry_run=True)
     p.add_argument("--report", action="store_true",
                    help="per-tensor error against the source (RMSE, max abs error)")
     p.add_argument("--max-rmse", type=float, metavar="X",

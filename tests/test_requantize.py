@@ -17,7 +17,7 @@ from gguf import GGMLQuantizationType as T
 from gguf import GGUFValueType, LlamaFileType
 
 from conftest import GOLDEN
-from modelkit.errors import QuantizationError, UnknownQuantTypeError
+from modelkit.errors import ImatrixError, QuantizationError, UnknownQuantTypeError
 from modelkit.gguf_file import GGUFInfo, read_gguf
 from modelkit.progress import ProgressEvent
 from modelkit.quant import kernels
@@ -28,6 +28,7 @@ from modelkit.quant.file_types import (
     parse_file_type,
     requires_imatrix,
 )
+from modelkit.quant.imatrix import Imatrix
 from modelkit.quant.requantize import (
     RequantizeResult,
     quantize_file,
@@ -332,18 +333,22 @@ def test_imatrix_is_passed_to_the_kernels(tmp_path: Path) -> None:
     im = np.random.default_rng(6).uniform(0.1, 4.0, 512).astype(np.float32)
     plain, _ = _run(src, "q4_K_S", workers=1)
     data, result = _run(src, "q4_K_S", workers=1, chunk_rows=3,
-                        imatrix={"blk.0.attn_q.weight": im, "unknown.weight": im})
+                        imatrix=_im({"blk.0.attn_q.weight": im, "unknown.weight": im}))
     (s,) = result.tensors
     start = result.data_offset + s.offset
     want = kernels.quantize(T.Q4_K, x.astype(np.float32), im).tobytes()
     assert data[start:start + s.nbytes] == want
     assert data != plain
-    with pytest.raises(QuantizationError, match="imatrix"):
-        _run(src, "q4_K_S", imatrix={"blk.0.attn_q.weight": im[:100]})
-    bad = im.copy()
-    bad[3] = np.nan
-    with pytest.raises(QuantizationError, match="non-finite"):
-        _run(src, "q4_K_S", imatrix={"blk.0.attn_q.weight": bad})
+    out = tmp_path / "out.gguf"
+    with pytest.raises(ImatrixError, match="imatrix size 100 is different from tensor size 512"):
+        quantize_file(src, out, "q4_K_S", imatrix=_im({"blk.0.attn_q.weight": im[:100]}))
+    with pytest.raises(ImatrixError, match="another model"):
+        quantize_file(src, out, "q4_K_S", imatrix=_im({"blk.9.attn_q.weight": im}))
+    assert not out.exists()
+
+
+def _im(weights: dict[str, np.ndarray]) -> Imatrix:
+    return Imatrix("test.imatrix", weights, (), 0, False)
 
 
 def test_imatrix_per_expert(tmp_path: Path) -> None:
@@ -352,7 +357,7 @@ def test_imatrix_per_expert(tmp_path: Path) -> None:
     src = _write_model(tmp_path / "m.gguf", {"blk.0.ffn_up_exps.weight": exps})
     im = rng.uniform(0.1, 4.0, (4, 256)).astype(np.float32)
     data, result = _run(src, "q4_K_S", workers=1, chunk_rows=4,
-                        imatrix={"blk.0.ffn_up_exps.weight": im.ravel()})
+                        imatrix=_im({"blk.0.ffn_up_exps.weight": im.ravel()}))
     (s,) = result.tensors
     start = result.data_offset + s.offset
     want = b"".join(kernels.quantize(T.Q4_K, exps[e].astype(np.float32), im[e]).tobytes()

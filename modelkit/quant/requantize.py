@@ -55,7 +55,7 @@ import multiprocessing
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
-from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter, Keys, LlamaFileType
+from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter, Keys
 from gguf.constants import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT
 from gguf.gguf_writer import WriterState
 
@@ -71,17 +71,10 @@ from modelkit.errors import GGUFError, QuantizationError
 from modelkit.gguf_file import GGUFInfo, TensorInfo, read_gguf
 from modelkit.progress import ProgressCallback, ProgressEvent
 from modelkit.quant import kernels
-from modelkit.quant.file_types import ExtraFileType, FileTypeId, ggml_type_name, row_bytes
-from modelkit.quant.policy import (
-    ModelHParams,
-    QuantPlan,
-    TensorChoice,
-    TensorSpec,
-    fallback_warning,
-    file_type_name,
-    parse_file_type,
-    plan_quantization,
-)
+from modelkit.quant.file_types import FileTypeId, file_type_name, ggml_type_name
+from modelkit.quant.fileplan import FilePlan, plan_file
+from modelkit.quant.imatrix import Imatrix
+from modelkit.quant.policy import QuantOptions, TensorChoice, fallback_warning
 from modelkit.store import atomic_file
 
 if TYPE_CHECKING:
@@ -90,8 +83,10 @@ if TYPE_CHECKING:
 __all__ = [
     "CHUNK_ELEMENTS",
     "COPY_SLICE",
+    "DryRun",
     "RequantizeResult",
     "TensorSummary",
+    "dry_run",
     "quantize_file",
     "quantize_into_store",
     "requantize",
@@ -416,14 +411,17 @@ class _KV:
     sub_type: GGUFValueType | None
 
 
-def _output_kv(info: GGUFInfo, ftype: int) -> list[_KV]:
+def _output_kv(info: GGUFInfo, ftype: int,
+               extra: Sequence[tuple[str, Any, GGUFValueType]] = ()) -> list[_KV]:
     """The output KV pairs, as llama.cpp writes them: the source's in source order
     minus split keys, then ``general.quantization_version`` and ``general.file_type``
-    (u32), removed from wherever they were."""
+    (u32), then ``extra`` (llama-quantize's ``quantize.imatrix.*``), each removed from
+    wherever it was."""
     empty_subtypes: dict[str, GGUFValueType] | None = None
     kvs: list[_KV] = []
+    moved = {*_MOVED_KEYS, *(key for key, _, _ in extra)}
     for key, value in info.metadata.items():
-        if key in _DROPPED_KEYS or key in _MOVED_KEYS:
+        if key in _DROPPED_KEYS or key in moved:
             continue
         types = info.metadata_types[key]
         vtype = types[0]
@@ -442,6 +440,7 @@ def _output_kv(info: GGUFInfo, ftype: int) -> list[_KV]:
     kvs.append(_KV(Keys.General.QUANTIZATION_VERSION, GGML_QNT_VERSION, GGUFValueType.UINT32,
                    None))
     kvs.append(_KV(Keys.General.FILE_TYPE, int(ftype), GGUFValueType.UINT32, None))
+    kvs += [_KV(key, value, vtype, None) for key, value, vtype in extra]
     return kvs
 
 
@@ -505,20 +504,13 @@ class _Step:
     last: bool = False  # the last step of its tensor
 
 
-def _layout(info: GGUFInfo, plan: QuantPlan, alignment: int,
-            imatrix: Mapping[str, Any] | None) -> list[_Item]:
-    by_name = {t.name: t for t in info.tensors}
+def _layout(fp: FilePlan, alignment: int) -> list[_Item]:
     items: list[_Item] = []
     offset = 0
-    for choice in plan.choices:
-        t = by_name[choice.name]
-        target = t.type if not choice.quantize else _kernel_type(choice)
-        nbytes = t.n_bytes if not choice.quantize else row_bytes(target, t.n_elements)
-        im = None
-        if imatrix is not None and choice.quantize and choice.target_type not in _FLOAT_TYPES:
-            im = _imatrix_for(t, imatrix.get(t.name))
-        items.append(_Item(t, choice, target, nbytes, offset, im))
-        offset += _pad(nbytes, alignment)
+    for p in fp.tensors:
+        target = _kernel_type(p.choice) if p.choice.quantize else p.tensor.type
+        items.append(_Item(p.tensor, p.choice, target, p.nbytes, offset, p.weights))
+        offset += _pad(p.nbytes, alignment)
     return items
 
 
@@ -530,24 +522,6 @@ def _kernel_type(choice: TensorChoice) -> GGMLQuantizationType:
         return t
     raise QuantizationError(
         f"tensor {choice.name}: type {ggml_type_name(t)} has no quantizer in modelkit yet")
-
-
-def _imatrix_for(t: TensorInfo, value: Any) -> F32Array | None:
-    """An importance vector for ``t``: ``ne[0]`` values, or ``ne[0] * ne[2]`` (one
-    vector per expert of a 3-D tensor, as llama.cpp's imatrix files store them)."""
-    if value is None:
-        return None
-    arr = np.ascontiguousarray(np.asarray(value, dtype=np.float32).ravel())
-    ne0 = t.shape[0]
-    n_mat = t.n_elements // (ne0 * t.shape[1]) if len(t.shape) >= 2 else 1
-    if arr.size not in (ne0, ne0 * n_mat):
-        raise QuantizationError(
-            f"imatrix for {t.name} has {arr.size} values; expected {ne0}"
-            + (f" or {ne0 * n_mat} ({n_mat} experts x {ne0})" if n_mat > 1 else "")
-        )
-    if not np.all(np.isfinite(arr)):
-        raise QuantizationError(f"imatrix for {t.name} contains non-finite values")
-    return arr
 
 
 def _steps(items: Sequence[_Item], chunk_rows: int | None, report: bool) -> Iterator[_Step]:
@@ -684,14 +658,6 @@ def _execute(steps: Sequence[_Step], runner: _Runner,
 # --------------------------------------------------------------------------------------
 
 
-def _resolve_file_type(file_type: str | FileTypeId | int) -> FileTypeId:
-    if isinstance(file_type, str):
-        return parse_file_type(file_type)
-    if isinstance(file_type, (LlamaFileType, ExtraFileType)):
-        return file_type
-    return LlamaFileType(int(file_type))
-
-
 def _cpu_count() -> int:
     """The cores this process may run on (``os.cpu_count()`` unless restricted)."""
     try:
@@ -714,12 +680,13 @@ def _is_block_type(t: GGMLQuantizationType) -> bool:
 def requantize(
     src: str | os.PathLike[str] | GGUFInfo,
     out: _Writable | BinaryIO,
-    file_type: str | LlamaFileType,
+    file_type: str | FileTypeId,
     *,
+    options: QuantOptions | None = None,
+    imatrix: Imatrix | None = None,
     workers: int | None = None,
     chunk_rows: int | None = None,
     progress: ProgressCallback | None = None,
-    imatrix: Mapping[str, npt.ArrayLike] | None = None,
     report: bool = False,
     use_threads: bool = False,
 ) -> RequantizeResult:
@@ -728,8 +695,10 @@ def requantize(
     ``out`` needs only ``write`` (a ``BlobWriter``, an open file, a ``BytesIO``); it is
     written sequentially from its current position and not closed.  ``workers``
     defaults to ``os.cpu_count()`` (in-process for small models); ``chunk_rows`` to
-    about :data:`CHUNK_ELEMENTS` elements per job.  ``imatrix`` maps tensor names to
-    importance vectors (``ne[0]`` float32, or ``ne[0] * n_expert`` for 3-D tensors).
+    about :data:`CHUNK_ELEMENTS` elements per job.  ``file_type`` is a name from
+    llama-quantize's menu (or ``Q4_K_L``) or a ``llama_ftype``; ``options`` are
+    llama-quantize's (overrides, ``--pure``, ...); ``imatrix`` an importance matrix read
+    by :func:`modelkit.quant.imatrix.load_imatrix`.
     ``report`` adds per-tensor RMSE and max absolute error against the source.
     ``use_threads`` uses a thread pool instead of processes.
 
@@ -739,21 +708,17 @@ def requantize(
     """
     started = time.monotonic()
     info = src if isinstance(src, GGUFInfo) else read_gguf(src)
-    ftype = _resolve_file_type(file_type)
     if chunk_rows is not None and chunk_rows < 1:
         raise ValueError("chunk_rows must be at least 1")
     emit = progress or (lambda _event: None)
 
-    specs = [TensorSpec(t.name, t.shape, t.type) for t in info.tensors]
-    try:
-        plan = plan_quantization(specs, ModelHParams.from_kv(info.metadata), ftype)
-    except QuantizationError as exc:
-        raise QuantizationError(f"{info.path}: {exc}") from None
+    fp = plan_file(info, file_type, options, imatrix)
+    plan = fp.plan
     alignment = _alignment(info)
-    items = _layout(info, plan, alignment, imatrix)
-    kvs = _output_kv(info, plan.file_type)
+    items = _layout(fp, alignment)
+    kvs = _output_kv(info, plan.file_type, fp.kvs)
 
-    target = file_type_name(ftype)
+    target = fp.name
     status = f"quantizing {_source_label(info)} model to {target}"
     requantized = [it.tensor.name for it in items
                    if it.choice.quantize and _is_block_type(it.tensor.type)]
@@ -850,8 +815,47 @@ def requantize(
         seconds=time.monotonic() - started)
 
 
+@dataclass(frozen=True)
+class DryRun:
+    """What a quantization would write (``--dry-run``): the plan, the exact output size
+    and the types that have no quantizer in modelkit yet (the real run refuses those)."""
+
+    plan: FilePlan
+    data_offset: int
+    output_size: int
+    missing_kernels: tuple[str, ...]
+
+
+class _Discard:
+    def write(self, data: Any, /) -> int:
+        return len(memoryview(data))
+
+
+def dry_run(src: str | os.PathLike[str] | GGUFInfo, file_type: str | FileTypeId, *,
+            options: QuantOptions | None = None, imatrix: Imatrix | None = None) -> DryRun:
+    """Plan a quantization and size its output without writing anything.  Refuses what
+    the real run refuses, except types without a quantizer (listed instead)."""
+    info = src if isinstance(src, GGUFInfo) else read_gguf(src)
+    fp = plan_file(info, file_type, options, imatrix)
+    alignment = _alignment(info)
+    items: list[_Item] = []
+    offset = 0
+    for p in fp.tensors:
+        # The header's size does not depend on the type id: a stand-in for types gguf
+        # cannot write (Q2_0) keeps the count exact.
+        target = p.target if isinstance(p.target, GGMLQuantizationType) else T.F32
+        items.append(_Item(p.tensor, p.choice, target, p.nbytes, offset))
+        offset += _pad(p.nbytes, alignment)
+    sink = _Sink(_Discard())
+    data_offset = _write_header(sink, info.architecture,
+                                _output_kv(info, fp.plan.file_type, fp.kvs), items, alignment)
+    available = frozenset(kernels.FORMATS) | frozenset(_FLOAT_TYPES)
+    return DryRun(fp, data_offset, data_offset + offset,
+                  tuple(fp.missing_kernels(available)))
+
+
 def quantize_file(src: str | os.PathLike[str] | GGUFInfo, dst_path: str | os.PathLike[str],
-                  file_type: str | LlamaFileType, **kw: Any) -> RequantizeResult:
+                  file_type: str | FileTypeId, **kw: Any) -> RequantizeResult:
     """:func:`requantize` into the file ``dst_path``, atomically: the data goes to a
     hidden temporary file in the same folder, which is fsynced and renamed over
     ``dst_path`` only when complete.  On any failure ``dst_path`` is untouched (an
