@@ -12,8 +12,9 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from modelkit import registry
 from modelkit.build import Builder, BuildSpec, CreateResult, spec_from_modelfile
 from modelkit.errors import (
     FileNotFoundModelkitError,
@@ -22,30 +23,48 @@ from modelkit.errors import (
     ModelNotFoundError,
     QuantizationError,
 )
-from modelkit.gguf_file import GGUFInfo, TensorInfo, iter_metadata_display, read_gguf
-from modelkit.humanize import human_number
-from modelkit.importers import hub_for
+from modelkit.gguf_file import (
+    GGUFInfo,
+    QuantizationView,
+    TensorInfo,
+    bits_per_weight,
+    iter_metadata_display,
+    quantization_view,
+    read_gguf,
+)
+from modelkit.humanize import human_bytes, human_number, human_time
+from modelkit.importers.hubs import hub_for
 from modelkit.manifest import Manifest, MediaType, ModelConfig
 from modelkit.modelfile import Command, Modelfile, format_modelfile, parse, parse_file
 from modelkit.names import ModelName
-from modelkit.progress import ProgressCallback, ignore_progress
+from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent, ignore_progress
 from modelkit.quant.file_types import menu_lines, parse_ggml_type, parse_quant_name
 from modelkit.quant.fileplan import QuantizeSpec
 from modelkit.quant.imatrix import load_imatrix
 from modelkit.quant.policy import QuantOptions, parse_tensor_type_option
 from modelkit.quant.requantize import DryRun, RequantizeResult, dry_run, quantize_file
-from modelkit.store import PrunePlan, Store, StoredModel
-
-if TYPE_CHECKING:
-    from modelkit.registry import PushResult
+from modelkit.registry import PushResult
+from modelkit.store import (
+    DamagedCallback,
+    DamagedManifest,
+    LinkMode,
+    PrunePlan,
+    Store,
+    StoredModel,
+)
+from modelkit.store.verify import BlobProblem, VerifyReport, verify_store
 
 StoreArg = Store | str | os.PathLike[str] | None
 
 __all__ = [
-    "DryRun", "ModelInfo", "ModelSummary", "QuantizeSpec", "copy", "create", "create_plan",
-    "format_modelfile", "list_models",
-    "parse_modelfile", "prune", "pull", "push", "quant_menu", "quant_spec", "quantize",
-    "quantize_plan", "remove", "show",
+    "ModelInfo", "ModelSummary", "copy", "create", "create_plan", "format_modelfile",
+    "list_models", "parse_modelfile", "prune", "pull", "push", "quant_menu", "quant_spec",
+    "quantize", "quantize_plan", "remove", "show", "verify",
+    # what the functions above return or report, and Ollama's way of printing it
+    "BlobProblem", "CreateResult", "DamagedManifest", "DryRun", "ProgressCallback",
+    "ProgressEvent", "PrunePlan", "PushResult", "QuantizationView", "QuantizeSpec",
+    "RequantizeResult", "VerifyReport", "bits_per_weight", "human_bytes", "human_number",
+    "human_time", "quantization_view",
 ]
 
 
@@ -64,7 +83,8 @@ def parse_modelfile(source: str | bytes | os.PathLike[str]) -> Modelfile:
 def create(name: str, modelfile: str | os.PathLike[str] | Modelfile | None = None, *,
            base_dir: str | os.PathLike[str] | None = None,
            quantize: str | QuantizeSpec | None = None,
-           link: bool = False, offline: bool | None = None, insecure: bool = False,
+           link: bool | LinkMode = "copy", offline: bool | None = None,
+           insecure: bool = False,
            store: StoreArg = None,
            progress: ProgressCallback = ignore_progress) -> CreateResult:
     """Build model ``name`` from a Modelfile.
@@ -72,6 +92,9 @@ def create(name: str, modelfile: str | os.PathLike[str] | Modelfile | None = Non
     ``modelfile`` is a path, a parsed ``Modelfile``, or None for ``./Modelfile`` (and,
     as in Ollama, ``FROM .`` when there is none). Relative FROM/ADAPTER paths resolve
     against the Modelfile's folder (``base_dir`` for a parsed Modelfile, default cwd).
+    ``link`` stores local GGUFs by ``"copy"`` (default), ``"reflink"`` (shared
+    copy-on-write extents where the filesystem has them, else a copy) or ``"hard"`` (a
+    hard link: the blob and the file are one, so editing the file damages the model).
     """
     model_name = ModelName.parse(name)
     spec = _modelfile_spec(modelfile, base_dir)
@@ -117,8 +140,9 @@ def _is_gguf(path: Path) -> bool:
 
 
 # ------------------------------------------------------------------------ pull
-def pull(name: str, *, quantize: str | QuantizeSpec | None = None, offline: bool | None = None,
-         link: bool = False, insecure: bool = False, store: StoreArg = None,
+def pull(name: str, *, quantize: str | QuantizeSpec | None = None,
+         offline: bool | None = None,
+         link: bool | LinkMode = "copy", insecure: bool = False, store: StoreArg = None,
          progress: ProgressCallback = ignore_progress) -> CreateResult:
     """Fetch model ``name`` into the store under that name.
 
@@ -134,8 +158,6 @@ def pull(name: str, *, quantize: str | QuantizeSpec | None = None, offline: bool
         if quantize:
             raise ModelkitError("--quantize applies to hf.co and modelscope.cn pulls; for a "
                                 "registry, pull and then create -q")
-        from modelkit import registry
-
         pulled = registry.pull(_store(store), model, insecure=insecure, progress=progress)
         return CreateResult(pulled.name, pulled.manifest)
     return builder.build(model, BuildSpec(from_hub=name),
@@ -145,8 +167,6 @@ def pull(name: str, *, quantize: str | QuantizeSpec | None = None, offline: bool
 def push(name: str, *, insecure: bool = False, store: StoreArg = None,
          progress: ProgressCallback = ignore_progress) -> PushResult:
     """Upload stored model ``name`` to its registry (the name's host), as ``ollama push``."""
-    from modelkit import registry
-
     return registry.push(_store(store), name, insecure=insecure, progress=progress)
 
 
@@ -379,11 +399,13 @@ class ModelSummary:
     quantization: str = ""
 
 
-def list_models(prefix: str | None = None, *, store: StoreArg = None) -> list[ModelSummary]:
-    """Stored models, newest first; ``prefix`` filters names case-insensitively."""
+def list_models(prefix: str | None = None, *, store: StoreArg = None,
+                on_damaged: DamagedCallback | None = None) -> list[ModelSummary]:
+    """Stored models, newest first; ``prefix`` filters names case-insensitively. A
+    damaged manifest is skipped and reported to ``on_damaged`` (as Ollama's list skips it)."""
     s = _store(store)
     out = []
-    for stored in s.list_models():
+    for stored in s.list_models(on_damaged):
         display = stored.name.display_shortest()
         if prefix and not display.lower().startswith(prefix.lower()):
             continue
@@ -404,33 +426,41 @@ def list_models(prefix: str | None = None, *, store: StoreArg = None) -> list[Mo
     return out
 
 
+def _stored(s: Store, name: ModelName, as_typed: str) -> StoredModel:
+    """The stored model; not found is reported with the name as the user typed it."""
+    try:
+        return s.get(name)
+    except ModelNotFoundError:
+        raise ModelNotFoundError(f'model "{as_typed}" not found') from None
+
+
 def copy(source: str, destination: str, *, store: StoreArg = None) -> ModelName:
     """Copy a model's manifest verbatim under a new name (same ID, no blob copied)."""
     s = _store(store)
     src, dst = ModelName.parse(source), ModelName.parse(destination)
     with s.lock(exclusive=False):
-        existing = s.resolve(src)
-        if existing is None:
-            raise ModelNotFoundError(f'model "{source}" not found')
-        manifest = s.read_manifest(existing)
+        existing = _stored(s, src, source)
         target = s.canonical(dst)
-        if target.filepath_parts() != existing.filepath_parts():
-            s.write_manifest(target, manifest)
+        if target.filepath_parts() != existing.name.filepath_parts():
+            s.write_manifest(target, existing.manifest)
     return target
 
 
 def remove(name: str, *, store: StoreArg = None) -> tuple[ModelName, PrunePlan]:
-    """Delete a model and every blob of it that no other model uses."""
+    """Delete a model and every blob of it that no other model uses. A damaged
+    manifest is deleted too; the blobs it used are left for ``prune``."""
     s = _store(store)
     model = ModelName.parse(name)
     with s.lock(exclusive=True):
         existing = s.resolve(model)
         if existing is None:
             raise ModelNotFoundError(f'model "{name}" not found')
-        manifest = s.delete_manifest(existing)
-        plan = s.plan_prune({layer.digest for layer in manifest.all_layers()})
-        s.execute_prune(plan)
-    return existing, plan
+        removed = s.delete_manifest(existing)
+        plan = PrunePlan()
+        if isinstance(removed, StoredModel):
+            plan = s.plan_prune({layer.digest for layer in removed.manifest.all_layers()})
+            s.execute_prune(plan)
+    return removed.name, plan
 
 
 def prune(*, dry_run: bool = False, store: StoreArg = None) -> PrunePlan:
@@ -444,3 +474,19 @@ def prune(*, dry_run: bool = False, store: StoreArg = None) -> PrunePlan:
         if not dry_run:
             s.execute_prune(plan)
     return plan
+
+
+def verify(names: Sequence[str] = (), *, store: StoreArg = None,
+           progress: ProgressCallback = ignore_progress) -> VerifyReport:
+    """Re-hash the blobs of the named models (default: every blob in the store) and
+    report missing, damaged and unreferenced ones. Holds the lock shared, so no prune
+    or rm runs meanwhile."""
+    s = _store(store)
+    models = [ModelName.parse(n) for n in names]
+    for text, model in zip(names, models, strict=True):
+        if s.resolve(model) is None:
+            raise ModelNotFoundError(f'model "{text}" not found')
+    if not s.root.exists():
+        return VerifyReport()
+    with s.lock(exclusive=False):
+        return verify_store(s, models, ByteProgress(progress, "verifying sha256 digests"))

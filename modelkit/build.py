@@ -23,7 +23,6 @@ from modelkit.errors import (
     FileNotFoundModelkitError,
     GGUFError,
     ModelfileError,
-    ModelkitError,
     ModelNotFoundError,
     RegistryError,
     UnauthorizedError,
@@ -32,15 +31,17 @@ from modelkit.gguf_file import GGUFInfo, read_gguf
 from modelkit.gojson import go_json_dumps
 from modelkit.gotemplate import validate_go_template
 from modelkit.humanize import human_number
-from modelkit.importers import PROJECTOR, ImportedModel, hub_for
+from modelkit.importers import PROJECTOR, ImportedModel
+from modelkit.importers.hubs import hub_for
 from modelkit.importers.local import import_local
 from modelkit.manifest import GGUF_MEDIA_TYPES, Layer, Manifest, MediaType, ModelConfig
 from modelkit.modelfile import Modelfile, convert_parameters, params_json
 from modelkit.names import Digest, ModelName
-from modelkit.progress import ProgressCallback, ProgressEvent, byte_progress, ignore_progress
+from modelkit.progress import ProgressCallback, ProgressEvent, ignore_progress
 from modelkit.quant.fileplan import QuantizeSpec
 from modelkit.quant.requantize import quantize_into_store
-from modelkit.store import BlobWrite, Store
+from modelkit.registry import ensure_model
+from modelkit.store import BlobWrite, LinkMode, Store, link_mode
 
 
 @dataclass(frozen=True)
@@ -145,11 +146,11 @@ class _Base:
 
 class Builder:
     def __init__(self, store: Store, progress: ProgressCallback = ignore_progress, *,
-                 link: bool = False, offline: bool | None = None,
+                 link: bool | LinkMode = "copy", offline: bool | None = None,
                  insecure: bool = False) -> None:
         self.store = store
         self.progress = progress
-        self.link = link
+        self.link = link_mode(link)
         self.offline = offline
         self.insecure = insecure  # plain http for a FROM pulled from a registry
         self.warnings: list[str] = []
@@ -180,10 +181,14 @@ class Builder:
             media_type = _gguf_media_type(info)
         if quantize and media_type == MediaType.MODEL:
             return self._quantized(info, quantize)
-        written = self._record(self.store.import_file(
-            path, link=self.link,
-            progress=byte_progress(self.progress, f"copying file {label or path.name}"),
-        ))
+        shown = label or path.name
+
+        def report(method: str, done: int, total: int) -> None:
+            status = (f"{shown} is unchanged and already stored" if method == "unchanged"
+                      else f"{method} file {shown}")
+            self.progress(ProgressEvent(status, total=total, completed=done))
+
+        written = self._record(self.store.import_file(path, link=self.link, progress=report))
         return _Base(Layer(media_type, written.digest, written.size), _status_for(written),
                      # the blob holds the file's bytes: its header is the one just read
                      replace(info, path=self.store.blob_path(written.digest)))
@@ -221,9 +226,8 @@ class Builder:
 
     def _base_from_model(self, text: str) -> tuple[list[_Base], ModelConfig]:
         base_name = ModelName.parse(text)
-        manifest = self.store.read_manifest(base_name)
-        resolved = self.store.canonical(base_name)
-        source = resolved.display_shortest()
+        stored = self.store.get(base_name)
+        manifest, source = stored.manifest, stored.name.display_shortest()
         config = ModelConfig.from_bytes(self.store.read_blob(manifest.config.digest),
                                         where=f"config of {source}")
         bases = []
@@ -249,15 +253,11 @@ class Builder:
         if spec.from_model is not None:
             self._pull_missing_base(spec.from_model, quantize=None)
         name = self.store.canonical(name)
-        old = self._old_manifest(name)
         with self.store.lock(exclusive=False):
             manifest = self._build_locked(name, spec, params, quantize)
             self._status("writing manifest")
-            self.store.write_manifest(name, manifest)
-        stale = set(self.created)
-        if old is not None:
-            stale.update(layer.digest for layer in old.all_layers())
-        self._remove_unused(stale - {layer.digest for layer in manifest.all_layers()})
+            stale = self.store.replace_manifest(name, manifest, also_unused=self.created)
+        self.store.prune_unused(stale)
         self._status("success")
         return CreateResult(name, manifest, self.warnings)
 
@@ -268,8 +268,6 @@ class Builder:
         if self.store.resolve(base) is not None:
             return
         if hub_for(base) is None:
-            from modelkit.registry import ensure_model
-
             try:
                 ensure_model(self.store, base, insecure=self.insecure, progress=self.progress)
             except RegistryError as exc:
@@ -280,24 +278,6 @@ class Builder:
             return
         puller = Builder(self.store, self.progress, link=self.link, offline=self.offline)
         puller.build(base, BuildSpec(from_hub=text), quantize=quantize)
-
-    def _old_manifest(self, name: ModelName) -> Manifest | None:
-        if self.store.resolve(name) is None:
-            return None
-        try:
-            return self.store.read_manifest(name)
-        except ModelkitError:
-            return None
-
-    def _remove_unused(self, candidates: set[Digest]) -> None:
-        if not candidates:
-            return
-        with self.store.lock(exclusive=True):
-            try:
-                plan = self.store.plan_prune(candidates)
-            except ModelkitError:
-                return  # a corrupt manifest elsewhere: keep everything, as Ollama does
-            self.store.execute_prune(plan)
 
     def _build_locked(self, name: ModelName, spec: BuildSpec, params: dict[str, Any],
                       quantize: QuantizeSpec | None) -> Manifest:

@@ -17,11 +17,18 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
-from modelkit import __version__, api
+from modelkit import api
 from modelkit import errors as E
-from modelkit.gguf_file import QuantizationView, bits_per_weight, quantization_view
-from modelkit.humanize import human_bytes, human_time
-from modelkit.progress import ProgressEvent
+from modelkit.api import (
+    ProgressEvent,
+    QuantizationView,
+    bits_per_weight,
+    human_bytes,
+    human_number,
+    human_time,
+    quantization_view,
+)
+from modelkit.version import __version__
 
 # One table: error class -> exit code (the most specific class listed wins).
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
@@ -56,8 +63,9 @@ def exit_code_for(exc: BaseException) -> int:
 class ProgressPrinter:
     """Renders ProgressEvents: JSON lines, terminal bars, or plain status lines."""
 
-    def __init__(self, *, json_mode: bool) -> None:
+    def __init__(self, *, json_mode: bool, bars_only: bool = False) -> None:
         self.json_mode = json_mode
+        self.bars_only = bars_only  # a command whose stdout is its report
         self.stream: TextIO = sys.stdout
         self.bar_stream: TextIO = sys.stderr
         self.tty = self.bar_stream.isatty() and not json_mode
@@ -72,12 +80,15 @@ class ProgressPrinter:
         if event.total is not None and self.tty:
             self._update_bar(event)
             return
+        if self.bars_only:
+            return
         if event.status != self._last_status:
             self._close_bar()
             self._last_status = event.status
             print(event.status, file=self.stream, flush=True)
 
     def _update_bar(self, event: ProgressEvent) -> None:
+        # Deferred for start-up cost only: tqdm is needed just when a bar is drawn.
         from tqdm import tqdm
 
         key = (event.status, event.digest)
@@ -181,8 +192,6 @@ def render_show(info: api.ModelInfo, *, verbose: bool) -> str:
     sections: list[tuple[str, list[list[str]]]] = [("Model", model_rows)]
     sections.append(("Capabilities", [[c] for c in info.capabilities]))
     if info.projector is not None:
-        from modelkit.humanize import human_number
-
         p = info.projector
         sections.append(("Projector", [["architecture", p.architecture],
                                         ["parameters", human_number(p.parameter_count)]]))
@@ -297,8 +306,14 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- list, cp, rm
+def _warn_damaged(entry: api.DamagedManifest) -> None:
+    print(f"warning: skipping damaged model {entry.name.display_shortest()} "
+          f"({_one_line(entry.reason)}); 'modelkit rm "
+          f"{entry.name.display_shortest()}' removes it", file=sys.stderr)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    models = api.list_models(args.prefix)
+    models = api.list_models(args.prefix, on_damaged=_warn_damaged)
     if args.json:
         _emit_json([{"name": m.name, "model": str(m.model), "id": m.id, "digest": m.digest,
                      "size": m.size, "modified": m.modified, "family": m.family,
@@ -337,15 +352,59 @@ def cmd_prune(args: argparse.Namespace) -> int:
         _emit_json({"dry_run": args.dry_run, "blobs": [p.name for p in plan.blobs],
                     "temp_files": [str(p) for p in plan.temp_files],
                     "empty_dirs": [str(p) for p in plan.empty_dirs],
-                    "bytes_freed": plan.bytes_freed})
-        return 0
-    verb = "would remove" if args.dry_run else "removed"
-    for p in (*plan.blobs, *plan.temp_files):
-        print(f"{verb} {p}")
-    for d in plan.empty_dirs:
-        print(f"{verb} empty folder {d}")
-    total = len(plan.blobs) + len(plan.temp_files)
-    print(f"{verb} {total} file(s), {human_bytes(plan.bytes_freed)}")
+                    "bytes_freed": plan.bytes_freed,
+                    "kept": [p.name for p in plan.kept],
+                    "damaged": [str(d.path) for d in plan.damaged]})
+    else:
+        verb = "would remove" if args.dry_run else "removed"
+        for p in (*plan.blobs, *plan.temp_files):
+            print(f"{verb} {p}")
+        for d in plan.empty_dirs:
+            print(f"{verb} empty folder {d}")
+        total = len(plan.blobs) + len(plan.temp_files)
+        print(f"{verb} {total} file(s), {human_bytes(plan.bytes_freed)}")
+    if plan.damaged:
+        keep = "would keep" if args.dry_run else "kept"
+        for entry in plan.damaged:
+            print(f"warning: {_one_line(entry.reason)}", file=sys.stderr)
+        print(f"warning: {keep} {len(plan.kept)} unreferenced blob(s) that the damaged "
+              "manifest(s) might reference; 'modelkit rm' the damaged model(s), then prune "
+              "again", file=sys.stderr)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    printer = ProgressPrinter(json_mode=False, bars_only=True)
+    try:
+        report = api.verify(args.names, progress=printer)
+    finally:
+        printer.close()
+    if args.json:
+        def blobs(problems: Sequence[api.BlobProblem]) -> list[dict[str, Any]]:
+            return [{"digest": str(b.digest), "path": str(b.path), "problem": b.problem,
+                     "models": list(b.models)} for b in problems]
+
+        _emit_json({"ok": report.ok, "checked": report.checked,
+                    "bytes_checked": report.bytes_checked,
+                    "missing": blobs(report.missing), "damaged": blobs(report.damaged),
+                    "unreferenced": [str(p) for p in report.unreferenced],
+                    "damaged_manifests": [{"path": str(d.path), "problem": d.reason}
+                                          for d in report.damaged_manifests]})
+    else:
+        for b in (*report.missing, *report.damaged):
+            users = f" (used by {', '.join(b.models)})" if b.models else ""
+            print(f"{'missing' if b in report.missing else 'damaged'} {b.path}: "
+                  f"{b.problem}{users}")
+        for d in report.damaged_manifests:
+            print(f"damaged manifest {_one_line(d.reason)}")
+        for p in report.unreferenced:
+            print(f"unreferenced {p} ('modelkit prune' removes it)")
+        print(f"verified {report.checked} blob(s), {human_bytes(report.bytes_checked)}: "
+              + ("all intact" if report.ok else "problems found"))
+    if not report.ok:
+        bad = len(report.missing) + len(report.damaged)
+        raise E.DigestError(f"{bad} blob(s) missing or damaged, "
+                            f"{len(report.damaged_manifests)} damaged manifest(s)")
     return 0
 
 
@@ -549,8 +608,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quantize", metavar="TYPE",
                    help="quantize the model to this type (e.g. q4_K_M; see 'quantize --list')")
     _quant_options(p, dry_run=True)
-    p.add_argument("--link", action="store_true",
-                   help="share the GGUF's storage (reflink or hard link) instead of copying")
+    p.add_argument("--link", nargs="?", const="reflink", default="copy",
+                   choices=("reflink", "hard"), metavar="reflink|hard",
+                   help="--link: share the GGUF's storage copy-on-write (reflink) where the "
+                   "filesystem can, else copy; --link=hard: hard-link it (the model then "
+                   "changes whenever the file is edited)")
     p.add_argument("--offline", action="store_true",
                    help="FROM hf.co/... and modelscope.cn/... use only the hub caches")
     p.add_argument("--insecure", action="store_true",
@@ -605,6 +667,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("rm", cmd_rm, "Remove a model and the blobs only it used")
     p.add_argument("names", metavar="MODEL", nargs="+")
+
+    p = add("verify", cmd_verify, "Re-hash stored blobs: report missing, damaged and "
+            "unreferenced ones (exit 6 on damage)")
+    p.add_argument("names", metavar="MODEL", nargs="*",
+                   help="check only these models' blobs (default: every blob)")
 
     p = add("prune", cmd_prune, "Delete unreferenced blobs and leftover temporary files")
     p.add_argument("--dry-run", action="store_true", help="only show what would be deleted")

@@ -24,7 +24,8 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from decimal import Decimal
+
+from modelkit.gostrconv import format_float
 
 __all__ = ["go_json_dumps", "go_format_float"]
 
@@ -56,32 +57,16 @@ def _quote(s: str) -> str:
 
 
 def go_format_float(x: float) -> str:
-    """Format a float64 the way encoding/json does (see module docstring)."""
+    """Format a float64 the way encoding/json does (see module docstring): strconv's
+    shortest digits in ``'f'`` form, or ``'e'`` form with ``e-07`` shortened to ``e-7``."""
     if not math.isfinite(x):
-        raise ValueError(f"json: unsupported value: {_go_special(x)}")
-    r = repr(float(x))  # shortest round-trip digits, like Go's precision -1
+        raise ValueError(f"json: unsupported value: {format_float(x, 'f')}")
     a = abs(x)
-    if a != 0 and (a < 1e-6 or a >= 1e21):
-        # Exponent form; Python and Go agree on "d.ddde±XX" except that Go's JSON
-        # encoder then shortens a negative two-digit exponent "e-07" to "e-7".
-        if "e" not in r:  # pragma: no cover - repr always uses an exponent here
-            r = f"{Decimal(r):e}"
-        mant, _, exp = r.partition("e")
-        sign = exp[0] if exp[0] in "+-" else "+"
-        digits = exp.lstrip("+-")
-        if sign == "-" and len(digits) == 2 and digits[0] == "0":
-            digits = digits[1:]
-        return f"{mant}e{sign}{digits}"
-    s = format(Decimal(r), "f") if ("e" in r or "E" in r) else r
-    if "." in s:
-        s = s.rstrip("0").rstrip(".")
+    fmt = "e" if a != 0 and (a < 1e-6 or a >= 1e21) else "f"
+    s = format_float(x, fmt)
+    if fmt == "e" and s[-4:-1] == "e-0":
+        s = s[:-2] + s[-1]
     return s
-
-
-def _go_special(x: float) -> str:
-    if math.isnan(x):
-        return "NaN"
-    return "+Inf" if x > 0 else "-Inf"
 
 
 def _encode(obj: object, out: list[str], sort_keys: bool) -> None:

@@ -11,13 +11,20 @@ scope, as they are for Ollama at create time.
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Callable
 from typing import NamedTuple, NoReturn
 
 from modelkit.errors import TemplateError
-from modelkit.gostrconv import underscore_ok
+from modelkit.gostrconv import (
+    StrconvError,
+    is_print,
+    parse_float,
+    parse_int,
+    parse_uint,
+    quote,
+    unquote,
+    unquote_char,
+)
 
 __all__ = ["validate_go_template"]
 
@@ -26,36 +33,12 @@ __all__ = ["validate_go_template"]
 # Go text/template: formatting helpers (Go's %q and %#U)
 # ---------------------------------------------------------------------------------------------
 
-_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
-               "\v": "\\v"}
-
-
-def _go_quote(s: str) -> str:
-    """Go's strconv.Quote (what fmt's %q prints for a string)."""
-    out = ['"']
-    for ch in s:
-        if ch in ('"', "\\"):
-            out.append("\\" + ch)
-        elif ch.isprintable():
-            out.append(ch)
-        elif ch in _GO_ESCAPES:
-            out.append(_GO_ESCAPES[ch])
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        elif ord(ch) < 0x10000:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(f"\\U{ord(ch):08x}")
-    out.append('"')
-    return "".join(out)
-
-
 def _go_rune(ch: str | None) -> str:
     """Go's %#U."""
     if ch is None:
         return "U+FFFFFFFFFFFFFFFF"
     text = f"U+{ord(ch):04X}"
-    return f"{text} '{ch}'" if ch.isprintable() else text
+    return f"{text} '{ch}'" if is_print(ch) else text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,8 +78,8 @@ class _Token(NamedTuple):
         if self.typ > _KEYWORD:
             return f"<{self.val}>"
         if len(self.val.encode("utf-8", "surrogatepass")) > 10:
-            return _go_quote(self.val[:10]) + "..."
-        return _go_quote(self.val)
+            return quote(self.val[:10]) + "..."
+        return quote(self.val)
 
 
 def _is_space(ch: str | None) -> bool:
@@ -438,11 +421,11 @@ class _Lexer:
 
     def lex_number(self) -> _State | None:
         if not self._scan_number():
-            self.errorf(f"bad number syntax: {_go_quote(self.input[self.start:self.pos])}")
+            self.errorf(f"bad number syntax: {quote(self.input[self.start:self.pos])}")
             return None
         if _in(self.peek(), "+-"):
             if not self._scan_number() or self.input[self.pos - 1] != "i":
-                self.errorf(f"bad number syntax: {_go_quote(self.input[self.start:self.pos])}")
+                self.errorf(f"bad number syntax: {quote(self.input[self.start:self.pos])}")
                 return None
             self.emit(_COMPLEX)
             return None
@@ -493,152 +476,10 @@ class _Lexer:
 # Go strconv: literals
 # ---------------------------------------------------------------------------------------------
 
-_SYNTAX = "invalid syntax"
-_SIMPLE_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
-                   "\\": "\\"}
-
-
-class _LiteralError(Exception):
-    pass
-
-
-def _unquote_char(s: str, quote: str) -> tuple[str, str]:
-    """Go's strconv.UnquoteChar: the first (possibly escaped) character of *s*, and the rest."""
-    if not s:
-        raise _LiteralError(_SYNTAX)
-    c = s[0]
-    if c == quote:
-        raise _LiteralError(_SYNTAX)
-    if c != "\\":
-        return c, s[1:]
-    if len(s) <= 1:
-        raise _LiteralError(_SYNTAX)
-    c, s = s[1], s[2:]
-    if c in _SIMPLE_ESCAPES:
-        return _SIMPLE_ESCAPES[c], s
-    if c in "xuU":
-        n = {"x": 2, "u": 4, "U": 8}[c]
-        digits = s[:n]
-        if len(digits) < n or any(d not in "0123456789abcdefABCDEF" for d in digits):
-            raise _LiteralError(_SYNTAX)
-        value = int(digits, 16)
-        if c != "x" and (value > 0x10FFFF or 0xD800 <= value <= 0xDFFF):
-            raise _LiteralError(_SYNTAX)
-        return chr(value), s[n:]
-    if "0" <= c <= "7":
-        digits = c + s[:2]
-        if len(digits) < 3 or any(not "0" <= d <= "7" for d in digits):
-            raise _LiteralError(_SYNTAX)
-        value = int(digits, 8)
-        if value > 255:
-            raise _LiteralError(_SYNTAX)
-        return chr(value), s[2:]
-    if c in "'\"":
-        if c != quote:
-            raise _LiteralError(_SYNTAX)
-        return c, s
-    raise _LiteralError(_SYNTAX)
-
-
-def _unquote(token: str) -> str:
-    """Go's strconv.Unquote for the string and raw-string tokens the lexer produces."""
-    if len(token) < 2:
-        raise _LiteralError(_SYNTAX)
-    quote, body = token[0], token[1:-1]
-    if quote == "`":
-        if "`" in body:
-            raise _LiteralError(_SYNTAX)
-        return body.replace("\r", "")
-    if quote != '"' or token[-1] != '"' or "\n" in body:
-        raise _LiteralError(_SYNTAX)
-    out = []
-    while body:
-        ch, body = _unquote_char(body, '"')
-        out.append(ch)
-    return "".join(out)
-
-
-def _parse_uint(s: str) -> int | None:
-    """Go's strconv.ParseUint(s, 0, 64); None on any error."""
-    if not s:
-        return None
-    original = s
-    base = 10
-    if s[0] == "0":
-        if len(s) >= 3 and s[1].lower() == "b":
-            base, s = 2, s[2:]
-        elif len(s) >= 3 and s[1].lower() == "o":
-            base, s = 8, s[2:]
-        elif len(s) >= 3 and s[1].lower() == "x":
-            base, s = 16, s[2:]
-        else:
-            base, s = 8, s[1:]
-    value = 0
-    underscores = False
-    for c in s:
-        if c == "_":
-            underscores = True
-            continue
-        digit = int(c, 36) if c.isascii() and c.isalnum() else 99
-        if digit >= base:
-            return None
-        value = value * base + digit
-    if value >= 1 << 64:
-        return None
-    if underscores and not underscore_ok(original):
-        return None
-    return value
-
-
-def _parse_int(s: str) -> int | None:
-    """Go's strconv.ParseInt(s, 0, 64); None on any error."""
-    if not s:
-        return None
-    negative = s[0] == "-"
-    body = s[1:] if s[0] in "+-" else s
-    value = _parse_uint(body)
-    if value is None:
-        return None
-    if (negative and value > 1 << 63) or (not negative and value >= 1 << 63):
-        return None
-    return -value if negative else value
-
-
-_DEC_FLOAT = re.compile(r"[+-]?(?:[0-9_]+\.?[0-9_]*|\.[0-9_]+)(?:[eE][+-]?[0-9_]+)?")
-_HEX_FLOAT = re.compile(
-    r"[+-]?0[xX](?:[0-9a-fA-F_]+\.?[0-9a-fA-F_]*|\.[0-9a-fA-F_]+)[pP][+-]?[0-9_]+"
-)
-
-
 def _parse_float(s: str) -> float | None:
     """Go's strconv.ParseFloat(s, 64) for the spellings the lexer can produce; None on error."""
-    value, _ = _parse_float_error(s)
+    value, _ = parse_float(s)
     return value
-
-
-def _parse_float_error(s: str) -> tuple[float | None, str]:
-    """ParseFloat's value, or None and the reason ("invalid syntax", "value out of range")."""
-    if _DEC_FLOAT.fullmatch(s):
-        mantissa = re.split("[eE]", s)[0]
-        if not any(c.isdigit() for c in mantissa) or ("_" in s and not underscore_ok(s)):
-            return None, _SYNTAX
-        value = float(s.replace("_", ""))
-    elif _HEX_FLOAT.fullmatch(s):
-        mantissa = re.split("[pP]", s)[0].lstrip("+-")[2:]
-        if not any(c in "0123456789abcdefABCDEF" for c in mantissa) or (
-            "_" in s and not underscore_ok(s)
-        ):
-            return None, _SYNTAX
-        sign = -1.0 if s[0] == "-" else 1.0
-        try:
-            value = sign * float.fromhex(s.lstrip("+-").replace("_", ""))
-        except OverflowError:
-            return None, "value out of range"
-    else:
-        return None, _SYNTAX
-    if math.isinf(value):
-        return None, "value out of range"
-    return value, ""
 
 
 def _complex_error(text: str) -> str | None:
@@ -681,33 +522,33 @@ def _complex_error(text: str) -> str | None:
     if not accept("i"):
         return "syntax error scanning complex number"
     for part in (real, imag):
-        value, reason = _parse_float_error(part)
+        value, reason = parse_float(part)
         if value is None:
-            return f"strconv.ParseFloat: parsing {_go_quote(part)}: {reason}"
+            return f"strconv.ParseFloat: parsing {quote(part)}: {reason}"
     return None
 
 
 def _check_number(text: str, typ: int) -> None:
-    """The checks of Go's parse.newNumber; raises _LiteralError with Go's message."""
+    """The checks of Go's parse.newNumber; raises StrconvError with Go's message."""
     if typ == _CHAR_CONSTANT:
-        _, tail = _unquote_char(text[1:], text[0])
+        _, tail = unquote_char(text[1:], text[0])
         if tail != "'":
-            raise _LiteralError(f"malformed character constant: {text}")
+            raise StrconvError(f"malformed character constant: {text}")
         return
     if typ == _COMPLEX:
         error = _complex_error(text)
         if error is not None:
-            raise _LiteralError(error)
+            raise StrconvError(error)
         return
     if text.endswith("i") and _parse_float(text[:-1]) is not None:
         return
-    if _parse_uint(text) is not None or _parse_int(text) is not None:
+    if parse_uint(text) is not None or parse_int(text) is not None:
         return
     if _parse_float(text) is not None:
         if not any(c in text for c in ".eEpP"):
-            raise _LiteralError(f"integer overflow: {_go_quote(text)}")
+            raise StrconvError(f"integer overflow: {quote(text)}")
         return
-    raise _LiteralError(f"illegal number syntax: {_go_quote(text)}")
+    raise StrconvError(f"illegal number syntax: {quote(text)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -835,7 +676,7 @@ class _Tree:
     def literal(self, check: Callable[[], object]) -> None:
         try:
             check()
-        except _LiteralError as err:
+        except StrconvError as err:
             self.errorf(str(err))
 
     # -- structure ---------------------------------------------------------------------------
@@ -860,7 +701,7 @@ class _Tree:
             self.tree_set[self.name] = self.root
             return
         if not _is_empty(self.root):
-            self.errorf(f"template: multiple definition of template {_go_quote(self.name)}")
+            self.errorf(f"template: multiple definition of template {quote(self.name)}")
 
     def parse_definition(self) -> None:
         context = "define clause"
@@ -868,8 +709,8 @@ class _Tree:
         if tok.typ not in (_STRING, _RAW_STRING):
             self.unexpected(tok, context)
         try:
-            self.name = _unquote(tok.val)
-        except _LiteralError as err:
+            self.name = unquote(tok.val)
+        except StrconvError as err:
             self.errorf(str(err))
         self.expect(_RIGHT_DELIM, context)
         self.root, end = self.item_list()
@@ -978,8 +819,8 @@ class _Tree:
         if tok.typ not in (_STRING, _RAW_STRING):
             self.unexpected(tok, context)
         try:
-            return _unquote(tok.val)
-        except _LiteralError as err:
+            return unquote(tok.val)
+        except StrconvError as err:
             self.errorf(str(err))
 
     # -- pipelines ---------------------------------------------------------------------------
@@ -1055,7 +896,7 @@ class _Tree:
             while self.peek().typ == _FIELD:
                 self.next()
             if node.kind in _NON_EXECUTABLE:
-                self.errorf(f"unexpected . after term {_go_quote(node.text)}")
+                self.errorf(f"unexpected . after term {quote(node.text)}")
             if node.kind not in ("field", "variable"):
                 node = _Operand("chain", node.text)
         return node
@@ -1065,7 +906,7 @@ class _Tree:
         typ = tok.typ
         if typ == _IDENTIFIER:
             if tok.val not in _FUNCTIONS:
-                self.errorf(f"function {_go_quote(tok.val)} not defined")
+                self.errorf(f"function {quote(tok.val)} not defined")
             return _Operand("identifier", tok.val)
         if typ == _DOT:
             return _Operand("dot", ".")
@@ -1073,7 +914,7 @@ class _Tree:
             return _Operand("nil", "nil")
         if typ == _VARIABLE:
             if tok.val not in self.vars:
-                self.errorf(f"undefined variable {_go_quote(tok.val)}")
+                self.errorf(f"undefined variable {quote(tok.val)}")
             return _Operand("variable", tok.val)
         if typ == _FIELD:
             return _Operand("field", tok.val)
@@ -1086,7 +927,7 @@ class _Tree:
             self.pipeline("parenthesized pipeline", _RIGHT_PAREN)
             return _Operand("pipe", "")
         if typ in (_STRING, _RAW_STRING):
-            self.literal(lambda: _unquote(tok.val))
+            self.literal(lambda: unquote(tok.val))
             return _Operand("string", tok.val)
         self.backup()
         return None

@@ -41,18 +41,17 @@ import bisect
 import enum
 import functools
 import importlib.resources
+import math
 import os
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from modelkit.errors import FileNotFoundModelkitError, ModelfileError, ParameterError
 from modelkit.gojson import go_json_dumps
-from modelkit.gostrconv import underscore_ok
+from modelkit.gostrconv import format_float, is_print, parse_float, parse_int
 
 if TYPE_CHECKING:
     from lark import Lark, Token, Tree
@@ -289,16 +288,6 @@ def decode_modelfile(data: bytes) -> str:
     return text
 
 
-def is_print(ch: str) -> bool:
-    """Go's ``strconv.IsPrint`` for one rune: letters, marks, numbers, punctuation,
-    symbols (Unicode categories L, M, N, P, S) and the ASCII space.
-
-    The Unicode version is Python's, which may differ slightly from Go's tables.
-    (Equal to ``str.isprintable`` for a single character.)
-    """
-    return ch == " " or unicodedata.category(ch)[0] in "LMNPS"
-
-
 _NP = "\x00"  # what every non-printable rune becomes before the grammar sees the text
 _DROP_TAB_NEWLINE = str.maketrans("", "", "\t\r\n")
 
@@ -325,6 +314,7 @@ def _grammar_text() -> str:
 
 @functools.lru_cache(maxsize=1)
 def _lark() -> Lark:
+    # Deferred for start-up cost only: lark loads on the first parse (tested).
     from lark import Lark
 
     return Lark(_grammar_text(), parser="lalr", lexer="contextual", maybe_placeholders=False)
@@ -350,6 +340,7 @@ _NAME_CHARS = _LETTERS | frozenset("0123456789_")
 def _syntax_error(exc: UnexpectedInput, text: str, where: _Locator, path: str | None
                   ) -> ModelfileError:
     """Map a Lark error to Ollama's message, reconstructing the state Ollama was in."""
+    # Deferred for start-up cost only: lark loads on the first parse (tested).
     from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
 
     n = len(text)
@@ -427,6 +418,7 @@ def parse(text: str | bytes, *, path: str | None = None) -> Modelfile:
     Raises :class:`ModelfileError` (with ``path``, ``line``, ``column``) on a syntax
     error, with Ollama's message, or ``no FROM line``.
     """
+    # Deferred for start-up cost only: lark loads on the first parse (tested).
     from lark import Token, Tree
     from lark.exceptions import UnexpectedInput
 
@@ -605,117 +597,10 @@ DEPRECATED_PARAMETERS: frozenset[str] = frozenset({
     "mirostat", "mirostat_tau", "mirostat_eta",
 })
 
-_INT_RE = re.compile(r"[+-]?[0-9]+")
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _BOOLS = {
     "1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True,
     "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False,
 }
-# Go float literal (strconv.ParseFloat), underscores checked separately.
-_DEC_FLOAT_RE = re.compile(
-    r"(?P<sign>[+-]?)(?P<int>[0-9_]*)(?:\.(?P<frac>[0-9_]*))?"
-    r"(?:[eE](?P<esign>[+-]?)(?P<exp>[0-9][0-9_]*))?"
-)
-_HEX_FLOAT_RE = re.compile(
-    r"(?P<sign>[+-]?)0[xX](?P<int>[0-9a-fA-F_]*)(?:\.(?P<frac>[0-9a-fA-F_]*))?"
-    r"[pP](?P<esign>[+-]?)(?P<exp>[0-9][0-9_]*)"
-)
-_SPECIAL_FLOAT_RE = re.compile(r"[+-]?(?i:inf|infinity)|(?i:nan)", re.ASCII)
-
-
-def _go_parse_int(s: str) -> int | None:
-    """strconv.ParseInt(s, 10, 64); None on error."""
-    if not _INT_RE.fullmatch(s):
-        return None
-    v = int(s)
-    return v if _INT64_MIN <= v <= _INT64_MAX else None
-
-
-_F32_MANT_BITS = 23
-_F32_MIN_EXP = -126  # exponent of the smallest normal float32
-_F32_OVERFLOW = 2**128  # rounding to this or beyond overflows
-
-
-def _round_float32(q: Fraction) -> float | None:
-    """Round the exact rational ``q`` to the nearest float32 (ties to even).
-
-    Returns the value as a Python float (exact), or None on overflow (Go: ErrRange).
-    """
-    if q == 0:
-        return 0.0
-    neg = q < 0
-    q = abs(q)
-    e = q.numerator.bit_length() - q.denominator.bit_length()  # 2**e <= q < 2**(e+2)
-    if q < Fraction(2) ** e:
-        e -= 1
-    elif q >= Fraction(2) ** (e + 1):
-        e += 1
-    quantum = max(e, _F32_MIN_EXP) - _F32_MANT_BITS
-    m = round(q / Fraction(2) ** quantum)  # Fraction rounds half to even
-    value = Fraction(m) * Fraction(2) ** quantum
-    if value >= _F32_OVERFLOW:
-        return None
-    f = float(value)
-    return -f if neg else f
-
-
-def _go_parse_float32(s: str) -> float | None:
-    """strconv.ParseFloat(s, 32) -> the float32 value as a float; None on error."""
-    if _SPECIAL_FLOAT_RE.fullmatch(s):
-        return None  # NaN/Inf: valid for Go, but not encodable as JSON (see module doc)
-    unsigned = s[1:] if s[:1] in ("+", "-") else s
-    if len(unsigned) > 2 and unsigned[:2] in ("0x", "0X"):
-        m, base = _HEX_FLOAT_RE.fullmatch(s), 16  # a hex mantissa needs a p exponent
-    else:
-        m, base = _DEC_FLOAT_RE.fullmatch(s), 10
-    if m is None:
-        return None
-    int_part = (m.group("int") or "").replace("_", "")
-    frac_part = (m.group("frac") or "").replace("_", "")
-    if not int_part and not frac_part:
-        return None
-    if "_" in s and not underscore_ok(s):
-        return None
-    # Go stops accumulating the exponent once it reaches 10000 (enough to over/underflow).
-    exp = 0
-    for ch in (m.group("exp") or "").replace("_", ""):
-        if exp < 10000:
-            exp = exp * 10 + int(ch)
-    if m.group("esign") == "-":
-        exp = -exp
-    mantissa = int(int_part + frac_part or "0", base)
-    neg = m.group("sign") == "-"
-    if mantissa == 0:
-        return -0.0 if neg else 0.0
-    if base == 16:
-        exp2 = exp - 4 * len(frac_part)
-        magnitude = mantissa.bit_length() + exp2  # value < 2**magnitude
-        if magnitude > 129:
-            return None
-        if magnitude < -160:
-            return -0.0 if neg else 0.0
-        q = Fraction(mantissa) * Fraction(2) ** exp2
-    else:
-        exp10 = exp - len(frac_part)
-        magnitude = len(str(mantissa)) + exp10  # value < 10**magnitude
-        if magnitude > 40:
-            return None
-        if magnitude < -50:
-            return -0.0 if neg else 0.0
-        q = Fraction(mantissa) * Fraction(10) ** exp10
-    f = _round_float32(-q if neg else q)
-    return f
-
-
-def _shortest_float32(f: float) -> float:
-    """The float64 whose shortest repr equals the float32 ``f``'s shortest repr.
-
-    Ollama's CLI sends float32 values through JSON (shortest float32 digits) and the
-    server re-reads them as float64, so 0.7 stays 0.7, not 0.699999988079071.
-    """
-    import numpy as np
-
-    return float(str(np.float32(f)))
 
 
 def convert_parameter(name: str, value: str) -> int | float | bool | list[str]:
@@ -728,15 +613,18 @@ def convert_parameter(name: str, value: str) -> int | float | bool | list[str]:
     if ptype is None:
         raise ParameterError(f"unknown parameter '{name}'")
     if ptype is ParamType.INT:
-        i = _go_parse_int(value)
+        i = parse_int(value, 10)
         if i is None:
             raise ParameterError(f"invalid int value [{value}]")
         return i
     if ptype is ParamType.FLOAT:
-        f = _go_parse_float32(value)
-        if f is None:
+        # NaN/Inf: valid for Go, but not encodable as JSON (see module doc)
+        f, _ = parse_float(value, 32)
+        if f is None or not math.isfinite(f):
             raise ParameterError(f"invalid float value [{value}]")
-        return _shortest_float32(f)
+        # Ollama's CLI sends float32 values through JSON (shortest float32 digits) and the
+        # server re-reads them as float64, so 0.7 stays 0.7, not 0.699999988079071.
+        return float(format_float(f, "e", 32))
     if ptype is ParamType.BOOL:
         b = _BOOLS.get(value)
         if b is None:

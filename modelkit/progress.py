@@ -38,17 +38,27 @@ class ProgressEvent:
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
+# What copies, hashes and transfers call with (bytes done, bytes total); ByteProgress is one.
+ByteCounter = Callable[[int, int], None]
 
 
 def ignore_progress(event: ProgressEvent) -> None:
     """The default callback: the caller does not want progress."""
 
 
-def byte_progress(callback: ProgressCallback, status: str,
-                  digest: str | None = None) -> Callable[[int, int], None]:
-    """Adapt a (done, total) byte counter to progress events under one status."""
+class ByteProgress:
+    """Turns byte counts into progress events under one status (and digest), for any
+    copy, hash, download or upload: ``report(done, total)``, or ``report(done)`` when
+    the total was given up front. A count equal to the last one sent is not sent again."""
 
-    def report(done: int, total: int) -> None:
-        callback(ProgressEvent(status, digest=digest, total=total, completed=done))
+    def __init__(self, callback: ProgressCallback, status: str, digest: str | None = None,
+                 total: int | None = None) -> None:
+        self.callback, self.status, self.digest, self.total = callback, status, digest, total
+        self._last: tuple[int, int | None] | None = None
 
-    return report
+    def __call__(self, done: int, total: int | None = None) -> None:
+        key = (done, self.total if total is None else total)
+        if key != self._last:
+            self._last = key
+            self.callback(ProgressEvent(self.status, self.digest, key[1], done))
+

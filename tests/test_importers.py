@@ -36,8 +36,9 @@ from modelkit.errors import (  # noqa: E402
     UnauthorizedError,
 )
 from modelkit.gguf_file import read_gguf  # noqa: E402
-from modelkit.importers import MODEL, PROJECTOR, ImportedModel, hub_for  # noqa: E402
+from modelkit.importers import MODEL, PROJECTOR, ImportedModel  # noqa: E402
 from modelkit.importers.choose import RepoEntry, choose, quant_label  # noqa: E402
+from modelkit.importers.hubs import hub_for  # noqa: E402
 from modelkit.importers.local import import_local  # noqa: E402
 from modelkit.importers.split import merge  # noqa: E402
 from modelkit.names import ModelName  # noqa: E402
@@ -396,7 +397,7 @@ def big_gguf(tmp: Path, size: int) -> bytes:
 def kill_mid_download(name: str, partial: Path, at_least: int) -> int:
     """Run a fetch in another process, kill -9 it once ``partial`` holds ``at_least``
     bytes; return the partial file's size."""
-    script = ("import sys; from modelkit.importers import hub_for; "
+    script = ("import sys; from modelkit.importers.hubs import hub_for; "
               "from modelkit.names import ModelName; n = ModelName.parse(sys.argv[1]); "
               "hub_for(n).fetch(n)")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,11 +13,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from modelkit.quant import kernels
+from conftest import GOLDEN as GOLDEN_ROOT
+from conftest import needs_golden
 from modelkit.quant.kernels import FORMATS, dequantize, quantize, to_float32
+from modelkit.quant.kernels.common import nearest_int, seq_sum
+from modelkit.quant.kernels.floats import fp32_to_fp16_bits
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden" / "kernels"
-TYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"]
+GOLDEN = GOLDEN_ROOT / "kernels"
+TYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
+         "IQ4_NL", "IQ4_XS"]
+FLOATS = ["F16", "BF16"]
 
 
 @functools.cache
@@ -27,16 +31,15 @@ def _golden(name: str) -> dict[str, np.ndarray]:
         return {key: z[key] for key in z.files}
 
 
-def _golden_params(with_deq: bool = False) -> list[object]:
-    """One (type, case) per golden case; with_deq: only the cases with a ``__deq``."""
-    if not GOLDEN.is_dir():
-        reason = f"golden data not found at {GOLDEN}"
-        return [pytest.param(None, None, marks=pytest.mark.skip(reason=reason))]
+def _golden_params(types: list[str], with_deq: bool = False) -> list[object]:
+    """One (type, case) per golden case; with_deq: only the cases with a ``__deq``.
+    A missing file is one skipped param (a failing one under CI)."""
     params: list[object] = []
-    for name in TYPES:
-        if not (GOLDEN / f"{name}.npz").is_file():
-            reason = f"{name}.npz missing in {GOLDEN}"
-            params.append(pytest.param(name, None, marks=pytest.mark.skip(reason=reason)))
+    for name in types:
+        path = GOLDEN / f"{name}.npz"
+        if not path.is_file():
+            params.append(pytest.param(name, "missing", marks=needs_golden(path),
+                                       id=f"{name}-missing"))
             continue
         z = _golden(name)
         for case in map(str, z["cases"]):
@@ -48,22 +51,22 @@ def _golden_params(with_deq: bool = False) -> list[object]:
 def _describe_mismatch(
     name: str, case: str, x: np.ndarray, got: np.ndarray, expected: np.ndarray
 ) -> str:
-    fmt = FORMATS[GGMLQuantizationType[name]]
-    g = got.reshape(-1, fmt.block_bytes)
-    e = expected.reshape(-1, fmt.block_bytes)
+    block_elems, block_bytes = GGML_QUANT_SIZES[GGMLQuantizationType[name]]
+    g = got.reshape(-1, block_bytes)
+    e = expected.reshape(-1, block_bytes)
     bad = np.flatnonzero((g != e).any(axis=1))
     first = int(bad[0])
-    values = x.reshape(-1, fmt.block_elems)[first]
+    values = x.reshape(-1, block_elems)[first]
     return (
         f"{name}/{case}: {bad.size} of {len(e)} blocks differ; first is block {first} "
-        f"(row {first // (x.shape[1] // fmt.block_elems)})\n"
+        f"(row {first // (x.shape[1] // block_elems)})\n"
         f"  expected {e[first].tobytes().hex()}\n"
         f"  got      {g[first].tobytes().hex()}\n"
         f"  input    {np.array2string(values, precision=9, max_line_width=120)}"
     )
 
 
-@pytest.mark.parametrize(("name", "case"), _golden_params())
+@pytest.mark.parametrize(("name", "case"), _golden_params(TYPES + FLOATS))
 def test_quantize_matches_llama_cpp(name: str, case: str) -> None:
     z = _golden(name)
     x = z[f"{case}__x"]
@@ -76,7 +79,7 @@ def test_quantize_matches_llama_cpp(name: str, case: str) -> None:
         pytest.fail(_describe_mismatch(name, case, x, got, expected))
 
 
-@pytest.mark.parametrize(("name", "case"), _golden_params(with_deq=True))
+@pytest.mark.parametrize(("name", "case"), _golden_params(TYPES + FLOATS, with_deq=True))
 def test_dequantize_matches_llama_cpp(name: str, case: str) -> None:
     z = _golden(name)
     expected = z[f"{case}__deq"]
@@ -91,9 +94,8 @@ def test_dequantize_matches_llama_cpp(name: str, case: str) -> None:
     )
 
 
+@needs_golden(GOLDEN)
 def test_golden_meta_agrees_with_gguf_block_sizes() -> None:
-    if not GOLDEN.is_dir():
-        pytest.skip(f"golden data not found at {GOLDEN}")
     for name in TYPES:
         meta = json.loads(str(_golden(name)["meta_json"]))
         qtype = GGMLQuantizationType[name]
@@ -114,32 +116,46 @@ def test_seq_sum_is_the_c_loop(shape: tuple[int, ...]) -> None:
         acc = np.zeros_like(a[..., 0, :]) if from_zero else a[..., 0, :].copy()
         for i in range(0 if from_zero else 1, a.shape[-2]):
             acc = acc + a[..., i, :]
-        got = kernels._seq_sum(np.ascontiguousarray(a), from_zero=from_zero)
+        got = seq_sum(np.ascontiguousarray(a), from_zero=from_zero)
         assert got.tobytes() == acc.tobytes()
     # C starts from +0.0: an all -0.0 sum is +0.0
     neg = np.full((4, 3), -0.0, dtype=np.float32)
-    assert not np.signbit(kernels._seq_sum(neg)).any()
+    assert not np.signbit(seq_sum(neg)).any()
 
 
-def test_fp16_conversion_matches_ieee_round_to_nearest_even() -> None:
+def _ggml_fp32_to_fp16_reference(f: np.ndarray) -> np.ndarray:
+    """ggml_compute_fp32_to_fp16's own bit manipulation, transcribed in numpy (an
+    implementation independent of the cast the kernels use)."""
+    f = np.ascontiguousarray(f, dtype=np.float32)
+    base = (np.abs(f) * np.float32(2.0**112)) * np.float32(2.0**-110)
+    w = f.view(np.uint32)
+    shl1 = w << np.uint32(1)
+    sign = w & np.uint32(0x80000000)
+    bias = np.maximum(shl1 & np.uint32(0xFF000000), np.uint32(0x71000000))
+    base = ((bias >> np.uint32(1)) + np.uint32(0x07800000)).view(np.float32) + base
+    bits = base.view(np.uint32)
+    nonsign = ((bits >> np.uint32(13)) & np.uint32(0x7C00)) + (bits & np.uint32(0x0FFF))
+    out = np.where(shl1 > np.uint32(0xFF000000), np.uint32(0x7E00), nonsign)
+    return (out | (sign >> np.uint32(16))).astype(np.uint16)
+
+
+def test_fp16_conversion_is_ggmls() -> None:
     rng = np.random.default_rng(3)
     bits = rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32)
-    f = bits.view(np.float32)
-    f = f[np.isfinite(f)]
+    f = bits.view(np.float32)  # NaNs with every payload included
     edge = np.array([0.0, -0.0, 65504.0, 65520.0, -65520.0, 6e-8, 2.0**-25, 2.0**-24,
-                     3 * 2.0**-26, 1e-45, np.inf, -np.inf], dtype=np.float32)
+                     3 * 2.0**-26, 1e-45, np.inf, -np.inf, np.nan, -np.nan], dtype=np.float32)
     f = np.concatenate([f, edge])
-    with np.errstate(over="ignore"):
-        ours = kernels._fp32_to_fp16_bits(f)
-        ieee = f.astype(np.float16).view(np.uint16)
-    assert np.array_equal(ours, ieee)
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = _ggml_fp32_to_fp16_reference(f)
+    assert np.array_equal(fp32_to_fp16_bits(f), want)
     nan = np.array([np.nan, -np.nan], dtype=np.float32)
-    assert list(kernels._fp32_to_fp16_bits(nan)) == [0x7E00, 0xFE00]  # ggml's NaN
+    assert list(fp32_to_fp16_bits(nan)) == [0x7E00, 0xFE00]  # ggml's NaN
 
 
 def test_nearest_int_rounds_half_to_even() -> None:
     v = np.array([0.5, 1.5, 2.5, -0.5, -1.5, 3.49999, -7.5, 4194303.0], dtype=np.float32)
-    assert list(kernels._nearest_int(v)) == [0, 2, 2, 0, -2, 3, -8, 4194303]
+    assert list(nearest_int(v)) == [0, 2, 2, 0, -2, 3, -8, 4194303]
 
 
 def test_q8_0_rounds_half_away_from_zero() -> None:
@@ -236,9 +252,10 @@ def test_to_float32_block_types() -> None:
     # a type without a modelkit kernel goes through gguf's own dequantizer
     from gguf import quants as gguf_quants
 
-    other = GGMLQuantizationType.Q2_K
+    other = GGMLQuantizationType.TQ2_0
+    assert other not in FORMATS
     raw = rng.integers(0, 256, (2, GGML_QUANT_SIZES[other][1]), dtype=np.uint8)
-    raw[:, -4:] = [0x00, 0x3C, 0x00, 0x3C]  # finite f16 d and dmin
+    raw[:, -2:] = [0x00, 0x3C]  # a finite f16 d
     assert np.array_equal(to_float32(raw, other), gguf_quants.dequantize(raw, other))
 
 
@@ -247,7 +264,8 @@ def test_to_float32_block_types() -> None:
 # Round trip error bound relative to the block's max |x|: half a step of each format's
 # grid plus slack for the f16 scales (K formats: their 6-/8-bit sub-block scales).
 ERROR_BOUND = {"Q8_0": 0.006, "Q4_0": 0.13, "Q4_1": 0.07, "Q5_0": 0.065, "Q5_1": 0.035,
-               "Q4_K": 0.2, "Q5_K": 0.1, "Q6_K": 0.04}
+               "Q2_K": 0.7, "Q3_K": 0.45, "Q4_K": 0.2, "Q5_K": 0.1, "Q6_K": 0.04,
+               "IQ4_NL": 0.15, "IQ4_XS": 0.2}
 
 
 @st.composite

@@ -31,6 +31,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from modelkit import gostrconv
 from modelkit import modelfile as mf
 from modelkit.errors import FileNotFoundModelkitError, ModelfileError, ParameterError
 from modelkit.gojson import go_format_float, go_json_dumps
@@ -817,7 +818,7 @@ def test_float_parameters_keep_float32_shortest_repr(x: float) -> None:
 def test_float32_rounding_is_correct(q: Fraction) -> None:
     import numpy as np
 
-    got = mf._round_float32(q)
+    got = gostrconv._round_float(q, 32)
     assert got is not None
     f32 = np.float32(got)
     assert float(f32) == got

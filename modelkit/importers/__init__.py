@@ -8,8 +8,8 @@ import from a hub exactly like a local file, which keeps the store's single writ
 Hub names are Ollama's: ``hf.co/{user}/{repo}[:{tag}]`` (also ``huggingface.co``) and
 ``modelscope.cn/{user}/{repo}[:{tag}]``. The tag picks a GGUF file (see ``choose``).
 
-The hub clients are imported only when a hub is used: ``import modelkit.importers``
-stays cheap for the commands that never touch a hub.
+Which importer serves a name is ``hubs.hub_for``; the hub clients themselves are
+imported only when a hub is used (see ``huggingface.py``, ``modelscope.py``).
 """
 
 from __future__ import annotations
@@ -21,9 +21,6 @@ from typing import Any, Protocol
 
 from modelkit.names import ModelName
 from modelkit.progress import ProgressCallback, ignore_progress
-
-HF_HOSTS = frozenset({"hf.co", "huggingface.co"})
-MODELSCOPE_HOSTS = frozenset({"modelscope.cn", "www.modelscope.cn"})
 
 MODEL = "model"
 PROJECTOR = "projector"
@@ -80,23 +77,4 @@ class Importer(Protocol):
         ...
 
 
-def is_hub_host(host: str) -> bool:
-    return host.lower() in HF_HOSTS or host.lower() in MODELSCOPE_HOSTS
-
-
-def hub_for(name: ModelName) -> Importer | None:
-    """The importer for ``name``'s host, or None when the host is not a model hub."""
-    host = name.host.lower()
-    if host in HF_HOSTS:
-        from modelkit.importers.huggingface import HuggingFaceImporter
-
-        return HuggingFaceImporter()
-    if host in MODELSCOPE_HOSTS:
-        from modelkit.importers.modelscope import ModelScopeImporter
-
-        return ModelScopeImporter()
-    return None
-
-
-__all__ = ["HF_HOSTS", "MODEL", "MODELSCOPE_HOSTS", "PROJECTOR", "ImportedFile",
-           "ImportedModel", "Importer", "hub_for", "is_hub_host"]
+__all__ = ["MODEL", "PROJECTOR", "ImportedFile", "ImportedModel", "Importer"]

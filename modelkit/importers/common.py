@@ -12,7 +12,7 @@ import json
 import os
 import secrets
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,7 +22,7 @@ from modelkit.importers import MODEL, PROJECTOR, ImportedFile, ImportedModel
 from modelkit.importers.choose import RepoEntry, choose
 from modelkit.importers.split import merge
 from modelkit.names import ModelName
-from modelkit.progress import ProgressCallback, ProgressEvent
+from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent
 from modelkit.store import hash_file
 
 HASH_CHUNK = 8 << 20
@@ -80,14 +80,6 @@ def transfer_status(entry: RepoEntry) -> tuple[str, str | None]:
     return f"downloading {entry.basename}", None
 
 
-def reporter(progress: ProgressCallback, status: str, digest: str | None
-             ) -> Callable[[int, int], None]:
-    def report(done: int, total: int) -> None:
-        progress(ProgressEvent(status, digest=digest, total=total, completed=done))
-
-    return report
-
-
 def digest_error(entry: RepoEntry, where: str, got: str, *, note: str) -> DigestError:
     return DigestError(f"{entry.path} from {where}: sha256 mismatch: the hub lists "
                        f"sha256:{entry.sha256}, the download has sha256:{got}; {note}")
@@ -98,7 +90,7 @@ def verify(path: Path, entry: RepoEntry, where: str, progress: ProgressCallback)
     caller decides what to delete). Returns the digest, or None when the hub gave none."""
     if not entry.sha256:
         return None
-    got = hash_file(path, reporter(progress, "verifying sha256 digest",
+    got = hash_file(path, ByteProgress(progress, "verifying sha256 digest",
                                    f"sha256:{entry.sha256}")).hex
     if got != entry.sha256:
         raise digest_error(entry, where, got, note="the file was not used")
@@ -131,7 +123,7 @@ def merge_shards(paths: list[Path], stem: str, workdir: Path | None,
                  progress: ProgressCallback) -> Path:
     out = merged_path(workdir, stem)
     progress(ProgressEvent(f"merging {len(paths)} split GGUF parts of {stem}"))
-    merge(paths, out, reporter(progress, f"merging {stem}", None))
+    merge(paths, out, ByteProgress(progress, f"merging {stem}", None))
     return out
 
 

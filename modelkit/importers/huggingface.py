@@ -20,6 +20,9 @@ HTTP too, and only HTTP gives a resumable partial file.
 Settings are read at call time: ``HF_ENDPOINT``, ``HF_HUB_CACHE``/``HF_HOME`` and
 ``HF_HUB_OFFLINE`` (falling back to what the client read at import); the token is the
 client's (``HF_TOKEN``, then the saved login).
+
+huggingface_hub (and httpx2) is imported inside the functions that use it, for start-up cost only
+(about half a second, which commands that never touch a hub should not pay).
 """
 
 from __future__ import annotations
@@ -47,12 +50,11 @@ from modelkit.importers.common import (
     env_true,
     fetch_from_hub,
     one_line,
-    reporter,
     transfer_status,
     verify,
 )
 from modelkit.names import ModelName
-from modelkit.progress import ProgressCallback, ProgressEvent, ignore_progress
+from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent, ignore_progress
 
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -89,6 +91,7 @@ def _bar_class(report: Any) -> Any:
 def _network_errors() -> tuple[type[BaseException], ...]:
     """The transport's exceptions: httpx2 for huggingface_hub 2.x (requests before)."""
     try:
+        # deferred for start-up cost only (see the module docstring)
         import httpx2
     except ImportError:  # pragma: no cover - older huggingface_hub
         return ()
@@ -102,6 +105,7 @@ def _same_origin(a: str, b: str) -> bool:
 
 class _Backend(TranslatesClientErrors):
     def __init__(self, name: ModelName, *, offline: bool | None, revision: str | None) -> None:
+        # deferred for start-up cost only (see the module docstring)
         from huggingface_hub import constants
         from huggingface_hub.file_download import repo_folder_name
 
@@ -124,6 +128,7 @@ class _Backend(TranslatesClientErrors):
     def listing(self) -> Listing:
         if self.offline:
             return self._cached_listing()
+        # deferred for start-up cost only (see the module docstring)
         from huggingface_hub import HfApi
 
         info = HfApi(endpoint=self.endpoint).model_info(
@@ -192,6 +197,7 @@ class _Backend(TranslatesClientErrors):
             progress(ProgressEvent(status, digest, total=entry.size, completed=entry.size))
             verify(path, entry, str(self.name), progress)
             return path
+        # deferred for start-up cost only (see the module docstring)
         from huggingface_hub import try_to_load_from_cache
 
         cached = try_to_load_from_cache(self.repo, entry.path, cache_dir=self.cache_dir,
@@ -210,6 +216,7 @@ class _Backend(TranslatesClientErrors):
 
     def _download(self, entry: RepoEntry, progress: ProgressCallback, status: str,
                   digest: str | None) -> Path:
+        # deferred for start-up cost only (see the module docstring)
         from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
         from huggingface_hub import utils as hf_utils
         from huggingface_hub.file_download import http_get
@@ -231,7 +238,7 @@ class _Backend(TranslatesClientErrors):
                 headers = client_utils.build_hf_headers()
                 if not _same_origin(url, meta.location):
                     headers.pop("authorization", None)  # never send the token to a CDN
-                bar = _bar_class(reporter(progress, status, digest))
+                bar = _bar_class(ByteProgress(progress, status, digest))
                 with open(partial, "ab") as fh:
                     resume = fh.tell()
                     if meta.size is not None and resume > meta.size:
@@ -265,6 +272,7 @@ class _Backend(TranslatesClientErrors):
         if self.offline:
             path = self.storage / "snapshots" / self.commit / entry.path
         else:
+            # deferred for start-up cost only (see the module docstring)
             from huggingface_hub import hf_hub_download
 
             path = Path(hf_hub_download(
@@ -274,6 +282,7 @@ class _Backend(TranslatesClientErrors):
 
     # ----------------------------------------------------------------- errors
     def _translate(self, exc: Exception) -> ModelkitError:
+        # deferred for start-up cost only (see the module docstring)
         from huggingface_hub import errors as hf
 
         name, repo, hub = self.name, self.repo, self.hub
@@ -309,6 +318,7 @@ class _Backend(TranslatesClientErrors):
 
     @staticmethod
     def _token_hint() -> str:
+        # deferred for start-up cost only (see the module docstring)
         from huggingface_hub import get_token
 
         if get_token():

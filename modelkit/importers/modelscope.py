@@ -18,6 +18,10 @@ is ``$MODELSCOPE_ENDPOINT`` at call time (else ``https://modelscope.cn``), the t
 ``$MODELSCOPE_API_TOKEN`` or the saved ``modelscope login``. ModelScope has no offline
 switch of its own: ``offline=True`` builds from the cache, where the client keeps no
 digests (it checked them when it downloaded the files).
+
+modelscope_hub (and requests, tqdm) is imported inside the functions that use it, for
+start-up cost only (about half a second, which commands that never touch a hub should
+not pay).
 """
 
 from __future__ import annotations
@@ -47,11 +51,10 @@ from modelkit.importers.common import (
     digest_error,
     fetch_from_hub,
     one_line,
-    reporter,
     transfer_status,
 )
 from modelkit.names import ModelName
-from modelkit.progress import ProgressCallback, ProgressEvent, ignore_progress
+from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent, ignore_progress
 
 DEFAULT_ENDPOINT = "https://modelscope.cn"
 DEFAULT_BRANCH = "master"
@@ -71,6 +74,7 @@ def _endpoint() -> str:
 def _quiet() -> Iterator[None]:
     """The client draws tqdm bars and logs INFO lines on every download, with no switch
     to turn them off; modelkit reports progress through its callback instead."""
+    # deferred for start-up cost only (see the module docstring)
     import tqdm.auto
     from modelscope_hub import _download
 
@@ -89,6 +93,7 @@ def _quiet() -> Iterator[None]:
 
 class _Backend(TranslatesClientErrors):
     def __init__(self, name: ModelName, *, offline: bool | None, revision: str | None) -> None:
+        # deferred for start-up cost only (see the module docstring)
         from modelscope_hub import HubApi
         from modelscope_hub.config import HubConfig
 
@@ -150,10 +155,11 @@ class _Backend(TranslatesClientErrors):
 
     # --------------------------------------------------------------- download
     def download(self, entry: RepoEntry, progress: ProgressCallback) -> Path:
+        # deferred for start-up cost only (see the module docstring)
         from modelscope_hub import ProgressCallback as ClientCallback
 
         status, digest = transfer_status(entry)
-        report = reporter(progress, status, digest)
+        report = ByteProgress(progress, status, digest)
         seen = [0]
 
         class Callback(ClientCallback):
@@ -178,6 +184,7 @@ class _Backend(TranslatesClientErrors):
 
     # ----------------------------------------------------------------- errors
     def _translate(self, exc: Exception) -> ModelkitError:
+        # deferred for start-up cost only (see the module docstring)
         import requests
         from modelscope_hub import errors as ms
 

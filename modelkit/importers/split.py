@@ -6,8 +6,9 @@ keys, then every shard's tensors in shard order, their bytes copied unchanged. E
 shard is checked against its own ``split.*`` keys first, so a shard from another set,
 a missing shard or shards in the wrong order are refused before anything is written.
 
-``gguf.GGUFWriter`` writes the header, metadata and tensor table; the tensor data is
-streamed from the shards in chunks, so memory use does not grow with the model.
+:func:`modelkit.gguf_file.encode_header` writes the header, metadata and tensor table;
+the tensor data is streamed from the shards in chunks, so memory use does not grow with
+the model.
 """
 
 from __future__ import annotations
@@ -17,13 +18,12 @@ import os
 import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-from gguf import GGUFReader, GGUFValueType, GGUFWriter, Keys
+from gguf import Keys
 
 from modelkit.errors import GGUFError
-from modelkit.gguf_file import GGUFInfo, read_gguf
+from modelkit.gguf_file import GGUFInfo, TensorSlot, encode_header, read_gguf
+from modelkit.gguf_file.format import pad
 
 SPLIT_NO = Keys.Split.LLM_KV_SPLIT_NO
 SPLIT_COUNT = Keys.Split.LLM_KV_SPLIT_COUNT
@@ -58,39 +58,6 @@ def check_shards(infos: Sequence[GGUFInfo]) -> int:
     return total
 
 
-def _field_value(field: Any) -> tuple[Any, GGUFValueType, GGUFValueType | None]:
-    """A metadata value as GGUFWriter takes it, bytes-exact: strings stay bytes."""
-    types = [GGUFValueType(t) for t in field.types]
-    main = types[0]
-    if main == GGUFValueType.STRING:
-        return bytes(field.parts[-1]), main, None
-    if main != GGUFValueType.ARRAY:
-        return field.contents(), main, None
-    if len(types) != 2:
-        raise GGUFError(f"metadata key {field.name!r}: nested arrays cannot be merged")
-    sub = types[1]
-    if not field.data:
-        raise GGUFError(f"metadata key {field.name!r}: an empty array cannot be written")
-    if sub == GGUFValueType.STRING:
-        return [bytes(field.parts[i]) for i in field.data], main, sub
-    return field.contents(), main, sub
-
-
-def _copy_metadata(writer: GGUFWriter, first: Path) -> None:
-    reader = GGUFReader(first)
-    # GGUFWriter adds general.architecture itself; start empty so that the merged file
-    # keeps the first shard's keys in the first shard's order.
-    writer.kv_data = [{}]
-    for name, field in reader.fields.items():
-        if name.startswith("GGUF.") or name.startswith("split."):
-            continue
-        try:
-            value, vtype, sub = _field_value(field)
-        except GGUFError as exc:
-            raise GGUFError(f"{first}: {exc}") from None
-        writer.add_key_value(name, value, vtype, sub)
-
-
 def merge(shards: Sequence[Path], out: Path, progress: ByteProgress | None = None) -> GGUFInfo:
     """Merge ``shards`` (in order) into ``out``; return the merged file's description.
 
@@ -114,27 +81,15 @@ def merge(shards: Sequence[Path], out: Path, progress: ByteProgress | None = Non
 
 def _write(infos: Sequence[GGUFInfo], out: Path, progress: ByteProgress | None) -> None:
     first = infos[0]
-    writer = GGUFWriter(out, first.architecture)
-    writer.data_alignment = first.alignment
-    _copy_metadata(writer, first.path)
-    for info in infos:
-        for t in info.tensors:
-            # GGUFWriter takes numpy order (outermost first); GGUFInfo has GGUF order.
-            # The float32 dtype is a placeholder: raw_dtype sets the stored type.
-            writer.add_tensor_info(t.name, tuple(reversed(t.shape)), np.dtype(np.float32),
-                                   t.n_bytes, raw_dtype=t.type)
-    total = sum(t.n_bytes for i in infos for t in i.tensors)
+    kvs = [first.kv(key) for key in first.metadata if not key.startswith("split.")]
+    slots = [TensorSlot(t.name, t.shape, t.type, t.n_bytes) for i in infos for t in i.tensors]
+    total = sum(t.n_bytes for t in slots)
     done = 0
-    try:
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        assert writer.fout is not None
-        fout = writer.fout[0]
+    with open(out, "wb") as fout:
+        fout.write(encode_header(kvs, slots, first.alignment))
         for info in infos:
             with open(info.path, "rb") as src:
                 for t in info.tensors:
-                    writer.write_padding(fout, fout.tell())
                     src.seek(t.offset)
                     left = t.n_bytes
                     while left:
@@ -146,8 +101,6 @@ def _write(infos: Sequence[GGUFInfo], out: Path, progress: ByteProgress | None) 
                         done += len(chunk)
                         if progress:
                             progress(done, total)
-                    writer.write_padding(fout, t.n_bytes)
+                    fout.write(bytes(pad(t.n_bytes, first.alignment) - t.n_bytes))
         fout.flush()
         os.fsync(fout.fileno())
-    finally:
-        writer.close()

@@ -4,9 +4,9 @@
 
 1. The plan (:func:`modelkit.quant.policy.plan_quantization`) fixes every output
    tensor's type, so every size and offset is known before a byte of data is produced.
-   The header (KV pairs and all tensor infos) is written first, through
-   ``gguf.GGUFWriter``, then the tensor data one tensor at a time, in llama.cpp's output
-   order, each followed by zero padding to the alignment.
+   The header (KV pairs and all tensor infos) is written first, by
+   :func:`modelkit.gguf_file.encode_header`, then the tensor data one tensor at a
+   time, in llama.cpp's output order, each followed by zero padding to the alignment.
 2. A tensor to convert is cut into chunks of whole rows (rows are independent for every
    type, so the bytes do not depend on where the cuts are).  Each chunk is read from the
    memory map, converted to float32 (dequantized when the source is already quantized),
@@ -48,27 +48,26 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import importlib
 import math
 import mmap
 import multiprocessing
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
-from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter, Keys
+from gguf import GGMLQuantizationType, GGUFValueType, Keys
 from gguf.constants import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT
-from gguf.gguf_writer import WriterState
 
 from modelkit.errors import GGUFError, QuantizationError
-from modelkit.gguf_file import GGUFInfo, TensorInfo, read_gguf
+from modelkit.gguf_file import KV, GGUFInfo, TensorInfo, TensorSlot, encode_header, read_gguf
+from modelkit.gguf_file.format import pad
 from modelkit.progress import ProgressCallback, ProgressEvent
 from modelkit.quant import kernels
 from modelkit.quant.file_types import FileTypeId, file_type_name, ggml_type_name
@@ -167,63 +166,26 @@ class RequantizeResult:
 
 
 # --------------------------------------------------------------------------------------
-# Conversions: float types here, block types in modelkit.quant.kernels
+# Conversions: every type (float and block) in modelkit.quant.kernels
 # --------------------------------------------------------------------------------------
-
-def _gguf_quants() -> ModuleType:
-    return importlib.import_module("gguf.quants")
 
 
 def _to_float32(raw: U8Array, qtype: GGMLQuantizationType, n_per_row: int) -> F32Array:
     """Rows of raw source bytes -> float32 ``(rows, n_per_row)``."""
-    rows = raw.shape[0]
-    if qtype == T.F32:
-        return np.array(raw.view(np.float32).reshape(rows, n_per_row), dtype=np.float32)
-    if qtype == T.F16:
-        return raw.view(np.float16).reshape(rows, n_per_row).astype(np.float32)
-    if qtype == T.BF16:
-        bits = raw.view(np.uint16).reshape(rows, n_per_row).astype(np.uint32) << 16
-        return bits.view(np.float32)
-    # Our 8 block formats with our dequantizers, any other type through gguf's.
     out = kernels.to_float32(raw, qtype)
-    return np.ascontiguousarray(out, dtype=np.float32).reshape(rows, n_per_row)
+    return np.ascontiguousarray(out, dtype=np.float32).reshape(raw.shape[0], n_per_row)
 
 
 def _quantize(qtype: GGMLQuantizationType, x: F32Array, imatrix: F32Array | None) -> U8Array:
     """float32 rows -> raw bytes of ``qtype`` ``(rows, row_bytes)``."""
-    rows = x.shape[0]
-    if qtype == T.F32:
-        return np.ascontiguousarray(x, dtype=np.float32).view(np.uint8).reshape(rows, -1)
-    if qtype == T.F16:
-        return _fp32_to_fp16(x).view(np.uint8).reshape(rows, -1)
-    if qtype == T.BF16:
-        q = _gguf_quants().quantize(x, T.BF16)
-        return np.ascontiguousarray(q).view(np.uint8).reshape(rows, -1)
-    if qtype not in kernels.FORMATS:
+    if qtype not in kernels.SUPPORTED_TYPES:
         raise QuantizationError(f"no quantizer for type {qtype.name}")
-    out = kernels.quantize(qtype, x, imatrix)
-    return np.ascontiguousarray(out, dtype=np.uint8).reshape(rows, -1)
-
-
-def _fp32_to_fp16(x: F32Array) -> npt.NDArray[np.float16]:
-    """``ggml_fp32_to_fp16_row``: round to nearest even, as numpy's cast does, except
-    that every NaN becomes the quiet NaN ``0x7E00`` with its sign (numpy keeps the
-    payload's top bits)."""
-    h = x.astype(np.float16)
-    nan = np.isnan(x)
-    if nan.any():
-        sign = (x.view(np.uint32) >> np.uint32(16)).astype(np.uint16) & np.uint16(0x8000)
-        bits = h.view(np.uint16)
-        bits[nan] = sign[nan] | np.uint16(0x7E00)
-    return h
+    return kernels.quantize(qtype, x, imatrix)
 
 
 def _dequantize(qtype: GGMLQuantizationType, q: U8Array, n_per_row: int) -> F32Array:
     """Raw bytes of ``qtype`` -> float32 rows (for the error report)."""
-    if qtype in _FLOAT_TYPES:
-        return _to_float32(q, qtype, n_per_row)
-    out = kernels.dequantize(qtype, q, n_per_row)
-    return np.ascontiguousarray(out, dtype=np.float32).reshape(q.shape[0], n_per_row)
+    return kernels.dequantize(qtype, q, n_per_row)
 
 
 # --------------------------------------------------------------------------------------
@@ -328,7 +290,7 @@ class _Writable(Protocol):
 
 
 class _Sink:
-    """Counts what goes to ``out``; gives GGUFWriter the file API it uses."""
+    """Counts what goes to ``out``."""
 
     def __init__(self, out: _Writable) -> None:
         self._out = out
@@ -354,104 +316,35 @@ class _Sink:
         return self.pos
 
 
-class _HeaderWriter(GGUFWriter):
-    """GGUFWriter that can also write empty arrays.
-
-    gguf 0.19's ``_pack_val`` refuses an empty array ("Invalid GGUF metadata array.
-    Empty array") although the format allows it and llama.cpp copies it; everything
-    else is the stock writer.
-    """
-
-    def _pack_val(self, val: Any, vtype: GGUFValueType, add_vtype: bool,
-                  sub_type: GGUFValueType | None = None) -> bytes:
-        if vtype == GGUFValueType.ARRAY and sub_type is not None and len(val) == 0:
-            prefix = self._pack("I", vtype) if add_vtype else b""
-            return prefix + self._pack("I", sub_type) + self._pack("Q", 0)
-        return super()._pack_val(val, vtype, add_vtype, sub_type)
-
-
-def _write_header(sink: _Sink, arch: str, kvs: Sequence[_KV], items: Sequence[_Item],
+def _write_header(sink: _Sink, kvs: Sequence[KV], items: Sequence[_Item],
                   alignment: int) -> int:
-    """Write the header (KV pairs, tensor infos) and the padding before the data, with
-    gguf's writer; return the offset of the data section."""
-    writer = _HeaderWriter(None, arch)
-    writer.kv_data = [{}]  # drop the architecture key the constructor adds: source order
-    writer.data_alignment = alignment
-    for kv in kvs:
-        writer.add_key_value(kv.key, kv.value, kv.vtype, sub_type=kv.sub_type)
-    for it in items:
-        # Shape in numpy order (the writer reverses it); the dtype is ignored with raw_dtype
-        # unless it is uint8 (then the shape would be taken as a byte shape).
-        writer.add_tensor_info(it.tensor.name, tuple(reversed(it.tensor.shape)),
-                               np.dtype(np.float32), it.nbytes,
-                               raw_dtype=it.target)
-    # GGUFWriter opens its output by path only; hand it our sink instead (its state
-    # machine accepts an already-open output in the EMPTY state).  Tensor data is then
-    # written by us: write_tensor_data needs a real file (ndarray.tofile) and a whole
-    # tensor in memory, which streaming in chunks avoids.
-    writer.fout = [cast(Any, sink)]
-    writer.state = WriterState.EMPTY
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    writer.fout = None
-    sink.zeros(_pad(sink.pos, alignment) - sink.pos)
+    """Write the header (KV pairs, tensor infos) and the padding before the data; return
+    the offset of the data section."""
+    slots = [TensorSlot(it.tensor.name, it.tensor.shape, it.target, it.nbytes)
+             for it in items]
+    sink.write(encode_header(kvs, slots, alignment))
     return sink.pos
 
 
-def _pad(n: int, align: int) -> int:
-    return (n + align - 1) // align * align
-
-
-@dataclass(frozen=True)
-class _KV:
-    key: str
-    value: Any
-    vtype: GGUFValueType
-    sub_type: GGUFValueType | None
-
-
 def _output_kv(info: GGUFInfo, ftype: int,
-               extra: Sequence[tuple[str, Any, GGUFValueType]] = ()) -> list[_KV]:
+               extra: Sequence[tuple[str, Any, GGUFValueType]] = ()) -> list[KV]:
     """The output KV pairs, as llama.cpp writes them: the source's in source order
     minus split keys, then ``general.quantization_version`` and ``general.file_type``
     (u32), then ``extra`` (llama-quantize's ``quantize.imatrix.*``), each removed from
     wherever it was."""
-    empty_subtypes: dict[str, GGUFValueType] | None = None
-    kvs: list[_KV] = []
+    kvs: list[KV] = []
     moved = {*_MOVED_KEYS, *(key for key, _, _ in extra)}
-    for key, value in info.metadata.items():
+    for key in info.metadata:
         if key in _DROPPED_KEYS or key in moved:
             continue
-        types = info.metadata_types[key]
-        vtype = types[0]
-        sub: GGUFValueType | None = None
-        if vtype == GGUFValueType.ARRAY:
-            if len(types) > 2 or (len(types) == 2 and types[1] == GGUFValueType.ARRAY):
-                raise QuantizationError(f"metadata key {key}: arrays of arrays are not supported")
-            if len(types) == 2:
-                sub = types[1]
-            else:  # an empty array: GGUFReader does not keep its element type
-                if empty_subtypes is None:
-                    empty_subtypes = _empty_array_subtypes(info.path)
-                sub = empty_subtypes[key]
-            value = list(value)
-        kvs.append(_KV(key, value, vtype, sub))
-    kvs.append(_KV(Keys.General.QUANTIZATION_VERSION, GGML_QNT_VERSION, GGUFValueType.UINT32,
-                   None))
-    kvs.append(_KV(Keys.General.FILE_TYPE, int(ftype), GGUFValueType.UINT32, None))
-    kvs += [_KV(key, value, vtype, None) for key, value, vtype in extra]
+        try:
+            kvs.append(info.kv(key))
+        except GGUFError as exc:
+            raise QuantizationError(str(exc)) from None
+    kvs.append(KV(Keys.General.QUANTIZATION_VERSION, GGML_QNT_VERSION, GGUFValueType.UINT32))
+    kvs.append(KV(Keys.General.FILE_TYPE, int(ftype), GGUFValueType.UINT32))
+    kvs += [KV(key, value, vtype) for key, value, vtype in extra]
     return kvs
-
-
-def _empty_array_subtypes(path: Path) -> dict[str, GGUFValueType]:
-    reader = GGUFReader(path)
-    out: dict[str, GGUFValueType] = {}
-    for name, fld in reader.fields.items():
-        # parts: key length, key, value type, element type, element count
-        if len(fld.types) == 1 and fld.types[0] == GGUFValueType.ARRAY and len(fld.parts) >= 5:
-            out[name] = GGUFValueType(int(fld.parts[3][0]))
-    return out
 
 
 def _alignment(info: GGUFInfo) -> int:
@@ -510,7 +403,7 @@ def _layout(fp: FilePlan, alignment: int) -> list[_Item]:
     for p in fp.tensors:
         target = _kernel_type(p.choice) if p.choice.quantize else p.tensor.type
         items.append(_Item(p.tensor, p.choice, target, p.nbytes, offset, p.weights))
-        offset += _pad(p.nbytes, alignment)
+        offset += pad(p.nbytes, alignment)
     return items
 
 
@@ -593,8 +486,6 @@ def _mp_context() -> multiprocessing.context.BaseContext:
     """``fork`` where it is safe and cheap (Linux, no other threads in this process);
     else ``forkserver``/``spawn``.  Workers get only a path and open the map themselves,
     so any start method gives the same result."""
-    import threading
-
     methods = multiprocessing.get_all_start_methods()
     if "fork" in methods and threading.active_count() == 1:
         return multiprocessing.get_context("fork")
@@ -753,7 +644,7 @@ def requantize(
 
         def start() -> None:
             nonlocal data_offset
-            data_offset = _write_header(sink, info.architecture, kvs, items, alignment)
+            data_offset = _write_header(sink, kvs, items, alignment)
             emit(ProgressEvent(status, total=len(items), completed=0, unit="tensors"))
 
         def handle(step: _Step, result: _JobResult | None) -> None:
@@ -773,7 +664,7 @@ def requantize(
                     raise QuantizationError(
                         f"{it.tensor.name}: wrote {sink.pos - data_offset - it.offset} "
                         f"bytes, expected {it.nbytes}")
-                sink.zeros(_pad(it.nbytes, alignment) - it.nbytes)
+                sink.zeros(pad(it.nbytes, alignment) - it.nbytes)
                 done_tensors += 1
                 emit(ProgressEvent(status, total=len(items), completed=done_tensors,
                                    unit="tensors"))
@@ -845,10 +736,10 @@ def dry_run(src: str | os.PathLike[str] | GGUFInfo, file_type: str | FileTypeId,
         # cannot write (Q2_0) keeps the count exact.
         target = p.target if isinstance(p.target, GGMLQuantizationType) else T.F32
         items.append(_Item(p.tensor, p.choice, target, p.nbytes, offset))
-        offset += _pad(p.nbytes, alignment)
+        offset += pad(p.nbytes, alignment)
     sink = _Sink(_Discard())
-    data_offset = _write_header(sink, info.architecture,
-                                _output_kv(info, fp.plan.file_type, fp.kvs), items, alignment)
+    data_offset = _write_header(sink, _output_kv(info, fp.plan.file_type, fp.kvs), items,
+                                alignment)
     available = frozenset(kernels.FORMATS) | frozenset(_FLOAT_TYPES)
     return DryRun(fp, data_offset, data_offset + offset,
                   tuple(fp.missing_kernels(available)))

@@ -23,14 +23,13 @@ from dataclasses import dataclass, field
 
 from modelkit.errors import (
     DigestError,
-    ModelkitError,
     ModelNotFoundError,
     RegistryError,
     StoreError,
 )
 from modelkit.manifest import Layer, Manifest, MediaType
 from modelkit.names import Digest, ModelName
-from modelkit.progress import ProgressCallback, ProgressEvent, ignore_progress
+from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent, ignore_progress
 from modelkit.registry.auth import Credentials
 from modelkit.registry.client import REDIRECTS, RegistryClient, UnreachableError
 from modelkit.store import Store
@@ -54,20 +53,6 @@ class PullResult:
     manifest: Manifest
     downloaded: list[Digest] = field(default_factory=list)  # blobs fetched now
     cached: list[Digest] = field(default_factory=list)  # blobs the store had
-
-
-class Bar:
-    """The progress events of one blob's bar; each ``completed`` value is sent once."""
-
-    def __init__(self, progress: ProgressCallback, status: str, digest: Digest,
-                 total: int) -> None:
-        self._progress, self.status, self.digest, self.total = progress, status, digest, total
-        self._last: int | None = None
-
-    def __call__(self, completed: int) -> None:
-        if completed != self._last:
-            self._last = completed
-            self._progress(ProgressEvent(self.status, str(self.digest), self.total, completed))
 
 
 class _Retry(Exception):
@@ -124,14 +109,13 @@ def pull(store: Store, name: ModelName | str, *, insecure: bool = False,
     raw = fetch_manifest(client, model.tag)
     manifest = parse_manifest(raw, f"{model.host}/{model.repository}:{model.tag}")
     target = store.canonical(model)
-    old = _current_manifest(store, target)
     result = PullResult(target, manifest)
     with store.lock(exclusive=False):
         partials: list[PartialBlob] = []
         try:
             for layer in unique_layers(manifest):
-                bar = Bar(progress, f"pulling {layer.digest.short()}", layer.digest,
-                          layer.size)
+                bar = ByteProgress(progress, f"pulling {layer.digest.short()}",
+                                   str(layer.digest), layer.size)
                 partial = PartialBlob(store, layer.digest, layer.size)
                 plan = plan_parts(layer.size, PART_COUNT, MIN_PART_SIZE, MAX_PART_SIZE)
                 # A blob in the store is a cache hit, as is one that another process
@@ -152,40 +136,16 @@ def pull(store: Store, name: ModelName | str, *, insecure: bool = False,
             for partial in partials:
                 partial.close()
         progress(ProgressEvent("writing manifest"))
-        store.write_manifest(target, manifest)
-    if old is not None:
-        _remove_unused(store, old, manifest, progress)
+        stale = store.replace_manifest(target, manifest)
+    if stale:
+        progress(ProgressEvent("removing unused layers"))
+        store.prune_unused(stale)
     progress(ProgressEvent("success"))
     return result
 
 
-def _current_manifest(store: Store, name: ModelName) -> Manifest | None:
-    if store.resolve(name) is None:
-        return None
-    try:
-        return store.read_manifest(name)
-    except ModelkitError:
-        return None
-
-
-def _remove_unused(store: Store, old: Manifest, new: Manifest,
-                   progress: ProgressCallback) -> None:
-    """Delete the blobs the replaced manifest used and nothing uses now (Ollama does this
-    after a re-pull). Only here is the lock taken exclusively, and only when needed."""
-    candidates = {x.digest for x in old.all_layers()} - {x.digest for x in new.all_layers()}
-    if not candidates:
-        return
-    progress(ProgressEvent("removing unused layers"))
-    with store.lock(exclusive=True):
-        try:
-            plan = store.plan_prune(candidates)
-        except ModelkitError:
-            return  # a corrupt manifest elsewhere: keep everything
-        store.execute_prune(plan)
-
-
 # ------------------------------------------------------------------ one blob
-def _download(client: RegistryClient, partial: PartialBlob, bar: Bar) -> None:
+def _download(client: RegistryClient, partial: PartialBlob, bar: ByteProgress) -> None:
     """Fetch the missing bytes of every part, a few parts at a time. Progress events
     and state saves happen on this thread only: callbacks need not be thread-safe."""
     bar(partial.completed)

@@ -23,10 +23,10 @@ from typing import Literal
 from modelkit.errors import InvalidNameError, RegistryError, StoreError, UnauthorizedError
 from modelkit.manifest import Layer
 from modelkit.names import Digest, ModelName
-from modelkit.progress import ProgressCallback, ProgressEvent, ignore_progress
+from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent, ignore_progress
 from modelkit.registry.auth import Credentials
 from modelkit.registry.client import RegistryClient
-from modelkit.registry.pulling import Bar, unique_layers
+from modelkit.registry.pulling import unique_layers
 from modelkit.registry.transport import FileBody
 from modelkit.store import Store
 
@@ -93,7 +93,7 @@ def _push_blob(client: RegistryClient, store: Store, layer: Layer,
     """Send one blob unless the registry has it; which of ``PushResult``'s lists it
     belongs to."""
     size = layer.size
-    report = Bar(progress, f"pushing {layer.digest.short()}", layer.digest, size)
+    report = ByteProgress(progress, f"pushing {layer.digest.short()}", str(layer.digest), size)
     report(0)
     resp = client.request("HEAD", client.url(f"blobs/{layer.digest}"))
     resp.close()

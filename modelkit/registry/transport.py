@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelkit import __version__
+from modelkit.version import __version__
 
 USER_AGENT = f"modelkit/{__version__}"
 SEND_CHUNK = 1 << 20

@@ -26,24 +26,43 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import os
 import secrets
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
-from modelkit.errors import DigestError, ModelNotFoundError, StoreError
+from modelkit.errors import DigestError, ModelkitError, ModelNotFoundError, StoreError
 from modelkit.manifest import Manifest
 from modelkit.names import Digest, ModelName
+from modelkit.progress import ByteCounter
+from modelkit.store.digests import CACHE_NAME, DigestCache
 
 TEMP_PREFIX = ".tmp-"
 LOCK_NAME = ".modelkit.lock"
 COPY_CHUNK = 8 << 20
 FICLONE = 0x40049409  # linux/fs.h: share extents with another file (reflink)
 
-# (bytes done, bytes total) -> None
-ByteProgress = Callable[[int, int], None]
+# (method, bytes done, bytes total) -> None; method: copying, reflinking, hard-linking, unchanged
+ImportProgress = Callable[[str, int, int], None]
+# How import_file stores a file: copy it, reflink it (copy where impossible), hard-link it.
+LinkMode = Literal["copy", "reflink", "hard"]
+LINK_MODES: tuple[LinkMode, ...] = ("copy", "reflink", "hard")
+
+
+def link_mode(value: bool | str) -> LinkMode:
+    """``True`` (the API's old ``link=True``) means reflink, ``False`` copy."""
+    if isinstance(value, bool):
+        return "reflink" if value else "copy"
+    for mode in LINK_MODES:
+        if value == mode:
+            return mode
+    raise StoreError(f"unknown link mode {value!r}: use one of {', '.join(LINK_MODES)}")
+
 
 
 def default_root() -> Path:
@@ -89,11 +108,28 @@ class StoredModel:
 
 
 @dataclass(frozen=True)
+class DamagedManifest:
+    """A manifest file that cannot be read or parsed: listed apart, removable by
+    ``rm``, and a reason for ``prune`` to keep every unreferenced blob."""
+
+    name: ModelName
+    path: Path
+    reason: str
+
+
+# Called with each damaged manifest met while walking the store.
+DamagedCallback = Callable[[DamagedManifest], None]
+
+
+@dataclass(frozen=True)
 class PrunePlan:
     blobs: tuple[Path, ...] = ()  # unreferenced blobs
     temp_files: tuple[Path, ...] = ()  # leftovers of interrupted writes
     empty_dirs: tuple[Path, ...] = ()  # manifest folders left empty
     bytes_freed: int = 0
+    # Unreferenced blobs kept because a damaged manifest might reference them.
+    kept: tuple[Path, ...] = ()
+    damaged: tuple[DamagedManifest, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -119,6 +155,30 @@ class BlobWriter:
 
     def tell(self) -> int:
         return self.size
+
+    def copy_from(self, src: io.BufferedReader, progress: ByteCounter | None = None,
+                  total: int = 0) -> None:
+        """Write all of ``src``, reading it once: each chunk is hashed here while a
+        second thread writes it (both release the GIL), so a copy costs about the
+        slower of hashing and writing rather than their sum."""
+        buffers = (bytearray(COPY_CHUNK), bytearray(COPY_CHUNK))
+        with ThreadPoolExecutor(1) as pool:
+            pending: Future[int] | None = None
+            turn = 0
+            # A buffer is refilled two turns after its write was submitted, and that
+            # write was waited for one turn ago.
+            while n := src.readinto(buffers[turn % 2]):
+                view = memoryview(buffers[turn % 2])[:n]
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(self._file.write, view)
+                self._hash.update(view)
+                self.size += n
+                turn += 1
+                if progress:
+                    progress(self.size, total)
+            if pending is not None:
+                pending.result()
 
     def commit(self, expected: Digest | None = None) -> BlobWrite:
         self._file.flush()
@@ -153,6 +213,7 @@ class Store:
         self.root = Path(root).expanduser() if root is not None else default_root()
         self.blobs = self.root / "blobs"
         self.manifests = self.root / "manifests"
+        self.digest_cache = DigestCache(self.root / CACHE_NAME)
 
     # ----------------------------------------------------------------- locking
     @contextlib.contextmanager
@@ -203,51 +264,70 @@ class Store:
             w.write(data)
             return w.commit()
 
-    def import_file(self, path: Path, *, link: bool = False,
-                    progress: ByteProgress | None = None) -> BlobWrite:
-        """Store a file's bytes unchanged. One read both hashes and copies it; with
-        ``link`` the blob shares the file's storage (reflink, else hard link) when the
-        filesystem allows, falling back to a copy."""
-        total = path.stat().st_size
-        if link:
-            linked = self._import_linked(path, total, progress)
-            if linked is not None:
-                return linked
-        with self.open_writer() as w, open(path, "rb") as src:
-            buf = bytearray(COPY_CHUNK)
-            view = memoryview(buf)
-            while True:
-                n = src.readinto(buf)
-                if not n:
-                    break
-                w.write(view[:n])
-                if progress:
-                    progress(w.size, total)
-            return w.commit()
+    def import_file(self, path: Path, *, link: LinkMode = "copy",
+                    progress: ImportProgress | None = None) -> BlobWrite:
+        """Store a file's bytes unchanged, reading the file once.
 
-    def _import_linked(self, path: Path, total: int,
-                       progress: ByteProgress | None) -> BlobWrite | None:
-        digest = hash_file(path, progress)
-        if self.has_blob(digest, total):
-            self._touch(digest)
-            return BlobWrite(digest, total, False)
+        ``link="copy"`` hashes while copying; ``"reflink"`` shares the file's extents
+        (copy-on-write: later edits of the file do not reach the blob) where the
+        filesystem can, else copies; ``"hard"`` hard-links, so the blob IS the file and
+        editing it damages the blob (``verify`` notices). ``progress`` gets the method
+        (``copying``, ``reflinking``, ``hard-linking``, or ``unchanged`` when the digest
+        cache knows the file and the blob is stored) with bytes done and total.
+        A file whose (device, inode, size, mtime, ctime) is in the digest cache and
+        whose blob is stored is not read at all."""
+        report: ImportProgress = progress or (lambda method, done, total: None)
+        try:
+            before = path.stat()
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        total = before.st_size
+        cached = self.digest_cache.lookup(before)
+        if cached is not None and self.has_blob(cached, total):
+            self._touch(cached)
+            report("unchanged", total, total)
+            return BlobWrite(cached, total, False)
+        started = time.time_ns()
+        linked = self._link_temp(path, link) if link != "copy" else None
+        if linked is not None:
+            temp, method = linked
+            # Hash what was linked: a reflink is a snapshot; a hard link is the file.
+            digest = hash_file(temp, lambda done, n: report(method, done, n))
+            written = self._install_temp(temp, digest, total)
+        else:
+            with self.open_writer() as w, open(path, "rb") as src:
+                w.copy_from(src, lambda done, n: report("copying", done, n), total)
+                written = w.commit()
+        self._remember(path, before, started, written.digest)
+        return written
+
+    def _link_temp(self, path: Path, link: LinkMode) -> tuple[Path, str] | None:
+        """A hidden temporary blob sharing ``path``'s storage, and how; None when the
+        filesystem cannot (then the caller copies)."""
         self.blobs.mkdir(parents=True, exist_ok=True)
         temp = self.blobs / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
         try:
+            if link == "hard":
+                os.link(path, temp)
+                return temp, "hard-linking"
             with open(path, "rb") as src, open(temp, "xb") as dst:
                 fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
+            return temp, "reflinking"
         except OSError:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
-            try:
-                os.link(path, temp)
-            except OSError:
-                return None
-        # The file may have changed between hashing and linking: hash what we linked.
-        if hash_file(temp) != digest:
-            temp.unlink()
             return None
-        return self._install_temp(temp, digest, total)
+
+    def _remember(self, path: Path, before: os.stat_result, started: int,
+                  digest: Digest) -> None:
+        """Record a file's digest in the cache when it provably did not change."""
+        try:
+            after = path.stat()
+        except OSError:
+            return
+        if self.digest_cache.record(before, after, started, digest, path.resolve()):
+            with contextlib.suppress(OSError), atomic_file(self.root / CACHE_NAME) as f:
+                f.write(self.digest_cache.to_bytes())
 
     def _install_temp(self, temp: Path, digest: Digest, size: int) -> BlobWrite:
         final = self.blob_path(digest)
@@ -284,15 +364,15 @@ class Store:
                             yield name, tag
 
     def resolve(self, name: ModelName) -> ModelName | None:
-        """The existing model ``name`` refers to, or None. An exact spelling wins;
-        otherwise parts compare case-insensitively, as Ollama resolves names."""
-        match = None
+        """The existing model ``name`` refers to, or None. The exact spelling's manifest
+        path is tried first (one stat); only when it is absent are the manifests walked,
+        comparing parts case-insensitively, as Ollama resolves names."""
+        if self.manifest_path(name).is_file():
+            return name
         for existing, _ in self.iter_names():
-            if existing.filepath_parts() == name.filepath_parts():
+            if existing.casefold_key() == name.casefold_key():
                 return existing
-            if match is None and existing.casefold_key() == name.casefold_key():
-                match = existing
-        return match
+        return None
 
     def canonical(self, name: ModelName) -> ModelName:
         """``name`` spelled as an existing model when one matches, else as given."""
@@ -302,18 +382,20 @@ class Store:
         return self.get(name).manifest
 
     def get(self, name: ModelName) -> StoredModel:
-        """The stored model ``name`` resolves to (one walk of the manifests folder)."""
+        """The stored model ``name`` resolves to (resolved once)."""
         existing = self.resolve(name)
-        if existing is not None:
-            path = self.manifest_path(existing)
-            try:
-                data, mtime = path.read_bytes(), path.stat().st_mtime
-            except FileNotFoundError:
-                pass  # removed by another process meanwhile
-            else:
-                return StoredModel(existing, path, Manifest.from_bytes(data, where=str(path)),
-                                   mtime)
-        raise ModelNotFoundError(f'model "{name.display_shortest()}" not found')
+        stored = self._read_stored(existing) if existing is not None else None
+        if stored is None:  # absent, or removed by another process meanwhile
+            raise ModelNotFoundError(f'model "{name.display_shortest()}" not found')
+        return stored
+
+    def _read_stored(self, name: ModelName) -> StoredModel | None:
+        path = self.manifest_path(name)
+        try:
+            data, mtime = path.read_bytes(), path.stat().st_mtime
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return StoredModel(name, path, Manifest.from_bytes(data, where=str(path)), mtime)
 
     def write_manifest(self, name: ModelName, manifest: Manifest) -> Path:
         for layer in manifest.all_layers():
@@ -329,13 +411,52 @@ class Store:
             raise StoreError(f"{path}: cannot write manifest: {exc.strerror or exc}") from None
         return path
 
-    def delete_manifest(self, name: ModelName) -> Manifest:
-        stored = self.get(name)
-        manifest, path = stored.manifest, stored.path
-        path.unlink()
+    def replace_manifest(self, name: ModelName, manifest: Manifest, *,
+                         also_unused: Iterable[Digest] = ()) -> set[Digest]:
+        """Write ``name``'s manifest (``name`` spelled as stored: see ``canonical``;
+        call with the shared lock held) and return what may now be unused: the blobs of
+        the manifest it replaced, and ``also_unused`` (e.g. intermediate blobs), less
+        the new manifest's. Pass them to :meth:`prune_unused` once the lock is released.
+        An unreadable previous manifest counts as none."""
+        try:
+            previous = self._read_stored(name)
+        except ModelkitError:
+            previous = None
+        self.write_manifest(name, manifest)
+        stale = set(also_unused)
+        if previous is not None:
+            stale.update(layer.digest for layer in previous.manifest.all_layers())
+        return stale - {layer.digest for layer in manifest.all_layers()}
+
+    def prune_unused(self, candidates: Collection[Digest]) -> PrunePlan:
+        """Delete those of ``candidates`` that no manifest uses, under the exclusive lock
+        (do not hold the shared one), as Ollama does after a re-create or re-pull. A
+        damaged manifest anywhere keeps everything (``kept``): we cannot know what it uses."""
+        if not candidates:
+            return PrunePlan()
+        with self.lock(exclusive=True):
+            try:
+                plan = self.plan_prune(set(candidates))
+            except ModelkitError:
+                return PrunePlan()
+            self.execute_prune(plan)
+        return plan
+
+    def delete_manifest(self, name: ModelName) -> StoredModel | DamagedManifest:
+        """Delete the manifest ``name`` resolves to; the model as it was, or the damaged
+        entry (deleted all the same: ``rm`` is how a user gets rid of it)."""
+        existing = self.resolve(name)
+        if existing is None:
+            raise ModelNotFoundError(f'model "{name.display_shortest()}" not found')
+        path = self.manifest_path(existing)
+        loaded = self._load(existing, path)
+        try:
+            path.unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            raise ModelNotFoundError(f'model "{name.display_shortest()}" not found') from None
         fsync_dir(path.parent)
         self._remove_empty_dirs(path.parent)
-        return manifest
+        return loaded
 
     def _remove_empty_dirs(self, start: Path) -> None:
         d = start
@@ -346,29 +467,52 @@ class Store:
                 return
             d = d.parent
 
-    def list_models(self) -> list[StoredModel]:
-        models = []
+    def _load(self, name: ModelName, path: Path) -> StoredModel | DamagedManifest:
+        try:
+            data, mtime = path.read_bytes(), path.stat().st_mtime
+            return StoredModel(name, path, Manifest.from_bytes(data, where=str(path)), mtime)
+        except StoreError as exc:
+            return DamagedManifest(name, path, str(exc))
+        except OSError as exc:
+            return DamagedManifest(name, path, f"{path}: cannot read manifest: "
+                                               f"{exc.strerror or exc}")
+
+    def scan(self) -> tuple[list[StoredModel], list[DamagedManifest]]:
+        """Every manifest, read once: the good ones and the damaged ones."""
+        models: list[StoredModel] = []
+        damaged: list[DamagedManifest] = []
         for name, path in self.iter_names():
-            manifest = Manifest.from_bytes(path.read_bytes(), where=str(path))
-            models.append(StoredModel(name, path, manifest, path.stat().st_mtime))
+            loaded = self._load(name, path)
+            if isinstance(loaded, StoredModel):
+                models.append(loaded)
+            elif path.exists():  # not removed by another process meanwhile
+                damaged.append(loaded)
+        return models, damaged
+
+    def list_models(self, on_damaged: DamagedCallback | None = None) -> list[StoredModel]:
+        """The readable models; each damaged manifest goes to ``on_damaged``."""
+        models, damaged = self.scan()
+        for entry in damaged:
+            if on_damaged is not None:
+                on_damaged(entry)
         return models
 
     # ----------------------------------------------------------------- pruning
-    def referenced_digests(self) -> set[Digest]:
-        """Digests used by any manifest. A corrupt manifest raises StoreError: we then
-        cannot know what it references, so nothing may be deleted (Ollama does the same)."""
-        used: set[Digest] = set()
-        for _, path in self.iter_names():
-            manifest = Manifest.from_bytes(path.read_bytes(), where=str(path))
-            used.update(layer.digest for layer in manifest.all_layers())
-        return used
+    def referenced_digests(self) -> tuple[set[Digest], list[DamagedManifest]]:
+        """Digests used by any readable manifest, and the damaged manifests: what those
+        reference is unknown, so no unreferenced blob may be deleted while one exists
+        (Ollama refuses to prune then; we keep the blobs and say why)."""
+        models, damaged = self.scan()
+        used = {layer.digest for m in models for layer in m.manifest.all_layers()}
+        return used, damaged
 
     def plan_prune(self, candidates: set[Digest] | None = None) -> PrunePlan:
         """What a prune would delete. With ``candidates``, only those blobs are
         considered (rm and re-create clean up after themselves this way); without,
         every unreferenced blob, every stale temporary file and every empty manifest
-        folder. Call with the exclusive lock held."""
-        used = self.referenced_digests()
+        folder. A damaged manifest moves every blob that would go into ``kept``.
+        Call with the exclusive lock held."""
+        used, damaged = self.referenced_digests()
         blobs: list[Path] = []
         temps: list[Path] = []
         freed = 0
@@ -396,6 +540,9 @@ class Store:
                 live = [f for f in filenames if not f.startswith(TEMP_PREFIX)]
                 if not live and all((p / d) in dirs for d in dirnames):
                     dirs.append(p)
+        if damaged:
+            freed -= sum(_size(b) for b in blobs)
+            return PrunePlan((), tuple(temps), tuple(dirs), freed, tuple(blobs), tuple(damaged))
         return PrunePlan(tuple(blobs), tuple(temps), tuple(dirs), freed)
 
     def execute_prune(self, plan: PrunePlan) -> None:
@@ -422,7 +569,7 @@ def _size(path: Path) -> int:
         return 0
 
 
-def hash_file(path: Path, progress: ByteProgress | None = None) -> Digest:
+def hash_file(path: Path, progress: ByteCounter | None = None) -> Digest:
     """The sha256 of a file, read in chunks, reporting (done, total) bytes."""
     total = path.stat().st_size
     h = hashlib.sha256()

@@ -23,15 +23,17 @@ from gguf import GGUFReader, GGUFValueType, Keys, LlamaFileType
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from modelkit.errors import GGUFError
+from modelkit.gguf_file.format import GGUF_MAGIC, HEADER, MAX_DIMS, SUPPORTED_VERSIONS
+from modelkit.gguf_file.writer import KV, TensorSlot, encode_header, encode_kv
 
-GGUF_MAGIC = b"GGUF"
-SUPPORTED_VERSIONS = (2, 3)
-HEADER = struct.Struct("<4sIQQ")  # magic, version, tensor count, kv count
+__all__ = [
+    "GGUF_MAGIC", "KV", "GGUFInfo", "TensorInfo", "TensorSlot", "encode_header", "encode_kv",
+    "file_type_label", "is_gguf", "iter_metadata_display", "quantization_view", "read_gguf",
+]
 # The smallest possible encodings of one KV pair (8-byte key length, 4-byte type, 1-byte
 # value) and one tensor info (8 + 4 + 4 + 8): used to reject absurd counts up front.
 MIN_KV_BYTES = 13
 MIN_TENSOR_INFO_BYTES = 24
-MAX_DIMS = 4
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,17 @@ class GGUFInfo:
     def general_type(self) -> str | None:
         value = self.metadata.get(Keys.General.TYPE)
         return value if isinstance(value, str) else None
+
+    def kv(self, key: str) -> KV:
+        """The metadata pair ``key`` as :func:`encode_header` writes it back, byte for byte."""
+        types = self.metadata_types[key]
+        value = self.metadata[key]
+        if types[0] != GGUFValueType.ARRAY:
+            return KV(key, value, types[0])
+        if len(types) > 2 or (len(types) == 2 and types[1] == GGUFValueType.ARRAY):
+            raise GGUFError(f"{self.path}: metadata key {key}: arrays of arrays are not supported")
+        sub = types[1] if len(types) == 2 else _empty_array_subtype(self.path, key)
+        return KV(key, list(value), types[0], sub)
 
     def tensor(self, name: str) -> TensorInfo | None:
         for t in self.tensors:
@@ -223,6 +236,11 @@ def _describe(reader: GGUFReader, path: Path, version: int, size: int) -> GGUFIn
     return GGUFInfo(path=path, version=version, size=size, alignment=int(reader.alignment),
                     data_offset=int(reader.data_offset), metadata=metadata,
                     metadata_types=types, tensors=tuple(tensors))
+
+
+def _empty_array_subtype(path: Path, key: str) -> GGUFValueType:
+    # parts: key length, key, value type, element type, element count
+    return GGUFValueType(int(GGUFReader(path).fields[key].parts[3][0]))
 
 
 def is_gguf(path: str | os.PathLike[str]) -> bool:

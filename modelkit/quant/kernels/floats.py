@@ -1,0 +1,87 @@
+"""float32 <-> float16 / bfloat16, ggml's conversions bit for bit: the one home of them.
+
+F16 is ``ggml_fp32_to_fp16_row`` (IEEE round to nearest even, overflow to inf, every
+NaN -> the quiet NaN 0x7E00 with its sign); BF16 is ``ggml_fp32_to_bf16_row_ref`` (the
+top 16 bits rounded half to even, a NaN keeps its top bits with the quiet bit 0x40
+forced). Widening to float32 is exact for both.
+
+``FLOAT_TYPES`` maps F32/F16/BF16 to their element size; ``encode_floats`` /
+``decode_floats`` convert whole ``(rows, n_per_row)`` arrays (no blocks: one element is
+one "block" of ``GGML_QUANT_SIZES`` (1, size)).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from gguf import GGMLQuantizationType
+
+from modelkit.quant.kernels.common import F32Array, U8Array, U16Array
+
+T = GGMLQuantizationType
+FLOAT_TYPES: dict[GGMLQuantizationType, int] = {T.F32: 4, T.F16: 2, T.BF16: 2}
+
+
+def fp32_to_fp16_bits(f: np.ndarray) -> U16Array:
+    """``GGML_FP32_TO_FP16`` of each value: numpy's IEEE cast (the same rounding) with
+    ggml's NaN."""
+    f = np.asarray(f, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        bits: U16Array = f.astype(np.float16).view(np.uint16)
+    nan = np.isnan(f)
+    if nan.any():
+        sign = (f.view(np.uint32) >> np.uint32(16)).astype(np.uint16) & np.uint16(0x8000)
+        bits[nan] = sign[nan] | np.uint16(0x7E00)
+    return bits
+
+
+def fp16_bytes(f: F32Array) -> U8Array:
+    """float32 (n,) -> (n, 2): the little-endian bytes of ggml's fp16 of each value."""
+    return fp32_to_fp16_bits(f).astype("<u2").view(np.uint8).reshape(-1, 2)
+
+
+def fp16_to_f32(b: U8Array) -> F32Array:
+    """(n, 2) little-endian fp16 bytes -> float32 (n,), an exact widening."""
+    return np.ascontiguousarray(b).view("<f2")[:, 0].astype(np.float32)
+
+
+def fp32_to_bf16_bits(f: np.ndarray) -> U16Array:
+    """``GGML_FP32_TO_BF16`` of each value (round half to even on the top 16 bits)."""
+    u = np.ascontiguousarray(f, dtype=np.float32).view(np.uint32)
+    rounded = u + (np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1)))
+    out: U16Array = (rounded >> np.uint32(16)).astype(np.uint16)
+    nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    if nan.any():
+        out[nan] = ((u[nan] >> np.uint32(16)) | np.uint32(64)).astype(np.uint16)
+    return out
+
+
+def bf16_to_f32(bits: np.ndarray) -> F32Array:
+    """bfloat16 bit patterns (any shape) -> float32, exact."""
+    wide = np.ascontiguousarray(bits).view(np.uint16).astype(np.uint32) << np.uint32(16)
+    values: F32Array = wide.view(np.float32)
+    return values
+
+
+def encode_floats(qtype: GGMLQuantizationType, x: F32Array) -> U8Array:
+    """float32 (rows, n) -> the little-endian bytes of F32/F16/BF16 (rows, n * size)."""
+    rows = x.shape[0]
+    if qtype == T.F32:
+        out = np.ascontiguousarray(x, dtype="<f4")
+    elif qtype == T.F16:
+        out = fp32_to_fp16_bits(x).astype("<u2", copy=False)
+    else:
+        out = fp32_to_bf16_bits(x).astype("<u2", copy=False)
+    return np.ascontiguousarray(out).view(np.uint8).reshape(rows, -1)
+
+
+def decode_floats(qtype: GGMLQuantizationType, data: np.ndarray) -> F32Array:
+    """F32/F16/BF16 data -> float32 of the same element shape.
+
+    ``data`` holds the values (float32, float16, uint16 BF16 bit patterns) or the raw
+    little-endian bytes as uint8 (the last axis is then ``size`` times longer)."""
+    arr = np.ascontiguousarray(data)
+    if arr.dtype == np.uint8:
+        arr = arr.view({T.F32: "<f4", T.F16: "<f2", T.BF16: "<u2"}[qtype])
+    if qtype == T.BF16:
+        return bf16_to_f32(arr)
+    return arr.astype(np.float32)

@@ -1,0 +1,243 @@
+"""The shared scale searches of ggml-quants.c, on element-major ``(n, m)`` arrays
+(one column per group of values, so that sums run in C order)."""
+
+from __future__ import annotations
+
+from typing import cast
+
+import numpy as np
+
+from modelkit.quant.kernels.common import (
+    F32,
+    F32_TINY,
+    GROUP_MAX_EPS,
+    RINT_SAFE,
+    BoolArray,
+    F32Array,
+    I32Array,
+    U8Array,
+    clamped_levels,
+    first_zero_fix,
+    nearest_int,
+    seq_sum,
+    signed_absmax,
+)
+
+
+def fit_symmetric(x: F32Array, w: F32Array, nmax: int) -> tuple[F32Array, F32Array]:
+    """make_qx_quants (rmse_type 1): per column, levels L in [0, 2*nmax) and a scale d
+    with x ~ d * (L - nmax), maximising sum(w*x*l)^2 / sum(w*l^2) over the inverse
+    scales -(nmax + 0.1*k)/max, k = 0, -9..9. Returns (d (m,), L (n, m) float)."""
+    amax_signed = signed_absmax(x, axis=0)
+    zero = ~(np.abs(amax_signed) >= GROUP_MAX_EPS)
+    vmax = np.where(zero, F32(1.0), amax_signed)
+    nonfinite = ~np.isfinite(vmax)
+    unsafe = nonfinite if nonfinite.any() else None  # else |iscale * x| <= nmax + 1
+    # one scratch array for the products, each summed while still in cache: the fewer
+    # arrays a try touches, the better
+    wx = w * x
+    prod = np.empty_like(x)
+    lv = np.empty_like(x)
+    nm = F32(nmax)
+
+    def sums(iscale: F32Array) -> tuple[F32Array, F32Array]:
+        clamped_levels(x, iscale, -nmax, nmax - 1, lv, unsafe)
+        sumlx = seq_sum(np.multiply(wx, lv, out=prod))  # C: w*x*l == (w*x)*l
+        np.multiply(w, lv, out=prod)
+        suml2 = seq_sum(np.multiply(prod, lv, out=prod))  # C: w*l*l == (w*l)*l
+        return sumlx, suml2
+
+    best_iscale = -nm / vmax
+    sumlx, suml2 = sums(best_iscale)
+    scale = np.where(suml2 != 0, sumlx / suml2, F32(0.0))
+    best = scale * sumlx
+    for k in range(-9, 10):
+        if k == 0:
+            continue
+        iscale = -(nm + F32(0.1) * F32(k)) / vmax
+        sumlx, suml2 = sums(iscale)
+        better = (suml2 > 0) & (sumlx * sumlx > best * suml2)
+        if better.any():
+            scale = np.where(better, sumlx / suml2, scale)
+            best = np.where(better, scale * sumlx, best)
+            best_iscale = np.where(better, iscale, best_iscale)
+    levels = clamped_levels(x, best_iscale, -nmax, nmax - 1, lv, unsafe)
+    levels += nm
+    levels[:, zero] = 0
+    scale[zero] = 0
+    return scale, levels
+
+
+def fit_scale_min(x: F32Array, w: F32Array, nmax: int, rmin: float, rdelta: float,
+                  nstep: int, mad: bool = False) -> tuple[F32Array, F32Array, F32Array]:
+    """make_qkx2_quants / make_qkx3_quants (the same for finite input): per column,
+    levels L in [0, nmax], a scale and an offset min <= 0 with x ~ scale*L + min,
+    minimising the weighted squared error (``mad``: the weighted absolute error).
+    Tries the inverse scales (rmin + rdelta*k + nmax) / (max - min), k = 0..nstep,
+    each followed by a weighted least-squares fit of scale and min; an accepted fit
+    moves ``min`` for the next try.
+    Returns (scale (m,), the_min = -min (m,), L (n, m) float)."""
+    xmax = x.max(axis=0)
+    xmin = first_zero_fix(x.min(axis=0), x, axis=0)  # -min may be stored (Q4_1, Q5_1)
+    sum_w = seq_sum(w, from_zero=False)  # C starts these two from element 0
+    sum_x = seq_sum(w * x, from_zero=False)
+    cur_min = np.where(xmin > 0, F32(0.0), xmin)
+    flat = ~(xmax > cur_min)
+    c_max = abs(F32(rmin) + F32(rdelta) * F32(nstep) + F32(nmax)) + F32(nmax)
+
+    def unsafe_columns(m: F32Array) -> BoolArray | None:
+        # iscale = c/(max - m) times (x - m): rint is safe if c*max|x - m|/|max - m| is
+        # small, and c/(max - m) must not overflow either
+        span = np.abs(xmax - m)
+        reach = np.maximum(span, np.abs(xmin - m))
+        unsafe = ~((reach * c_max < RINT_SAFE * span) & (span > c_max * F32_TINY))
+        return unsafe if unsafe.any() else None
+
+    lv = np.empty_like(x)
+    wl = np.empty_like(x)
+    # one scratch array for the products (w*l)*l, (w*l)*x and the error terms, each
+    # summed while still in cache: the fewer arrays a try touches, the better
+    err = np.empty_like(x)
+
+    def weighted_error(scale: F32Array, offset: F32Array) -> F32Array:
+        # sum of w * (scale*l + offset - x)^2 (or w * |...|) in C's operation order
+        np.multiply(lv, scale, out=err)
+        np.add(err, offset, out=err)
+        np.subtract(err, x, out=err)
+        if mad:
+            np.abs(err, out=err)
+        else:
+            np.square(err, out=err)
+        np.multiply(err, w, out=err)
+        return seq_sum(err)
+
+    unsafe = unsafe_columns(cur_min)
+    iscale = F32(nmax) / (xmax - cur_min)
+    scale = F32(1.0) / iscale
+    clamped_levels(x, iscale, 0, nmax, lv, unsafe, cur_min)
+    best = weighted_error(scale, cur_min)
+    # the winning levels are recomputed at the end from the (iscale, min) that made them
+    l_iscale = iscale
+    l_min = cur_min
+    for k in range(nstep + 1):
+        iscale = (F32(rmin) + F32(rdelta) * F32(k) + F32(nmax)) / (xmax - cur_min)
+        clamped_levels(x, iscale, 0, nmax, lv, unsafe, cur_min)
+        np.multiply(w, lv, out=wl)
+        sum_l = seq_sum(wl)
+        sum_l2 = seq_sum(np.multiply(wl, lv, out=err))  # C: w*l*l == (w*l)*l
+        sum_xl = seq_sum(np.multiply(wl, x, out=err))  # C: w*l*x[i] == (w*l)*x
+        det = sum_w * sum_l2 - sum_l * sum_l
+        fit_scale = (sum_w * sum_xl - sum_x * sum_l) / det
+        fit_min = (sum_l2 * sum_x - sum_l * sum_xl) / det
+        positive = fit_min > 0
+        this_min = cast(F32Array, np.where(positive, F32(0.0), fit_min))
+        this_scale = cast(F32Array, np.where(positive, sum_xl / sum_l2, fit_scale))
+        cur = weighted_error(this_scale, this_min)
+        better = (det > 0) & (cur < best)
+        if better.any():
+            best = np.where(better, cur, best)
+            scale = np.where(better, this_scale, scale)
+            l_iscale = np.where(better, iscale, l_iscale)
+            l_min = np.where(better, cur_min, l_min)
+            cur_min = np.where(better, this_min, cur_min)
+            unsafe = unsafe_columns(cur_min)
+    levels = clamped_levels(x, l_iscale, 0, nmax, lv, unsafe_columns(l_min), l_min)
+    levels[:, flat] = 0
+    scale[flat] = 0
+    return scale, -cur_min, levels
+
+
+def fit_unsigned(x: F32Array, w: F32Array, nmax: int) -> tuple[F32Array, U8Array]:
+    """make_qp_quants: quantize non-negative x (n, m) (the k-quants' sub-block scales
+    or mins) to levels in [0, nmax] with weights w: the best of 9 trial scales, then up
+    to 5 rounds of coordinate descent on sum(w*x*l)^2 / sum(w*l^2).
+    Returns (scale (m,), L (n, m) uint8)."""
+    xmax = np.max(x, axis=0, initial=F32(0.0))
+    zero = ~(xmax >= GROUP_MAX_EPS)
+    xmax = np.where(zero, F32(1.0), xmax)
+    nm = F32(nmax)
+    iscale = nm / xmax
+    lv = (nearest_int(x * iscale) & 0xFF).astype(np.float32)  # C stores it in a uint8
+    diff = x - (F32(1.0) / iscale) * lv
+    best_mse = seq_sum((w * diff) * diff)
+    for k in range(-4, 5):
+        if k == 0:
+            continue
+        iscale_k = (F32(0.1) * F32(k) + nm) / xmax
+        lk = np.minimum(nearest_int(x * iscale_k), nmax).astype(np.float32)
+        diff = x - (F32(1.0) / iscale_k) * lk
+        mse = seq_sum((w * diff) * diff)
+        better = mse < best_mse
+        best_mse = np.where(better, mse, best_mse)
+        iscale = np.where(better, iscale_k, iscale)
+    li = np.minimum(nearest_int(x * iscale), nmax)
+    lf = li.astype(np.float32)
+    wx = w * x  # C: w*x[i]*l == (w*x)*l
+    sums = seq_sum(wx * lf), seq_sum((w * lf) * lf)
+    levels = li & 0xFF  # the uint8 L[] of the C code
+    sumlx, suml2 = _refine_levels(x, w, wx, levels, sums, None, nmax)
+    scale = np.where(suml2 > 0, sumlx / suml2, F32(0.0))
+    scale[zero] = 0
+    out = levels.astype(np.uint8)
+    out[:, zero] = 0
+    return scale, out
+
+
+def _refine_levels(x: F32Array, w: F32Array, wx: F32Array, levels: I32Array,
+                   sums: tuple[F32Array, F32Array], lo: int | None,
+                   hi: int) -> tuple[F32Array, F32Array]:
+    """The coordinate descent of make_qp_quants / make_q3_quants, in place on the
+    integer ``levels`` (n, m), from ``sums`` = (sumlx, suml2): up to 5 rounds; in each,
+    element i (in order) moves to clamp(nearest_int(x*sl2/slx), lo, hi) when that
+    raises sumlx^2/suml2. Returns the final (sumlx, suml2).
+
+    make_qp_quants (``lo`` None: no lower bound, levels kept as uint8) needs ``slx > 0
+    and sl2 > 0`` before trying, make_q3_quants ``slx > 0`` before and ``sl2 > 0``
+    after. C stops a column after a round without change; such a round leaves the state
+    as it was, so running rounds on until no column changes any more (at most 5) gives
+    the same result."""
+    sumlx, suml2 = sums
+    for _ in range(5):
+        changed = False
+        for i in range(x.shape[0]):
+            l_i = levels[i].astype(np.float32)
+            slx = sumlx - wx[i] * l_i
+            sl2 = suml2 - (w[i] * l_i) * l_i
+            ok = (slx > 0) & (sl2 > 0) if lo is None else slx > 0
+            new_l = nearest_int((x[i] * sl2) / slx)
+            new_l = np.minimum(new_l, hi) if lo is None else np.clip(new_l, lo, hi)
+            new_f = new_l.astype(np.float32)
+            slx += wx[i] * new_f
+            sl2 += (w[i] * new_f) * new_f
+            take = ok & (new_l != levels[i]) & ((slx * slx) * suml2 > (sumlx * sumlx) * sl2)
+            if lo is not None:
+                take &= sl2 > 0
+            if take.any():
+                changed = True
+                levels[i] = np.where(take, new_l if lo is not None else new_l & 0xFF,
+                                     levels[i])
+                sumlx = np.where(take, slx, sumlx)
+                suml2 = np.where(take, sl2, suml2)
+        if not changed:
+            break
+    return sumlx, suml2
+
+
+def fit_q3(x: F32Array, nmax: int) -> tuple[F32Array, F32Array]:
+    """make_q3_quants with do_rmse (weights x^2): levels L in [0, 2*nmax) with
+    x ~ d * (L - nmax), from the first guess -nmax/max refined by coordinate descent.
+    Returns (d (m,), L (n, m) float)."""
+    amax_signed = signed_absmax(x, axis=0)
+    zero = ~(np.abs(amax_signed) >= GROUP_MAX_EPS)
+    iscale = -F32(nmax) / np.where(zero, F32(1.0), amax_signed)
+    levels = np.clip(nearest_int(x * iscale), -nmax, nmax - 1)
+    lf = levels.astype(np.float32)
+    w = x * x
+    wx = w * x
+    sums = seq_sum(wx * lf), seq_sum((w * lf) * lf)
+    sumlx, suml2 = _refine_levels(x, w, wx, levels, sums, -nmax, nmax - 1)
+    scale = np.where(suml2 > 0, sumlx / suml2, F32(0.0))
+    scale[zero] = 0
+    out = (levels + nmax).astype(np.float32)
+    out[:, zero] = 0
+    return scale, out
