@@ -161,3 +161,14 @@ def snapshot() -> Callable[[Path], dict[str, str]]:
 def chdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.chdir(tmp_path)
     yield tmp_path
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` run under CI (env ``CI``) or with ``MODELKIT_SLOW=1``;
+    otherwise they are reported as skipped, with the way to run them."""
+    if os.environ.get("CI") or os.environ.get("MODELKIT_SLOW"):
+        return
+    skip = pytest.mark.skip(reason="slow: runs under CI, or set MODELKIT_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -31,8 +31,18 @@ FLOATS = {"F32", "F16", "BF16"}
 # The types issue 14 brings (i-quants, ternary, FP4, 1-2 bit): the only ones CI may skip.
 LATER = {"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "TQ1_0",
          "TQ2_0", "MXFP4", "NVFP4", "Q1_0", "Q2_0"}
-# A representative slice that runs by default; the rest carries the `slow` marker.
-QUICK_MODELS = {"llama-L10", "llama-moe8-L6", "llama-h384-f32"}
+# A representative slice runs by default (every refusal, an imatrix run and a K-quant mix
+# per model, every option and format once); the rest carries the `slow` marker.
+QUICK_CASES = {"Q4_K_M+imatrix", "Q3_K_M"}
+QUICK_L10 = {"Q2_K", "IQ4_XS+imatrix", "Q4_K_M+imatrix_dat", "Q4_K_M+imatrix+exclude_ffn_down",
+             "Q4_K_M+q4_K_L", "Q4_K_M+pure", "Q4_K_M+tensor_type_regex", "Q4_K_M+leave_output",
+             "Q4_K_M+requant_from_Q8_0_refused", "COPY", "BF16"}
+
+
+def _quick(model: str, case: str) -> bool:
+    result = _golden(model)["results"][case]
+    return ("error" in result and "requantizing" not in " ".join(result["error"])) \
+        or case in QUICK_CASES or (model == "llama-L10" and case in QUICK_L10)
 
 
 def _available() -> set[str]:
@@ -49,7 +59,7 @@ def _cases() -> list[Any]:
     out = []
     for model in MODELS:
         for case in _golden(model)["results"]:
-            marks = [] if model in QUICK_MODELS else [pytest.mark.slow]
+            marks = [] if _quick(model, case) else [pytest.mark.slow]
             out.append(pytest.param(model, case, marks=marks, id=f"{model}:{case}"))
     return out
 
