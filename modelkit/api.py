@@ -39,10 +39,10 @@ from modelkit.modelfile import Command, Modelfile, format_modelfile, parse, pars
 from modelkit.names import ModelName
 from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent, ignore_progress
 from modelkit.quant.file_types import menu_lines, parse_ggml_type, parse_quant_name
-from modelkit.quant.fileplan import QuantizeSpec
+from modelkit.quant.fileplan import FilePlan, QuantizeSpec, plan_file
 from modelkit.quant.imatrix import load_imatrix
 from modelkit.quant.policy import QuantOptions, parse_tensor_type_option
-from modelkit.quant.requantize import DryRun, RequantizeResult, dry_run, quantize_file
+from modelkit.quant.requantize import RequantizeResult, quantize_file
 from modelkit.registry import PushResult
 from modelkit.store import (
     DamagedCallback,
@@ -61,7 +61,7 @@ __all__ = [
     "list_models", "parse_modelfile", "prune", "pull", "push", "quant_menu", "quant_spec",
     "quantize", "quantize_plan", "remove", "show", "verify",
     # what the functions above return or report, and Ollama's way of printing it
-    "BlobProblem", "CreateResult", "DamagedManifest", "DryRun", "ProgressCallback",
+    "BlobProblem", "CreateResult", "DamagedManifest", "FilePlan", "ProgressCallback",
     "ProgressEvent", "PrunePlan", "PushResult", "QuantizationView", "QuantizeSpec",
     "RequantizeResult", "VerifyReport", "bits_per_weight", "human_bytes", "human_number",
     "human_time", "quantization_view",
@@ -122,7 +122,7 @@ def _modelfile_spec(modelfile: str | os.PathLike[str] | Modelfile | None,
 def create_plan(modelfile: str | os.PathLike[str] | Modelfile | None,
                 quantize: str | QuantizeSpec, *,
                 base_dir: str | os.PathLike[str] | None = None,
-                store: StoreArg = None) -> DryRun:
+                store: StoreArg = None) -> FilePlan:
     """``create -q TYPE --dry-run``: the quantization plan of the Modelfile's model
     (FROM a GGUF file or a stored model), without writing anything."""
     spec = _modelfile_spec(modelfile, base_dir)
@@ -224,12 +224,12 @@ def quantize(source: str | os.PathLike[str], destination: str | os.PathLike[str]
                          progress=progress)
 
 
-def quantize_plan(source: str | os.PathLike[str], file_type: str | QuantizeSpec) -> DryRun:
+def quantize_plan(source: str | os.PathLike[str], file_type: str | QuantizeSpec) -> FilePlan:
     """What :func:`quantize` would do, without writing anything (``--dry-run``): every
-    tensor's type and size, the totals and the exact output size."""
+    tensor's type and size, the totals, the exact output size, the types without a
+    quantizer yet (``missing_kernels()``)."""
     spec = _as_spec(file_type)
-    return dry_run(read_gguf(_existing(source)), spec.type, options=spec.options,
-                   imatrix=spec.imatrix)
+    return plan_file(read_gguf(_existing(source)), spec.type, spec.options, spec.imatrix)
 
 
 def _existing(path: str | os.PathLike[str]) -> Path:

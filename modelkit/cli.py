@@ -543,8 +543,9 @@ def _mib(n: int) -> str:
     return f"{n / 1024 / 1024:8.3f} MiB"
 
 
-def print_dry_run(run: api.DryRun, *, json_mode: bool) -> None:
-    fp = run.plan
+def print_dry_run(fp: api.FilePlan, *, json_mode: bool) -> None:
+    missing = fp.missing_kernels()
+    output_size = fp.output_size
     if json_mode:
         _emit_json({
             "file_type": fp.name, "general.file_type": fp.plan.file_type,
@@ -554,10 +555,10 @@ def print_dry_run(run: api.DryRun, *, json_mode: bool) -> None:
                          "imatrix": p.weights is not None} for p in fp.tensors],
             "totals": {t: {"tensors": n, "bytes": b}
                        for t, (n, b) in fp.totals_by_type().items()},
-            "n_fallback": fp.plan.n_fallback, "output_size": run.output_size,
+            "n_fallback": fp.plan.n_fallback, "output_size": output_size,
             "bits_per_weight": round(fp.bits_per_weight, 4),
-            "kvs": {k: v for k, v, _ in fp.kvs},
-            "missing_kernels": list(run.missing_kernels)})
+            "kvs": {k: v for k, v, _ in fp.imatrix_kvs},
+            "missing_kernels": missing})
         return
     n = len(fp.tensors)
     for i, p in enumerate(fp.tensors, 1):
@@ -572,10 +573,10 @@ def print_dry_run(run: api.DryRun, *, json_mode: bool) -> None:
     source = sum(p.tensor.n_bytes for p in fp.tensors)
     print(f"model size = {_mib(source)} ({source * 8 / max(1, fp.n_elements):.2f} BPW)")
     print(f"quant size = {_mib(fp.tensor_bytes)} ({fp.bits_per_weight:.2f} BPW)")
-    print(f"output: {fp.name}, {run.output_size} bytes ({human_bytes(run.output_size)}), "
+    print(f"output: {fp.name}, {output_size} bytes ({human_bytes(output_size)}), "
           f"{fp.plan.n_fallback} fallback(s); nothing written (--dry-run)")
-    if run.missing_kernels:
-        print("note: modelkit has no quantizer yet for " + ", ".join(run.missing_kernels)
+    if missing:
+        print("note: modelkit has no quantizer yet for " + ", ".join(missing)
               + ": the real run would refuse")
 
 

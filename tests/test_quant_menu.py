@@ -21,9 +21,12 @@ import pytest
 from gguf import GGMLQuantizationType
 
 from conftest import GOLDEN, needs_golden
-from modelkit.cli import main
-from modelkit.gguf_file import read_gguf
+from modelkit.cli import _quant_spec as quant_spec_from_args
+from modelkit.cli import build_parser, main
+from modelkit.errors import QuantizationError
+from modelkit.gguf_file import GGUFInfo, read_gguf
 from modelkit.quant import kernels
+from modelkit.quant.fileplan import plan_file
 
 MENU = GOLDEN / "quant-menu"
 MODELS = sorted(p.stem for p in MENU.glob("*.json")) if MENU.is_dir() else []
@@ -157,3 +160,47 @@ def test_registry_is_queried() -> None:
     # The skip list above comes from the kernels registry, not from a hard-coded list.
     assert {"Q4_K", "Q6_K", "Q8_0"} <= _available()
     assert all(isinstance(t, GGMLQuantizationType) for t in kernels.FORMATS)
+
+
+@functools.cache
+def _info(path: Path) -> GGUFInfo:
+    return read_gguf(path)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_dry_run_every_case(model: str, q8_sources: dict[str, Path],
+                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan behind ``--dry-run`` for every case (no kernel needed), from the CLI's own
+    parsing of llama-quantize's arguments: the types, the exact output size of
+    llama-quantize's file, the imatrix KVs, the refusals.  (The command itself is run
+    in tests/test_quantize_cli.py; here the source header is read once per model.)"""
+    golden = _golden(model)
+    monkeypatch.chdir(MENU)
+    parser = build_parser()
+    for case, result in golden["results"].items():
+        if "error" in result and "requantizing" in " ".join(result["error"]):
+            result = golden["results"][case.removesuffix("_refused")]
+        args = parser.parse_args(["quantize", "--dry-run", *result["args"]])
+        src = MENU / args.source
+        if args.source == "Q8_0-SOURCE.gguf":
+            src = _q8_source(q8_sources, model)
+        try:
+            spec = quant_spec_from_args(args, args.type)
+            assert spec is not None
+            fp = plan_file(_info(src), spec.type, spec.options, spec.imatrix)
+        except QuantizationError as exc:
+            assert "error" in result, (case, str(exc))
+            continue
+        assert "error" not in result, case
+        assert fp.output_size == result["output_size"], case
+        assert [(p.tensor.name, p.target.name) for p in fp.tensors] == [
+            (t["name"], t["type"]) for t in result["tensors"]], case
+        assert fp.plan.file_type == result["general.file_type"]
+        assert fp.plan.n_fallback == result["n_fallback"]
+        assert {k: v for k, v, _ in fp.imatrix_kvs} == {
+            k: v["value"] for k, v in result["kv_diff"]["added"].items()
+            if k.startswith("quantize.imatrix.")}, case
+        assert {p.tensor.name for p in fp.tensors if p.weights is not None} == set(
+            result["imatrix_tensors"]), case
+        assert set(fp.missing_kernels()) == {t["type"].lower() for t in result["tensors"]
+                                             } - {t.lower() for t in _available()}

@@ -13,13 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from gguf import GGMLQuantizationType, GGUFValueType, LlamaFileType
+from gguf import GGMLQuantizationType, GGUFValueType, Keys, LlamaFileType
+from gguf.constants import GGUF_DEFAULT_ALIGNMENT
 
-from modelkit.errors import ImatrixError, QuantizationError
-from modelkit.gguf_file import GGUFInfo, TensorInfo
+from modelkit.errors import GGUFError, ImatrixError, QuantizationError
+from modelkit.gguf_file import KV, GGUFInfo, TensorInfo, TensorSlot, encode_header
+from modelkit.gguf_file.format import pad
+from modelkit.quant import kernels
 from modelkit.quant.file_types import (
     ExtraFileType,
     FileTypeId,
@@ -41,10 +45,18 @@ from modelkit.quant.policy import (
     plan_quantization,
 )
 
-__all__ = ["FilePlan", "PlannedTensor", "QuantizeSpec", "describe", "plan_file"]
+__all__ = ["GGML_QNT_VERSION", "FilePlan", "PlannedTensor", "QuantizeSpec", "describe",
+           "output_alignment", "output_kvs", "plan_file"]
 
 T = GGMLQuantizationType
 F32Array = npt.NDArray[np.float32]
+
+GGML_QNT_VERSION = 2  # what llama.cpp writes as general.quantization_version
+# Keys llama.cpp drops from the output (split metadata) or re-adds last.
+_DROPPED_KEYS = (Keys.Split.LLM_KV_SPLIT_NO, Keys.Split.LLM_KV_SPLIT_COUNT,
+                 Keys.Split.LLM_KV_SPLIT_TENSORS_COUNT)
+_MOVED_KEYS = (Keys.General.QUANTIZATION_VERSION, Keys.General.FILE_TYPE)
+_FLOATS = frozenset({T.F32, T.F16, T.BF16})
 
 
 @dataclass(frozen=True)
@@ -60,7 +72,8 @@ class QuantizeSpec:
 @dataclass(frozen=True)
 class PlannedTensor:
     """One output tensor: ``target`` is its output type, ``nbytes`` its data size,
-    ``weights`` the importance vector(s) its quantizer gets (``ne0 * n_expert``)."""
+    ``weights`` the importance vector(s) llama.cpp hands its quantizer (``ne0 *
+    n_expert``; F32/F16/BF16 conversions ignore them)."""
 
     tensor: TensorInfo
     choice: TensorChoice
@@ -72,14 +85,31 @@ class PlannedTensor:
 @dataclass(frozen=True)
 class FilePlan:
     """Everything a quantization will do.  ``name`` is the quantization as displayed
-    (``Q4_K_M``, ``Q4_K_L``, ``COPY``), ``kvs`` the KVs appended after
-    ``general.file_type`` (``quantize.imatrix.*``)."""
+    (``Q4_K_M``, ``Q4_K_L``, ``COPY``), ``kvs`` the output's KV pairs in order,
+    ``imatrix_kvs`` those of them about the imatrix (``quantize.imatrix.*``)."""
 
     name: str
     plan: QuantPlan
     tensors: tuple[PlannedTensor, ...]
-    kvs: tuple[tuple[str, str | int, GGUFValueType], ...]
+    kvs: tuple[KV, ...]
+    imatrix_kvs: tuple[tuple[str, str | int, GGUFValueType], ...]
     imatrix: Imatrix | None
+    alignment: int
+
+    @property
+    def data_offset(self) -> int:
+        """The header's size with its padding (where the tensor data starts)."""
+        # The size does not depend on the type ids: a stand-in for a type gguf cannot
+        # name (Q2_0) keeps it exact.
+        slots = [TensorSlot(p.tensor.name, p.tensor.shape, p.target
+                            if isinstance(p.target, GGMLQuantizationType) else T.F32, p.nbytes)
+                 for p in self.tensors]
+        return len(encode_header(self.kvs, slots, self.alignment))
+
+    @property
+    def output_size(self) -> int:
+        """The exact size of the output file."""
+        return self.data_offset + sum(pad(p.nbytes, self.alignment) for p in self.tensors)
 
     @property
     def n_elements(self) -> int:
@@ -102,8 +132,10 @@ class FilePlan:
             out[ggml_type_name(p.target)] = (n + 1, b + p.nbytes)
         return out
 
-    def missing_kernels(self, available: frozenset[GGMLQuantizationType]) -> list[str]:
-        """Output types of converted tensors that have no quantizer in ``available``."""
+    def missing_kernels(self) -> list[str]:
+        """Output types of converted tensors that have no quantizer in the kernels'
+        registry yet (the run refuses them; ``--dry-run`` lists them)."""
+        available = frozenset(kernels.FORMATS) | _FLOATS
         missing: list[str] = []
         for p in self.tensors:
             name = ggml_type_name(p.target)
@@ -150,7 +182,44 @@ def plan_file(info: GGUFInfo, quant: str | FileTypeId | int,
         raise
     by_name = {t.name: t for t in info.tensors}
     tensors = [_planned(by_name[c.name], c, imatrix) for c in plan.choices]
-    return FilePlan(name.name, plan, tuple(tensors), tuple(imatrix_kvs(imatrix)), imatrix)
+    extra = tuple(imatrix_kvs(imatrix))
+    return FilePlan(name.name, plan, tuple(tensors), tuple(output_kvs(info, plan.file_type, extra)),
+                    extra, imatrix, output_alignment(info))
+
+
+def output_kvs(info: GGUFInfo, ftype: int,
+               extra: Sequence[tuple[str, Any, GGUFValueType]] = ()) -> list[KV]:
+    """The output KV pairs, as llama.cpp writes them: the source's in source order
+    minus split keys, then ``general.quantization_version`` and ``general.file_type``
+    (u32), then ``extra`` (llama-quantize's ``quantize.imatrix.*``), each removed from
+    wherever it was."""
+    kvs: list[KV] = []
+    moved = {*_MOVED_KEYS, *(key for key, _, _ in extra)}
+    for key in info.metadata:
+        if key in _DROPPED_KEYS or key in moved:
+            continue
+        try:
+            kvs.append(info.kv(key))
+        except GGUFError as exc:
+            raise QuantizationError(str(exc)) from None
+    kvs.append(KV(Keys.General.QUANTIZATION_VERSION, GGML_QNT_VERSION, GGUFValueType.UINT32))
+    kvs.append(KV(Keys.General.FILE_TYPE, int(ftype), GGUFValueType.UINT32))
+    kvs += [KV(key, value, vtype) for key, value, vtype in extra]
+    return kvs
+
+
+def output_alignment(info: GGUFInfo) -> int:
+    """The output alignment.
+
+    llama.cpp copies ``general.alignment`` into the output but lays the data out with
+    the default 32 whatever it says, which makes an invalid file when it is not 32.  We
+    lay the data out with the alignment the file declares (32 when absent), so the
+    output is valid and still identical to llama.cpp's for every ordinary source.
+    """
+    value = info.metadata.get(Keys.General.ALIGNMENT)
+    if isinstance(value, int) and value > 0 and value & (value - 1) == 0:
+        return value
+    return GGUF_DEFAULT_ALIGNMENT
 
 
 def _planned(t: TensorInfo, choice: TensorChoice, im: Imatrix | None) -> PlannedTensor:
@@ -161,8 +230,6 @@ def _planned(t: TensorInfo, choice: TensorChoice, im: Imatrix | None) -> Planned
         raise ImatrixError(
             f"missing importance matrix for tensor {t.name} in a very low-bit quantization "
             f"({ggml_type_name(choice.target_type)}): the imatrix has no entry for it")
-    if not is_quantized(choice.target_type):
-        weights = None  # F32/F16/BF16 conversions take no weights
     return PlannedTensor(t, choice, choice.target_type,
                          row_bytes(choice.target_type, t.n_elements), weights)
 

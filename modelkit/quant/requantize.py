@@ -62,8 +62,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
-from gguf import GGMLQuantizationType, GGUFValueType, Keys
-from gguf.constants import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT
+from gguf import GGMLQuantizationType
+from gguf.constants import GGML_QUANT_SIZES
 
 from modelkit.errors import GGUFError, QuantizationError
 from modelkit.gguf_file import KV, GGUFInfo, TensorInfo, TensorSlot, encode_header, read_gguf
@@ -82,10 +82,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CHUNK_ELEMENTS",
     "COPY_SLICE",
-    "DryRun",
     "RequantizeResult",
     "TensorSummary",
-    "dry_run",
     "quantize_file",
     "quantize_into_store",
     "requantize",
@@ -97,15 +95,10 @@ U8Array = npt.NDArray[np.uint8]
 
 CHUNK_ELEMENTS = 1 << 20  # default elements per quantization job (4 MiB as float32)
 COPY_SLICE = 8 << 20  # bytes per slice when copying a tensor unchanged
-GGML_QNT_VERSION = 2  # what llama.cpp writes as general.quantization_version
 # Below this many elements to convert, a pool costs more than it saves: with
 # ``workers=None`` such models are quantized in-process (same bytes either way).
 POOL_MIN_ELEMENTS = 8 << 20
 
-# Keys llama.cpp drops from the output (split metadata) or re-adds last.
-_DROPPED_KEYS = (Keys.Split.LLM_KV_SPLIT_NO, Keys.Split.LLM_KV_SPLIT_COUNT,
-                 Keys.Split.LLM_KV_SPLIT_TENSORS_COUNT)
-_MOVED_KEYS = (Keys.General.QUANTIZATION_VERSION, Keys.General.FILE_TYPE)
 _FLOAT_TYPES = (T.F32, T.F16, T.BF16)
 
 
@@ -326,41 +319,6 @@ def _write_header(sink: _Sink, kvs: Sequence[KV], items: Sequence[_Item],
     return sink.pos
 
 
-def _output_kv(info: GGUFInfo, ftype: int,
-               extra: Sequence[tuple[str, Any, GGUFValueType]] = ()) -> list[KV]:
-    """The output KV pairs, as llama.cpp writes them: the source's in source order
-    minus split keys, then ``general.quantization_version`` and ``general.file_type``
-    (u32), then ``extra`` (llama-quantize's ``quantize.imatrix.*``), each removed from
-    wherever it was."""
-    kvs: list[KV] = []
-    moved = {*_MOVED_KEYS, *(key for key, _, _ in extra)}
-    for key in info.metadata:
-        if key in _DROPPED_KEYS or key in moved:
-            continue
-        try:
-            kvs.append(info.kv(key))
-        except GGUFError as exc:
-            raise QuantizationError(str(exc)) from None
-    kvs.append(KV(Keys.General.QUANTIZATION_VERSION, GGML_QNT_VERSION, GGUFValueType.UINT32))
-    kvs.append(KV(Keys.General.FILE_TYPE, int(ftype), GGUFValueType.UINT32))
-    kvs += [KV(key, value, vtype) for key, value, vtype in extra]
-    return kvs
-
-
-def _alignment(info: GGUFInfo) -> int:
-    """The output alignment.
-
-    llama.cpp copies ``general.alignment`` into the output but lays the data out with
-    the default 32 whatever it says, which makes an invalid file when it is not 32.  We
-    lay the data out with the alignment the file declares (32 when absent), so the
-    output is valid and still identical to llama.cpp's for every ordinary source.
-    """
-    value = info.metadata.get(Keys.General.ALIGNMENT)
-    if isinstance(value, int) and value > 0 and value & (value - 1) == 0:
-        return value
-    return GGUF_DEFAULT_ALIGNMENT
-
-
 # --------------------------------------------------------------------------------------
 # The plan, laid out
 # --------------------------------------------------------------------------------------
@@ -402,7 +360,8 @@ def _layout(fp: FilePlan, alignment: int) -> list[_Item]:
     offset = 0
     for p in fp.tensors:
         target = _kernel_type(p.choice) if p.choice.quantize else p.tensor.type
-        items.append(_Item(p.tensor, p.choice, target, p.nbytes, offset, p.weights))
+        weights = p.weights if target not in _FLOAT_TYPES else None  # floats ignore them
+        items.append(_Item(p.tensor, p.choice, target, p.nbytes, offset, weights))
         offset += pad(p.nbytes, alignment)
     return items
 
@@ -605,9 +564,9 @@ def requantize(
 
     fp = plan_file(info, file_type, options, imatrix)
     plan = fp.plan
-    alignment = _alignment(info)
+    alignment = fp.alignment
     items = _layout(fp, alignment)
-    kvs = _output_kv(info, plan.file_type, fp.kvs)
+    kvs = fp.kvs
 
     target = fp.name
     status = f"quantizing {_source_label(info)} model to {target}"
@@ -704,45 +663,6 @@ def requantize(
         n_fallback=plan.n_fallback, tensors=tuple(summaries), requantized=bool(requantized),
         fallback_log=fallback_log, rmse=overall, worst_tensor=worst,
         seconds=time.monotonic() - started)
-
-
-@dataclass(frozen=True)
-class DryRun:
-    """What a quantization would write (``--dry-run``): the plan, the exact output size
-    and the types that have no quantizer in modelkit yet (the real run refuses those)."""
-
-    plan: FilePlan
-    data_offset: int
-    output_size: int
-    missing_kernels: tuple[str, ...]
-
-
-class _Discard:
-    def write(self, data: Any, /) -> int:
-        return len(memoryview(data))
-
-
-def dry_run(src: str | os.PathLike[str] | GGUFInfo, file_type: str | FileTypeId, *,
-            options: QuantOptions | None = None, imatrix: Imatrix | None = None) -> DryRun:
-    """Plan a quantization and size its output without writing anything.  Refuses what
-    the real run refuses, except types without a quantizer (listed instead)."""
-    info = src if isinstance(src, GGUFInfo) else read_gguf(src)
-    fp = plan_file(info, file_type, options, imatrix)
-    alignment = _alignment(info)
-    items: list[_Item] = []
-    offset = 0
-    for p in fp.tensors:
-        # The header's size does not depend on the type id: a stand-in for types gguf
-        # cannot write (Q2_0) keeps the count exact.
-        target = p.target if isinstance(p.target, GGMLQuantizationType) else T.F32
-        items.append(_Item(p.tensor, p.choice, target, p.nbytes, offset))
-        offset += pad(p.nbytes, alignment)
-    sink = _Sink(_Discard())
-    data_offset = _write_header(sink, _output_kv(info, fp.plan.file_type, fp.kvs), items,
-                                alignment)
-    available = frozenset(kernels.FORMATS) | frozenset(_FLOAT_TYPES)
-    return DryRun(fp, data_offset, data_offset + offset,
-                  tuple(fp.missing_kernels(available)))
 
 
 def quantize_file(src: str | os.PathLike[str] | GGUFInfo, dst_path: str | os.PathLike[str],
