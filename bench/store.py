@@ -34,6 +34,8 @@ sys.path.insert(0, str(REPO))
 from quantize import build_model  # noqa: E402  (bench/quantize.py, beside this file)
 
 from modelkit import api  # noqa: E402
+from modelkit.gguf_file import read_gguf  # noqa: E402
+from modelkit.store import Store  # noqa: E402
 
 
 def best_of(repeat: int, run: Callable[[], None], before: Callable[[], None] | None = None
@@ -75,16 +77,28 @@ def main() -> int:
         def create() -> None:
             api.create("bench", work / "Modelfile", store=models)
 
+        def import_only() -> None:
+            Store(models).import_file(gguf_path)
+
+        def header_only() -> None:
+            read_gguf(gguf_path)
+
         t_sum = best_of(args.repeat, sha256sum)
+        t_header = best_of(args.repeat, header_only)
+        t_import = best_of(args.repeat, import_only, empty_store)
         t_create = best_of(args.repeat, create, empty_store)
         create()  # the models directory now holds the model and the file's digest
         t_again = best_of(args.repeat, create)
         mb = size / 1e6
         print(f"file: {mb:.0f} MB ({gguf_path})")
         print(f"sha256sum            {t_sum:7.2f} s  {mb / t_sum:7.0f} MB/s")
+        print(f"  header parse       {t_header:7.2f} s  (read_gguf, part of create)")
+        print(f"  store copy + hash  {t_import:7.2f} s  {mb / t_import:7.0f} MB/s"
+              "  (Store.import_file, part of create)")
         print(f"create (fresh store) {t_create:7.2f} s  {mb / t_create:7.0f} MB/s")
         print(f"re-create unchanged  {t_again:7.3f} s")
         print(f"ratio create / sha256sum: {t_create / t_sum:.2f}x (target <= 1.10x)")
+        print(f"ratio store copy + hash / sha256sum: {t_import / t_sum:.2f}x")
         print(f"re-create: {t_again:.3f} s (target < 0.5 s)")
     finally:
         if args.keep is None:

@@ -8,7 +8,26 @@ module; modules import each other directly (see docs/architecture.md).
 
 from __future__ import annotations
 
-from modelkit.api import (
+import sys
+from types import TracebackType
+
+from modelkit.version import __version__
+
+
+def _one_line_interrupt(kind: type[BaseException], exc: BaseException,
+                        tb: TracebackType | None) -> None:
+    """A Ctrl-C while the library is still importing (the first second of a command)
+    is one line, not a traceback; Python then exits as killed by SIGINT (130)."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.stderr.write("Error: interrupted\n")
+    else:
+        _previous_hook(kind, exc, tb)
+
+
+# Only for the duration of the imports below; put back as soon as they are done.
+_previous_hook, sys.excepthook = sys.excepthook, _one_line_interrupt
+
+from modelkit.api import (  # noqa: E402
     copy,
     create,
     format_modelfile,
@@ -21,7 +40,8 @@ from modelkit.api import (
     remove,
     show,
 )
-from modelkit.version import __version__
+
+sys.excepthook = _previous_hook
 
 __all__ = ["__version__", "copy", "create", "format_modelfile", "list_models",
            "parse_modelfile", "prune", "pull", "push", "quantize", "remove", "show"]

@@ -14,9 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gguf.constants import GGUFValueType
+
 from modelkit import registry
 from modelkit.build import Builder, BuildSpec, CreateResult, spec_from_modelfile
+from modelkit.convert import ConvertResult, base_from_gguf, plan_conversion
+from modelkit.convert import convert as convert_folder
+from modelkit.convert import convert_lora as convert_lora_folder
+from modelkit.convert.converter import outtype_sizes
+from modelkit.convert.one_pass import plan_quantized
 from modelkit.errors import (
+    ConvertError,
     FileNotFoundModelkitError,
     GGUFError,
     ModelkitError,
@@ -28,11 +36,14 @@ from modelkit.gguf_file import (
     QuantizationView,
     TensorInfo,
     bits_per_weight,
+    file_type_label,
     iter_metadata_display,
     quantization_view,
     read_gguf,
 )
+from modelkit.gostrconv import format_float
 from modelkit.humanize import human_bytes, human_number, human_time
+from modelkit.importers import ImportedModel
 from modelkit.importers.hubs import hub_for
 from modelkit.manifest import Manifest, MediaType, ModelConfig
 from modelkit.modelfile import Command, Modelfile, format_modelfile, parse, parse_file
@@ -41,7 +52,7 @@ from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent, ign
 from modelkit.quant.file_types import menu_lines, parse_ggml_type, parse_quant_name
 from modelkit.quant.fileplan import FilePlan, QuantizeSpec, plan_file
 from modelkit.quant.imatrix import load_imatrix
-from modelkit.quant.policy import QuantOptions, parse_tensor_type_option
+from modelkit.quant.policy import QuantOptions, parse_file_type, parse_tensor_type_option
 from modelkit.quant.requantize import RequantizeResult, quantize_file
 from modelkit.registry import PushResult
 from modelkit.store import (
@@ -57,14 +68,15 @@ from modelkit.store.verify import BlobProblem, VerifyReport, verify_store
 StoreArg = Store | str | os.PathLike[str] | None
 
 __all__ = [
-    "ModelInfo", "ModelSummary", "copy", "create", "create_plan", "format_modelfile",
-    "list_models", "parse_modelfile", "prune", "pull", "push", "quant_menu", "quant_spec",
-    "quantize", "quantize_plan", "remove", "show", "verify",
+    "FolderInfo", "ModelInfo", "ModelSummary", "convert", "convert_lora", "copy", "create",
+    "create_plan", "describe_folder", "format_modelfile", "is_hf_folder", "list_models",
+    "parse_modelfile", "prune", "pull", "push", "quant_menu", "quant_spec", "quantize",
+    "quantize_plan", "remove", "show", "verify",
     # what the functions above return or report, and Ollama's way of printing it
-    "BlobProblem", "CreateResult", "DamagedManifest", "FilePlan", "ProgressCallback",
-    "ProgressEvent", "PrunePlan", "PushResult", "QuantizationView", "QuantizeSpec",
-    "RequantizeResult", "VerifyReport", "bits_per_weight", "human_bytes", "human_number",
-    "human_time", "quantization_view",
+    "BlobProblem", "ConvertResult", "CreateResult", "DamagedManifest", "FilePlan",
+    "ProgressCallback", "ProgressEvent", "PrunePlan", "PushResult", "QuantizationView",
+    "QuantizeSpec", "RequantizeResult", "VerifyReport", "bits_per_weight", "file_type_label",
+    "format_float", "human_bytes", "human_number", "human_time", "quantization_view",
 ]
 
 
@@ -111,7 +123,15 @@ def _modelfile_spec(modelfile: str | os.PathLike[str] | Modelfile | None,
     else:
         path = Path(modelfile) if modelfile is not None else Path("Modelfile")
         if modelfile is None and not path.exists():
-            parsed, folder = parse("FROM ."), Path.cwd()
+            folder = Path.cwd()
+            if not any(folder.glob("*.gguf")) and not any(folder.glob("*.safetensors")):
+                raise FileNotFoundModelkitError(
+                    f"no Modelfile in {folder}: name one with -f FILE (or run create in a "
+                    "folder holding the model's GGUF or safetensors files)")
+            parsed = parse("FROM .")
+        elif path.is_dir():
+            raise FileNotFoundModelkitError(f"{path}: is a directory, not a Modelfile; name "
+                                            f"the file, e.g. -f {path / 'Modelfile'}")
         elif not path.is_file():
             raise FileNotFoundModelkitError(f"specified Modelfile wasn't found: {path}")
         else:
@@ -209,19 +229,130 @@ def _as_spec(quant: str | QuantizeSpec) -> QuantizeSpec:
 
 def quantize(source: str | os.PathLike[str], destination: str | os.PathLike[str],
              file_type: str | QuantizeSpec, *, report: bool = False,
-             workers: int | None = None,
+             workers: int | None = None, max_rmse: float | None = None,
              progress: ProgressCallback = ignore_progress) -> RequantizeResult:
     """Quantize a GGUF file into a new GGUF file (atomically written), as llama.cpp's
     ``llama-quantize`` would: same tensor types, same bytes.  ``file_type`` is a name
-    from the menu or a :func:`quant_spec` (options, imatrix)."""
+    from the menu or a :func:`quant_spec` (options, imatrix). With ``max_rmse`` the
+    per-tensor errors are measured, and a model whose RMSE exceeds it is not left behind:
+    the output is deleted and QuantizationError raised."""
     spec = _as_spec(file_type)
     src = _existing(source)
     dst = Path(destination)
     if dst.exists() and dst.resolve() == src.resolve():
         raise QuantizationError(f"{dst}: the output would overwrite the input")
-    return quantize_file(read_gguf(src), dst, spec.type, options=spec.options,
-                         imatrix=spec.imatrix, report=report, workers=workers,
-                         progress=progress)
+    _check_writable(dst)
+    if workers is not None and workers < 1:
+        raise ModelkitError(f"workers must be 1 or more, not {workers}")
+    existed = dst.exists()
+    result = quantize_file(read_gguf(src), dst, spec.type, options=spec.options,
+                           imatrix=spec.imatrix, report=report or max_rmse is not None,
+                           workers=workers, progress=progress)
+    if max_rmse is not None and result.rmse is not None and result.rmse > max_rmse:
+        dst.unlink(missing_ok=True)
+        kept = " (the previous file is gone too)" if existed else ""
+        raise QuantizationError(f"rmse {result.rmse:.6g} is above --max-rmse {max_rmse} "
+                                f"(worst tensor: {result.worst_tensor}); {dst} was not "
+                                f"kept{kept}")
+    return result
+
+
+def _check_writable(dst: Path) -> None:
+    """Fail before any work when the output cannot be written, naming the user's path."""
+    folder = dst.parent
+    if dst.is_dir():
+        raise FileNotFoundModelkitError(f"{dst}: is a directory; name the output file")
+    if not folder.is_dir():
+        raise FileNotFoundModelkitError(f"{dst}: cannot write: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ModelkitError(f"{dst}: cannot write: permission denied in folder {folder}")
+
+
+# --------------------------------------------------------------------- convert
+def _hf_folder(src: str | os.PathLike[str], progress: ProgressCallback,
+               offline: bool | None) -> tuple[ImportedModel | None, Path]:
+    """A local folder as is; ``hf.co/ORG/REPO[:REVISION]`` or ``modelscope.cn/ORG/REPO``
+    downloaded (only the files conversion reads) through the hub's client."""
+    text = os.fspath(src)
+    path = Path(text)
+    if path.exists() or isinstance(src, os.PathLike) or text.startswith(("/", ".", "~")):
+        if not path.exists():
+            raise FileNotFoundModelkitError(f"{path}: no such folder")
+        if not path.is_dir():
+            raise FileNotFoundModelkitError(f"{path}: not a Hugging Face model folder")
+        return None, path
+    name = ModelName.parse(text)
+    importer = hub_for(name)
+    if importer is None:
+        raise FileNotFoundModelkitError(f"{text}: no such folder (and not an hf.co or "
+                                        "modelscope.cn name)")
+    revision = None if name.tag == "latest" else name.tag
+    imported = importer.fetch(name, progress=progress, offline=offline, revision=revision)
+    if imported.folder is None:
+        imported.cleanup()
+        raise ConvertError(f"{text}: the repository has GGUF files; use 'modelkit pull'")
+    return imported, imported.folder
+
+
+def convert(src: str | os.PathLike[str], out: str | os.PathLike[str], *,
+            outtype: str = "auto", pre: str | None = None, offline: bool | None = None,
+            progress: ProgressCallback = ignore_progress) -> ConvertResult:
+    """Convert a Hugging Face model (folder or hub repository) into the GGUF file ``out``,
+    as llama.cpp's convert_hf_to_gguf.py does; ``outtype`` may also be a quantization
+    type (q4_K_M, ...): converted and quantized in one pass."""
+    imported, folder = _hf_folder(src, progress, offline)
+    try:
+        return convert_folder(folder, Path(out), outtype, progress, pre)
+    finally:
+        if imported is not None:
+            imported.cleanup()
+
+
+def convert_lora(adapter: str | os.PathLike[str], out: str | os.PathLike[str], *,
+                 base: str | os.PathLike[str], outtype: str = "f32",
+                 progress: ProgressCallback = ignore_progress) -> ConvertResult:
+    """Convert a PEFT LoRA folder into a GGUF LoRA adapter, as convert_lora_to_gguf.py;
+    ``base`` is the base model's folder (config.json) or its GGUF file."""
+    base_path = Path(base)
+    if not base_path.exists():
+        raise FileNotFoundModelkitError(f"{base_path}: no such file or folder")
+    adapter_path = Path(adapter)
+    if not adapter_path.is_dir():
+        raise FileNotFoundModelkitError(f"{adapter_path}: not a PEFT adapter folder")
+    base_arg = (base_path if base_path.is_dir()
+                else base_from_gguf(read_gguf(base_path).metadata, adapter_path))
+    return convert_lora_folder(adapter_path, Path(out), base_arg, outtype, progress)
+
+
+@dataclass(frozen=True)
+class FolderInfo:
+    """What ``show`` reports about a Hugging Face folder: the GGUF it would become."""
+
+    path: str
+    hf_architecture: str
+    architecture: str
+    parameter_count: int
+    context_length: int | None
+    tensor_count: int
+    sizes: dict[str, int]  # outtype -> GGUF file size
+
+
+def describe_folder(src: str | os.PathLike[str]) -> FolderInfo:
+    plan = plan_conversion(Path(src), "f16")
+    try:
+        sizes = outtype_sizes(plan)
+        sizes["q4_K_M"] = plan_quantized(plan, parse_file_type("q4_K_M")).size
+        ctx = plan.folder.find("max_position_embeddings", "n_ctx", "n_positions")
+        return FolderInfo(str(src), plan.folder.hf_arch, plan.arch.arch_name,
+                          plan.parameter_count, int(ctx) if ctx is not None else None,
+                          len(plan.tensors), sizes)
+    finally:
+        plan.model.close()
+
+
+def is_hf_folder(path: str | os.PathLike[str]) -> bool:
+    p = Path(path)
+    return p.is_dir() and (p / "config.json").is_file() and not any(p.glob("*.gguf"))
 
 
 def quantize_plan(source: str | os.PathLike[str], file_type: str | QuantizeSpec) -> FilePlan:
@@ -272,7 +403,16 @@ class ModelInfo:
         return self.gguf.tensors
 
     def metadata(self, *, verbose: bool = False) -> dict[str, Any]:
-        return dict(iter_metadata_display(self.gguf, array_limit=None if verbose else 5))
+        """Ollama's model_info. A float32 value is the float its shortest decimal form
+        names (1e-06, not 9.999999974752427e-07), as Go's JSON encoder writes it."""
+        types = self.gguf.metadata_types
+        out = {}
+        for key, value in iter_metadata_display(self.gguf, array_limit=None if verbose else 5):
+            if types.get(key, (None,))[-1] == GGUFValueType.FLOAT32:
+                value = ([_shortest32(v) for v in value] if isinstance(value, list)
+                         else _shortest32(value))
+            out[key] = value
+        return out
 
     def modelfile(self) -> str:
         """A Modelfile that rebuilds this model (as ``ollama show --modelfile``, but
@@ -295,6 +435,10 @@ class ModelInfo:
             commands.append(Command.message(str(message.get("role", "")),
                                             str(message.get("content", ""))))
         return "\n".join(header) + "\n\n" + format_modelfile(Modelfile(tuple(commands)))
+
+
+def _shortest32(value: Any) -> Any:
+    return float(format_float(value, "e", 32)) if isinstance(value, float) else value
 
 
 def _param_text(value: Any) -> str:

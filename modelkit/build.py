@@ -17,27 +17,31 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from modelkit import chat_templates
+from modelkit import chat_templates, convert
 from modelkit.errors import (
     DigestError,
     FileNotFoundModelkitError,
     GGUFError,
     ModelfileError,
     ModelNotFoundError,
+    ParameterError,
+    QuantizationError,
     RegistryError,
+    TemplateError,
     UnauthorizedError,
 )
-from modelkit.gguf_file import GGUFInfo, read_gguf
+from modelkit.gguf_file import GGUFInfo, file_type_label, read_gguf
 from modelkit.gojson import go_json_dumps
 from modelkit.gotemplate import validate_go_template
 from modelkit.humanize import human_number
 from modelkit.importers import PROJECTOR, ImportedModel
 from modelkit.importers.hubs import hub_for
 from modelkit.importers.local import import_local
+from modelkit.importers.split import merge_into_store, plan_merge, write_merged
 from modelkit.manifest import GGUF_MEDIA_TYPES, Layer, Manifest, MediaType, ModelConfig
 from modelkit.modelfile import Modelfile, convert_parameters, params_json
 from modelkit.names import Digest, ModelName
-from modelkit.progress import ProgressCallback, ProgressEvent, ignore_progress
+from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent, ignore_progress
 from modelkit.quant.fileplan import QuantizeSpec
 from modelkit.quant.requantize import quantize_into_store
 from modelkit.registry import ensure_model
@@ -98,6 +102,17 @@ def _existing(m: Modelfile, keyword: str, base_dir: Path, source: str) -> Path:
 
 
 def spec_from_modelfile(m: Modelfile, base_dir: Path, source: str = "Modelfile") -> BuildSpec:
+    """What ``m`` asks for. Every error names ``source`` and the command's line."""
+    try:
+        return _spec(m, base_dir, source)
+    except ModelfileError as exc:
+        if exc.path is not None:
+            raise
+        raise ModelfileError(exc.message, path=source, line=exc.line,
+                             column=exc.column) from None
+
+
+def _spec(m: Modelfile, base_dir: Path, source: str) -> BuildSpec:
     files: list[Path] = []
     model: str | None = None
     for command in m.commands:
@@ -106,7 +121,8 @@ def spec_from_modelfile(m: Modelfile, base_dir: Path, source: str = "Modelfile")
         text = command.args
         path = expand_path(text, base_dir) if text else None
         if path is not None and path.exists():
-            files.append(path)
+            if path.resolve() not in {f.resolve() for f in files}:  # named twice: one layer
+                files.append(path)
         elif _looks_like_path(text):
             # Ollama would send this to the server as a model name and fail there with
             # "invalid model name"; the user meant a file, so say which file is missing.
@@ -114,11 +130,14 @@ def spec_from_modelfile(m: Modelfile, base_dir: Path, source: str = "Modelfile")
                 f"{source}:{command.line}: FROM {text}: no such file: {path}")
         else:
             model = text
+    _check_placed(m, source)
     adapters = [_existing(m, "adapter", base_dir, source)] if m.adapter is not None else []
     drafts = [_existing(m, "draft", base_dir, source)] if m.draft is not None else []
     if drafts and drafts[0] in files:
+        line = [c for c in m.commands if c.is_keyword("draft")][-1].line
         raise ModelfileError(
-            f"DRAFT must not reference the same local path as FROM: {drafts[0]}")
+            f"DRAFT must not reference the same local path as FROM: {drafts[0]}",
+            path=source, line=line)
     return BuildSpec(
         from_files=tuple(files),
         from_model=model,
@@ -133,6 +152,20 @@ def spec_from_modelfile(m: Modelfile, base_dir: Path, source: str = "Modelfile")
         renderer=m.renderer,
         parser=m.parser,
     )
+
+
+def _check_placed(m: Modelfile, source: str) -> None:
+    """PARAMETER values and the TEMPLATE checked line by line, so that an error names
+    the Modelfile and the line it is on (the build checks the merged values again)."""
+    templates = [c for c in m.commands if c.is_keyword("template")]
+    for command in m.commands:
+        try:
+            if command.is_parameter:
+                convert_parameters([(command.name, command.args)])
+            elif templates and command is templates[-1]:
+                validate_go_template(command.args)
+        except (ParameterError, TemplateError) as exc:
+            raise type(exc)(f"{source}:{command.line}: {exc}") from None
 
 
 @dataclass
@@ -157,6 +190,7 @@ class Builder:
         # Blobs this build wrote; those the final manifest does not use (an autodetected
         # params layer merged into a new one, say) are deleted at the end, as Ollama does.
         self.created: set[Digest] = set()
+        self.converted: dict[str, dict[str, Any]] = {}  # import source -> how it converted
 
     def _status(self, text: str, *, warning: bool = False) -> None:
         self.progress(ProgressEvent(text, warning=warning))
@@ -171,6 +205,25 @@ class Builder:
         written = self._record(self.store.write_blob(data))
         return _Base(Layer(media_type, written.digest, written.size), _status_for(written))
 
+    def _import_split(self, shards: Sequence[Path], quantize: QuantizeSpec | None) -> _Base:
+        """Store a split GGUF merged (straight into its blob), or quantized from a
+        scratch merge when ``quantize`` asks for it; each shard's header read once."""
+        stem = shards[0].name
+        self._status(f"merging {len(shards)} split GGUF parts of {stem}")
+        plan = plan_merge(shards)
+        progress = ByteProgress(self.progress, f"merging {stem}")
+        merged = plan.describe(shards[0])
+        media_type = _gguf_media_type(merged)
+        if quantize and media_type == MediaType.MODEL:
+            with self.store.scratch_file() as (path, f):
+                write_merged(plan, f, progress)
+                f.flush()
+                return self._quantized(plan.describe(path), quantize)
+        written, info = merge_into_store(self.store, plan, progress)
+        self._record(written)
+        return _Base(Layer(media_type, written.digest, written.size), _status_for(written),
+                     info)
+
     def _import_gguf(self, path: Path, media_type: MediaType | None,
                      quantize: QuantizeSpec | None = None, label: str | None = None) -> _Base:
         """Store a GGUF file as a layer: byte-identical, or, for model weights with
@@ -179,6 +232,11 @@ class Builder:
         info = read_gguf(path)
         if media_type is None:
             media_type = _gguf_media_type(info)
+        elif media_type == MediaType.ADAPTER and info.general_type != "adapter":
+            kind = info.general_type or "model"
+            raise GGUFError(f"{path}: ADAPTER needs a LoRA adapter GGUF (general.type "
+                            f"adapter), but this file is a {kind} ({info.architecture}, "
+                            f"{len(info.tensors)} tensors); use FROM for a model")
         if quantize and media_type == MediaType.MODEL:
             return self._quantized(info, quantize)
         shown = label or path.name
@@ -194,35 +252,93 @@ class Builder:
                      replace(info, path=self.store.blob_path(written.digest)))
 
     def _fetch(self, spec: BuildSpec) -> list[ImportedModel]:
-        """The GGUFs FROM names: local files and folders (split sets merged), or a hub
-        repository through its official client. Merged files go to hidden temporary
-        files in the blobs folder, so a crash leaves nothing ``prune`` would not remove."""
+        """The GGUFs FROM names: local files and folders, or a hub repository through
+        its official client (split sets come as their shards)."""
         if spec.from_hub is not None:
             name = ModelName.parse(spec.from_hub)
             importer = hub_for(name)
             if importer is None:
                 raise ModelNotFoundError(f"{spec.from_hub} is not a Hugging Face or "
                                          "ModelScope name")
-            return [importer.fetch(name, progress=self.progress, offline=self.offline,
-                                   workdir=self.store.blobs)]
-        self.store.blobs.mkdir(parents=True, exist_ok=True)
-        return [import_local(p, progress=self.progress, workdir=self.store.blobs)
-                for p in spec.from_files]
+            return [importer.fetch(name, progress=self.progress, offline=self.offline)]
+        return [import_local(p, progress=self.progress) for p in spec.from_files]
 
     def _base_from_imports(self, imports: Sequence[ImportedModel],
                            quantize: QuantizeSpec | None) -> list[_Base]:
-        bases = []
+        bases: list[_Base] = []
         for imported in imports:
+            if imported.folder is not None:
+                bases.append(self._converted(imported, quantize))
             for f in imported.files:
                 role = MediaType.PROJECTOR if f.role == PROJECTOR else None
-                bases.append(self._import_gguf(f.path, role, quantize, label=f.path.name))
-                if f.sha256 and bases[-1].layer.digest.hex != f.sha256 and not quantize:
-                    raise DigestError(f"{f.path.name}: stored digest {bases[-1].layer.digest} "
+                if f.shards:
+                    bases.append(self._import_split(f.shards, quantize))
+                    continue
+                base = self._import_gguf(f.path, role, quantize, label=f.path.name)
+                if f.sha256 and base.layer.digest.hex != f.sha256 and not quantize:
+                    raise DigestError(f"{f.path.name}: stored digest {base.layer.digest} "
                                       f"differs from the hub's sha256:{f.sha256}")
+                if not any(b.layer.media_type == base.layer.media_type
+                           and b.layer.digest == base.layer.digest for b in bases):
+                    bases.append(base)  # the same file twice is one layer, as in Ollama
         if not any(b.layer.media_type == MediaType.MODEL for b in bases):
             raise GGUFError(f"{imports[0].source}: no model weights among the FROM files "
                             "(only adapters or projectors)")
         return bases
+
+    def _converted(self, imported: ImportedModel, quantize: QuantizeSpec | None) -> _Base:
+        """Convert a Hugging Face folder straight into a blob (quantized in the same
+        pass with ``quantize``); nothing is stored when conversion fails."""
+        assert imported.folder is not None
+        if quantize is not None and not quantize.plain:
+            raise QuantizationError(
+                f"{imported.source}: quantization options (--imatrix, --tensor-type, "
+                f"{quantize.type}...) do not apply to the one-pass conversion of a Hugging "
+                "Face folder yet: convert it first ('modelkit convert'), then quantize")
+        outtype = quantize.type if quantize is not None else "auto"
+        conv = convert.plan(imported.folder, outtype)
+        label = file_type_label(int(conv.file_type))
+        self._status(f"converting {imported.source} to GGUF ({label})")
+        written = self._store_conversion(conv)
+        self.converted[imported.source] = {
+            "outtype": outtype, "file_type": label,
+            "architecture": conv.conversion.arch.arch_name}
+        info = read_gguf(self.store.blob_path(written.digest))
+        return _Base(Layer(MediaType.MODEL, written.digest, written.size),
+                     _status_for(written), info)
+
+    def _store_conversion(self, conv: convert.Conversion) -> BlobWrite:
+        """Stream a planned conversion into a new blob (nothing stored on failure)."""
+        try:
+            with self.store.open_writer() as w:
+                conv.write(w, self.progress)
+                return self._record(w.commit())
+        finally:
+            conv.close()
+
+    def _adapter(self, path: Path, bases: Sequence[_Base]) -> _Base:
+        """ADAPTER: a GGUF adapter as is, or a PEFT folder converted for the base model
+        (its architecture and head counts read from the base's GGUF)."""
+        if not path.is_dir():
+            return self._import_gguf(path, MediaType.ADAPTER)
+        base = next((b.gguf for b in bases
+                     if b.layer.media_type == MediaType.MODEL and b.gguf is not None), None)
+        if base is None:
+            raise GGUFError(f"{path}: ADAPTER needs a FROM model to convert against")
+        self._status(f"converting adapter {path.name}")
+        written = self._store_conversion(convert.Conversion(
+            convert.plan_lora(path, convert.base_from_gguf(base.metadata, path)), None))
+        return _Base(Layer(MediaType.ADAPTER, written.digest, written.size),
+                     _status_for(written), read_gguf(self.store.blob_path(written.digest)))
+
+    def _provenance(self, imported: ImportedModel) -> dict[str, Any]:
+        record = imported.provenance()
+        converted = self.converted.get(imported.source)
+        if converted is not None:
+            record["converted"] = converted
+            if not imported.revision:  # a local folder
+                record["folder"] = str(imported.folder.resolve()) if imported.folder else ""
+        return record
 
     def _base_from_model(self, text: str) -> tuple[list[_Base], ModelConfig]:
         base_name = ModelName.parse(text)
@@ -265,16 +381,16 @@ class Builder:
         """FROM a name that is not in the store: pull it first, as Ollama does (a hub
         name through its client). Done before this build takes the lock."""
         base = ModelName.parse(text)
-        if self.store.resolve(base) is not None:
-            return
         if hub_for(base) is None:
-            try:
+            try:  # resolves the name once; pulls only when it is not stored
                 ensure_model(self.store, base, insecure=self.insecure, progress=self.progress)
             except RegistryError as exc:
                 if isinstance(exc, UnauthorizedError):
                     raise
                 raise ModelNotFoundError(f'model "{base.display_shortest()}" not found '
                                          f"locally, and pulling it failed: {exc}") from None
+            return
+        if self.store.resolve(base) is not None:
             return
         puller = Builder(self.store, self.progress, link=self.link, offline=self.offline)
         puller.build(base, BuildSpec(from_hub=text), quantize=quantize)
@@ -300,9 +416,9 @@ class Builder:
             bases.extend(self._autodetect_template(bases))
             spec, params = _with_repo_overrides(spec, params, imports)
             config = replace(config, extra=tuple(
-                ("source", imported.provenance()) for imported in imports
-                if spec.from_hub is not None))
-        bases.extend(self._import_gguf(p, MediaType.ADAPTER) for p in spec.adapters)
+                ("source", self._provenance(imported)) for imported in imports
+                if spec.from_hub is not None or imported.folder is not None))
+        bases.extend(self._adapter(p, bases) for p in spec.adapters)
         bases.extend(self._import_gguf(p, MediaType.DRAFT) for p in spec.drafts)
 
         config = _fill_config(config, bases, spec)

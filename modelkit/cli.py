@@ -10,10 +10,13 @@ stderr when that is a terminal, so stderr holds nothing but the error when there
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
@@ -23,6 +26,7 @@ from modelkit.api import (
     ProgressEvent,
     QuantizationView,
     bits_per_weight,
+    file_type_label,
     human_bytes,
     human_number,
     human_time,
@@ -32,7 +36,7 @@ from modelkit.version import __version__
 
 # One table: error class -> exit code (the most specific class listed wins).
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
-    (E.InvalidNameError, 2),
+    (E.InvalidNameError, 11),
     (E.ModelfileError, 3),
     (E.ParameterError, 3),
     (E.TemplateError, 3),
@@ -42,14 +46,19 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (E.DigestError, 6),
     (E.ImatrixError, 11),
     (E.QuantizationError, 7),
+    (E.ConvertError, 11),
     (E.StoreError, 8),
     (E.UnauthorizedError, 10),
     (E.HubError, 9),
     (E.RegistryError, 9),
     (E.ModelkitError, 1),
 )
+EXIT_USAGE = 2  # argparse's code for a bad command line
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a Unix tool killed by a closed pipe returns
+# Loggers of the hub clients: their own timestamped lines are noise beside our status lines.
+HUB_LOGGERS = ("huggingface_hub", "modelscope_hub", "modelscope", "filelock", "urllib3")
 
 
 def exit_code_for(exc: BaseException) -> int:
@@ -74,6 +83,8 @@ class ProgressPrinter:
         self._bar_key: tuple[str, str | None] | None = None
 
     def __call__(self, event: ProgressEvent) -> None:
+        if event.status == "success":
+            _Run.succeeded = True
         if self.json_mode:
             print(json.dumps(event.to_json(), ensure_ascii=False), flush=True)
             return
@@ -111,6 +122,13 @@ class ProgressPrinter:
 
     def close(self) -> None:
         self._close_bar()
+
+
+class _Run:
+    """Set once the library reported ``success``: the work is committed, so a Ctrl-C
+    after that point must not turn the exit code into 130."""
+
+    succeeded = False
 
 
 def _emit_json(obj: Any) -> None:
@@ -170,12 +188,15 @@ def _short_lines(text: str) -> list[str]:
 
 
 def _metadata_value(value: Any) -> str:
+    """Go's ``%v``: shortest floats (``1e-06``, ``10000``), lists in brackets."""
     if isinstance(value, list):
-        shown = [str(v) for v in value[:3]]
+        shown = [_metadata_value(v) for v in value[:3]]
         more = len(value) - len(shown)
         return "[" + " ".join(shown) + (f" ...+{more} more" if more > 0 else "") + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float):
+        return api.format_float(value, "g")
     return str(value)
 
 
@@ -205,6 +226,9 @@ def render_show(info: api.ModelInfo, *, verbose: bool) -> str:
         sections.append(("System", [[line] for line in _short_lines(info.system)]))
     if info.license:
         sections.append(("License", [[line] for line in _short_lines(info.license)]))
+    source = dict(info.config.extra).get("source") if info.config is not None else None
+    if isinstance(source, dict):
+        sections.append(("Source", _source_rows(source)))
     if verbose:
         sections.append(("Metadata", [[k, _metadata_value(v)]
                                       for k, v in info.metadata(verbose=True).items()]))
@@ -215,6 +239,21 @@ def render_show(info: api.ModelInfo, *, verbose: bool) -> str:
         if rows:
             out.append(f"  {header}\n" + _table(rows, indent=True))
     return "\n".join(out) + "\n"
+
+
+def _source_rows(source: dict[str, Any]) -> list[list[str]]:
+    """Where a model came from: the hub name and revision, or the converted folder."""
+    rows = []
+    if source.get("revision"):
+        rows.append(["from", str(source.get("name", ""))])
+        rows.append(["revision", str(source["revision"])])
+    elif source.get("folder"):
+        rows.append(["from", str(source["folder"])])
+    converted = source.get("converted")
+    if isinstance(converted, dict):
+        rows.append(["converted", f"safetensors to GGUF, outtype {converted.get('outtype')} "
+                                  f"({converted.get('file_type')})"])
+    return rows
 
 
 def show_json(info: api.ModelInfo, *, verbose: bool) -> dict[str, Any]:
@@ -232,6 +271,7 @@ def show_json(info: api.ModelInfo, *, verbose: bool) -> dict[str, Any]:
         "model_info": info.metadata(verbose=verbose),
         "tensors": [{"name": t.name, "type": t.type_name, "shape": list(t.shape)}
                     for t in info.tensors] if verbose else None,
+        "source": dict(info.config.extra).get("source") if info.config is not None else None,
     }
 
 
@@ -275,6 +315,17 @@ def cmd_show(args: argparse.Namespace) -> int:
     if len(chosen) > 1:
         raise E.ModelkitError("only one of '--license', '--modelfile', '--parameters', "
                               "'--system', or '--template' can be specified")
+    if api.is_hf_folder(args.model):
+        folder = api.describe_folder(args.model)
+        if args.json:
+            _emit_json({"path": folder.path, "hf_architecture": folder.hf_architecture,
+                        "architecture": folder.architecture,
+                        "parameters": folder.parameter_count,
+                        "context_length": folder.context_length,
+                        "tensors": folder.tensor_count, "sizes": folder.sizes})
+        else:
+            sys.stdout.write(render_folder(folder))
+        return 0
     info = api.show(args.model)
     if args.quantization:
         view = quantization_view(info.gguf)
@@ -457,12 +508,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     printer = ProgressPrinter(json_mode=args.json)
     try:
         result = api.quantize(args.source, args.destination, spec,
-                              report=args.report or args.max_rmse is not None,
+                              report=args.report, max_rmse=args.max_rmse,
                               workers=args.workers or args.nthreads, progress=printer)
     finally:
         printer.close()
-    too_high = (args.max_rmse is not None and result.rmse is not None
-                and result.rmse > args.max_rmse)
     summary = {
         "source": args.source, "destination": args.destination,
         "file_type": result.file_type_name, "size": result.output_size,
@@ -472,7 +521,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     }
     if result.rmse is not None:
         summary |= {"rmse": result.rmse, "worst_tensor": result.worst_tensor,
-                    "max_rmse": args.max_rmse, "passed": not too_high}
+                    "max_rmse": args.max_rmse, "passed": True}
     if args.json:
         if args.report:
             summary["report"] = [
@@ -491,9 +540,6 @@ def cmd_quantize(args: argparse.Namespace) -> int:
               f"{human_bytes(result.output_size)}")
         if result.rmse is not None:
             print(f"rmse {result.rmse:.6g} (worst tensor: {result.worst_tensor})")
-    if too_high:
-        raise E.QuantizationError(f"rmse {result.rmse:.6g} is above --max-rmse "
-                                  f"{args.max_rmse} (worst tensor: {result.worst_tensor})")
     return 0
 
 
@@ -580,12 +626,62 @@ def print_dry_run(fp: api.FilePlan, *, json_mode: bool) -> None:
               + ": the real run would refuse")
 
 
+# ------------------------------------------------------------------- convert
+def cmd_convert(args: argparse.Namespace) -> int:
+    printer = ProgressPrinter(json_mode=args.json)
+    try:
+        if args.lora:
+            if not args.base:
+                raise E.ConvertError("--lora needs --base (the base model's folder or GGUF)")
+            result = api.convert_lora(args.source, args.output, base=args.base,
+                                      outtype=args.outtype or "f32", progress=printer)
+        else:
+            result = api.convert(args.source, args.output, outtype=args.outtype or "auto",
+                                 pre=args.pre, offline=args.offline or None,
+                                 progress=printer)
+    finally:
+        printer.close()
+    ftype = file_type_label(int(result.file_type))
+    if args.json:
+        _emit_json({"source": args.source, "output": str(result.path),
+                    "architecture": result.architecture, "file_type": ftype,
+                    "tensors": result.n_tensors, "size": result.size,
+                    "sha256": result.sha256, "warnings": list(result.warnings)})
+        return 0
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"wrote {result.path}: {result.architecture}, {ftype}, {result.n_tensors} tensors, "
+          f"{human_bytes(result.size)} (sha256 {result.sha256})")
+    return 0
+
+
+def render_folder(info: api.FolderInfo) -> str:
+    rows = [["architecture", f"{info.architecture} ({info.hf_architecture})"],
+            ["parameters", human_number(info.parameter_count)]]
+    if info.context_length is not None:
+        rows.append(["context length", str(info.context_length)])
+    rows.append(["tensors", str(info.tensor_count)])
+    sizes = [[outtype, human_bytes(size)] for outtype, size in info.sizes.items()]
+    return ("  Hugging Face model (converts to GGUF)\n" + _table(rows, indent=True) + "\n"
+            "  Size per outtype\n" + _table(sizes, indent=True))
+
+
 # ---------------------------------------------------------------------- main
 class _Parser(argparse.ArgumentParser):
     """Usage errors as one line, like every other error (exit 2)."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"Error: {message} (see '{self.prog} --help')\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not allowed: must be 1 or more")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -649,10 +745,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-tensor error against the source (RMSE, max abs error)")
     p.add_argument("--max-rmse", type=float, metavar="X",
                    help="fail (exit 7) when the whole model's RMSE exceeds X")
-    p.add_argument("--workers", type=int, metavar="N", help="processes (default: every core)")
+    p.add_argument("--workers", type=_positive_int, metavar="N",
+                   help="processes, at least 1 (default: every core)")
+
+    p = add("convert", cmd_convert, "Convert a Hugging Face safetensors model to GGUF "
+            "(as llama.cpp's convert_hf_to_gguf.py), optionally quantizing in the same pass")
+    p.add_argument("source", metavar="SRC",
+                   help="a model folder, hf.co/ORG/REPO[:REVISION] or modelscope.cn/ORG/REPO")
+    p.add_argument("-o", "--output", metavar="OUT.gguf", required=True)
+    p.add_argument("--outtype", metavar="TYPE",
+                   help="f32, f16, bf16, q8_0, auto (default: bf16 for BF16 weights, else "
+                        "f16), or a quantization type such as q4_K_M (one pass); for "
+                        "--lora f32 (default), f16, bf16 or q8_0")
+    p.add_argument("--lora", action="store_true",
+                   help="SRC is a PEFT LoRA adapter folder (adapter_config.json + "
+                        "adapter_model.safetensors): write a GGUF LoRA adapter")
+    p.add_argument("--base", metavar="PATH",
+                   help="with --lora: the base model's folder or GGUF file")
+    p.add_argument("--pre", metavar="NAME",
+                   help="the BPE pre-tokenizer to record when its hash is not recognized")
+    p.add_argument("--offline", action="store_true",
+                   help="a hub source from the hub client's cache only")
 
     p = add("show", cmd_show, "Show information for a model or a GGUF file")
-    p.add_argument("model", metavar="MODEL|PATH.gguf")
+    p.add_argument("model", metavar="MODEL|PATH.gguf|HF-FOLDER")
     for f in SHOW_FIELDS:
         p.add_argument(f"--{f}", action="store_true", help=f"show the {f} of the model")
     p.add_argument("-v", "--verbose", action="store_true", help="show metadata and tensors")
@@ -680,15 +796,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     debug = os.environ.get("MODELKIT_DEBUG") == "1"
+    _Run.succeeded = False
     try:
+        args = build_parser().parse_args(argv)
+        if not debug:
+            _quiet_hub_loggers()
         code: int = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
         return code
     except KeyboardInterrupt:
+        if _Run.succeeded:
+            return 0
         print("Error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly, as Unix tools do. Point stdout
+        # at /dev/null so that the interpreter's final flush does not complain again.
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except E.ModelkitError as exc:
         if debug:
             traceback.print_exc()
@@ -709,6 +837,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Error: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
               "(set MODELKIT_DEBUG=1 for a traceback)", file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _quiet_hub_loggers() -> None:
+    """The hub clients log their own WARNING/INFO lines; modelkit reports through its
+    callback, so they are dropped unless MODELKIT_DEBUG=1. A NullHandler stops the
+    clients from attaching their stream handler; the level silences one already there."""
+    for name in HUB_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+            logger.addHandler(logging.NullHandler())
+        logger.propagate = False
+        logger.setLevel(logging.CRITICAL + 1)
+    warnings.filterwarnings("ignore", module=r"(huggingface_hub|modelscope_hub|modelscope)\b")
 
 
 def _one_line(text: str) -> str:

@@ -87,3 +87,8 @@ class RegistryError(ModelkitError):
 
 class UnauthorizedError(RegistryError):
     """The registry or hub refused our credentials."""
+
+
+class ConvertError(ModelkitError):
+    """A Hugging Face model folder that cannot be converted to GGUF (bad or missing file,
+    a tensor that disagrees with config.json, an unsupported architecture)."""

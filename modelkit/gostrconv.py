@@ -200,8 +200,9 @@ def _round_float(q: Fraction, bits: int) -> float | None:
 
 
 def format_float(x: float, fmt: str, bits: int = 64) -> str:
-    """``strconv.FormatFloat(x, fmt, -1, bits)`` for ``fmt`` ``'e'`` or ``'f'``: the
-    shortest digits that read back as the same float of ``bits`` bits."""
+    """``strconv.FormatFloat(x, fmt, -1, bits)`` for ``fmt`` ``'e'``, ``'f'`` or ``'g'``
+    (what ``fmt``'s ``%v`` prints): the shortest digits that read back as the same
+    float of ``bits`` bits."""
     if math.isnan(x):
         return "NaN"
     if math.isinf(x):
@@ -214,12 +215,14 @@ def format_float(x: float, fmt: str, bits: int = 64) -> str:
     if digits == (0,):
         exponent = 0
     minus = "-" if sign else ""
+    exp10 = exponent + len(digits) - 1
+    if fmt == "g":  # shortest: %e when the exponent is < -4 or >= 6 (Go's eprec)
+        fmt = "e" if exp10 < -4 or exp10 >= 6 else "f"
     if fmt == "f":
         return minus + format(Decimal((0, digits, exponent)), "f")
     if fmt != "e":
         raise ValueError(f"format_float: unsupported format {fmt!r}")
     text = "".join(map(str, digits))
-    exp10 = exponent + len(digits) - 1
     mantissa = text[0] + ("." + text[1:] if len(text) > 1 else "")
     return f"{minus}{mantissa}e{'-' if exp10 < 0 else '+'}{abs(exp10):02d}"
 

@@ -32,11 +32,47 @@ GOLDEN = _find_golden()
 
 
 def needs_golden(path: Path) -> pytest.MarkDecorator:
-    """Skip a test whose golden data at ``path`` is missing, except under CI (env ``CI``
-    set): there the test runs, and fails on the missing file."""
-    missing = not path.exists() and not os.environ.get("CI")
-    return pytest.mark.skipif(missing, reason=f"golden data not found at {path}")
+    """The ``golden`` mark for the golden data at ``path`` (see ``golden_data``)."""
+    return pytest.mark.golden(str(path.relative_to(GOLDEN)))
 SAMPLE_DIR = REPO / "samples" / "liang-ai"
+GOLDEN_MISSING = "golden-data-missing"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--fast", action="store_true",
+                     help="leave out the tests marked slow (local runs only: CI runs all)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--fast"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
+def golden_stems(folder: str, pattern: str) -> list[Any]:
+    """The stems of the golden files ``GOLDEN/folder/pattern``, to parametrize over. With
+    none, one placeholder marked ``golden`` on the missing files, so the test is still
+    collected and the ``golden_data`` fixture reports it (never an empty parameter set,
+    which pytest would only skip)."""
+    found = sorted(p.stem for p in (GOLDEN / folder).glob(pattern))
+    return found or [pytest.param(GOLDEN_MISSING, marks=pytest.mark.golden(folder, pattern))]
+
+
+@pytest.fixture(autouse=True)
+def golden_data(request: pytest.FixtureRequest) -> None:
+    """The one rule for golden data: a test marked ``golden(*parts)`` needs
+    ``GOLDEN/parts``. When it is missing the test skips, except under CI (env ``CI``
+    set), where it fails: there, missing reference data must never pass as a skip."""
+    for mark in request.node.iter_markers("golden"):
+        path = GOLDEN.joinpath(*mark.args)
+        if not path.exists():
+            message = f"golden data not found: {path}"
+            if os.environ.get("CI"):
+                pytest.fail(f"{message} (CI is set: golden data is required)", pytrace=False)
+            pytest.skip(message)
 
 
 def write_gguf(path: Path, arch: str = "test", *, kv: Mapping[str, Any] | None = None,
@@ -162,13 +198,3 @@ def chdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.chdir(tmp_path)
     yield tmp_path
 
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``slow`` run under CI (env ``CI``) or with ``MODELKIT_SLOW=1``;
-    otherwise they are reported as skipped, with the way to run them."""
-    if os.environ.get("CI") or os.environ.get("MODELKIT_SLOW"):
-        return
-    skip = pytest.mark.skip(reason="slow: runs under CI, or set MODELKIT_SLOW=1")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)

@@ -687,13 +687,10 @@ def test_levenshtein() -> None:
         assert chat_templates._levenshtein(a, b) == _levenshtein_reference(a, b)
 
 
-def test_detection_is_fast_on_long_templates() -> None:
-    import time
-
+def test_detection_works_on_long_templates() -> None:
+    # How long it takes is measured by bench/chat_templates.py, not here.
     long_template = QWEN25_TOOLS * 40  # ~100 kB
-    start = time.perf_counter()
     assert detect_template(long_template) is not None
-    assert time.perf_counter() - start < 2.0
 
 
 # =============================================================================================

@@ -21,6 +21,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import gguf  # noqa: E402
 import numpy as np  # noqa: E402
@@ -284,15 +285,17 @@ def test_hf_split_gguf_is_merged(hub: HubServer, data: dict[str, bytes],
     shards = {k: v for k, v in data.items() if "-of-" in k}
     assert len(shards) == 3
     hub.repos["TheBloke/split-GGUF"] = FakeRepo({f"Q8_0/{k}": v for k, v in shards.items()})
-    result, events = fetch("hf.co/TheBloke/split-GGUF:Q8_0", workdir=tmp_path / "work")
+    result, _ = fetch("hf.co/TheBloke/split-GGUF:Q8_0")
     (model,) = result.files
-    assert result.temporary == (model.path,) and model.path.parent == tmp_path / "work"
+    assert result.temporary == () and model.path == model.shards[0]
     assert result.filenames == tuple(f"Q8_0/{k}" for k in sorted(shards))
-    assert any(e.status.startswith("merging 3 split GGUF parts") for e in events)
-    assert_merged(model.path, [hf_storage(tmp_path, "TheBloke/split-GGUF") / "snapshots" / COMMIT
-                               / "Q8_0" / k for k in sorted(shards)])
-    result.cleanup()
-    assert not model.path.exists()
+    cached = [hf_storage(tmp_path, "TheBloke/split-GGUF") / "snapshots" / COMMIT / "Q8_0" / k
+              for k in sorted(shards)]
+    assert [p.resolve() for p in model.shards] == [p.resolve() for p in cached]
+    merged = tmp_path / "merged.gguf"
+    info = merge(model.shards, merged)
+    assert_merged(merged, cached)
+    assert info == read_gguf(merged)  # described without reading it back
 
 
 def assert_merged(merged: Path, shards: list[Path]) -> None:
@@ -385,7 +388,8 @@ def test_hf_unreachable_hub_is_a_hub_error(hub: HubServer,
     hub.stop()
     with pytest.raises(HubError, match="cannot reach http://127.0.0.1") as err:
         fetch("hf.co/TheBloke/tiny-GGUF")
-    assert "HF_HUB_OFFLINE=1" in str(err.value)
+    assert "--offline builds from the Hugging Face cache" in str(err.value)
+    assert "HF_HUB_OFFLINE" not in str(err.value)
 
 
 # ------------------------------------------------------- resume across runs
@@ -515,17 +519,75 @@ def test_local_folder_merges_splits_and_finds_projectors(tmp_path: Path,
     for name in shards:
         (folder / name).write_bytes(data[name])
     (folder / "mmproj-F16.gguf").write_bytes(data["mmproj"])
-    result = import_local(folder, workdir=tmp_path / "work")
+    result = import_local(folder)
     model, projector = result.files
     assert (model.role, projector.role) == (MODEL, PROJECTOR)
-    assert result.temporary == (model.path,)
-    assert_merged(model.path, [folder / n for n in shards])
+    assert model.shards == tuple(folder / n for n in shards) and projector.shards == ()
+    assert result.temporary == ()
     # One shard named alone stands for its whole set.
-    single = import_local(folder / shards[1], workdir=tmp_path / "work")
-    assert single.filenames == tuple(shards) and len(single.files) == 1
+    single = import_local(folder / shards[1])
+    assert single.filenames == tuple(shards) and single.files == (model,)
     (folder / shards[2]).unlink()
     with pytest.raises(GGUFError, match=r"lacks part\(s\) 3 of 3"):
         import_local(folder)
+
+
+def _count_header_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every header parse from now on, by file name; gguf's reader may not be used."""
+    import modelkit.gguf_file.reader as reader
+
+    reads: list[str] = []
+    parse = reader.read_gguf_from
+
+    def counted(read: Any, size: int, source: Any) -> Any:
+        reads.append(Path(source).name)
+        return parse(read, size, source)
+
+    def refused(*_args: object, **_kw: object) -> None:
+        raise AssertionError("gguf.GGUFReader used")
+
+    monkeypatch.setattr(reader, "read_gguf_from", counted)
+    monkeypatch.setattr(gguf, "GGUFReader", refused)
+    return reads
+
+
+@pytest.mark.parametrize("quantize", [None, "q8_0"])
+def test_split_folder_is_merged_into_the_store_reading_each_header_once(
+        tmp_path: Path, models_dir: Path, data: dict[str, bytes],
+        monkeypatch: pytest.MonkeyPatch, quantize: str | None) -> None:
+    from modelkit.api import create, show
+    from modelkit.store import Store
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    shards = sorted(k for k in data if "-of-" in k)
+    for name in shards:
+        (folder / name).write_bytes(data[name])
+    (tmp_path / "Modelfile").write_text("FROM ./model\n")
+    reads = _count_header_reads(monkeypatch)
+    result = create("split", tmp_path / "Modelfile", quantize=quantize)
+    assert sorted(reads) == shards  # each shard's header once; nothing read back
+    blob = Store(models_dir).blob_path(result.manifest.layers[0].digest)
+    if quantize is None:
+        merge([folder / n for n in shards], tmp_path / "merged.gguf")
+        assert blob.read_bytes() == (tmp_path / "merged.gguf").read_bytes()
+    else:
+        assert show("split").quantization == "Q8_0"
+    # Nothing but the blobs themselves: no merged or scratch file left behind.
+    assert [p.name for p in blob.parent.iterdir() if not p.name.startswith("sha256-")] == []
+
+
+def test_create_q_reads_the_source_header_once(
+        tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelkit.api import create, show
+
+    (tmp_path / "m.gguf").write_bytes(gguf_bytes(tmp_path, seed=4,
+                                                 kv={"llama.block_count": 1}))
+    (tmp_path / "Modelfile").write_text("FROM ./m.gguf\n")
+    reads = _count_header_reads(monkeypatch)
+    create("q", tmp_path / "Modelfile", quantize="q8_0")
+    assert reads == ["m.gguf"]
+    assert show("q").quantization == "Q8_0"
 
 
 def test_merge_refuses_shards_that_do_not_belong(tmp_path: Path,

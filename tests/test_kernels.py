@@ -15,9 +15,10 @@ from hypothesis.extra import numpy as hnp
 
 from conftest import GOLDEN as GOLDEN_ROOT
 from conftest import needs_golden
-from modelkit.quant.kernels import FORMATS, dequantize, quantize, to_float32
+from modelkit.quant.kernels import FORMATS, SUPPORTED_TYPES, dequantize, quantize, to_float32
 from modelkit.quant.kernels.common import nearest_int, seq_sum
 from modelkit.quant.kernels.floats import fp32_to_fp16_bits
+from modelkit.quant.kernels.nonlinear import KVALUES_IQ4NL, best_index
 
 GOLDEN = GOLDEN_ROOT / "kernels"
 TYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
@@ -249,14 +250,11 @@ def test_to_float32_block_types() -> None:
     qtype = GGMLQuantizationType.Q4_K
     q = quantize(qtype, x)
     assert np.array_equal(to_float32(q, qtype), dequantize(qtype, q))
-    # a type without a modelkit kernel goes through gguf's own dequantizer
-    from gguf import quants as gguf_quants
-
-    other = GGMLQuantizationType.TQ2_0
-    assert other not in FORMATS
-    raw = rng.integers(0, 256, (2, GGML_QUANT_SIZES[other][1]), dtype=np.uint8)
-    raw[:, -2:] = [0x00, 0x3C]  # a finite f16 d
-    assert np.array_equal(to_float32(raw, other), gguf_quants.dequantize(raw, other))
+    # the low-bit types route to modelkit's dequantizers too (gguf's are not bit-exact)
+    for other in (GGMLQuantizationType.IQ1_M, GGMLQuantizationType.TQ1_0):
+        assert other in FORMATS
+        raw = quantize(other, x)
+        assert np.array_equal(to_float32(raw, other), dequantize(other, raw))
 
 
 # ---------------------------------------------------------------- properties
@@ -317,3 +315,55 @@ def test_round_trip_error_is_bounded(name: str, data: st.DataObject) -> None:
     assert (err <= bound).all(), (
         f"block {worst}: error {err[worst]} > bound {bound[worst]}; input {xb[worst]}"
     )
+
+
+def test_iq4_best_index_is_the_c_binary_search() -> None:
+    """The table lookup against a transcription of best_index_int8, on every midpoint
+    and its float32 neighbours, the table values, the ends and random values."""
+    kv = [int(v) for v in KVALUES_IQ4NL]
+
+    def c_best_index(x: np.float32) -> int:
+        if x <= kv[0]:
+            return 0
+        if x >= kv[-1]:
+            return 15
+        ml, mu = 0, 15
+        while mu - ml > 1:
+            mav = (ml + mu) // 2
+            if x < kv[mav]:
+                mu = mav
+            else:
+                ml = mav
+        return mu - 1 if (x - np.float32(kv[mu - 1])) < (np.float32(kv[mu]) - x) else mu
+
+    mids = np.array([(a + b) / 2 for a, b in zip(kv[:-1], kv[1:], strict=True)], np.float32)
+    v = np.concatenate([mids, np.nextafter(mids, np.float32(-1e9)),
+                        np.nextafter(mids, np.float32(1e9)), np.array(kv, np.float32),
+                        np.array([-1e30, -128, 114, 1e30, 0.0, -0.0], np.float32),
+                        np.random.default_rng(9).uniform(-140, 140, 2000).astype(np.float32)])
+    with np.errstate(invalid="ignore"):
+        got = best_index(v)
+    assert [int(i) for i in got] == [c_best_index(x) for x in v]
+    assert int(best_index(np.array([np.nan], np.float32))[0]) == 15
+
+
+@pytest.mark.parametrize(("name", "size"), [("F32", 4), ("F16", 2), ("BF16", 2)])
+def test_float_types_through_the_same_entry_points(name: str, size: int) -> None:
+    qtype = GGMLQuantizationType[name]
+    assert qtype in SUPPORTED_TYPES and qtype not in FORMATS
+    x = np.random.default_rng(10).standard_normal((3, 40)).astype(np.float32)
+    q = quantize(qtype, x, np.ones(40, np.float32))  # the imatrix is ignored
+    assert q.dtype == np.uint8 and q.shape == (3, 40 * size)
+    assert np.array_equal(q, quantize(qtype, x))
+    y = dequantize(qtype, q)
+    assert y.dtype == np.float32 and y.shape == x.shape
+    assert np.array_equal(y, to_float32(q, qtype))
+    assert np.array_equal(dequantize(qtype, q.reshape(-1), n_per_row=40), y)
+    assert np.array_equal(quantize(qtype, y), q)  # a stored value converts to itself
+
+
+def test_bf16_rounds_half_to_even_and_keeps_nan_quiet() -> None:
+    bits = np.array([0x3F808000, 0x3F818000, 0x3F80FFFF, 0x7F7FFFFF, 0x7F800001, 0xFF800000],
+                    dtype=np.uint32)
+    q = quantize(GGMLQuantizationType.BF16, bits.view(np.float32)[None, :])
+    assert list(q.view("<u2")[0]) == [0x3F80, 0x3F82, 0x3F81, 0x7F80, 0x7FC0, 0xFF80]

@@ -11,7 +11,7 @@ import pytest
 from gguf import GGMLQuantizationType as T
 from gguf import LlamaFileType as FT
 
-from conftest import GOLDEN
+from conftest import GOLDEN, golden_stems
 from modelkit.errors import ImatrixError, QuantizationError, UnknownQuantTypeError
 from modelkit.gguf_file import GGUFInfo, read_gguf
 from modelkit.quant.file_types import (
@@ -44,7 +44,7 @@ from modelkit.quant.policy import (
 )
 
 MIXES = GOLDEN / "mixes"
-MODELS = sorted(p.stem for p in MIXES.glob("*.json")) if MIXES.is_dir() else []
+MODELS = golden_stems("mixes", "*.json")
 FTYPES = ("q4_K_M", "q4_K_S", "q5_K_M", "q6_K", "q8_0", "q4_0")
 
 
@@ -66,7 +66,7 @@ def _load(model: str) -> tuple[list[TensorSpec], ModelHParams, dict[str, Any]]:
     return _SOURCES[model]
 
 
-@pytest.mark.skipif(not MODELS, reason=f"golden data not found at {MIXES}")
+@pytest.mark.golden("mixes")
 @pytest.mark.parametrize("ftype", FTYPES)
 @pytest.mark.parametrize("model", MODELS)
 def test_golden_mix(model: str, ftype: str) -> None:
@@ -97,7 +97,7 @@ def test_golden_mix(model: str, ftype: str) -> None:
     assert logs == result["fallback_log"]
 
 
-@pytest.mark.skipif(not MODELS, reason=f"golden data not found at {MIXES}")
+@pytest.mark.golden("mixes")
 def test_golden_covers_all_models() -> None:
     assert len(MODELS) == 9
 

@@ -13,7 +13,7 @@ from modelkit.cli import main
 from modelkit.store import Store
 
 MIXES = GOLDEN / "mixes"
-needs_golden = pytest.mark.skipif(not MIXES.is_dir(), reason=f"golden data absent: {MIXES}")
+needs_golden = pytest.mark.golden("mixes")
 
 
 def mk(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -76,11 +76,17 @@ def test_quantize_report_and_rmse_gate(tmp_path: Path,
     assert report["output_norm.weight"]["rmse"] == 0.0  # copied, unchanged
     q8 = report["blk.0.attn_q.weight"]
     assert 0 < q8["rmse"] < q8["max_abs_error"] < 0.001
-    assert result["passed"] is True or result["max_rmse"] is None
+    # --report alone: the whole-model RMSE and its worst tensor, and no gate
+    assert result["max_rmse"] is None and result["passed"] is True
+    assert result["rmse"] > 0 and result["worst_tensor"] in report
+    code, out, _ = mk(capsys, "quantize", str(src), str(tmp_path / "c.gguf"), "q8_0",
+                      "--max-rmse", "1", "--json")
+    gated = json.loads(out.splitlines()[-1])
+    assert code == 0 and gated["max_rmse"] == 1.0 and gated["passed"] is True
     code, out, err = mk(capsys, "quantize", str(src), str(tmp_path / "b.gguf"), "q4_0",
                         "--max-rmse", "1e-9")
-    assert code == 7 and "is above --max-rmse" in err
-    assert "rmse" in out
+    assert code == 7 and "is above --max-rmse" in err and "worst tensor" in err
+    assert not (tmp_path / "b.gguf").exists()  # make or CI must not pick it up
 
 
 def test_quantize_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -93,6 +99,25 @@ def test_quantize_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert code == 4 and "no such file" in err
     code, _, err = mk(capsys, "quantize", src, src, "q8_0")
     assert code == 7 and "overwrite the input" in err
+    # An output that cannot be written is refused before any work, by the user's name.
+    bad = tmp_path / "no" / "such" / "out.gguf"
+    code, out, err = mk(capsys, "quantize", src, str(bad), "q8_0")
+    assert code == 4 and err == f"Error: {bad}: cannot write: folder {bad.parent} does not exist\n"
+    assert out == ""  # no quantizing status: nothing was done
+    code, _, err = mk(capsys, "quantize", src, str(tmp_path), "q8_0")
+    assert code == 4 and "is a directory" in err
+
+
+@pytest.mark.parametrize("workers", ["0", "-3", "two"])
+def test_quantize_workers_must_be_at_least_one(tmp_path: Path, workers: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["quantize", str(SAMPLE_DIR / "liang-ai.gguf"), str(tmp_path / "o.gguf"), "q8_0",
+              "--workers", workers])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Error: argument --workers: ") and "\n" not in err.rstrip("\n")
+    assert not (tmp_path / "o.gguf").exists()
 
 
 def test_requantizing_a_quantized_file_warns(tmp_path: Path,
@@ -102,6 +127,10 @@ def test_requantizing_a_quantized_file_warns(tmp_path: Path,
     code, out, _ = mk(capsys, "quantize", str(q8), str(tmp_path / "q4.gguf"), "q4_K_S")
     assert code == 0
     assert "warning: requantizing an already quantized model" in out
+    # Going up in precision loses nothing: no warning.
+    code, out, err = mk(capsys, "quantize", str(q8), str(tmp_path / "f16.gguf"), "f16")
+    assert code == 0, err
+    assert "warning" not in out
 
 
 def test_show_quantization_view(models_dir: Path, tmp_path: Path,

@@ -17,7 +17,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from registry_fixtures import (
@@ -688,14 +687,12 @@ def test_bearer_token_anonymous_is_denied(tmp_path: Path,
 
 
 # -------------------------------------------------------------------- CLI
-@pytest.fixture(scope="session")
-def cli_has_registry_commands() -> None:
-    """The CLI commands are wired by the CLI's owner; until then these tests skip."""
+def test_cli_has_registry_commands() -> None:
     for verb in ("pull", "push"):
         probe = subprocess.run([sys.executable, "-m", "modelkit", verb, "--help"],
                                capture_output=True, text=True, cwd=REPO)
-        if probe.returncode != 0 or "--insecure" not in probe.stdout:
-            pytest.skip(f"modelkit {verb} does not talk to registries yet")
+        assert probe.returncode == 0, probe.stderr
+        assert "--insecure" in probe.stdout, f"modelkit {verb} has no --insecure"
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -703,8 +700,7 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
                           text=True, cwd=REPO, env={**os.environ, **env}, timeout=60)
 
 
-def test_cli_push_and_pull_json(tmp_path: Path, anon_registry: RegistryProcess,
-                                cli_has_registry_commands: None) -> None:
+def test_cli_push_and_pull_json(tmp_path: Path, anon_registry: RegistryProcess) -> None:
     src = Store(tmp_path / "src")
     name = repo_name(anon_registry.host)
     make_model(src, name)
@@ -723,8 +719,8 @@ def test_cli_push_and_pull_json(tmp_path: Path, anon_registry: RegistryProcess,
     assert stored_blobs(Store(tmp_path / "dst")) == stored_blobs(src)
 
 
-def test_cli_unauthorized_is_one_line(tmp_path: Path, basic_registry: RegistryProcess,
-                                      cli_has_registry_commands: None) -> None:
+def test_cli_unauthorized_is_one_line(tmp_path: Path, basic_registry: RegistryProcess
+                                      ) -> None:
     done = _cli("pull", f"{basic_registry.host}/team/any:v1", "--insecure",
                 env={"MODELKIT_MODELS": str(tmp_path / "m"),
                      "MODELKIT_REGISTRY_AUTH": f"{USER}:wrong"})
@@ -733,18 +729,8 @@ def test_cli_unauthorized_is_one_line(tmp_path: Path, basic_registry: RegistryPr
                            "credentials from MODELKIT_REGISTRY_AUTH\n")
 
 
-@pytest.fixture(scope="session")
-def create_has_insecure() -> None:
-    """``FROM <registry name>`` pulls are wired into create by its owner; until then
-    (no ``insecure`` keyword on ``api.create``) this test skips."""
-    import inspect
-
-    if "insecure" not in inspect.signature(api.create).parameters:
-        pytest.skip("api.create does not pull FROM registry names yet")
-
-
 def test_create_from_a_registry_name_pulls_the_base(
-        tmp_path: Path, anon_registry: RegistryProcess, create_has_insecure: None) -> None:
+        tmp_path: Path, anon_registry: RegistryProcess) -> None:
     src, dst = Store(tmp_path / "src"), Store(tmp_path / "dst")
     base = repo_name(anon_registry.host)
     gguf = write_gguf(tmp_path / "base.gguf")
@@ -753,8 +739,8 @@ def test_create_from_a_registry_name_pulls_the_base(
     push(src, base, insecure=True)
     (tmp_path / "Derived").write_text(f"FROM {base}\nSYSTEM hello\n")
     events = Events()
-    wired: dict[str, Any] = {"insecure": True}  # a keyword create gains with the wiring
-    result = api.create("derived", tmp_path / "Derived", store=dst, progress=events, **wired)
+    result = api.create("derived", tmp_path / "Derived", store=dst, progress=events,
+                        insecure=True)
     assert events.statuses()[:3] == ["gathering model components", "pulling model",
                                      "pulling manifest"]
     assert dst.manifest_path(base).read_bytes() == src.manifest_path(base).read_bytes()

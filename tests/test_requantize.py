@@ -16,7 +16,7 @@ import pytest
 from gguf import GGMLQuantizationType as T
 from gguf import GGUFValueType, LlamaFileType
 
-from conftest import GOLDEN
+from conftest import GOLDEN, golden_stems
 from modelkit.errors import ImatrixError, QuantizationError, UnknownQuantTypeError
 from modelkit.gguf_file import GGUFInfo, read_gguf
 from modelkit.progress import ProgressEvent
@@ -37,9 +37,9 @@ from modelkit.quant.requantize import (
 )
 
 MIXES = GOLDEN / "mixes"
-MODELS = sorted(p.stem for p in MIXES.glob("*.json")) if MIXES.is_dir() else []
+MODELS = golden_stems("mixes", "*.json")
 FTYPES = ("q4_K_M", "q4_K_S", "q5_K_M", "q6_K", "q8_0", "q4_0")
-needs_golden = pytest.mark.skipif(not MODELS, reason=f"golden data not found at {MIXES}")
+needs_golden = pytest.mark.golden("mixes")
 
 _GOLDEN_JSON: dict[str, dict[str, Any]] = {}
 _INFOS: dict[str, GGUFInfo] = {}
@@ -123,6 +123,7 @@ def test_golden_mix(model: str, ftype: str, tmp_path: Path) -> None:
     assert _kv_diff(_info(model), out_info) == expected["kv_diff"]
     assert out_info.metadata["general.file_type"] == expected["general.file_type"]
     assert out_info.alignment == expected["alignment"]
+    assert result.gguf_info(path) == out_info  # what it wrote, known without reading it
 
     # The whole file.
     assert result.output_size == len(data) == expected["output_size"]
@@ -134,6 +135,7 @@ def test_golden_mix(model: str, ftype: str, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @needs_golden
 @pytest.mark.parametrize(("model", "ftype", "small"), [("llama-moe8-L6", "q4_K_M", 13),
                                                        ("llama-h384-f32", "q4_0", 1)])
@@ -393,8 +395,9 @@ def test_metadata_types_kept_including_empty_arrays(tmp_path: Path) -> None:
     src = _write_model(tmp_path / "m.gguf", {"blk.0.attn_q.weight": _matrix(4, 64)},
                        extra=extra, writer_cls=_EmptyArrayWriter)
     out = tmp_path / "o.gguf"
-    quantize_file(src, out, "q8_0", workers=1)
+    result = quantize_file(src, out, "q8_0", workers=1)
     a, b = read_gguf(src), read_gguf(out)
+    assert result.gguf_info(out) == b
     assert "split.count" not in b.metadata
     for key in ("x.empty_i64", "x.empty_str", "x.u8s", "x.f64", "x.i16"):
         assert b.metadata[key] == a.metadata[key] and b.metadata_types[key] == \

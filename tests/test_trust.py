@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from gguf.constants import GGUFValueType
 from test_cli import mk, sample
 
-from conftest import SAMPLE_DIR
+from conftest import REPO, SAMPLE_DIR, write_gguf
+from modelkit.build import Builder
+from modelkit.cli import EXIT_CODES, main
+from modelkit.errors import InvalidNameError
 from modelkit.names import Digest, ModelName
 from modelkit.store import BlobWriter, Store
 from modelkit.store.digests import CACHE_NAME, DigestCache
@@ -241,3 +250,149 @@ def test_the_digest_cache_records_only_files_that_settled(tmp_path: Path) -> Non
     # A damaged cache file is ignored, not an error.
     (tmp_path / CACHE_NAME).write_bytes(b"{not json")
     assert DigestCache(tmp_path / CACHE_NAME).lookup(st) is None
+
+
+# ------------------------------------------------------------ everyday messages
+def test_two_from_lines_naming_one_file_make_one_layer(
+        models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gguf, modelfile = _modelfile_beside_copy(tmp_path)
+    (tmp_path / "alias.gguf").symlink_to(gguf)
+    modelfile.write_text(f"FROM ./model.gguf\nFROM ./model.gguf\nFROM {tmp_path / 'alias.gguf'}\n")
+    code, _, err = mk(capsys, "create", "m", "-f", str(modelfile))
+    assert code == 0, err
+    manifest = Store(models_dir).get(ModelName.parse("m")).manifest
+    digests = [str(layer.digest) for layer in manifest.layers]
+    assert len(digests) == len(set(digests))
+    assert sum(la.media_type.endswith(".model") for la in manifest.layers) == 1
+
+
+def test_adapter_must_be_an_adapter_gguf(models_dir: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    gguf, modelfile = _modelfile_beside_copy(tmp_path)
+    modelfile.write_text("FROM ./model.gguf\nADAPTER ./model.gguf\n")
+    code, _, err = mk(capsys, "create", "m", "-f", str(modelfile))
+    assert code == 5
+    assert err.startswith(f"Error: {gguf}: ADAPTER needs a LoRA adapter GGUF")
+    assert not (models_dir / "manifests").exists()
+
+
+def test_invalid_model_names_have_their_own_exit_code(models_dir: Path,
+                                                      capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    code, _, err = mk(capsys, "show", "bad/name/../x")
+    assert code == 11 and err.startswith("Error: invalid model name")
+    assert EXIT_CODES[0] == (InvalidNameError, 11)
+    assert "11 invalid model name" in (REPO / "README.md").read_text().replace("\n", " ")
+
+
+def test_create_without_a_modelfile_or_with_a_folder_says_so(
+        models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    code, _, err = mk(capsys, "create", "x")
+    assert code == 4 and err.startswith(f"Error: no Modelfile in {empty}: name one with -f")
+    code, _, err = mk(capsys, "create", "x", "-f", str(empty) + "/")
+    assert code == 4 and err.startswith(f"Error: {empty}: is a directory, not a Modelfile")
+
+
+@pytest.mark.parametrize("text,where,message", [
+    ("FROM {gguf}\nPARAMETER temperature hot\n", 2, "invalid float value [hot]"),
+    ("FROM {gguf}\n\nPARAMETER gpu_layers 3\n", 3, "unknown parameter 'gpu_layers'"),
+    ("FROM {gguf}\nTEMPLATE {{{{ .Prompt }}\n", 2, "template"),
+    ("FROM {gguf}\nREQUIRES banana\n", 2, "requires must be a valid semver"),
+    ("FROM {gguf}\nDRAFT {gguf}\n", 2, "DRAFT must not reference the same local path"),
+])
+def test_modelfile_value_errors_name_the_file_and_line(
+        models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        text: str, where: int, message: str) -> None:
+    gguf, _ = _modelfile_beside_copy(tmp_path)
+    modelfile = tmp_path / "my.Modelfile"
+    modelfile.write_text(text.format(gguf=gguf))
+    code, _, err = mk(capsys, "create", "m", "-f", str(modelfile))
+    assert code == 3
+    assert err.startswith(f"Error: {modelfile}:{where}: "), err
+    assert message in err
+
+
+def test_show_verbose_prints_float32_metadata_as_ollama(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    path = write_gguf(tmp_path / "f.gguf", "llama", kv={
+        "llama.attention.layer_norm_rms_epsilon": 1e-6, "llama.rope.freq_base": 1e6,
+        "llama.rope.scale": 0.1, "test.values": (
+            [0.1, 2.5], GGUFValueType.ARRAY)})
+    code, out, err = mk(capsys, "show", str(path), "-v")
+    assert code == 0, err
+    rows = {line.split()[0]: line.split(None, 1)[1].strip() for line in out.splitlines()
+            if line.startswith("    ") and len(line.split()) > 1}
+    assert rows["llama.attention.layer_norm_rms_epsilon"] == "1e-06"
+    assert rows["llama.rope.freq_base"] == "1e+06"
+    assert rows["llama.rope.scale"] == "0.1"
+    code, out, _ = mk(capsys, "show", str(path), "-v", "--json")
+    info = json.loads(out)["model_info"]
+    assert info["llama.attention.layer_norm_rms_epsilon"] == 1e-06
+    assert '"llama.rope.scale": 0.1' in out
+
+
+# ------------------------------------------------------- interrupts and pipes
+def test_a_broken_pipe_ends_quietly(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "modelkit", "quantize", str(SAMPLE_DIR / "liang-ai.gguf"),
+         str(tmp_path / "o.gguf"), "q8_0", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ,
+                                                             "PYTHONPATH": str(REPO)})
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.readline()
+    proc.stdout.close()  # `| head -1` exits
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) in (0, 141)
+    assert err == ""
+
+
+@pytest.mark.parametrize("delay", [0.15, 0.3, 0.6])
+def test_ctrl_c_while_starting_exits_130_without_a_traceback(tmp_path: Path,
+                                                             delay: float) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "modelkit", "list"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(REPO),
+                                 "MODELKIT_MODELS": str(tmp_path)})
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    # On a loaded machine the signal can land while the interpreter itself is still
+    # starting (site, runpy), before any modelkit code runs: nothing of ours can catch
+    # that. Any traceback through modelkit's own files is a failure.
+    frames = [line for line in err.decode(errors="replace").splitlines()
+              if line.lstrip().startswith('File "')]
+    assert not any(str(REPO / "modelkit") in f for f in frames), err
+    assert proc.returncode in (0, 130, -signal.SIGINT), err  # 0: it had finished
+
+
+def test_an_interrupt_after_success_keeps_exit_0(models_dir: Path,
+                                                 capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    real = Builder.build
+
+    def build_then_interrupted(self: Builder, *args: Any, **kwargs: Any) -> Any:
+        real(self, *args, **kwargs)  # prints success
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Builder, "build", build_then_interrupted)
+    code, out, err = mk(capsys, "create", "m", "-f", str(SAMPLE_DIR / "Modelfile"))
+    assert out.splitlines()[-1] == "success"
+    assert code == 0 and err == ""
+
+
+def test_hub_library_loggers_are_silent_unless_debugging(
+        models_dir: Path, capfd: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelscope_hub.utils.logger import get_logger
+
+    monkeypatch.delenv("MODELKIT_DEBUG", raising=False)
+    assert main(["list"]) == 0
+    get_logger("modelscope_hub.download").warning("a hub library warning")
+    logging.getLogger("huggingface_hub.file_download").warning("another one")
+    out, err = capfd.readouterr()
+    assert "hub library warning" not in err + out and "another one" not in err + out

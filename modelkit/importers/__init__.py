@@ -5,6 +5,9 @@ store (model first, then an optional vision projector), the revision they came f
 the repository's own ``template``/``system``/``params`` overrides. Build then treats an
 import from a hub exactly like a local file, which keeps the store's single writer.
 
+A repository or folder without GGUF files but with ``config.json`` and safetensors is
+handed over as ``folder``: build converts it (``modelkit.convert``).
+
 Hub names are Ollama's: ``hf.co/{user}/{repo}[:{tag}]`` (also ``huggingface.co``) and
 ``modelscope.cn/{user}/{repo}[:{tag}]``. The tag picks a GGUF file (see ``choose``).
 
@@ -15,6 +18,7 @@ imported only when a hub is used (see ``huggingface.py``, ``modelscope.py``).
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,9 +32,10 @@ PROJECTOR = "projector"
 
 @dataclass(frozen=True)
 class ImportedFile:
-    path: Path  # a local file (in the client's cache, or a merged temp file) to store
+    path: Path  # a local file (in the client's cache) to store; the first of ``shards``
     role: str  # MODEL | PROJECTOR
     sha256: str | None  # verified digest (hex) when known; None for local files
+    shards: tuple[Path, ...] = ()  # a split GGUF's parts, in order: stored merged
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,9 @@ class ImportedModel:
     system: str | None = None
     params: dict[str, Any] | None = None
     temporary: tuple[Path, ...] = ()  # files the caller deletes once stored (merged splits)
+    # A Hugging Face model folder (safetensors, no GGUF) for build to convert; ``files``
+    # is then empty.
+    folder: Path | None = None
 
     def provenance(self) -> dict[str, Any]:
         """What to record with the model so that a rebuild fetches the same bytes."""
@@ -63,17 +71,19 @@ class ImportedModel:
     def cleanup(self) -> None:
         """Delete the temporary files (call after the files are in the store)."""
         for path in self.temporary:
-            path.unlink(missing_ok=True)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 class Importer(Protocol):
     def fetch(self, name: ModelName, *, progress: ProgressCallback = ignore_progress,
-              offline: bool | None = None, revision: str | None = None,
-              workdir: Path | None = None) -> ImportedModel:
+              offline: bool | None = None, revision: str | None = None) -> ImportedModel:
         """Resolve ``name`` on the hub, download (or find in the cache) and verify its
         files. ``offline`` None follows the hub's own setting (``HF_HUB_OFFLINE``);
-        ``revision`` pins a commit (for reproducible rebuilds); merged split GGUFs are
-        written in ``workdir`` (default: the system temp folder)."""
+        ``revision`` pins a commit (for reproducible rebuilds). A split GGUF comes as
+        its shards; the store merges them."""
         ...
 
 

@@ -1,8 +1,8 @@
-"""What the hub importers share: the fetch sequence, hashing, overrides, temp files.
+"""What the hub importers share: the fetch sequence, hashing, overrides.
 
 A hub backend knows how to list a repository and get one file, verified, from its
 client; ``fetch_from_hub`` does the rest the same way for every hub: choose the files
-for the tag, download them, merge split shards, read the repository's overrides.
+for the tag, download them, read the repository's overrides.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,8 +19,7 @@ from typing import Any, Protocol
 
 from modelkit.errors import DigestError, HubError, ModelkitError, ModelNotFoundError
 from modelkit.importers import MODEL, PROJECTOR, ImportedFile, ImportedModel
-from modelkit.importers.choose import RepoEntry, choose
-from modelkit.importers.split import merge
+from modelkit.importers.choose import RepoEntry, choose, conversion_entries
 from modelkit.names import ModelName
 from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent
 from modelkit.store import hash_file
@@ -112,25 +111,36 @@ def parse_overrides(texts: dict[str, str], where: str
     return texts.get("template"), texts.get("system"), params
 
 
-def merged_path(workdir: Path | None, stem: str) -> Path:
-    folder = workdir if workdir is not None else Path(tempfile.gettempdir())
-    folder.mkdir(parents=True, exist_ok=True)
-    # Hidden and random: a crash leaves a file prune-able from a store's blobs folder.
-    return folder / f".tmp-merge-{secrets.token_hex(8)}-{stem[:60]}.gguf"
+def fetch_folder(name: ModelName, backend: Backend, listing: Listing,
+                 entries: list[RepoEntry], progress: ProgressCallback) -> ImportedModel:
+    """Download the files a conversion needs and lay them out as a model folder: links
+    to the client's cached files under their repository paths, in a hidden temporary
+    folder (named after the repository, as a clone would be) that the caller removes."""
+    progress(ProgressEvent(f"{name.repository}@{listing.revision[:12]} has no GGUF files: "
+                           f"fetching {len(entries)} files to convert"))
+    paths = [(e, backend.download(e, progress)) for e in entries]
+    top = Path(tempfile.mkdtemp(prefix=".tmp-hf-"))
+    folder = top / name.repository.rsplit("/", 1)[-1]
+    try:
+        for entry, path in paths:
+            link = folder / entry.path
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(path.resolve())
+    except OSError as exc:
+        shutil.rmtree(top, ignore_errors=True)
+        raise HubError(f"{name}: cannot lay out the downloaded files: {exc}") from None
+    return ImportedModel(source=str(name), repo=name.repository, revision=listing.revision,
+                         filenames=tuple(e.path for e in entries), files=(),
+                         temporary=(top,), folder=folder)
 
 
-def merge_shards(paths: list[Path], stem: str, workdir: Path | None,
-                 progress: ProgressCallback) -> Path:
-    out = merged_path(workdir, stem)
-    progress(ProgressEvent(f"merging {len(paths)} split GGUF parts of {stem}"))
-    merge(paths, out, ByteProgress(progress, f"merging {stem}", None))
-    return out
-
-
-def fetch_from_hub(name: ModelName, backend: Backend, progress: ProgressCallback,
-                   workdir: Path | None) -> ImportedModel:
+def fetch_from_hub(name: ModelName, backend: Backend, progress: ProgressCallback
+                   ) -> ImportedModel:
     where = f"{name.host}/{name.repository}"
     listing = backend.listing()
+    to_convert = conversion_entries(listing.entries)
+    if to_convert is not None:
+        return fetch_folder(name, backend, listing, to_convert, progress)
     try:
         selection = choose(listing.entries, name.tag, name=str(name), repo=name.repository,
                            hub=backend.hub)
@@ -148,17 +158,14 @@ def fetch_from_hub(name: ModelName, backend: Backend, progress: ProgressCallback
                                   selection.projector.sha256))
     texts = {key: backend.read_text(entry) for key, entry in selection.overrides.items()}
     template, system, params = parse_overrides(texts, where)
-    temporary: tuple[Path, ...] = ()
-    if parts:  # merged last: nothing after it can fail and leave the temp file behind
-        merged = merge_shards(paths, selection.model.stem, workdir, progress)
-        temporary = (merged,)
-        files.insert(0, ImportedFile(merged, MODEL, None))
+    if parts:  # the store merges the shards
+        files.insert(0, ImportedFile(paths[0], MODEL, None, shards=tuple(paths)))
     else:
         files.insert(0, ImportedFile(paths[0], MODEL, selection.model.entries[0].sha256))
     return ImportedModel(
         source=str(name), repo=name.repository, revision=listing.revision,
         filenames=tuple(e.path for e in selection.entries), files=tuple(files),
-        template=template, system=system, params=params, temporary=temporary)
+        template=template, system=system, params=params)
 
 
 def env_path(*names: str) -> Path | None:

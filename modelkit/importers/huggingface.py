@@ -41,20 +41,18 @@ from modelkit.errors import (
     ModelNotFoundError,
     UnauthorizedError,
 )
-from modelkit.importers import ImportedModel
 from modelkit.importers.choose import RepoEntry
 from modelkit.importers.common import (
     Listing,
     TranslatesClientErrors,
     env_path,
     env_true,
-    fetch_from_hub,
     one_line,
     transfer_status,
     verify,
 )
 from modelkit.names import ModelName
-from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent, ignore_progress
+from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent
 
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -98,12 +96,17 @@ def _network_errors() -> tuple[type[BaseException], ...]:
     return (httpx2.HTTPError,)
 
 
+def _has_model(snapshot: Path) -> bool:
+    """A cached snapshot with a GGUF, or a Hugging Face model folder to convert."""
+    return any(snapshot.rglob("*.gguf")) or (snapshot / "config.json").is_file()
+
+
 def _same_origin(a: str, b: str) -> bool:
     x, y = urlsplit(a), urlsplit(b)
     return (x.scheme, x.netloc) == (y.scheme, y.netloc)
 
 
-class _Backend(TranslatesClientErrors):
+class HuggingFaceBackend(TranslatesClientErrors):
     def __init__(self, name: ModelName, *, offline: bool | None, revision: str | None) -> None:
         # deferred for start-up cost only (see the module docstring)
         from huggingface_hub import constants
@@ -181,12 +184,12 @@ class _Backend(TranslatesClientErrors):
         ref = self.storage / "refs" / wanted
         if ref.is_file():
             commit = ref.read_text().strip()
-            if any((snapshots / commit).rglob("*.gguf")):
+            if _has_model(snapshots / commit):
                 return commit
         if self.revision is not None or not snapshots.is_dir():
             return None
         # No ref for main (files fetched by commit only): the newest snapshot with a GGUF.
-        dirs = [d for d in snapshots.iterdir() if d.is_dir() and any(d.rglob("*.gguf"))]
+        dirs = [d for d in snapshots.iterdir() if d.is_dir() and _has_model(d)]
         return max(dirs, key=lambda d: d.stat().st_mtime).name if dirs else None
 
     # --------------------------------------------------------------- download
@@ -311,8 +314,8 @@ class _Backend(TranslatesClientErrors):
             detail = exc.server_message or str(exc).splitlines()[0]
             return HubError(f"{name}: {hub} answered HTTP {status}: {one_line(detail)}")
         if isinstance(exc, _network_errors() + (hf.LocalEntryNotFoundError, ConnectionError)):
-            return HubError(f"{name}: cannot reach {self.endpoint}: {one_line(exc)} (set "
-                            "HF_HUB_OFFLINE=1 to build from the cache)")
+            return HubError(f"{name}: cannot reach {self.endpoint}: {one_line(exc)} "
+                            "(--offline builds from the Hugging Face cache)")
         return HubError(f"{name}: download from {hub} failed: {type(exc).__name__}: "
                         f"{one_line(exc)}")
 
@@ -324,14 +327,3 @@ class _Backend(TranslatesClientErrors):
         if get_token():
             return "the token in use (HF_TOKEN or the saved login) has no access to it"
         return "set HF_TOKEN to a token with access to it"
-
-
-class HuggingFaceImporter:
-    """The Importer for ``hf.co`` and ``huggingface.co`` names."""
-
-    def fetch(self, name: ModelName, *, progress: ProgressCallback = ignore_progress,
-              offline: bool | None = None, revision: str | None = None,
-              workdir: Path | None = None) -> ImportedModel:
-        backend = _Backend(name, offline=offline, revision=revision)
-        with backend.errors():
-            return fetch_from_hub(name, backend, progress, workdir)

@@ -1,8 +1,8 @@
 """``FROM ./model.gguf`` and ``FROM ./folder`` under the importers' contract.
 
 A folder contributes every GGUF in it: models first, then ``mmproj`` projectors. Split
-shards (``-00001-of-0000N.gguf``) are merged into one temporary GGUF, checked against
-their ``split.*`` metadata like hub downloads; naming one shard of a set names the set.
+shards (``-00001-of-0000N.gguf``) come as one file of several shards, which the store
+merges like hub downloads; naming one shard of a set names the set.
 Roles come from the file names; build still reads each GGUF to tell adapters and
 projectors apart by their metadata, as Ollama does.
 """
@@ -14,7 +14,6 @@ from pathlib import Path
 from modelkit.errors import FileNotFoundModelkitError, GGUFError
 from modelkit.importers import MODEL, PROJECTOR, ImportedFile, ImportedModel
 from modelkit.importers.choose import SPLIT_RE, RepoEntry, candidates, is_projector
-from modelkit.importers.common import merge_shards
 from modelkit.progress import ProgressCallback, ignore_progress
 
 
@@ -34,39 +33,30 @@ def _ggufs(path: Path) -> list[Path]:
                   if (s := SPLIT_RE.match(p.name)) and s.group("stem") == m.group("stem"))
 
 
-def import_local(path: Path, *, progress: ProgressCallback = ignore_progress,
-                 workdir: Path | None = None) -> ImportedModel:
-    """The GGUFs at ``path`` (a file or a folder), split sets merged."""
+def import_local(path: Path, *, progress: ProgressCallback = ignore_progress) -> ImportedModel:
+    """The GGUFs at ``path`` (a file or a folder); a split set comes as its shards."""
     if path.is_file() and SPLIT_RE.match(path.name) is None:
         # A file named explicitly is taken whatever its name (a blob path from
         # ``show --modelfile`` has no .gguf suffix); build reads its metadata for its role.
         return ImportedModel(source=str(path), repo=str(path), revision="",
                              filenames=(path.name,), files=(ImportedFile(path, MODEL, None),))
+    if path.is_dir() and not any(path.glob("*.gguf")) and (path / "config.json").is_file():
+        # A Hugging Face model folder: build converts it.
+        return ImportedModel(source=str(path), repo=str(path), revision="", filenames=(),
+                             files=(), folder=path)
     files = _ggufs(path)
     folder = files[0].parent
     entries = [RepoEntry(p.name, p.stat().st_size) for p in files]
     models: list[ImportedFile] = []
-    temporary: list[Path] = []
     used: list[str] = []
-    try:
-        for c in candidates(entries):
-            used.extend(e.path for e in c.entries)
-            if c.missing:
-                raise GGUFError(f"{folder / c.path}: split GGUF {c.stem} lacks part(s) "
-                                f"{', '.join(str(n) for n in c.missing)} of {c.split_count}")
-            if c.split_count:
-                merged = merge_shards([folder / e.path for e in c.entries], c.stem, workdir,
-                                      progress)
-                temporary.append(merged)
-                models.append(ImportedFile(merged, MODEL, None))
-            else:
-                models.append(ImportedFile(folder / c.path, MODEL, None))
-    except BaseException:
-        for p in temporary:
-            p.unlink(missing_ok=True)
-        raise
+    for c in candidates(entries):
+        used.extend(e.path for e in c.entries)
+        if c.missing:
+            raise GGUFError(f"{folder / c.path}: split GGUF {c.stem} lacks part(s) "
+                            f"{', '.join(str(n) for n in c.missing)} of {c.split_count}")
+        shards = tuple(folder / e.path for e in c.entries) if c.split_count else ()
+        models.append(ImportedFile(folder / c.path, MODEL, None, shards=shards))
     projectors = [ImportedFile(p, PROJECTOR, None) for p in files if is_projector(p.name)]
     used.extend(p.path.name for p in projectors)
     return ImportedModel(source=str(path), repo=str(path), revision="",
-                         filenames=tuple(used), files=(*models, *projectors),
-                         temporary=tuple(temporary))
+                         filenames=tuple(used), files=(*models, *projectors))

@@ -36,20 +36,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from modelkit.errors import (
-    DigestError,
-    HubError,
-    ModelkitError,
-    ModelNotFoundError,
-    UnauthorizedError,
-)
-from modelkit.importers import ImportedModel
+from modelkit import errors
 from modelkit.importers.choose import RepoEntry
 from modelkit.importers.common import (
     Listing,
     TranslatesClientErrors,
     digest_error,
-    fetch_from_hub,
     one_line,
     transfer_status,
 )
@@ -91,7 +83,7 @@ def _quiet() -> Iterator[None]:
         logger.setLevel(level)
 
 
-class _Backend(TranslatesClientErrors):
+class ModelScopeBackend(TranslatesClientErrors):
     def __init__(self, name: ModelName, *, offline: bool | None, revision: str | None) -> None:
         # deferred for start-up cost only (see the module docstring)
         from modelscope_hub import HubApi
@@ -143,8 +135,8 @@ class _Backend(TranslatesClientErrors):
             if folder.is_dir() and any(folder.iterdir()):
                 break
         else:
-            raise HubError(f"{self.name}: {self.repo} is not in the ModelScope cache ({root}) "
-                           "and modelkit is offline")
+            raise errors.HubError(f"{self.name}: {self.repo} is not in the ModelScope cache "
+                                  f"({root}) and modelkit is offline")
         entries = [
             RepoEntry(p.relative_to(folder).as_posix(), p.stat().st_size)
             for p in sorted(folder.rglob("*"))
@@ -183,7 +175,7 @@ class _Backend(TranslatesClientErrors):
                                                                 errors="replace")
 
     # ----------------------------------------------------------------- errors
-    def _translate(self, exc: Exception) -> ModelkitError:
+    def _translate(self, exc: Exception) -> errors.ModelkitError:
         # deferred for start-up cost only (see the module docstring)
         import requests
         from modelscope_hub import errors as ms
@@ -196,34 +188,23 @@ class _Backend(TranslatesClientErrors):
             return _digest_error(self.current, str(name), got.group(1) + "…" if got else "?")
         if isinstance(exc, ms.NotExistError):
             if self.stage == "listing":
-                return ModelNotFoundError(
+                return errors.ModelNotFoundError(
                     f'model "{name}" not found: repository {repo} does not exist on {hub} '
                     f"(branch {self.branch})")
-            return HubError(f"{name}: a file of {repo} is missing on {hub}: {detail}")
+            return errors.HubError(f"{name}: a file of {repo} is missing on {hub}: {detail}")
         if isinstance(exc, ms.AuthenticationError | ms.PermissionDeniedError):
             code = 401 if isinstance(exc, ms.AuthenticationError) else 403
-            return UnauthorizedError(
+            return errors.UnauthorizedError(
                 f"{name}: {hub} refused access to repository {repo} (HTTP {code}): set "
                 "MODELSCOPE_API_TOKEN to an access token with access to it, or run "
                 "'modelscope login'")
         if isinstance(exc, ms.CacheNotFound):
-            return HubError(f"{name}: not available offline from the ModelScope cache "
-                            f"({self.config.cache_dir}): {detail}")
+            return errors.HubError(f"{name}: not available offline from the ModelScope cache "
+                                   f"({self.config.cache_dir}): {detail}")
         if isinstance(exc, ms.NetworkError | ms.RequestTimeoutError | requests.RequestException):
-            return HubError(f"{name}: cannot reach {self.endpoint}: {detail}")
-        return HubError(f"{name}: {hub}: {detail}")
+            return errors.HubError(f"{name}: cannot reach {self.endpoint}: {detail}")
+        return errors.HubError(f"{name}: {hub}: {detail}")
 
 
-def _digest_error(entry: RepoEntry, where: str, got: str) -> DigestError:
+def _digest_error(entry: RepoEntry, where: str, got: str) -> errors.DigestError:
     return digest_error(entry, where, got, note="the client discarded the download")
-
-
-class ModelScopeImporter:
-    """The Importer for ``modelscope.cn`` names."""
-
-    def fetch(self, name: ModelName, *, progress: ProgressCallback = ignore_progress,
-              offline: bool | None = None, revision: str | None = None,
-              workdir: Path | None = None) -> ImportedModel:
-        backend = _Backend(name, offline=offline, revision=revision)
-        with backend.errors():
-            return fetch_from_hub(name, backend, progress, workdir)

@@ -8,22 +8,23 @@ a missing shard or shards in the wrong order are refused before anything is writ
 
 :func:`modelkit.gguf_file.encode_header` writes the header, metadata and tensor table;
 the tensor data is streamed from the shards in chunks, so memory use does not grow with
-the model.
+the model: into a store blob (``merge_into_store``) or a file (``merge``).  Each shard's
+header is read once; the merged file's ``GGUFInfo`` is known without reading it back.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from gguf import Keys
 
 from modelkit.errors import GGUFError
-from modelkit.gguf_file import GGUFInfo, TensorSlot, encode_header, read_gguf
+from modelkit.gguf_file import KV, GGUFInfo, TensorSlot, describe_header, encode_header, read_gguf
 from modelkit.gguf_file.format import pad
+from modelkit.store import BlobWrite, Store, atomic_file
 
 SPLIT_NO = Keys.Split.LLM_KV_SPLIT_NO
 SPLIT_COUNT = Keys.Split.LLM_KV_SPLIT_COUNT
@@ -58,49 +59,81 @@ def check_shards(infos: Sequence[GGUFInfo]) -> int:
     return total
 
 
-def merge(shards: Sequence[Path], out: Path, progress: ByteProgress | None = None) -> GGUFInfo:
-    """Merge ``shards`` (in order) into ``out``; return the merged file's description.
+@dataclass(frozen=True)
+class MergePlan:
+    """A checked split set and the merged file's header, ready to be streamed."""
+
+    infos: tuple[GGUFInfo, ...]
+    kvs: tuple[KV, ...]
+    slots: tuple[TensorSlot, ...]
+    alignment: int
+    header: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.header) + sum(pad(t.n_bytes, self.alignment) for t in self.slots)
+
+    def describe(self, path: Path) -> GGUFInfo:
+        """The merged file's description (at ``path``), without reading it back."""
+        return describe_header(path, self.kvs, self.slots, alignment=self.alignment,
+                               data_offset=len(self.header), size=self.size)
+
+
+def plan_merge(shards: Sequence[Path]) -> MergePlan:
+    """Read each shard's header (once), check the set, lay out the merged header.
 
     Raises GGUFError when a shard is not a valid GGUF or does not belong to the set.
-    On failure ``out`` does not exist.
     """
-    infos = [read_gguf(p) for p in shards]
+    infos = tuple(read_gguf(p) for p in shards)
     check_shards(infos)
-    tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.partial")
-    try:
-        _write(infos, tmp, progress)
-        os.replace(tmp, out)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    merged = read_gguf(out)
-    if [t.name for t in merged.tensors] != [t.name for i in infos for t in i.tensors]:
-        raise GGUFError(f"{out}: the merged file does not hold the parts' tensors")
-    return merged
-
-
-def _write(infos: Sequence[GGUFInfo], out: Path, progress: ByteProgress | None) -> None:
     first = infos[0]
-    kvs = [first.kv(key) for key in first.metadata if not key.startswith("split.")]
-    slots = [TensorSlot(t.name, t.shape, t.type, t.n_bytes) for i in infos for t in i.tensors]
-    total = sum(t.n_bytes for t in slots)
+    kvs = tuple(first.kv(key) for key in first.metadata if not key.startswith("split."))
+    slots = tuple(TensorSlot(t.name, t.shape, t.type, t.n_bytes)
+                  for i in infos for t in i.tensors)
+    return MergePlan(infos, kvs, slots, first.alignment,
+                     encode_header(kvs, slots, first.alignment))
+
+
+class _Writable(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
+def write_merged(plan: MergePlan, out: _Writable, progress: ByteProgress | None = None) -> None:
+    """Stream the merged GGUF to ``out``: the header, then every tensor's bytes from its
+    shard, in chunks, each padded to the alignment."""
+    out.write(plan.header)
+    total = sum(t.n_bytes for t in plan.slots)
     done = 0
-    with open(out, "wb") as fout:
-        fout.write(encode_header(kvs, slots, first.alignment))
-        for info in infos:
-            with open(info.path, "rb") as src:
-                for t in info.tensors:
-                    src.seek(t.offset)
-                    left = t.n_bytes
-                    while left:
-                        chunk = src.read(min(CHUNK, left))
-                        if not chunk:
-                            raise GGUFError(f"{info.path}: tensor {t.name!r} is truncated")
-                        fout.write(chunk)
-                        left -= len(chunk)
-                        done += len(chunk)
-                        if progress:
-                            progress(done, total)
-                    fout.write(bytes(pad(t.n_bytes, first.alignment) - t.n_bytes))
-        fout.flush()
-        os.fsync(fout.fileno())
+    for info in plan.infos:
+        with open(info.path, "rb") as src:
+            for t in info.tensors:
+                src.seek(t.offset)
+                left = t.n_bytes
+                while left:
+                    chunk = src.read(min(CHUNK, left))
+                    if not chunk:
+                        raise GGUFError(f"{info.path}: tensor {t.name!r} is truncated")
+                    out.write(chunk)
+                    left -= len(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(done, total)
+                out.write(bytes(pad(t.n_bytes, plan.alignment) - t.n_bytes))
+
+
+def merge(shards: Sequence[Path], out: Path, progress: ByteProgress | None = None) -> GGUFInfo:
+    """Merge ``shards`` (in order) into the file ``out``, atomically; return its
+    description.  On failure ``out`` does not exist (or is left as it was)."""
+    plan = plan_merge(shards)
+    with atomic_file(out, mode=None) as f:
+        write_merged(plan, f, progress)
+    return plan.describe(out)
+
+
+def merge_into_store(store: Store, plan: MergePlan, progress: ByteProgress | None = None
+                     ) -> tuple[BlobWrite, GGUFInfo]:
+    """Merge straight into a new blob of ``store``; the blob and its description."""
+    with store.open_writer() as w:
+        write_merged(plan, w, progress)
+        written = w.commit()
+    return written, plan.describe(store.blob_path(written.digest))

@@ -68,6 +68,13 @@ class QuantizeSpec:
     options: QuantOptions = QuantOptions()
     imatrix: Imatrix | None = None
 
+    @property
+    def plain(self) -> bool:
+        """Just a file type: no option, no imatrix, not a shorthand such as Q4_K_L."""
+        name = parse_quant_name(self.type)
+        return (self.options == QuantOptions() and self.imatrix is None
+                and name.output_type is None and name.token_embedding_type is None)
+
 
 @dataclass(frozen=True)
 class PlannedTensor:

@@ -66,7 +66,15 @@ from gguf import GGMLQuantizationType
 from gguf.constants import GGML_QUANT_SIZES
 
 from modelkit.errors import GGUFError, QuantizationError
-from modelkit.gguf_file import KV, GGUFInfo, TensorInfo, TensorSlot, encode_header, read_gguf
+from modelkit.gguf_file import (
+    KV,
+    GGUFInfo,
+    TensorInfo,
+    TensorSlot,
+    describe_header,
+    encode_header,
+    read_gguf,
+)
 from modelkit.gguf_file.format import pad
 from modelkit.progress import ProgressCallback, ProgressEvent
 from modelkit.quant import kernels
@@ -152,10 +160,17 @@ class RequantizeResult:
     rmse: float | None = None
     worst_tensor: str | None = None
     seconds: float = 0.0
+    header: tuple[tuple[KV, ...], tuple[TensorSlot, ...]] = ((), ())  # what was written
 
     @property
     def file_type_name(self) -> str:
         return file_type_name(self.file_type)
+
+    def gguf_info(self, path: str | os.PathLike[str]) -> GGUFInfo:
+        """The description of the GGUF written (stored at ``path``), without reading it."""
+        kvs, slots = self.header
+        return describe_header(path, kvs, slots, alignment=self.alignment,
+                               data_offset=self.data_offset, size=self.output_size)
 
 
 # --------------------------------------------------------------------------------------
@@ -309,14 +324,9 @@ class _Sink:
         return self.pos
 
 
-def _write_header(sink: _Sink, kvs: Sequence[KV], items: Sequence[_Item],
-                  alignment: int) -> int:
-    """Write the header (KV pairs, tensor infos) and the padding before the data; return
-    the offset of the data section."""
-    slots = [TensorSlot(it.tensor.name, it.tensor.shape, it.target, it.nbytes)
-             for it in items]
-    sink.write(encode_header(kvs, slots, alignment))
-    return sink.pos
+def _slots(items: Sequence[_Item]) -> tuple[TensorSlot, ...]:
+    return tuple(TensorSlot(it.tensor.name, it.tensor.shape, it.target, it.nbytes)
+                 for it in items)
 
 
 # --------------------------------------------------------------------------------------
@@ -527,6 +537,11 @@ def _is_block_type(t: GGMLQuantizationType) -> bool:
     return GGML_QUANT_SIZES[t][0] > 1
 
 
+def _bits_per_weight(t: GGMLQuantizationType) -> float:
+    block_size, type_size = GGML_QUANT_SIZES[t]
+    return type_size * 8 / block_size
+
+
 def requantize(
     src: str | os.PathLike[str] | GGUFInfo,
     out: _Writable | BinaryIO,
@@ -567,11 +582,14 @@ def requantize(
     alignment = fp.alignment
     items = _layout(fp, alignment)
     kvs = fp.kvs
+    slots = _slots(items)
 
     target = fp.name
     status = f"quantizing {_source_label(info)} model to {target}"
+    # Going up in precision (Q8_0 to F16) loses nothing; only fewer bits re-round values.
     requantized = [it.tensor.name for it in items
-                   if it.choice.quantize and _is_block_type(it.tensor.type)]
+                   if it.choice.quantize and _is_block_type(it.tensor.type)
+                   and _bits_per_weight(it.target) < _bits_per_weight(it.tensor.type)]
     if requantized:
         emit(ProgressEvent(
             f"warning: requantizing an already quantized model ({_source_label(info)}) to "
@@ -603,7 +621,8 @@ def requantize(
 
         def start() -> None:
             nonlocal data_offset
-            data_offset = _write_header(sink, kvs, items, alignment)
+            sink.write(encode_header(kvs, slots, alignment))
+            data_offset = sink.pos
             emit(ProgressEvent(status, total=len(items), completed=0, unit="tensors"))
 
         def handle(step: _Step, result: _JobResult | None) -> None:
@@ -662,7 +681,7 @@ def requantize(
         n_copied=len(items) - n_quantized,
         n_fallback=plan.n_fallback, tensors=tuple(summaries), requantized=bool(requantized),
         fallback_log=fallback_log, rmse=overall, worst_tensor=worst,
-        seconds=time.monotonic() - started)
+        seconds=time.monotonic() - started, header=(kvs, slots))
 
 
 def quantize_file(src: str | os.PathLike[str] | GGUFInfo, dst_path: str | os.PathLike[str],
@@ -684,11 +703,7 @@ def quantize_into_store(store: Store, src_info: GGUFInfo, file_type: str,
     left in the store when quantization fails.
     """
     with store.open_writer() as w:
-        requantize(src_info, w, file_type, progress=progress, **kw)
+        result = requantize(src_info, w, file_type, progress=progress, **kw)
         written = w.commit()
-    try:
-        info = read_gguf(store.blob_path(written.digest))
-    except GGUFError as exc:  # pragma: no cover - would be a bug in this module
-        raise QuantizationError(f"quantized model is not a valid GGUF: {exc}") from None
-    return written, info
+    return written, result.gguf_info(store.blob_path(written.digest))
 

@@ -69,6 +69,17 @@ class _ScaleMinSuper(BlockFormat):
     chunk_blocks = 256
     weighted_chunk_blocks = 512
 
+    def _encode(self, x: F32Array, qw: F32Array | None, sigma2: F32Array | None) -> U8Array:
+        header, levels = self._quantize(x, qw)
+        out = np.empty((x.shape[0], self.block_bytes), dtype=np.uint8)
+        out[:, 0:16] = header
+        self._pack_levels(levels, out)
+        return out
+
+    def _pack_levels(self, levels: U8Array, out: U8Array) -> None:
+        """Write the (n, 256) levels into the blocks ``out`` after their 16-byte header."""
+        raise NotImplementedError
+
     def _quantize(self, x: F32Array, qw: F32Array | None) -> tuple[U8Array, U8Array]:
         """-> (the 16 header bytes d, dmin, scales (n, 16), levels (n, 256) uint8)."""
         n = x.shape[0]
@@ -128,18 +139,11 @@ class Q4_K(_ScaleMinSuper):
     """4-bit k-quant: make_qkx2 search (ref) or make_qkx3 + make_qp (imatrix)."""
 
     qtype = GGMLQuantizationType.Q4_K
-    nmax = 15
-    ref_search = (-1.0, 0.1, 20)
-    clamp_impl_levels = False
+    nmax, ref_search, clamp_impl_levels = 15, (-1.0, 0.1, 20), False
 
-    def _encode(self, x: F32Array, qw: F32Array | None, sigma2: F32Array | None) -> U8Array:
-        n = x.shape[0]
-        header, levels = self._quantize(x, qw)
-        q = levels.reshape(n, 4, 2, 32)
-        out = np.empty((n, 144), dtype=np.uint8)
-        out[:, 0:16] = header
-        out[:, 16:144] = (q[:, :, 0] | (q[:, :, 1] << 4)).reshape(n, 128)
-        return out
+    def _pack_levels(self, levels: U8Array, out: U8Array) -> None:
+        q = levels.reshape(-1, 4, 2, 32)
+        out[:, 16:144] = (q[:, :, 0] | (q[:, :, 1] << 4)).reshape(-1, 128)
 
     def _decode(self, q: U8Array) -> F32Array:
         qs = q[:, 16:144].reshape(-1, 4, 1, 32)
@@ -158,23 +162,17 @@ class Q5_K(_ScaleMinSuper):
     """5-bit k-quant: make_qkx2 search (ref) or make_qkx3 + make_qp (imatrix)."""
 
     qtype = GGMLQuantizationType.Q5_K
-    nmax = 31
-    ref_search = (-0.5, 0.1, 15)
-    clamp_impl_levels = True
+    nmax, ref_search, clamp_impl_levels = 31, (-0.5, 0.1, 15), True
 
-    def _encode(self, x: F32Array, qw: F32Array | None, sigma2: F32Array | None) -> U8Array:
-        n = x.shape[0]
-        header, levels = self._quantize(x, qw)
+    def _pack_levels(self, levels: U8Array, out: U8Array) -> None:
+        n = levels.shape[0]
         q = levels.reshape(n, 8, 32)
         qh = np.zeros((n, 32), dtype=np.uint8)
         for s in range(8):
             qh |= (q[:, s] >> 4) << s
         low = (q & 0x0F).reshape(n, 4, 2, 32)
-        out = np.empty((n, 176), dtype=np.uint8)
-        out[:, 0:16] = header
         out[:, 16:48] = qh
         out[:, 48:176] = (low[:, :, 0] | (low[:, :, 1] << 4)).reshape(n, 128)
-        return out
 
     def _decode(self, q: U8Array) -> F32Array:
         qh = q[:, 16:48]
@@ -368,7 +366,7 @@ class Q3_K(BlockFormat):
     imatrix weights and again for the 6-bit scales (imatrix)."""
 
     qtype = GGMLQuantizationType.Q3_K
-    chunk_blocks = weighted_chunk_blocks = 256
+    chunk_blocks = weighted_chunk_blocks = 512
 
     def _encode(self, x: F32Array, qw: F32Array | None, sigma2: F32Array | None) -> U8Array:
         n = x.shape[0]

@@ -44,12 +44,49 @@ def _legacy_weights(xc: F32Array, qw: F32Array, sigma2: F32Array | None) -> F32A
     return as_columns(qw, 32) * np.sqrt(sigma2 + xc * xc)
 
 
-class _SymmetricLegacy(BlockFormat):
-    """Q4_0/Q5_0: d = max / -nmax (max = the value of largest magnitude),
-    q = (int8_t)(x/d + nmax + 0.5) capped at 2*nmax - 1."""
+class _Legacy(BlockFormat):
+    """Q4_0/Q5_0 (symmetric): d = max / -nmax (max = the value of largest magnitude),
+    q = (int8_t)(x/d + nmax + 0.5) capped at 2*nmax - 1, value d * (q - nmax).
+    Q4_1/Q5_1 (``affine``): d = (max - min) / nmax, m = min, q = (int)((x - min)/d + 0.5),
+    value d * q + m. Layout: d f16, then m f16 if affine, then the 5th bits (u32) if
+    ``fifth_bit``, then 16 bytes of nibbles."""
 
-    nmax: ClassVar[int]  # 8 or 16
+    nmax: ClassVar[int]  # symmetric: 8 or 16; affine: 15 or 31
+    affine: ClassVar[bool]
+    fifth_bit: ClassVar[bool]
     uses_row_sigma2 = True
+
+    def _offsets(self) -> tuple[int, int]:
+        """Byte offsets of qh and qs."""
+        qh = 4 if self.affine else 2
+        return qh, qh + (4 if self.fifth_bit else 0)
+
+    def _encode(self, x: F32Array, qw: F32Array | None, sigma2: F32Array | None) -> U8Array:
+        out = np.empty((x.shape[0], self.block_bytes), dtype=np.uint8)
+        if self.affine:
+            d, m, q = self._scale_min_and_levels(x, qw, sigma2)
+            out[:, 2:4] = fp16_bytes(m)
+        else:
+            d, q = self._scale_and_levels(x, qw, sigma2)
+        out[:, 0:2] = fp16_bytes(d)
+        qh, qs = self._offsets()
+        if self.fifth_bit:
+            out[:, qh:qs] = _pack_fifth_bits(q)
+        out[:, qs:] = pack_nibbles(q)
+        return out
+
+    def _decode(self, q: U8Array) -> F32Array:
+        d = fp16_to_f32(q[:, 0:2])
+        qh, qs = self._offsets()
+        levels = unpack_nibbles(q[:, qs:])
+        if self.fifth_bit:
+            levels |= _unpack_fifth_bits(q[:, qh:qs])
+        if self.affine:
+            y = levels.astype(np.float32) * d[:, None]
+            y += fp16_to_f32(q[:, 2:4])[:, None]
+            return y
+        signed = levels.astype(np.int8) - np.int8(self.nmax)
+        return signed.astype(np.float32) * d[:, None]  # type: ignore[no-any-return]
 
     def _scale_and_levels(self, x: F32Array, qw: F32Array | None,
                           sigma2: F32Array | None) -> tuple[F32Array, U8Array]:
@@ -66,13 +103,6 @@ class _SymmetricLegacy(BlockFormat):
         v += nm + F32(0.5)
         q = c_trunc_to_byte(v, overflowed)
         return d, np.minimum(q, 2 * self.nmax - 1)
-
-
-class _AffineLegacy(BlockFormat):
-    """Q4_1/Q5_1: d = (max - min) / nmax, m = min, q = (int)((x - min)/d + 0.5)."""
-
-    nmax: ClassVar[int]  # 15 or 31
-    uses_row_sigma2 = True
 
     def _scale_min_and_levels(self, x: F32Array, qw: F32Array | None,
                               sigma2: F32Array | None) -> tuple[F32Array, F32Array, U8Array]:
@@ -136,23 +166,11 @@ class Q8_0(BlockFormat):
 #   | d  f16 | qs: u8[16]                       |   byte j: low nibble = q[j],
 #   +--------+----------------------------------+           high nibble = q[j+16]
 #    0      2                                  18   value = d * (q - 8)
-class Q4_0(_SymmetricLegacy):
+class Q4_0(_Legacy):
     """4-bit symmetric; with an imatrix, the weighted make_qx_quants search (nmax 8)."""
 
     qtype = GGMLQuantizationType.Q4_0
-    nmax = 8
-
-    def _encode(self, x: F32Array, qw: F32Array | None, sigma2: F32Array | None) -> U8Array:
-        d, q = self._scale_and_levels(x, qw, sigma2)
-        out = np.empty((x.shape[0], 18), dtype=np.uint8)
-        out[:, 0:2] = fp16_bytes(d)
-        out[:, 2:18] = pack_nibbles(q)
-        return out
-
-    def _decode(self, q: U8Array) -> F32Array:
-        d = fp16_to_f32(q[:, 0:2])
-        levels = unpack_nibbles(q[:, 2:18]).astype(np.int8) - np.int8(8)
-        return levels.astype(np.float32) * d[:, None]  # type: ignore[no-any-return]
+    nmax, affine, fifth_bit = 8, False, False
 
 
 #   Q4_1: 20 bytes per 32 values
@@ -160,26 +178,11 @@ class Q4_0(_SymmetricLegacy):
 #   | d  f16 | m  f16 | qs: u8[16] (as Q4_0)    |   value = d * q + m
 #   +--------+--------+-------------------------+
 #    0      2        4                         20
-class Q4_1(_AffineLegacy):
+class Q4_1(_Legacy):
     """4-bit with offset; with an imatrix, the weighted make_qkx3_quants search."""
 
     qtype = GGMLQuantizationType.Q4_1
-    nmax = 15
-
-    def _encode(self, x: F32Array, qw: F32Array | None, sigma2: F32Array | None) -> U8Array:
-        d, m, q = self._scale_min_and_levels(x, qw, sigma2)
-        out = np.empty((x.shape[0], 20), dtype=np.uint8)
-        out[:, 0:2] = fp16_bytes(d)
-        out[:, 2:4] = fp16_bytes(m)
-        out[:, 4:20] = pack_nibbles(q)
-        return out
-
-    def _decode(self, q: U8Array) -> F32Array:
-        d = fp16_to_f32(q[:, 0:2])
-        m = fp16_to_f32(q[:, 2:4])
-        y = unpack_nibbles(q[:, 4:20]).astype(np.float32) * d[:, None]
-        y += m[:, None]
-        return y
+    nmax, affine, fifth_bit = 15, True, False
 
 
 #   Q5_0: 22 bytes per 32 values
@@ -187,25 +190,11 @@ class Q4_1(_AffineLegacy):
 #   | d  f16 | qh: u32 (LE)     | qs: u8[16] (as Q4_0) |   q[j] = nibble | (bit j of qh) << 4
 #   +--------+------------------+----------------------+   value = d * (q - 16)
 #    0      2                  6                      22
-class Q5_0(_SymmetricLegacy):
+class Q5_0(_Legacy):
     """5-bit symmetric; with an imatrix, the weighted make_qx_quants search (nmax 16)."""
 
     qtype = GGMLQuantizationType.Q5_0
-    nmax = 16
-
-    def _encode(self, x: F32Array, qw: F32Array | None, sigma2: F32Array | None) -> U8Array:
-        d, q = self._scale_and_levels(x, qw, sigma2)
-        out = np.empty((x.shape[0], 22), dtype=np.uint8)
-        out[:, 0:2] = fp16_bytes(d)
-        out[:, 2:6] = _pack_fifth_bits(q)
-        out[:, 6:22] = pack_nibbles(q)
-        return out
-
-    def _decode(self, q: U8Array) -> F32Array:
-        d = fp16_to_f32(q[:, 0:2])
-        levels = unpack_nibbles(q[:, 6:22]) | _unpack_fifth_bits(q[:, 2:6])
-        signed = levels.astype(np.int8) - np.int8(16)
-        return signed.astype(np.float32) * d[:, None]  # type: ignore[no-any-return]
+    nmax, affine, fifth_bit = 16, False, True
 
 
 #   Q5_1: 24 bytes per 32 values
@@ -213,26 +202,8 @@ class Q5_0(_SymmetricLegacy):
 #   | d  f16 | m  f16 | qh: u32 (LE)     | qs: u8[16] (as Q4_0) |   value = d * q + m
 #   +--------+--------+------------------+----------------------+
 #    0      2        4                  8                      24
-class Q5_1(_AffineLegacy):
+class Q5_1(_Legacy):
     """5-bit with offset; with an imatrix, the weighted make_qkx3_quants search."""
 
     qtype = GGMLQuantizationType.Q5_1
-    nmax = 31
-
-    def _encode(self, x: F32Array, qw: F32Array | None, sigma2: F32Array | None) -> U8Array:
-        d, m, q = self._scale_min_and_levels(x, qw, sigma2)
-        out = np.empty((x.shape[0], 24), dtype=np.uint8)
-        out[:, 0:2] = fp16_bytes(d)
-        out[:, 2:4] = fp16_bytes(m)
-        out[:, 4:8] = _pack_fifth_bits(q)
-        out[:, 8:24] = pack_nibbles(q)
-        return out
-
-    def _decode(self, q: U8Array) -> F32Array:
-        d = fp16_to_f32(q[:, 0:2])
-        m = fp16_to_f32(q[:, 2:4])
-        levels = unpack_nibbles(q[:, 8:24]) | _unpack_fifth_bits(q[:, 4:8])
-        y = levels.astype(np.float32) * d[:, None]
-        y += m[:, None]
-        return y
-
+    nmax, affine, fifth_bit = 31, True, True

@@ -11,6 +11,7 @@ imatrix, imatrix * sqrt(sigma2 + x^2) with one (sigma2 = 2 * the block's mean sq
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 from gguf import GGMLQuantizationType
 
 from modelkit.quant.kernels.block import BlockFormat
@@ -36,14 +37,33 @@ _KV = KVALUES_IQ4NL.astype(np.float32)
 _NTRY = 7
 
 
+# best_index_int8's choice between neighbours a < b, ``v - a < b - v`` in float32, is the
+# exact ``v < (a + b)/2`` for every float32 v (near a midpoint both differences are exact),
+# and every midpoint is a multiple of 1/2: so the index depends only on floor(2v). The
+# tables hold, for k = floor(2v) in [-232, 203] (stored at k mod 436), the index and value.
+_LUT_LO, _LUT_HI = -232, 203
+_LUT_INDEX = np.empty(_LUT_HI - _LUT_LO + 1, dtype=np.uint8)
+for _k in range(_LUT_LO, _LUT_HI + 1):
+    _LUT_INDEX[_k % _LUT_INDEX.size] = sum(
+        int(a) + int(b) <= _k  # 2 * midpoint <= k, in integers
+        for a, b in zip(KVALUES_IQ4NL[:-1], KVALUES_IQ4NL[1:], strict=True))
+_LUT_VALUE = _KV[_LUT_INDEX]
+
+
+def _lut_keys(v2: F32Array) -> npt.NDArray[np.intp]:
+    """floor(v2) clipped to the table's range, as (possibly negative) table indices;
+    ``v2`` (2v, which must not be NaN) is overwritten."""
+    np.floor(v2, out=v2)
+    np.clip(v2, F32(_LUT_LO), F32(_LUT_HI), out=v2)
+    return v2.astype(np.intp)
+
+
 def best_index(v: F32Array) -> U8Array:
     """``best_index_int8(16, kvalues_iq4nl, v)`` elementwise: the index of the nearest
-    table value, the larger one on a tie (distances in float32, as in C; NaN -> 15)."""
-    mu = np.searchsorted(_KV, v, side="right")
-    np.clip(mu, 1, 15, out=mu)
-    lower = mu - 1
-    below = (v - _KV[lower]) < (_KV[mu] - v)
-    return np.where(below, lower, mu).astype(np.uint8)
+    table value, the larger one on a tie (NaN -> 15, as the C binary search ends)."""
+    nan = np.isnan(v)
+    v2 = np.where(nan, F32(2 * _LUT_HI), v * F32(2.0))
+    return np.take(_LUT_INDEX, _lut_keys(v2))
 
 
 def _weights(xc: F32Array, qw: F32Array | None, sigma2: F32Array | None,
@@ -72,7 +92,9 @@ def _search_scales(xc: F32Array, w: F32Array) -> F32Array:
     prod = np.empty_like(xc)
 
     def sums(iscale: F32Array) -> tuple[F32Array, F32Array]:
-        q = _KV[best_index(xc * iscale)]
+        # x * (2 iscale) == 2 fl(x * iscale) exactly here: iscale is finite and at most
+        # 127e15, and where the product underflows the index is 8 either way
+        q = np.take(_LUT_VALUE, _lut_keys(np.multiply(xc, F32(2.0) * iscale, out=prod)))
         np.multiply(w, q, out=prod)  # C: w*q*x == (w*q)*x
         q *= prod
         sumq2 = seq_sum(q)

@@ -6,15 +6,16 @@ from __future__ import annotations
 from typing import cast
 
 import numpy as np
+import numpy.typing as npt
 
 from modelkit.quant.kernels.common import (
     F32,
     F32_TINY,
     GROUP_MAX_EPS,
+    MAGIC,
     RINT_SAFE,
     BoolArray,
     F32Array,
-    I32Array,
     U8Array,
     clamped_levels,
     first_zero_fix,
@@ -174,7 +175,7 @@ def fit_unsigned(x: F32Array, w: F32Array, nmax: int) -> tuple[F32Array, U8Array
     lf = li.astype(np.float32)
     wx = w * x  # C: w*x[i]*l == (w*x)*l
     sums = seq_sum(wx * lf), seq_sum((w * lf) * lf)
-    levels = li & 0xFF  # the uint8 L[] of the C code
+    levels = (li & 0xFF).astype(np.float32)  # the uint8 L[] of the C code
     sumlx, suml2 = _refine_levels(x, w, wx, levels, sums, None, nmax)
     scale = np.where(suml2 > 0, sumlx / suml2, F32(0.0))
     scale[zero] = 0
@@ -183,43 +184,74 @@ def fit_unsigned(x: F32Array, w: F32Array, nmax: int) -> tuple[F32Array, U8Array
     return scale, out
 
 
-def _refine_levels(x: F32Array, w: F32Array, wx: F32Array, levels: I32Array,
+def _refine_levels(x: F32Array, w: F32Array, wx: F32Array, levels: F32Array,
                    sums: tuple[F32Array, F32Array], lo: int | None,
                    hi: int) -> tuple[F32Array, F32Array]:
     """The coordinate descent of make_qp_quants / make_q3_quants, in place on the
-    integer ``levels`` (n, m), from ``sums`` = (sumlx, suml2): up to 5 rounds; in each,
-    element i (in order) moves to clamp(nearest_int(x*sl2/slx), lo, hi) when that
-    raises sumlx^2/suml2. Returns the final (sumlx, suml2).
+    (integer-valued float32) ``levels`` (n, m), from ``sums`` = (sumlx, suml2): up to 5
+    rounds; in each, element i (in order) moves to clamp(nearest_int(x*sl2/slx), lo, hi)
+    when that raises sumlx^2/suml2. Returns the final (sumlx, suml2).
 
     make_qp_quants (``lo`` None: no lower bound, levels kept as uint8) needs ``slx > 0
     and sl2 > 0`` before trying, make_q3_quants ``slx > 0`` before and ``sl2 > 0``
-    after. C stops a column after a round without change; such a round leaves the state
-    as it was, so running rounds on until no column changes any more (at most 5) gives
-    the same result."""
-    sumlx, suml2 = sums
+    after. As in C, a column stops after a round without change: each round works on
+    the columns the previous one changed."""
+    sumlx, suml2 = sums[0].copy(), sums[1].copy()
+    act: npt.NDArray[np.intp] | None = None  # None: every column
+    xa, wa, wxa, la, sx, s2 = x, w, wx, levels, sumlx, suml2
+    bias = 0x00400000  # nearest_int's offset, folded into the clamp bounds
+    lo_b, hi_b = (-(2**31) if lo is None else lo + bias), hi + bias
     for _ in range(5):
-        changed = False
+        m = sx.shape[0]
+        changed = np.zeros(m, dtype=np.bool_)
+        # scratch rows, reused by every element (no allocation in the loop)
+        slx, sl2, t1, t2, new_f = (np.empty(m, dtype=np.float32) for _ in range(5))
+        raw = np.empty(m, dtype=np.int32)
+        ok, flag = np.empty(m, dtype=np.bool_), np.empty(m, dtype=np.bool_)
         for i in range(x.shape[0]):
-            l_i = levels[i].astype(np.float32)
-            slx = sumlx - wx[i] * l_i
-            sl2 = suml2 - (w[i] * l_i) * l_i
-            ok = (slx > 0) & (sl2 > 0) if lo is None else slx > 0
-            new_l = nearest_int((x[i] * sl2) / slx)
-            new_l = np.minimum(new_l, hi) if lo is None else np.clip(new_l, lo, hi)
-            new_f = new_l.astype(np.float32)
-            slx += wx[i] * new_f
-            sl2 += (w[i] * new_f) * new_f
-            take = ok & (new_l != levels[i]) & ((slx * slx) * suml2 > (sumlx * sumlx) * sl2)
+            l_i = la[i]
+            np.subtract(sx, np.multiply(wxa[i], l_i, out=t1), out=slx)
+            np.multiply(wa[i], l_i, out=t1)
+            np.subtract(s2, np.multiply(t1, l_i, out=t1), out=sl2)
+            # new_l = clamp(nearest_int(x*sl2/slx)): the bit trick, bias kept until the end
+            np.multiply(xa[i], sl2, out=t1)
+            np.divide(t1, slx, out=t1)
+            t1 += MAGIC
+            np.bitwise_and(t1.view(np.int32), 0x007FFFFF, out=raw)
+            np.minimum(np.maximum(raw, lo_b, out=raw), hi_b, out=raw)
+            raw -= bias
+            np.copyto(new_f, raw, casting="unsafe")
+            if lo is None:
+                np.greater(slx, 0, out=ok)
+                ok &= np.greater(sl2, 0, out=flag)
+            else:
+                np.greater(slx, 0, out=ok)
+            ok &= np.not_equal(new_f, l_i, out=flag)
+            slx += np.multiply(wxa[i], new_f, out=t1)
+            np.multiply(wa[i], new_f, out=t1)
+            sl2 += np.multiply(t1, new_f, out=t1)
+            np.multiply(np.multiply(slx, slx, out=t1), s2, out=t1)
+            np.multiply(np.multiply(sx, sx, out=t2), sl2, out=t2)
+            ok &= np.greater(t1, t2, out=flag)
             if lo is not None:
-                take &= sl2 > 0
-            if take.any():
-                changed = True
-                levels[i] = np.where(take, new_l if lo is not None else new_l & 0xFF,
-                                     levels[i])
-                sumlx = np.where(take, slx, sumlx)
-                suml2 = np.where(take, sl2, suml2)
-        if not changed:
+                ok &= np.greater(sl2, 0, out=flag)
+            if ok.any():
+                changed |= ok
+                if lo is None:  # C keeps L[i] in a uint8
+                    np.copyto(new_f, np.bitwise_and(raw, 0xFF, out=raw), casting="unsafe")
+                np.copyto(l_i, new_f, where=ok)
+                np.copyto(sx, slx, where=ok)
+                np.copyto(s2, sl2, where=ok)
+        if act is not None:
+            levels[:, act] = la
+            sumlx[act] = sx
+            suml2[act] = s2
+        keep = np.flatnonzero(changed)
+        if keep.size == 0:
             break
+        act = keep if act is None else act[keep]
+        xa, wa, wxa, la = x[:, act], w[:, act], wx[:, act], levels[:, act]
+        sx, s2 = sumlx[act], suml2[act]
     return sumlx, suml2
 
 
@@ -230,14 +262,13 @@ def fit_q3(x: F32Array, nmax: int) -> tuple[F32Array, F32Array]:
     amax_signed = signed_absmax(x, axis=0)
     zero = ~(np.abs(amax_signed) >= GROUP_MAX_EPS)
     iscale = -F32(nmax) / np.where(zero, F32(1.0), amax_signed)
-    levels = np.clip(nearest_int(x * iscale), -nmax, nmax - 1)
-    lf = levels.astype(np.float32)
+    levels = np.clip(nearest_int(x * iscale), -nmax, nmax - 1).astype(np.float32)
     w = x * x
     wx = w * x
-    sums = seq_sum(wx * lf), seq_sum((w * lf) * lf)
+    sums = seq_sum(wx * levels), seq_sum((w * levels) * levels)
     sumlx, suml2 = _refine_levels(x, w, wx, levels, sums, -nmax, nmax - 1)
     scale = np.where(suml2 > 0, sumlx / suml2, F32(0.0))
     scale[zero] = 0
-    out = (levels + nmax).astype(np.float32)
+    out = levels + F32(nmax)
     out[:, zero] = 0
     return scale, out
