@@ -573,7 +573,8 @@ def _quant_options(p: argparse.ArgumentParser, *, dry_run: bool) -> None:
 
 def _quant_spec(args: argparse.Namespace, type_name: str | None) -> api.QuantizeSpec | None:
     if type_name is None:
-        for opt in ("imatrix", "output_tensor_type", "token_embedding_type"):
+        for opt in ("imatrix", "include_weights", "exclude_weights", "output_tensor_type",
+                    "token_embedding_type", "tensor_type", "pure", "leave_output_tensor"):
             if getattr(args, opt):
                 raise E.QuantizationError(f"--{opt.replace('_', '-')} needs a quantization "
                                           "type (-q TYPE)")

@@ -252,3 +252,10 @@ def test_imatrix_options_match_llama_quantize(tmp_path: Path, capsys: pytest.Cap
                       str(out), "q4_k_m")
     assert code == 0, err
     assert hashlib.sha256(out.read_bytes()).hexdigest() == result["output_sha256"]
+
+
+def test_options_need_a_type(models_dir: Path, tmp_path: Path,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "Modelfile").write_text(f"FROM {SAMPLE}\n")
+    code, _, err = mk(capsys, "create", "m", "-f", str(tmp_path / "Modelfile"), "--pure")
+    assert code == 7 and "--pure needs a quantization type" in err
