@@ -50,7 +50,7 @@ from modelkit.modelfile import Command, Modelfile, format_modelfile, parse, pars
 from modelkit.names import ModelName
 from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent, ignore_progress
 from modelkit.quant.file_types import menu_lines, parse_ggml_type, parse_quant_name
-from modelkit.quant.fileplan import FilePlan, QuantizeSpec, plan_file
+from modelkit.quant.fileplan import FilePlan, QuantizeSpec, plan_file, plan_json, plan_lines
 from modelkit.quant.imatrix import load_imatrix
 from modelkit.quant.policy import QuantOptions, parse_file_type, parse_tensor_type_option
 from modelkit.quant.requantize import RequantizeResult, quantize_file
@@ -71,7 +71,7 @@ __all__ = [
     "FolderInfo", "ModelInfo", "ModelSummary", "convert", "convert_lora", "copy", "create",
     "create_plan", "describe_folder", "format_modelfile", "is_hf_folder", "list_models",
     "parse_modelfile", "prune", "pull", "push", "quant_menu", "quant_spec", "quantize",
-    "quantize_plan", "remove", "show", "verify",
+    "quantize_plan", "plan_json", "plan_lines", "remove", "show", "verify",
     # what the functions above return or report, and Ollama's way of printing it
     "BlobProblem", "ConvertResult", "CreateResult", "DamagedManifest", "FilePlan",
     "ProgressCallback", "ProgressEvent", "PrunePlan", "PushResult", "QuantizationView",

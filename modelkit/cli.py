@@ -586,45 +586,16 @@ def _quant_spec(args: argparse.Namespace, type_name: str | None) -> api.Quantize
         pure=args.pure, leave_output_tensor=args.leave_output_tensor)
 
 
-def _mib(n: int) -> str:
-    return f"{n / 1024 / 1024:8.3f} MiB"
-
-
 def print_dry_run(fp: api.FilePlan, *, json_mode: bool) -> None:
-    missing = fp.missing_kernels()
-    output_size = fp.output_size
     if json_mode:
-        _emit_json({
-            "file_type": fp.name, "general.file_type": fp.plan.file_type,
-            "tensors": [{"name": p.tensor.name, "shape": list(p.tensor.shape),
-                         "source_type": p.tensor.type.name, "type": p.target.name,
-                         "bytes": p.nbytes, "fallback": p.choice.fallback,
-                         "imatrix": p.weights is not None} for p in fp.tensors],
-            "totals": {t: {"tensors": n, "bytes": b}
-                       for t, (n, b) in fp.totals_by_type().items()},
-            "n_fallback": fp.plan.n_fallback, "output_size": output_size,
-            "bits_per_weight": round(fp.bits_per_weight, 4),
-            "kvs": {k: v for k, v, _ in fp.imatrix_kvs},
-            "missing_kernels": missing})
+        _emit_json(api.plan_json(fp))
         return
-    n = len(fp.tensors)
-    for i, p in enumerate(fp.tensors, 1):
-        shape = ", ".join(f"{d:6d}" for d in p.tensor.shape)
-        size = _mib(p.nbytes) if not p.choice.quantize else \
-            f"{_mib(p.tensor.n_bytes)} -> {_mib(p.nbytes)}"
-        print(f"[{i:4d}/{n:4d}] {p.tensor.name:<36} - [{shape}], "
-              f"{p.tensor.type.name.lower():>7} -> {p.target.name.lower():<7} {size}")
+    lines = api.plan_lines(fp)
+    print("\n".join(lines[:len(fp.tensors)]))
     rows = [["type", "tensors", "size"]]
     rows += [[t, str(k), human_bytes(b)] for t, (k, b) in fp.totals_by_type().items()]
     sys.stdout.write(_table(rows, indent=False))
-    source = sum(p.tensor.n_bytes for p in fp.tensors)
-    print(f"model size = {_mib(source)} ({source * 8 / max(1, fp.n_elements):.2f} BPW)")
-    print(f"quant size = {_mib(fp.tensor_bytes)} ({fp.bits_per_weight:.2f} BPW)")
-    print(f"output: {fp.name}, {output_size} bytes ({human_bytes(output_size)}), "
-          f"{fp.plan.n_fallback} fallback(s); nothing written (--dry-run)")
-    if missing:
-        print("note: modelkit has no quantizer yet for " + ", ".join(missing)
-              + ": the real run would refuse")
+    print("\n".join(lines[len(fp.tensors):]))
 
 
 # ------------------------------------------------------------------- convert

@@ -46,7 +46,7 @@ from modelkit.quant.policy import (
 )
 
 __all__ = ["GGML_QNT_VERSION", "FilePlan", "PlannedTensor", "QuantizeSpec", "describe",
-           "output_alignment", "output_kvs", "plan_file"]
+           "output_alignment", "output_kvs", "plan_file", "plan_json", "plan_lines"]
 
 T = GGMLQuantizationType
 F32Array = npt.NDArray[np.float32]
@@ -252,3 +252,46 @@ def describe(plan: FilePlan) -> Sequence[str]:
             notes.append(f"the imatrix has no weights for {len(missing)} tensor(s) "
                          f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
     return notes
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1024 / 1024:8.3f} MiB"
+
+
+def plan_lines(fp: FilePlan) -> list[str]:
+    """``--dry-run``'s text: one line per tensor (as llama-quantize's log), then the
+    sizes, bits per weight and notes."""
+    n = len(fp.tensors)
+    lines = []
+    for i, p in enumerate(fp.tensors, 1):
+        shape = ", ".join(f"{d:6d}" for d in p.tensor.shape)
+        size = _mib(p.nbytes) if not p.choice.quantize else \
+            f"{_mib(p.tensor.n_bytes)} -> {_mib(p.nbytes)}"
+        lines.append(f"[{i:4d}/{n:4d}] {p.tensor.name:<36} - [{shape}], "
+                     f"{p.tensor.type.name.lower():>7} -> {p.target.name.lower():<7} {size}")
+    source = sum(p.tensor.n_bytes for p in fp.tensors)
+    lines.append(f"model size = {_mib(source)} ({source * 8 / max(1, fp.n_elements):.2f} BPW)")
+    lines.append(f"quant size = {_mib(fp.tensor_bytes)} ({fp.bits_per_weight:.2f} BPW)")
+    lines.append(f"output: {fp.name}, {fp.output_size} bytes, {fp.plan.n_fallback} "
+                 "fallback(s); nothing written (--dry-run)")
+    lines += [f"note: {note}" for note in describe(fp)]
+    missing = fp.missing_kernels()
+    if missing:
+        lines.append("note: modelkit has no quantizer yet for " + ", ".join(missing)
+                     + ": the real run would refuse")
+    return lines
+
+
+def plan_json(fp: FilePlan) -> dict[str, Any]:
+    """``--dry-run --json``: the plan as one JSON object."""
+    return {
+        "file_type": fp.name, "general.file_type": fp.plan.file_type,
+        "tensors": [{"name": p.tensor.name, "shape": list(p.tensor.shape),
+                     "source_type": p.tensor.type.name, "type": p.target.name,
+                     "bytes": p.nbytes, "fallback": p.choice.fallback,
+                     "imatrix": p.weights is not None} for p in fp.tensors],
+        "totals": {t: {"tensors": n, "bytes": b} for t, (n, b) in fp.totals_by_type().items()},
+        "n_fallback": fp.plan.n_fallback, "output_size": fp.output_size,
+        "bits_per_weight": round(fp.bits_per_weight, 4),
+        "kvs": {k: v for k, v, _ in fp.imatrix_kvs},
+        "missing_kernels": fp.missing_kernels()}
