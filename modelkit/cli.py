@@ -45,6 +45,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (E.FileNotFoundModelkitError, 4),
     (E.GGUFError, 5),
     (E.DigestError, 6),
+    (E.ImatrixError, 11),
     (E.QuantizationError, 7),
     (E.ConvertError, 12),
     (E.StoreError, 8),
@@ -151,9 +152,15 @@ def _table(rows: Sequence[Sequence[str]], *, indent: bool) -> str:
 
 # --------------------------------------------------------------------- create
 def cmd_create(args: argparse.Namespace) -> int:
+    spec = _quant_spec(args, args.quantize)
+    if args.dry_run:
+        if spec is None:
+            raise E.QuantizationError("--dry-run shows a quantization plan: give -q TYPE")
+        print_dry_run(api.create_plan(args.file, spec), json_mode=args.json)
+        return 0
     printer = ProgressPrinter(json_mode=args.json)
     try:
-        result = api.create(args.name, args.file, quantize=args.quantize, link=args.link,
+        result = api.create(args.name, args.file, quantize=spec, link=args.link,
                             offline=args.offline or None, insecure=args.insecure,
                             progress=printer)
     finally:
@@ -459,7 +466,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_pull(args: argparse.Namespace) -> int:
     printer = ProgressPrinter(json_mode=args.json)
     try:
-        result = api.pull(args.name, quantize=args.quantize, offline=args.offline or None,
+        result = api.pull(args.name, quantize=_quant_spec(args, args.quantize),
+                          offline=args.offline or None,
                           insecure=args.insecure, progress=printer)
     finally:
         printer.close()
@@ -486,11 +494,25 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ quantize
 def cmd_quantize(args: argparse.Namespace) -> int:
+    if args.list:
+        print("allowed quantization types:\n" + "\n".join(api.quant_menu()))
+        return 0
+    if args.dry_run and args.type is None and args.destination is not None:
+        args.type, args.destination = args.destination, None  # llama-quantize's IN TYPE
+    if args.source is None or args.type is None or (args.destination is None
+                                                    and not args.dry_run):
+        raise E.QuantizationError("usage: modelkit quantize [OPTIONS] IN.gguf OUT.gguf TYPE "
+                                  "(see --list for the types)")
+    spec = _quant_spec(args, args.type)
+    assert spec is not None
+    if args.dry_run:
+        print_dry_run(api.quantize_plan(args.source, spec), json_mode=args.json)
+        return 0
     printer = ProgressPrinter(json_mode=args.json)
     try:
-        result = api.quantize(args.source, args.destination, args.type,
+        result = api.quantize(args.source, args.destination, spec,
                               report=args.report, max_rmse=args.max_rmse,
-                              workers=args.workers, progress=printer)
+                              workers=args.workers or args.nthreads, progress=printer)
     finally:
         printer.close()
     summary = {
@@ -522,6 +544,61 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         if result.rmse is not None:
             print(f"rmse {result.rmse:.6g} (worst tensor: {result.worst_tensor})")
     return 0
+
+
+# ------------------------------------------------- quantization options (shared)
+def _quant_options(p: argparse.ArgumentParser, *, dry_run: bool) -> None:
+    """llama-quantize's options, spelled as there."""
+    p.add_argument("--imatrix", metavar="FILE",
+                   help="importance matrix (llama-imatrix's GGUF or legacy .dat file)")
+    p.add_argument("--include-weights", metavar="NAME", action="append", default=[],
+                   help="use the importance matrix only for tensors whose name contains NAME")
+    p.add_argument("--exclude-weights", metavar="NAME", action="append", default=[],
+                   help="do not use the importance matrix for tensors whose name contains NAME")
+    p.add_argument("--output-tensor-type", metavar="TYPE",
+                   help="ggml type of output.weight (e.g. q8_0)")
+    p.add_argument("--token-embedding-type", metavar="TYPE",
+                   help="ggml type of the token embeddings")
+    p.add_argument("--tensor-type", metavar="PATTERN=TYPE", action="append", default=[],
+                   help="quantize tensors whose name matches the regex PATTERN to TYPE "
+                        "(repeatable; the first match wins)")
+    p.add_argument("--pure", action="store_true",
+                   help="no k-quant mixture: every tensor gets the type's default")
+    p.add_argument("--leave-output-tensor", action="store_true",
+                   help="leave output.weight un(re)quantized")
+    p.add_argument("--allow-requantize", action="store_true",
+                   help="accepted for llama-quantize compatibility (modelkit requantizes "
+                        "with a warning)")
+    if dry_run:
+        p.add_argument("--dry-run", action="store_true",
+                       help="print each tensor's type and size and the totals; write nothing")
+
+
+def _quant_spec(args: argparse.Namespace, type_name: str | None) -> api.QuantizeSpec | None:
+    if type_name is None:
+        for opt in ("imatrix", "include_weights", "exclude_weights", "output_tensor_type",
+                    "token_embedding_type", "tensor_type", "pure", "leave_output_tensor"):
+            if getattr(args, opt):
+                raise E.QuantizationError(f"--{opt.replace('_', '-')} needs a quantization "
+                                          "type (-q TYPE)")
+        return None
+    return api.quant_spec(
+        type_name, imatrix=args.imatrix, include_weights=args.include_weights,
+        exclude_weights=args.exclude_weights, output_tensor_type=args.output_tensor_type,
+        token_embedding_type=args.token_embedding_type, tensor_types=args.tensor_type,
+        pure=args.pure, leave_output_tensor=args.leave_output_tensor)
+
+
+def print_dry_run(fp: api.FilePlan, *, json_mode: bool) -> None:
+    if json_mode:
+        _emit_json(api.plan_json(fp))
+        return
+    lines = api.plan_lines(fp)
+    print("\n".join(lines[:len(fp.tensors)]))
+    rows = [["type", "tensors", "size"]]
+    rows += [[t, str(k), human_bytes(b)] for t, (k, b) in fp.totals_by_type().items()]
+    sys.stdout.write(_table(rows, indent=False))
+    print("\n".join(lines[len(fp.tensors):]))
 
 
 # ------------------------------------------------------------------- convert
@@ -601,7 +678,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="MODEL")
     p.add_argument("-f", "--file", help="name of the Modelfile (default: ./Modelfile)")
     p.add_argument("-q", "--quantize", metavar="TYPE",
-                   help="quantize the model to this type (e.g. q4_K_M)")
+                   help="quantize the model to this type (e.g. q4_K_M; see 'quantize --list')")
+    _quant_options(p, dry_run=True)
     p.add_argument("--link", nargs="?", const="reflink", default="copy",
                    choices=("reflink", "hard"), metavar="reflink|hard",
                    help="--link: share the GGUF's storage copy-on-write (reflink) where the "
@@ -616,6 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
             "(modelscope.cn/...) or an OCI registry")
     p.add_argument("name", metavar="MODEL")
     p.add_argument("-q", "--quantize", metavar="TYPE", help="quantize the download to TYPE")
+    _quant_options(p, dry_run=False)
     p.add_argument("--offline", action="store_true",
                    help="use only the hub clients' caches (as HF_HUB_OFFLINE=1)")
     p.add_argument("--insecure", action="store_true",
@@ -626,10 +705,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure", action="store_true",
                    help="a registry over plain http (a local registry)")
 
-    p = add("quantize", cmd_quantize, "Quantize a GGUF file into another GGUF file")
-    p.add_argument("source", metavar="IN.gguf")
-    p.add_argument("destination", metavar="OUT.gguf")
-    p.add_argument("type", metavar="TYPE", help="q4_K_M, q4_K_S, q5_K_M, q6_K, q8_0, q4_0, ...")
+    p = add("quantize", cmd_quantize, "Quantize a GGUF file into another GGUF file "
+            "(options as llama-quantize's, before the file names)")
+    p.add_argument("source", metavar="IN.gguf", nargs="?")
+    p.add_argument("destination", metavar="OUT.gguf", nargs="?")
+    p.add_argument("type", metavar="TYPE", nargs="?",
+                   help="a type from the menu (--list): q4_K_M, q6_K, iq4_xs, Q4_K_L, ...")
+    p.add_argument("nthreads", metavar="NTHREADS", nargs="?", type=int,
+                   help="as llama-quantize's last argument: worker processes")
+    p.add_argument("--list", action="store_true",
+                   help="print the quantization types with their bits per weight")
+    _quant_options(p, dry_run=True)
     p.add_argument("--report", action="store_true",
                    help="per-tensor error against the source (RMSE, max abs error)")
     p.add_argument("--max-rmse", type=float, metavar="X",
@@ -713,6 +799,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         print(f"Error: {_one_line(str(exc))}", file=sys.stderr)
+        if isinstance(exc, E.UnknownQuantTypeError):  # an unknown type lists the menu
+            print("allowed quantization types:\n" + "\n".join(api.quant_menu()),
+                  file=sys.stderr)
         return exit_code_for(exc)
     except OSError as exc:
         if debug:
