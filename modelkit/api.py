@@ -40,6 +40,7 @@ from modelkit.importers.hubs import hub_for
 from modelkit.manifest import Manifest, MediaType, ModelConfig
 from modelkit.modelfile import Command, Modelfile, format_modelfile, parse, parse_file
 from modelkit.names import ModelName
+from modelkit.peek import PeekedModel, names_a_host, peek
 from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent, ignore_progress
 from modelkit.quant.requantize import RequantizeResult, quantize_file
 from modelkit.registry import PushResult
@@ -213,6 +214,12 @@ class ModelInfo:
     messages: list[dict[str, Any]] = field(default_factory=list)
     manifest: Manifest | None = None
     config: ModelConfig | None = None
+    remote: PeekedModel | None = None  # a model read by ranges from its hub or registry
+
+    @property
+    def bytes_read(self) -> int | None:
+        """Bytes received from the network for a remote model; None for a local one."""
+        return self.remote.bytes_read if self.remote is not None else None
 
     @property
     def license(self) -> str:
@@ -306,8 +313,14 @@ def _info_from_gguf(gguf: GGUFInfo, *, name: str | None, config: ModelConfig | N
     )
 
 
-def show(name_or_path: str | os.PathLike[str], *, store: StoreArg = None) -> ModelInfo:
-    """Describe a stored model by name, or a GGUF file by path (header only)."""
+def show(name_or_path: str | os.PathLike[str], *, store: StoreArg = None,
+         insecure: bool = False) -> ModelInfo:
+    """Describe a stored model by name, or a GGUF file by path (header only).
+
+    A model that is not in the store is read from its hub (``hf.co/...``,
+    ``modelscope.cn/...``) or, when the name spells out a host, its registry: the GGUF
+    header and tensor table by range requests, nothing stored (``ModelInfo.remote``).
+    """
     text = os.fspath(name_or_path)
     if isinstance(name_or_path, os.PathLike) or text.lower().endswith(".gguf") \
             or os.sep in text and Path(text).exists():
@@ -317,8 +330,27 @@ def show(name_or_path: str | os.PathLike[str], *, store: StoreArg = None) -> Mod
         gguf = read_gguf(path)
         return _info_from_gguf(gguf, name=None, config=None, template=gguf.chat_template or "")
     s = _store(store)
-    stored = s.get(ModelName.parse(text))
+    model = ModelName.parse(text)
+    try:
+        stored = s.get(model)
+    except ModelNotFoundError:
+        if hub_for(model) is None and not names_a_host(text):
+            raise
+        return _info_from_peek(peek(model, insecure=insecure))
     return _info_from_stored(s, stored)
+
+
+def _info_from_peek(peeked: PeekedModel) -> ModelInfo:
+    info = _info_from_gguf(peeked.gguf, name=peeked.source, config=peeked.config,
+                           template=peeked.template, projector=peeked.projector)
+    info.path = peeked.source
+    info.remote = peeked
+    info.manifest = peeked.manifest
+    info.system = peeked.system
+    info.licenses = list(peeked.licenses)
+    info.parameters = dict(peeked.params)
+    info.messages = list(peeked.messages)
+    return info
 
 
 def _info_from_stored(s: Store, stored: StoredModel) -> ModelInfo:

@@ -244,7 +244,16 @@ def show_json(info: api.ModelInfo, *, verbose: bool) -> dict[str, Any]:
         "model_info": info.metadata(verbose=verbose),
         "tensors": [{"name": t.name, "type": t.type_name, "shape": list(t.shape)}
                     for t in info.tensors] if verbose else None,
+        **_remote_json(info),
     }
+
+
+def _remote_json(info: api.ModelInfo) -> dict[str, Any]:
+    """For a model read from its hub or registry: what was read of how much."""
+    if info.remote is None:
+        return {}
+    return {"bytes_read": info.bytes_read, "size": info.remote.size,
+            "revision": info.remote.revision, "files": list(info.remote.filenames)}
 
 
 SHOW_FIELDS = ("license", "modelfile", "parameters", "system", "template")
@@ -287,11 +296,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     if len(chosen) > 1:
         raise E.ModelkitError("only one of '--license', '--modelfile', '--parameters', "
                               "'--system', or '--template' can be specified")
-    info = api.show(args.model)
+    info = api.show(args.model, insecure=args.insecure)
     if args.quantization:
         view = quantization_view(info.gguf)
         if args.json:
-            _emit_json(quantization_json(view))
+            _emit_json({**quantization_json(view), **_remote_json(info)})
         else:
             sys.stdout.write(render_quantization(view))
         return 0
@@ -569,6 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="show metadata and tensors")
     p.add_argument("--quantization", action="store_true",
                    help="per-tensor types, bytes and bits per weight, by type and by layer")
+    p.add_argument("--insecure", action="store_true",
+                   help="a registry model over plain http (a local registry)")
 
     p = add("list", cmd_list, "List models", aliases=["ls"])
     p.add_argument("prefix", nargs="?", help="only names starting with this")

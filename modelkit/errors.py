@@ -78,3 +78,8 @@ class RegistryError(ModelkitError):
 
 class UnauthorizedError(RegistryError):
     """The registry or hub refused our credentials."""
+
+
+class RemoteReadError(ModelkitError):
+    """A remote file read by byte ranges that the server does not serve as asked
+    (it ignores ``Range``, or answers an unexpected status)."""

@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
               "modelkit.quant.kernels", "modelkit.quant.policy", "modelkit.quant.file_types")),
     ("io", ("modelkit.store", "modelkit.gguf_file", "modelkit.quant.requantize",
             "modelkit.quant.imatrix", "modelkit.importers", "modelkit.registry",
-            "modelkit.convert")),
+            "modelkit.convert", "modelkit.peek")),
     ("orchestration", ("modelkit.build",)),
     ("api", ("modelkit.api",)),
     ("front", ("modelkit.cli", "modelkit.__main__", "modelkit")),

@@ -1,0 +1,204 @@
+"""``show`` of hub models that are not in the store: GGUF headers by range requests
+through the real clients against the loopback fake hub (tests/hubserver.py), nothing
+written, every byte counted; and one clear line for each way it can fail."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hubserver import FakeRepo, HubServer
+from registry_fixtures import free_port
+from remote_fixtures import big_llama, huge_string_header
+from test_importers import data, gguf_bytes, hub, split_files, tiny_repo  # noqa: F401
+
+from modelkit import api, cli
+from modelkit.errors import (
+    GGUFError,
+    HubError,
+    ModelNotFoundError,
+    RemoteReadError,
+    UnauthorizedError,
+)
+from modelkit.gguf_file import read_gguf_bytes, read_gguf_from
+from modelkit.gguf_file.reader import FIRST_READ
+
+BIG = "Big-GGUF"
+
+
+@pytest.fixture
+def big(hub: HubServer) -> HubServer:  # noqa: F811
+    body, _ = big_llama()
+    hub.repos[f"org/{BIG}"] = FakeRepo({"README.md": b"# big\n", "Big-Q8_0.gguf": body,
+                                        "template": b"{{ .Prompt }} big",
+                                        "params": b'{"temperature": 0.25}'})
+    return hub
+
+
+def files_under(path: Path) -> list[Path]:
+    return [p for p in path.rglob("*") if p.is_file()] if path.exists() else []
+
+
+@pytest.mark.parametrize("host", ["hf.co", "modelscope.cn"])
+def test_show_reads_only_the_header_of_a_1gb_model(big: HubServer, tmp_path: Path,
+                                                   host: str) -> None:
+    body, slots = big_llama()
+    info = api.show(f"{host}/org/{BIG}:Q8_0", store=tmp_path / "models")
+    assert info.remote is not None
+    assert info.architecture == "llama" and info.quantization == "Q8_0"
+    assert info.context_length == 4096 and info.embedding_length == 2048
+    assert [t.name for t in info.tensors] == [s.name for s in slots]
+    assert info.gguf.parameter_count == sum(t.n_elements for t in info.tensors)
+    assert info.template == "{{ .Prompt }} big" and info.parameters == {"temperature": 0.25}
+    # Every byte the fake hub served for the GGUF was counted, and that is the header
+    # (plus at most the read-ahead), well under 1% of the file.
+    served = big.bytes_sent("Big-Q8_0.gguf")
+    assert info.bytes_read is not None and info.bytes_read >= served
+    assert info.remote.size == body.size > 1_000_000_000
+    assert served < body.size / 100
+    local = read_gguf_from(lambda offset, n: body[offset:offset + n], body.size, "local")
+    assert info.tensors == local.tensors and dict(info.gguf.metadata) == dict(local.metadata)
+    # Nothing stored, and nothing in the hub clients' caches but (HF) the branch's ref.
+    assert files_under(tmp_path / "models") == []
+    assert files_under(tmp_path / "ms") == []
+    assert [p.name for p in files_under(tmp_path / "hf")] in ([], ["main"])
+
+
+def test_show_json_reports_bytes_read(big: HubServer, capsys: pytest.CaptureFixture[str],
+                                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELKIT_MODELS", str(tmp_path / "models"))
+    assert cli.main(["show", "--json", f"hf.co/org/{BIG}:Q8_0"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["details"]["quantization_level"] == "Q8_0"
+    assert out["bytes_read"] > 0 and out["bytes_read"] * 100 < out["size"]
+    assert out["files"] == ["Big-Q8_0.gguf"]
+    assert cli.main(["show", "--quantization", "--json", f"hf.co/org/{BIG}:Q8_0"]) == 0
+    view = json.loads(capsys.readouterr().out)
+    assert view["by_type"][0]["type"] == "Q8_0" and view["bytes_read"] == out["bytes_read"]
+
+
+def test_show_text_sections_and_verbose(big: HubServer, capsys: pytest.CaptureFixture[str],
+                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                        ) -> None:
+    monkeypatch.setenv("MODELKIT_MODELS", str(tmp_path / "models"))
+    assert cli.main(["show", f"modelscope.cn/org/{BIG}"]) == 0
+    text = capsys.readouterr().out
+    assert "  Model\n" in text and "  Parameters\n" in text and "temperature" in text
+    assert cli.main(["show", "-v", f"hf.co/org/{BIG}:Q8_0"]) == 0
+    text = capsys.readouterr().out
+    assert "blk.19.ffn_down.weight" in text and "tokenizer.ggml.tokens" in text
+    assert cli.main(["show", "--template", f"hf.co/org/{BIG}:Q8_0"]) == 0
+    assert capsys.readouterr().out == "{{ .Prompt }} big"
+
+
+def test_same_tag_rules_as_pull(hub: HubServer, tmp_path: Path,  # noqa: F811
+                                data: dict[str, bytes]) -> None:  # noqa: F811
+    store = tmp_path / "models"
+    latest = api.show("hf.co/TheBloke/tiny-GGUF", store=store)
+    assert latest.remote is not None and latest.remote.filenames == ("Tiny-Q4_K_M.gguf",)
+    q8 = api.show("hf.co/TheBloke/tiny-GGUF:q8_0", store=store)
+    assert q8.remote is not None and q8.remote.filenames == ("Tiny-Q8_0.gguf",)
+    assert q8.gguf.tensors == read_gguf_bytes(data["q8"], "x").tensors
+
+
+def test_split_gguf_reads_every_shard(hub: HubServer, tmp_path: Path,  # noqa: F811
+                                      data: dict[str, bytes]) -> None:  # noqa: F811
+    shards = {k: v for k, v in data.items() if "-of-" in k}
+    hub.repos["org/split-GGUF"] = FakeRepo(dict(shards))
+    info = api.show("hf.co/org/split-GGUF:Q8_0", store=tmp_path / "models")
+    assert info.remote is not None and len(info.remote.shards) == len(shards) > 1
+    names = [t.name for s in shards.values() for t in read_gguf_bytes(s, "x").tensors]
+    assert [t.name for t in info.tensors] == names
+    assert not any(k.startswith("split.") for k in info.gguf.metadata)
+    for shard in shards:
+        assert hub.requests("GET", shard)
+
+
+def test_stored_model_wins_over_the_hub(hub: HubServer, tmp_path: Path) -> None:  # noqa: F811
+    store = tmp_path / "models"
+    api.pull("hf.co/TheBloke/tiny-GGUF:Q8_0", store=store)
+    before = len(hub.log)
+    info = api.show("hf.co/TheBloke/tiny-GGUF:Q8_0", store=store)
+    assert info.remote is None and info.bytes_read is None and len(hub.log) == before
+
+
+# --------------------------------------------------------------------- failures
+Fails = Callable[[str], tuple[int, str]]
+
+
+@pytest.fixture
+def fails(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+          monkeypatch: pytest.MonkeyPatch) -> Fails:
+    """``modelkit show NAME``: its exit code and its one line on stderr."""
+    monkeypatch.setenv("MODELKIT_MODELS", str(tmp_path / "models"))
+
+    def run(name: str) -> tuple[int, str]:
+        code = cli.main(["show", name])
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("Error: ") and "Traceback" not in err
+        return code, err.strip()
+
+    return run
+
+
+def test_unknown_repo(hub: HubServer, fails: Fails, tmp_path: Path) -> None:  # noqa: F811
+    code, err = fails("hf.co/org/nothing-GGUF")
+    assert code == 4 and "repository org/nothing-GGUF does not exist" in err
+    code, err = fails("modelscope.cn/org/nothing-GGUF")
+    assert code == 4 and "does not exist" in err
+    with pytest.raises(ModelNotFoundError):
+        api.show("hf.co/org/nothing-GGUF", store=tmp_path / "models")
+
+
+def test_gated_repo(hub: HubServer, fails: Fails, tmp_path: Path,  # noqa: F811
+                    data: dict[str, bytes]) -> None:  # noqa: F811
+    hub.repos["org/gated-GGUF"] = tiny_repo(data, gated=True)
+    code, err = fails("hf.co/org/gated-GGUF")
+    assert code == 10 and "is gated" in err and "HF_TOKEN" in err
+    code, err = fails("modelscope.cn/org/gated-GGUF")
+    assert code == 10 and "refused access" in err
+    with pytest.raises(UnauthorizedError):
+        api.show("hf.co/org/gated-GGUF", store=tmp_path / "models")
+
+
+def test_no_gguf_in_the_repo(hub: HubServer, fails: Fails) -> None:  # noqa: F811
+    hub.repos["org/plain"] = FakeRepo({"README.md": b"hi", "model.bin": b"\0" * 10})
+    code, err = fails("hf.co/org/plain")
+    assert code == 4 and "has no GGUF files" in err
+
+
+def test_offline_and_unreachable(hub: HubServer, fails: Fails, tmp_path: Path,  # noqa: F811
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, err = fails("hf.co/TheBloke/tiny-GGUF")
+    assert code == 9 and "offline mode is on" in err
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    code, err = fails("hf.co/TheBloke/tiny-GGUF")
+    assert code == 9 and "cannot reach" in err
+    with pytest.raises(HubError):
+        api.show("hf.co/TheBloke/tiny-GGUF", store=tmp_path / "models")
+
+
+def test_header_larger_than_the_limit(hub: HubServer, fails: Fails,  # noqa: F811
+                                      tmp_path: Path) -> None:
+    hub.repos["org/huge-GGUF"] = FakeRepo({"Huge-Q4_0.gguf": huge_string_header()})
+    code, err = fails("hf.co/org/huge-GGUF")
+    assert code == 5 and "larger than the 256 MiB limit" in err
+    assert hub.bytes_sent("Huge-Q4_0.gguf") <= FIRST_READ
+    with pytest.raises(GGUFError):
+        api.show("hf.co/org/huge-GGUF", store=tmp_path / "models")
+
+
+def test_server_that_ignores_range(big: HubServer, fails: Fails, tmp_path: Path) -> None:
+    big.ignore_range = True
+    for host in ("hf.co", "modelscope.cn"):
+        code, err = fails(f"{host}/org/{BIG}:Q8_0")
+        assert code == 1 and "ignored the Range request" in err, err
+        assert f"stopped after {FIRST_READ} bytes" in err
+    with pytest.raises(RemoteReadError):
+        api.show(f"hf.co/org/{BIG}:Q8_0", store=tmp_path / "models")
+    # The server meant to send the whole gigabyte; the client hung up after 1 MiB.
+    assert big.bytes_sent("Big-Q8_0.gguf") < 3 * 64 << 20
