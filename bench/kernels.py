@@ -8,7 +8,9 @@ and prints the best of ``--repeat`` runs as MB of float32 input per second; then
 dequantizer's throughput (MB of float32 output per second).
 
 ``--ggml-lib``: a shared library exporting ggml's ``quantize_<type>`` functions (e.g.
-llama-cpp-python's ``libggml-base.so``); its single-thread time on the same data is
+llama-cpp-python's ``libggml-base.so``, or ``ggml-quants.c`` compiled alone with ``gcc -O3
+-shared -fPIC`` and a few stubs: ``ggml_abort``, ``ggml_row_size``, ``ggml_type_size``,
+``ggml_type_name``); its single-thread time on the same data is
 measured the same way, and the ratio modelkit / ggml printed (lower is better; the
 targets are <= 1.5x for every type, <= 1.0x for the q4_K_M mix as a whole, which
 bench/quantize.py measures). The bytes are compared too.
@@ -38,11 +40,23 @@ def best_time(fn: Callable[[], object], repeat: int) -> float:
     return min(times)
 
 
+def init_quant_tables(lib: ctypes.CDLL, qtype: GGMLQuantizationType) -> None:
+    """The grid searches need ``ggml_quantize_init(type)`` (``ggml_quantize_chunk`` calls
+    it itself); a library of ggml-quants.c alone exports the two init functions it uses."""
+    if hasattr(lib, "ggml_quantize_init"):
+        lib.ggml_quantize_init(ctypes.c_int(int(qtype)))
+    elif qtype.name.startswith(("IQ2", "IQ1")) and hasattr(lib, "iq2xs_init_impl"):
+        lib.iq2xs_init_impl(ctypes.c_int(int(qtype)))
+    elif qtype.name in ("IQ3_XXS", "IQ3_S") and hasattr(lib, "iq3xs_init_impl"):
+        lib.iq3xs_init_impl(ctypes.c_int(256 if qtype.name == "IQ3_XXS" else 512))
+
+
 def ggml_quantizer(lib: ctypes.CDLL, name: str) -> Callable[[np.ndarray, np.ndarray | None],
                                                              np.ndarray] | None:
     fn = getattr(lib, f"quantize_{name.lower().replace('_k', '_K')}", None)
     if fn is None:
         return None
+    init_quant_tables(lib, GGMLQuantizationType[name])
     fn.restype = ctypes.c_size_t
     fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
                    ctypes.c_void_p]
@@ -78,6 +92,8 @@ def main() -> None:
         qtype = GGMLQuantizationType[name]
         ref = ggml_quantizer(lib, name) if lib else None
         for weights in (None, im):
+            if weights is None and kernels.FORMATS[qtype].requires_imatrix:
+                continue
             t = best_time(lambda w=weights, qt=qtype: kernels.quantize(qt, x, w), args.repeat)
             q = kernels.quantize(qtype, x, weights)
             td = best_time(lambda q=q, qt=qtype: kernels.dequantize(qt, q), args.repeat)

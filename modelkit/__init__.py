@@ -8,35 +8,40 @@ module; modules import each other directly (see docs/architecture.md).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import sys
+from types import TracebackType
 
 from modelkit.version import __version__
 
-if TYPE_CHECKING:
-    from modelkit.api import (
-        copy,
-        create,
-        format_modelfile,
-        list_models,
-        parse_modelfile,
-        prune,
-        pull,
-        push,
-        quantize,
-        remove,
-        show,
-    )
+
+def _one_line_interrupt(kind: type[BaseException], exc: BaseException,
+                        tb: TracebackType | None) -> None:
+    """A Ctrl-C while the library is still importing (the first second of a command)
+    is one line, not a traceback; Python then exits as killed by SIGINT (130)."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.stderr.write("Error: interrupted\n")
+    else:
+        _previous_hook(kind, exc, tb)
 
 
-def __getattr__(name: str) -> Any:
-    """The API functions, imported on first use: ``import modelkit`` (and the command's
-    entry point, which lives in this package) stays cheap and safe to interrupt."""
-    if name in __all__ and name != "__version__":
-        # The API is deferred for start-up cost: the entry point lives in this package.
-        from modelkit import api
+# Only for the duration of the imports below; put back as soon as they are done.
+_previous_hook, sys.excepthook = sys.excepthook, _one_line_interrupt
 
-        return getattr(api, name)
-    raise AttributeError(f"module 'modelkit' has no attribute {name!r}")
+from modelkit.api import (  # noqa: E402
+    copy,
+    create,
+    format_modelfile,
+    list_models,
+    parse_modelfile,
+    prune,
+    pull,
+    push,
+    quantize,
+    remove,
+    show,
+)
+
+sys.excepthook = _previous_hook
 
 __all__ = ["__version__", "copy", "create", "format_modelfile", "list_models",
            "parse_modelfile", "prune", "pull", "push", "quantize", "remove", "show"]

@@ -18,7 +18,13 @@ from gguf.constants import GGUFValueType
 
 from modelkit import registry
 from modelkit.build import Builder, BuildSpec, CreateResult, spec_from_modelfile
+from modelkit.convert import ConvertResult, base_from_gguf, plan_conversion
+from modelkit.convert import convert as convert_folder
+from modelkit.convert import convert_lora as convert_lora_folder
+from modelkit.convert.converter import outtype_sizes
+from modelkit.convert.one_pass import plan_quantized
 from modelkit.errors import (
+    ConvertError,
     FileNotFoundModelkitError,
     GGUFError,
     ModelkitError,
@@ -30,18 +36,21 @@ from modelkit.gguf_file import (
     QuantizationView,
     TensorInfo,
     bits_per_weight,
+    file_type_label,
     iter_metadata_display,
     quantization_view,
     read_gguf,
 )
 from modelkit.gostrconv import format_float
 from modelkit.humanize import human_bytes, human_number, human_time
+from modelkit.importers import ImportedModel
 from modelkit.importers.hubs import hub_for
 from modelkit.manifest import Manifest, MediaType, ModelConfig
 from modelkit.modelfile import Command, Modelfile, format_modelfile, parse, parse_file
 from modelkit.names import ModelName
 from modelkit.peek import PeekedModel, names_a_host, peek
 from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent, ignore_progress
+from modelkit.quant.policy import parse_file_type
 from modelkit.quant.requantize import RequantizeResult, quantize_file
 from modelkit.registry import PushResult
 from modelkit.store import (
@@ -57,13 +66,15 @@ from modelkit.store.verify import BlobProblem, VerifyReport, verify_store
 StoreArg = Store | str | os.PathLike[str] | None
 
 __all__ = [
-    "ModelInfo", "ModelSummary", "copy", "create", "format_modelfile", "list_models",
+    "FolderInfo", "ModelInfo", "ModelSummary", "convert", "convert_lora", "copy", "create",
+    "describe_folder",
+    "format_modelfile", "is_hf_folder", "list_models",
     "parse_modelfile", "prune", "pull", "push", "quantize", "remove", "show", "verify",
     # what the functions above return or report, and Ollama's way of printing it
-    "BlobProblem", "CreateResult", "DamagedManifest", "ProgressCallback", "ProgressEvent",
-    "PrunePlan", "PushResult", "QuantizationView", "RequantizeResult", "VerifyReport",
-    "bits_per_weight", "format_float", "human_bytes", "human_number", "human_time",
-    "quantization_view",
+    "BlobProblem", "ConvertResult", "CreateResult", "DamagedManifest", "ProgressCallback",
+    "ProgressEvent", "PrunePlan", "PushResult", "QuantizationView", "RequantizeResult",
+    "VerifyReport", "bits_per_weight", "file_type_label", "format_float", "human_bytes",
+    "human_number", "human_time", "quantization_view",
 ]
 
 
@@ -189,6 +200,93 @@ def _check_writable(dst: Path) -> None:
         raise FileNotFoundModelkitError(f"{dst}: cannot write: folder {folder} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ModelkitError(f"{dst}: cannot write: permission denied in folder {folder}")
+
+
+# --------------------------------------------------------------------- convert
+def _hf_folder(src: str | os.PathLike[str], progress: ProgressCallback,
+               offline: bool | None) -> tuple[ImportedModel | None, Path]:
+    """A local folder as is; ``hf.co/ORG/REPO[:REVISION]`` or ``modelscope.cn/ORG/REPO``
+    downloaded (only the files conversion reads) through the hub's client."""
+    text = os.fspath(src)
+    path = Path(text)
+    if path.exists() or isinstance(src, os.PathLike) or text.startswith(("/", ".", "~")):
+        if not path.exists():
+            raise FileNotFoundModelkitError(f"{path}: no such folder")
+        if not path.is_dir():
+            raise FileNotFoundModelkitError(f"{path}: not a Hugging Face model folder")
+        return None, path
+    name = ModelName.parse(text)
+    importer = hub_for(name)
+    if importer is None:
+        raise FileNotFoundModelkitError(f"{text}: no such folder (and not an hf.co or "
+                                        "modelscope.cn name)")
+    revision = None if name.tag == "latest" else name.tag
+    imported = importer.fetch(name, progress=progress, offline=offline, revision=revision)
+    if imported.folder is None:
+        imported.cleanup()
+        raise ConvertError(f"{text}: the repository has GGUF files; use 'modelkit pull'")
+    return imported, imported.folder
+
+
+def convert(src: str | os.PathLike[str], out: str | os.PathLike[str], *,
+            outtype: str = "auto", pre: str | None = None, offline: bool | None = None,
+            progress: ProgressCallback = ignore_progress) -> ConvertResult:
+    """Convert a Hugging Face model (folder or hub repository) into the GGUF file ``out``,
+    as llama.cpp's convert_hf_to_gguf.py does; ``outtype`` may also be a quantization
+    type (q4_K_M, ...): converted and quantized in one pass."""
+    imported, folder = _hf_folder(src, progress, offline)
+    try:
+        return convert_folder(folder, Path(out), outtype, progress, pre)
+    finally:
+        if imported is not None:
+            imported.cleanup()
+
+
+def convert_lora(adapter: str | os.PathLike[str], out: str | os.PathLike[str], *,
+                 base: str | os.PathLike[str], outtype: str = "f32",
+                 progress: ProgressCallback = ignore_progress) -> ConvertResult:
+    """Convert a PEFT LoRA folder into a GGUF LoRA adapter, as convert_lora_to_gguf.py;
+    ``base`` is the base model's folder (config.json) or its GGUF file."""
+    base_path = Path(base)
+    if not base_path.exists():
+        raise FileNotFoundModelkitError(f"{base_path}: no such file or folder")
+    adapter_path = Path(adapter)
+    if not adapter_path.is_dir():
+        raise FileNotFoundModelkitError(f"{adapter_path}: not a PEFT adapter folder")
+    base_arg = (base_path if base_path.is_dir()
+                else base_from_gguf(read_gguf(base_path).metadata, adapter_path))
+    return convert_lora_folder(adapter_path, Path(out), base_arg, outtype, progress)
+
+
+@dataclass(frozen=True)
+class FolderInfo:
+    """What ``show`` reports about a Hugging Face folder: the GGUF it would become."""
+
+    path: str
+    hf_architecture: str
+    architecture: str
+    parameter_count: int
+    context_length: int | None
+    tensor_count: int
+    sizes: dict[str, int]  # outtype -> GGUF file size
+
+
+def describe_folder(src: str | os.PathLike[str]) -> FolderInfo:
+    plan = plan_conversion(Path(src), "f16")
+    try:
+        sizes = outtype_sizes(plan)
+        sizes["q4_K_M"] = plan_quantized(plan, parse_file_type("q4_K_M")).size
+        ctx = plan.folder.find("max_position_embeddings", "n_ctx", "n_positions")
+        return FolderInfo(str(src), plan.folder.hf_arch, plan.arch.arch_name,
+                          plan.parameter_count, int(ctx) if ctx is not None else None,
+                          len(plan.tensors), sizes)
+    finally:
+        plan.model.close()
+
+
+def is_hf_folder(path: str | os.PathLike[str]) -> bool:
+    p = Path(path)
+    return p.is_dir() and (p / "config.json").is_file() and not any(p.glob("*.gguf"))
 
 
 # ------------------------------------------------------------------------ show

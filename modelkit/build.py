@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from modelkit import chat_templates
+from modelkit import chat_templates, convert
 from modelkit.errors import (
     DigestError,
     FileNotFoundModelkitError,
@@ -29,7 +29,7 @@ from modelkit.errors import (
     TemplateError,
     UnauthorizedError,
 )
-from modelkit.gguf_file import GGUFInfo, read_gguf
+from modelkit.gguf_file import GGUFInfo, file_type_label, read_gguf
 from modelkit.gojson import go_json_dumps
 from modelkit.gotemplate import validate_go_template
 from modelkit.humanize import human_number
@@ -189,6 +189,7 @@ class Builder:
         # Blobs this build wrote; those the final manifest does not use (an autodetected
         # params layer merged into a new one, say) are deleted at the end, as Ollama does.
         self.created: set[Digest] = set()
+        self.converted: dict[str, dict[str, Any]] = {}  # import source -> how it converted
 
     def _status(self, text: str, *, warning: bool = False) -> None:
         self.progress(ProgressEvent(text, warning=warning))
@@ -265,6 +266,8 @@ class Builder:
                            quantize: str | None) -> list[_Base]:
         bases: list[_Base] = []
         for imported in imports:
+            if imported.folder is not None:
+                bases.append(self._converted(imported, quantize))
             for f in imported.files:
                 role = MediaType.PROJECTOR if f.role == PROJECTOR else None
                 if f.shards:
@@ -281,6 +284,55 @@ class Builder:
             raise GGUFError(f"{imports[0].source}: no model weights among the FROM files "
                             "(only adapters or projectors)")
         return bases
+
+    def _converted(self, imported: ImportedModel, quantize: str | None) -> _Base:
+        """Convert a Hugging Face folder straight into a blob (quantized in the same
+        pass with ``quantize``); nothing is stored when conversion fails."""
+        assert imported.folder is not None
+        outtype = quantize or "auto"
+        conv = convert.plan(imported.folder, outtype)
+        label = file_type_label(int(conv.file_type))
+        self._status(f"converting {imported.source} to GGUF ({label})")
+        written = self._store_conversion(conv)
+        self.converted[imported.source] = {
+            "outtype": outtype, "file_type": label,
+            "architecture": conv.conversion.arch.arch_name}
+        info = read_gguf(self.store.blob_path(written.digest))
+        return _Base(Layer(MediaType.MODEL, written.digest, written.size),
+                     _status_for(written), info)
+
+    def _store_conversion(self, conv: convert.Conversion) -> BlobWrite:
+        """Stream a planned conversion into a new blob (nothing stored on failure)."""
+        try:
+            with self.store.open_writer() as w:
+                conv.write(w, self.progress)
+                return self._record(w.commit())
+        finally:
+            conv.close()
+
+    def _adapter(self, path: Path, bases: Sequence[_Base]) -> _Base:
+        """ADAPTER: a GGUF adapter as is, or a PEFT folder converted for the base model
+        (its architecture and head counts read from the base's GGUF)."""
+        if not path.is_dir():
+            return self._import_gguf(path, MediaType.ADAPTER)
+        base = next((b.gguf for b in bases
+                     if b.layer.media_type == MediaType.MODEL and b.gguf is not None), None)
+        if base is None:
+            raise GGUFError(f"{path}: ADAPTER needs a FROM model to convert against")
+        self._status(f"converting adapter {path.name}")
+        written = self._store_conversion(convert.Conversion(
+            convert.plan_lora(path, convert.base_from_gguf(base.metadata, path)), None))
+        return _Base(Layer(MediaType.ADAPTER, written.digest, written.size),
+                     _status_for(written), read_gguf(self.store.blob_path(written.digest)))
+
+    def _provenance(self, imported: ImportedModel) -> dict[str, Any]:
+        record = imported.provenance()
+        converted = self.converted.get(imported.source)
+        if converted is not None:
+            record["converted"] = converted
+            if not imported.revision:  # a local folder
+                record["folder"] = str(imported.folder.resolve()) if imported.folder else ""
+        return record
 
     def _base_from_model(self, text: str) -> tuple[list[_Base], ModelConfig]:
         base_name = ModelName.parse(text)
@@ -360,9 +412,9 @@ class Builder:
             bases.extend(self._autodetect_template(bases))
             spec, params = _with_repo_overrides(spec, params, imports)
             config = replace(config, extra=tuple(
-                ("source", imported.provenance()) for imported in imports
-                if spec.from_hub is not None))
-        bases.extend(self._import_gguf(p, MediaType.ADAPTER) for p in spec.adapters)
+                ("source", self._provenance(imported)) for imported in imports
+                if spec.from_hub is not None or imported.folder is not None))
+        bases.extend(self._adapter(p, bases) for p in spec.adapters)
         bases.extend(self._import_gguf(p, MediaType.DRAFT) for p in spec.drafts)
 
         config = _fill_config(config, bases, spec)

@@ -26,6 +26,7 @@ from modelkit.api import (
     ProgressEvent,
     QuantizationView,
     bits_per_weight,
+    file_type_label,
     human_bytes,
     human_number,
     human_time,
@@ -44,6 +45,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (E.GGUFError, 5),
     (E.DigestError, 6),
     (E.QuantizationError, 7),
+    (E.ConvertError, 11),
     (E.StoreError, 8),
     (E.UnauthorizedError, 10),
     (E.HubError, 9),
@@ -217,6 +219,9 @@ def render_show(info: api.ModelInfo, *, verbose: bool) -> str:
         sections.append(("System", [[line] for line in _short_lines(info.system)]))
     if info.license:
         sections.append(("License", [[line] for line in _short_lines(info.license)]))
+    source = dict(info.config.extra).get("source") if info.config is not None else None
+    if isinstance(source, dict):
+        sections.append(("Source", _source_rows(source)))
     if verbose:
         sections.append(("Metadata", [[k, _metadata_value(v)]
                                       for k, v in info.metadata(verbose=True).items()]))
@@ -227,6 +232,21 @@ def render_show(info: api.ModelInfo, *, verbose: bool) -> str:
         if rows:
             out.append(f"  {header}\n" + _table(rows, indent=True))
     return "\n".join(out) + "\n"
+
+
+def _source_rows(source: dict[str, Any]) -> list[list[str]]:
+    """Where a model came from: the hub name and revision, or the converted folder."""
+    rows = []
+    if source.get("revision"):
+        rows.append(["from", str(source.get("name", ""))])
+        rows.append(["revision", str(source["revision"])])
+    elif source.get("folder"):
+        rows.append(["from", str(source["folder"])])
+    converted = source.get("converted")
+    if isinstance(converted, dict):
+        rows.append(["converted", f"safetensors to GGUF, outtype {converted.get('outtype')} "
+                                  f"({converted.get('file_type')})"])
+    return rows
 
 
 def show_json(info: api.ModelInfo, *, verbose: bool) -> dict[str, Any]:
@@ -244,6 +264,7 @@ def show_json(info: api.ModelInfo, *, verbose: bool) -> dict[str, Any]:
         "model_info": info.metadata(verbose=verbose),
         "tensors": [{"name": t.name, "type": t.type_name, "shape": list(t.shape)}
                     for t in info.tensors] if verbose else None,
+        "source": dict(info.config.extra).get("source") if info.config is not None else None,
         **_remote_json(info),
     }
 
@@ -296,6 +317,17 @@ def cmd_show(args: argparse.Namespace) -> int:
     if len(chosen) > 1:
         raise E.ModelkitError("only one of '--license', '--modelfile', '--parameters', "
                               "'--system', or '--template' can be specified")
+    if api.is_hf_folder(args.model):
+        folder = api.describe_folder(args.model)
+        if args.json:
+            _emit_json({"path": folder.path, "hf_architecture": folder.hf_architecture,
+                        "architecture": folder.architecture,
+                        "parameters": folder.parameter_count,
+                        "context_length": folder.context_length,
+                        "tensors": folder.tensor_count, "sizes": folder.sizes})
+        else:
+            sys.stdout.write(render_folder(folder))
+        return 0
     info = api.show(args.model, insecure=args.insecure)
     if args.quantization:
         view = quantization_view(info.gguf)
@@ -498,6 +530,46 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------- convert
+def cmd_convert(args: argparse.Namespace) -> int:
+    printer = ProgressPrinter(json_mode=args.json)
+    try:
+        if args.lora:
+            if not args.base:
+                raise E.ConvertError("--lora needs --base (the base model's folder or GGUF)")
+            result = api.convert_lora(args.source, args.output, base=args.base,
+                                      outtype=args.outtype or "f32", progress=printer)
+        else:
+            result = api.convert(args.source, args.output, outtype=args.outtype or "auto",
+                                 pre=args.pre, offline=args.offline or None,
+                                 progress=printer)
+    finally:
+        printer.close()
+    ftype = file_type_label(int(result.file_type))
+    if args.json:
+        _emit_json({"source": args.source, "output": str(result.path),
+                    "architecture": result.architecture, "file_type": ftype,
+                    "tensors": result.n_tensors, "size": result.size,
+                    "sha256": result.sha256, "warnings": list(result.warnings)})
+        return 0
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"wrote {result.path}: {result.architecture}, {ftype}, {result.n_tensors} tensors, "
+          f"{human_bytes(result.size)} (sha256 {result.sha256})")
+    return 0
+
+
+def render_folder(info: api.FolderInfo) -> str:
+    rows = [["architecture", f"{info.architecture} ({info.hf_architecture})"],
+            ["parameters", human_number(info.parameter_count)]]
+    if info.context_length is not None:
+        rows.append(["context length", str(info.context_length)])
+    rows.append(["tensors", str(info.tensor_count)])
+    sizes = [[outtype, human_bytes(size)] for outtype, size in info.sizes.items()]
+    return ("  Hugging Face model (converts to GGUF)\n" + _table(rows, indent=True) + "\n"
+            "  Size per outtype\n" + _table(sizes, indent=True))
+
+
 # ---------------------------------------------------------------------- main
 class _Parser(argparse.ArgumentParser):
     """Usage errors as one line, like every other error (exit 2)."""
@@ -571,8 +643,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive_int, metavar="N",
                    help="processes, at least 1 (default: every core)")
 
+    p = add("convert", cmd_convert, "Convert a Hugging Face safetensors model to GGUF "
+            "(as llama.cpp's convert_hf_to_gguf.py), optionally quantizing in the same pass")
+    p.add_argument("source", metavar="SRC",
+                   help="a model folder, hf.co/ORG/REPO[:REVISION] or modelscope.cn/ORG/REPO")
+    p.add_argument("-o", "--output", metavar="OUT.gguf", required=True)
+    p.add_argument("--outtype", metavar="TYPE",
+                   help="f32, f16, bf16, q8_0, auto (default: bf16 for BF16 weights, else "
+                        "f16), or a quantization type such as q4_K_M (one pass); for "
+                        "--lora f32 (default), f16, bf16 or q8_0")
+    p.add_argument("--lora", action="store_true",
+                   help="SRC is a PEFT LoRA adapter folder (adapter_config.json + "
+                        "adapter_model.safetensors): write a GGUF LoRA adapter")
+    p.add_argument("--base", metavar="PATH",
+                   help="with --lora: the base model's folder or GGUF file")
+    p.add_argument("--pre", metavar="NAME",
+                   help="the BPE pre-tokenizer to record when its hash is not recognized")
+    p.add_argument("--offline", action="store_true",
+                   help="a hub source from the hub client's cache only")
+
     p = add("show", cmd_show, "Show information for a model or a GGUF file")
-    p.add_argument("model", metavar="MODEL|PATH.gguf")
+    p.add_argument("model", metavar="MODEL|PATH.gguf|HF-FOLDER")
     for f in SHOW_FIELDS:
         p.add_argument(f"--{f}", action="store_true", help=f"show the {f} of the model")
     p.add_argument("-v", "--verbose", action="store_true", help="show metadata and tensors")
@@ -602,13 +693,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     debug = os.environ.get("MODELKIT_DEBUG") == "1"
-    if not debug:
-        _quiet_hub_loggers()
     _Run.succeeded = False
     try:
+        args = build_parser().parse_args(argv)
+        if not debug:
+            _quiet_hub_loggers()
         code: int = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
         return code

@@ -5,6 +5,9 @@ store (model first, then an optional vision projector), the revision they came f
 the repository's own ``template``/``system``/``params`` overrides. Build then treats an
 import from a hub exactly like a local file, which keeps the store's single writer.
 
+A repository or folder without GGUF files but with ``config.json`` and safetensors is
+handed over as ``folder``: build converts it (``modelkit.convert``).
+
 Hub names are Ollama's: ``hf.co/{user}/{repo}[:{tag}]`` (also ``huggingface.co``) and
 ``modelscope.cn/{user}/{repo}[:{tag}]``. The tag picks a GGUF file (see ``choose``).
 
@@ -15,6 +18,7 @@ imported only when a hub is used (see ``huggingface.py``, ``modelscope.py``).
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -44,7 +48,10 @@ class ImportedModel:
     template: str | None = None  # repository overrides, as the Hugging Face bridge reads them
     system: str | None = None
     params: dict[str, Any] | None = None
-    temporary: tuple[Path, ...] = ()  # files the caller deletes once stored
+    temporary: tuple[Path, ...] = ()  # files the caller deletes once stored (merged splits)
+    # A Hugging Face model folder (safetensors, no GGUF) for build to convert; ``files``
+    # is then empty.
+    folder: Path | None = None
 
     def provenance(self) -> dict[str, Any]:
         """What to record with the model so that a rebuild fetches the same bytes."""
@@ -64,7 +71,10 @@ class ImportedModel:
     def cleanup(self) -> None:
         """Delete the temporary files (call after the files are in the store)."""
         for path in self.temporary:
-            path.unlink(missing_ok=True)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 class Importer(Protocol):

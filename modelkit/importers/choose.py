@@ -215,3 +215,26 @@ def choose(entries: Sequence[RepoEntry], tag: str, *, name: str, repo: str,
             f"{', '.join(str(n) for n in model.missing)} of {model.split_count}")
     overrides = {e.path: e for e in entries if e.path in OVERRIDE_FILES}
     return Selection(model, _projector(entries, model), overrides)
+
+
+# What converting a Hugging Face model folder reads (config, weights, tokenizer, model
+# card, sentence-transformers pooling): nothing else of the repository is downloaded.
+CONVERSION_FILES = re.compile(
+    r"(config\.json|generation_config\.json|model(-\d+-of-\d+)?\.safetensors"
+    r"|model\.safetensors\.index\.json|tokenizer\.json|tokenizer\.model"
+    r"|tokenizer_config\.json|special_tokens_map\.json|added_tokens\.json|merges\.txt"
+    r"|chat_template\.jinja|chat_template\.json|README\.md|modules\.json"
+    r"|adapter_config\.json|adapter_model\.safetensors"
+    r"|additional_chat_templates/[^/]+\.jinja|\d+_Pooling/config\.json)")
+
+
+def conversion_entries(entries: Sequence[RepoEntry]) -> list[RepoEntry] | None:
+    """The files to download to convert a repository that holds no GGUF, or None when
+    it is not a Hugging Face model (no config.json or no safetensors weights)."""
+    if candidates(entries):
+        return None
+    names = {e.path for e in entries}
+    if "config.json" not in names or not any(
+            n.endswith(".safetensors") and "/" not in n for n in names):
+        return None
+    return [e for e in entries if CONVERSION_FILES.fullmatch(e.path)]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any, Protocol
 
 from modelkit.errors import DigestError, HubError, ModelkitError, ModelNotFoundError
 from modelkit.importers import MODEL, PROJECTOR, ImportedFile, ImportedModel
-from modelkit.importers.choose import RepoEntry, choose
+from modelkit.importers.choose import RepoEntry, choose, conversion_entries
 from modelkit.names import ModelName
 from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent
 from modelkit.store import hash_file
@@ -109,10 +111,36 @@ def parse_overrides(texts: dict[str, str], where: str
     return texts.get("template"), texts.get("system"), params
 
 
+def fetch_folder(name: ModelName, backend: Backend, listing: Listing,
+                 entries: list[RepoEntry], progress: ProgressCallback) -> ImportedModel:
+    """Download the files a conversion needs and lay them out as a model folder: links
+    to the client's cached files under their repository paths, in a hidden temporary
+    folder (named after the repository, as a clone would be) that the caller removes."""
+    progress(ProgressEvent(f"{name.repository}@{listing.revision[:12]} has no GGUF files: "
+                           f"fetching {len(entries)} files to convert"))
+    paths = [(e, backend.download(e, progress)) for e in entries]
+    top = Path(tempfile.mkdtemp(prefix=".tmp-hf-"))
+    folder = top / name.repository.rsplit("/", 1)[-1]
+    try:
+        for entry, path in paths:
+            link = folder / entry.path
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(path.resolve())
+    except OSError as exc:
+        shutil.rmtree(top, ignore_errors=True)
+        raise HubError(f"{name}: cannot lay out the downloaded files: {exc}") from None
+    return ImportedModel(source=str(name), repo=name.repository, revision=listing.revision,
+                         filenames=tuple(e.path for e in entries), files=(),
+                         temporary=(top,), folder=folder)
+
+
 def fetch_from_hub(name: ModelName, backend: Backend, progress: ProgressCallback
                    ) -> ImportedModel:
     where = f"{name.host}/{name.repository}"
     listing = backend.listing()
+    to_convert = conversion_entries(listing.entries)
+    if to_convert is not None:
+        return fetch_folder(name, backend, listing, to_convert, progress)
     try:
         selection = choose(listing.entries, name.tag, name=str(name), repo=name.repository,
                            hub=backend.hub)

@@ -96,6 +96,11 @@ def _network_errors() -> tuple[type[BaseException], ...]:
     return (httpx2.HTTPError,)
 
 
+def _has_model(snapshot: Path) -> bool:
+    """A cached snapshot with a GGUF, or a Hugging Face model folder to convert."""
+    return any(snapshot.rglob("*.gguf")) or (snapshot / "config.json").is_file()
+
+
 def _same_origin(a: str, b: str) -> bool:
     x, y = urlsplit(a), urlsplit(b)
     return (x.scheme, x.netloc) == (y.scheme, y.netloc)
@@ -179,12 +184,12 @@ class HuggingFaceBackend(TranslatesClientErrors):
         ref = self.storage / "refs" / wanted
         if ref.is_file():
             commit = ref.read_text().strip()
-            if any((snapshots / commit).rglob("*.gguf")):
+            if _has_model(snapshots / commit):
                 return commit
         if self.revision is not None or not snapshots.is_dir():
             return None
         # No ref for main (files fetched by commit only): the newest snapshot with a GGUF.
-        dirs = [d for d in snapshots.iterdir() if d.is_dir() and any(d.rglob("*.gguf"))]
+        dirs = [d for d in snapshots.iterdir() if d.is_dir() and _has_model(d)]
         return max(dirs, key=lambda d: d.stat().st_mtime).name if dirs else None
 
     # --------------------------------------------------------------- download

@@ -40,6 +40,10 @@ def import_local(path: Path, *, progress: ProgressCallback = ignore_progress) ->
         # ``show --modelfile`` has no .gguf suffix); build reads its metadata for its role.
         return ImportedModel(source=str(path), repo=str(path), revision="",
                              filenames=(path.name,), files=(ImportedFile(path, MODEL, None),))
+    if path.is_dir() and not any(path.glob("*.gguf")) and (path / "config.json").is_file():
+        # A Hugging Face model folder: build converts it.
+        return ImportedModel(source=str(path), repo=str(path), revision="", filenames=(),
+                             files=(), folder=path)
     files = _ggufs(path)
     folder = files[0].parent
     entries = [RepoEntry(p.name, p.stat().st_size) for p in files]

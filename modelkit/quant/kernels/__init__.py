@@ -5,7 +5,13 @@ One module per block family, each a set of ``BlockFormat`` classes working on
 
 * ``legacy``: the 32-value formats Q8_0, Q4_0, Q4_1, Q5_0, Q5_1;
 * ``kquants``: Q4_K, Q5_K, Q6_K;
-* ``floats``: F32/F16/BF16, and the float32/float16/bfloat16 conversions everything uses.
+* ``floats``: F32/F16/BF16, and the float32/float16/bfloat16 conversions everything uses;
+* ``ternary``: TQ1_0, TQ2_0; ``fp4``: MXFP4, NVFP4; ``lowbit``: Q1_0 (and Q2_0, which has
+  no gguf enum member yet: row functions ``lowbit.quantize_q2_0`` / ``dequantize_q2_0``);
+* ``iq1``: IQ1_S, IQ1_M; ``iq2``: IQ2_XXS, IQ2_XS, IQ2_S; ``iq3``: IQ3_XXS, IQ3_S, searching
+  lattice grids
+  (``iq_tables``: the grids, shipped in ``data/iq_grids.npz``, and the neighbour tables
+  computed from them; ``iq_search``: the shared scale and neighbour searches).
 
 Shared pieces: ``common`` (exact C semantics in numpy: ``nearest_int``, sequential sums,
 first-extreme min/max), ``searches`` (ggml's scale searches), ``block`` (the

@@ -25,6 +25,9 @@ class BlockFormat:
     uses_row_sigma2: ClassVar[bool] = False
     #: false for the types whose quantizer ignores importance weights (Q8_0)
     uses_imatrix: ClassVar[bool] = True
+    #: ggml_quantize_requires_imatrix: ggml aborts without importance weights
+    #: (IQ2_XXS, IQ2_XS, IQ1_S); ``quantize`` raises ValueError instead
+    requires_imatrix: ClassVar[bool] = False
     #: blocks per internal chunk, without / with an imatrix search: small enough for the
     #: temporaries to stay in cache, large enough to amortise numpy's per-call overhead
     chunk_blocks: ClassVar[int] = 8192

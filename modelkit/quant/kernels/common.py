@@ -181,3 +181,17 @@ def pack_nibbles(levels: U8Array) -> U8Array:
 def unpack_nibbles(qs: U8Array) -> U8Array:
     """(n, 16) bytes -> (n, 32) levels, the inverse of ``pack_nibbles``."""
     return np.concatenate([qs & 0x0F, qs >> 4], axis=1)
+
+
+def c_round_int(v: F32Array, from_long: bool = False) -> npt.NDArray[np.int64]:
+    """C ``(int)roundf(v)`` (or ``lroundf``) of float32 values on x86-64.
+
+    Rounds half away from zero (numpy's rint is half to even), in float64 where
+    ``|v| + 0.5`` is exact for every float32 that matters. Out of range or NaN gives INT_MIN;
+    ``from_long``: the value came from ``lroundf`` (a long: LONG_MIN) and is truncated to
+    ``int`` after a small constant is added, so that case gives 0 here."""
+    r = np.copysign(np.floor(np.abs(v.astype(np.float64)) + 0.5), v)
+    bad = ~(np.abs(r) < 2.0**31)
+    out = np.where(bad, 0.0, r).astype(np.int64)
+    out[bad] = 0 if from_long else -(2**31)
+    return out

@@ -9,15 +9,23 @@ from gguf import quants as gguf_quants
 from modelkit.quant.kernels.block import BlockFormat
 from modelkit.quant.kernels.common import F32, F32Array, U8Array
 from modelkit.quant.kernels.floats import FLOAT_TYPES, decode_floats, encode_floats
+from modelkit.quant.kernels.fp4 import MXFP4, NVFP4
+from modelkit.quant.kernels.iq1 import IQ1_M, IQ1_S
+from modelkit.quant.kernels.iq2 import IQ2_S, IQ2_XS, IQ2_XXS
+from modelkit.quant.kernels.iq3 import IQ3_S, IQ3_XXS
 from modelkit.quant.kernels.kquants import Q2_K, Q3_K, Q4_K, Q5_K, Q6_K
 from modelkit.quant.kernels.legacy import Q4_0, Q4_1, Q5_0, Q5_1, Q8_0
+from modelkit.quant.kernels.lowbit import Q1_0
 from modelkit.quant.kernels.nonlinear import IQ4_NL, IQ4_XS
+from modelkit.quant.kernels.ternary import TQ1_0, TQ2_0
 
 #: every block format modelkit quantizes and dequantizes, by type; a new family adds
 #: its classes here
 FORMATS: dict[GGMLQuantizationType, BlockFormat] = {
     f.qtype: f for f in (Q8_0(), Q4_0(), Q4_1(), Q5_0(), Q5_1(), Q2_K(), Q3_K(), Q4_K(), Q5_K(),
-                         Q6_K(), IQ4_NL(), IQ4_XS())
+                         Q6_K(), IQ4_NL(), IQ4_XS(), IQ2_XXS(), IQ2_XS(), IQ2_S(), IQ3_XXS(),
+                         IQ3_S(), IQ1_S(), IQ1_M(), TQ1_0(), TQ2_0(), MXFP4(), NVFP4(),
+                         Q1_0())
 }
 
 #: every type ``quantize`` and ``dequantize`` accept: the block formats and F32/F16/BF16
@@ -79,6 +87,8 @@ def quantize(qtype: GGMLQuantizationType, x: np.ndarray,
     out = np.empty((rows, nb * bb), dtype=np.uint8)
     if out.size == 0:
         return out
+    if imatrix is None and fmt.requires_imatrix:
+        raise ValueError(f"{fmt.qtype.name} cannot quantize without an importance matrix")
     im_blocks = row_sigma2 = None
     if imatrix is not None and fmt.uses_imatrix:
         im = np.asarray(imatrix, dtype=np.float32).reshape(-1)

@@ -1,0 +1,147 @@
+"""Convert and quantize in one pass: the GGUF ``llama-quantize`` would make of the F16
+conversion, without writing that F16 file.
+
+The F16 conversion is planned (names, shapes, types, KVs) without reading data; the
+quantization policy (:func:`modelkit.quant.policy.plan_quantization`) then chooses every
+tensor's type from that plan exactly as it would from the F16 file, and the KVs are the
+F16 file's with ``general.quantization_version`` and ``general.file_type`` moved last
+(what llama-quantize writes). Tensors are then produced one at a time in the
+quantizer's output order: converted to their F16-file bytes, widened to float32 and
+quantized, or copied when the policy keeps their type.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType, Keys, LlamaFileType
+
+from modelkit.convert.converter import (
+    ALIGNMENT,
+    ConversionPlan,
+    Encoded,
+    PlannedTensor,
+    Writable,
+    encode,
+    stream_tensors,
+)
+from modelkit.errors import ConvertError, QuantizationError
+from modelkit.gguf_file import KV, TensorSlot, encode_header
+from modelkit.gguf_file.format import pad
+from modelkit.progress import ProgressCallback, ignore_progress
+from modelkit.quant import kernels
+from modelkit.quant.policy import ModelHParams, QuantPlan, TensorSpec, plan_quantization
+
+_MOVED = (Keys.General.QUANTIZATION_VERSION, Keys.General.FILE_TYPE)
+GGML_QNT_VERSION = 2
+POOL_MIN_ELEMENTS = 8 << 20  # below this much to quantize, a pool costs more than it saves
+
+
+@dataclass(frozen=True)
+class _Out:
+    source: PlannedTensor
+    type: GGMLQuantizationType
+    quantize: bool
+    n_bytes: int
+
+
+@dataclass
+class QuantizedPlan:
+    conversion: ConversionPlan
+    quant: QuantPlan
+    kvs: list[KV]
+    tensors: list[_Out]
+
+    def header(self) -> bytes:
+        slots = [TensorSlot(o.source.tensor.name, tuple(reversed(o.source.tensor.shape)),
+                            o.type, o.n_bytes) for o in self.tensors]
+        return encode_header(self.kvs, slots, ALIGNMENT)
+
+    @property
+    def size(self) -> int:
+        return len(self.header()) + sum(pad(o.n_bytes, ALIGNMENT) for o in self.tensors)
+
+
+def plan_quantized(conversion: ConversionPlan, file_type: LlamaFileType) -> QuantizedPlan:
+    """``conversion`` must be an F16 (or F32/BF16) plan: the file llama-quantize reads."""
+    specs = [TensorSpec(p.tensor.name, tuple(reversed(p.tensor.shape)), p.type)
+             for p in conversion.tensors]
+    meta = {kv.key: kv.value for kv in conversion.kvs}
+    try:
+        quant = plan_quantization(specs, ModelHParams.from_kv(meta), file_type)
+    except QuantizationError as exc:
+        raise ConvertError(f"{conversion.folder.path}: {exc}") from None
+    by_name = {p.tensor.name: p for p in conversion.tensors}
+    outs = []
+    for choice in quant.choices:
+        p = by_name[choice.name]
+        block, size = GGML_QUANT_SIZES[choice.target_type]
+        n_bytes = p.n_elements // block * size if choice.quantize else p.n_bytes
+        outs.append(_Out(p, choice.target_type, choice.quantize, n_bytes))
+    kvs = [kv for kv in conversion.kvs if kv.key not in _MOVED]
+    kvs.append(KV(Keys.General.QUANTIZATION_VERSION, GGML_QNT_VERSION, GGUFValueType.UINT32))
+    kvs.append(KV(Keys.General.FILE_TYPE, int(file_type), GGUFValueType.UINT32))
+    return QuantizedPlan(conversion, quant, kvs, outs)
+
+
+def quantize_chunk(f16_file: np.ndarray, src: GGMLQuantizationType,
+                   dst: GGMLQuantizationType, ne0: int) -> np.ndarray:
+    """Rows of the F16 file's values -> ``dst`` bytes (what llama-quantize computes)."""
+    x = kernels.to_float32(f16_file.reshape(-1, ne0), src)
+    return kernels.quantize(dst, x.reshape(-1, ne0))
+
+
+def _encoder(o: _Out, pool: Executor | None) -> Callable[[np.ndarray], Encoded]:
+    """Values -> the bytes of the output: the F16 file's bytes, quantized when the
+    policy says so (from those bytes, as llama-quantize reads them), in ``pool``."""
+    p = o.source
+    ne0 = p.tensor.shape[-1] if p.tensor.shape else 1
+
+    def run(values: np.ndarray) -> Encoded:
+        f16_file = encode(values, p.type)
+        if not o.quantize:
+            return f16_file
+        if pool is None:
+            return quantize_chunk(f16_file, p.type, o.type, ne0)
+        return pool.submit(quantize_chunk, np.ascontiguousarray(f16_file), p.type, o.type,
+                           ne0)
+    return run
+
+
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def write_quantized(plan: QuantizedPlan, f: Writable,
+                    progress: ProgressCallback = ignore_progress,
+                    workers: int | None = None) -> str:
+    """Stream the quantized GGUF into ``f``; returns its sha256. Quantization runs in
+    ``workers`` processes (default: every core; in-process for small models); the
+    bytes are the same for any count."""
+    h = hashlib.sha256()
+
+    def put(b: bytes | memoryview) -> None:
+        h.update(b)
+        f.write(b)
+
+    put(plan.header())
+    work = sum(o.source.n_elements for o in plan.tensors if o.quantize)
+    n = workers if workers is not None else (_cpu_count() if work >= POOL_MIN_ELEMENTS else 1)
+    status = "converting and quantizing tensors"
+    if n <= 1:
+        stream_tensors([(o.source, _encoder(o, None), o.n_bytes) for o in plan.tensors], put,
+                       progress, status)
+        return h.hexdigest()
+    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
+        stream_tensors([(o.source, _encoder(o, pool), o.n_bytes) for o in plan.tensors], put,
+                       progress, status, lookahead=2 * n)
+    return h.hexdigest()

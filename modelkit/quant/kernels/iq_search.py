@@ -1,0 +1,258 @@
+"""Searches shared by the IQ1/IQ2/IQ3 quantizers, vectorised across groups.
+
+Arrays are element-major: ``(elements, groups)``, so that ``_seq_sum`` adds values in C
+loop order (float32, one rounding per operation, no FMA). A *point* is ``width`` (8 or 4)
+consecutive elements; its packed index ``u`` (``bits`` per coordinate, coordinate 0 lowest)
+selects a ``kmap`` entry: a grid position, or a list of neighbours to search
+(``iq_tables``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import numpy.typing as npt
+from gguf import GGMLQuantizationType
+from gguf.constants import GGML_QUANT_SIZES
+
+from modelkit.quant.kernels.block import BlockFormat
+from modelkit.quant.kernels.common import nearest_int as _nearest_int
+from modelkit.quant.kernels.common import seq_sum as _seq_sum
+from modelkit.quant.kernels.iq_tables import SearchTables
+
+F32 = np.float32
+F32Array = npt.NDArray[np.float32]
+I64Array = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+QK_K = 256
+
+
+def whole_blocks(a: F32Array, per_block: int) -> F32Array:
+    """(elements, groups) -> (elements*per_block, blocks): each block's values in order,
+    when ``per_block`` consecutive groups make a block."""
+    e, n = a.shape
+    t = a.reshape(e, n // per_block, per_block).transpose(2, 0, 1)
+    return np.ascontiguousarray(t.reshape(e * per_block, n // per_block))
+
+
+def block_sigma2(xt: F32Array, per_block: int, factor: int) -> F32Array:
+    """``factor * sum(x*x) / 256`` of each 256-value block, repeated for its ``per_block``
+    groups. ``xt`` (elements, groups) holds consecutive groups of one block side by side."""
+    e, n = xt.shape
+    sumx2 = _seq_sum(whole_blocks(xt * xt, per_block))
+    sigma2: F32Array = F32(factor) * sumx2 / F32(e * per_block)
+    return np.repeat(sigma2, per_block)
+
+
+def pack_points(levels: npt.NDArray[np.integer], t: SearchTables) -> I64Array:
+    """(elements, groups) levels -> (points, groups) packed kmap indices."""
+    width = t.coords.shape[1]
+    lv = levels.reshape(-1, width, levels.shape[-1]).astype(np.int64)
+    u: I64Array = lv[:, 0].copy()
+    for i in range(1, width):
+        u |= lv[:, i] << (t.bits * i)
+    return u
+
+
+def best_neighbour(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array,
+                   scale: F32Array, values: F32Array | None = None) -> I64Array:
+    """``iq*_find_best_neighbour`` (IQ1: ``iq1_find_best_neighbour2``) for M off-grid
+    points at once.
+
+    ``u`` (M,) packed indices with ``kmap[u] < 0``; ``xs``, ``ws`` (M, width) values and
+    weights; ``scale`` (M,). Minimises ``sum_i ws*(scale*q - x)^2`` (summed in order) over
+    the neighbour list of each point; the first minimum wins. ``q`` is the grid coordinate
+    ``2l+1``, or ``values[m, l]`` when a (M, levels) table is given.
+    """
+    off = -t.kmap[u].astype(np.int64) - 1
+    counts = t.neighbours[off].astype(np.int64)
+    total = int(counts.sum())
+    seg = np.repeat(np.arange(len(u)), counts)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    pos = np.arange(total) - starts[seg] + off[seg] + 1
+    cand = t.neighbours[pos].astype(np.int64)
+    if values is None:
+        q = t.coords[cand].astype(np.float32)  # (total, width)
+    else:
+        q = values[seg[:, None], (t.coords[cand] - 1) // 2]
+    sc = scale[seg]
+    d2 = np.zeros(total, dtype=np.float32)
+    for i in range(q.shape[1]):
+        diff = sc * q[:, i] - xs[seg, i]
+        d2 += (ws[seg, i] * diff) * diff
+    best = np.minimum.reduceat(d2, starts)
+    first = np.minimum.reduceat(np.where(d2 == best[seg], np.arange(total), total), starts)
+    out: I64Array = cand[np.minimum(first, total - 1)]
+    return out
+
+
+def project(t: SearchTables, xval: F32Array, waux: F32Array, inv: F32Array,
+            scale: F32Array, lmax: int) -> tuple[npt.NDArray[np.int8], I64Array, BoolArray]:
+    """Round every point to ``nearest_int(0.5*(inv*x - 1))`` clamped to 0..lmax; points that
+    are off the grid take their best neighbour at ``scale``.
+
+    ``xval``, ``waux`` (elements, groups); ``inv``, ``scale`` (groups,). Returns levels
+    (elements, groups), grid positions (points, groups) and whether each point was on the
+    grid before the neighbour search.
+    """
+    lv = np.clip(_nearest_int(F32(0.5) * (inv * xval - F32(1))), 0, lmax).astype(np.int8)
+    u = pack_points(lv, t)
+    gidx = t.kmap[u].astype(np.int64)
+    on = gidx >= 0
+    if not on.all():
+        width = t.coords.shape[1]
+        p_idx, g_idx = np.nonzero(~on)
+        xs = xval.reshape(-1, width, xval.shape[-1])[p_idx, :, g_idx]
+        ws = waux.reshape(-1, width, waux.shape[-1])[p_idx, :, g_idx]
+        found = best_neighbour(t, u[p_idx, g_idx], xs, ws, scale[g_idx])
+        gidx[p_idx, g_idx] = found
+        lv3 = lv.reshape(-1, width, lv.shape[-1])
+        lv3[p_idx, :, g_idx] = (t.coords[found] - 1) // 2
+    return lv, gidx, on
+
+
+def prepare(x: F32Array, qw: F32Array | None, sub: int, sigma_factor: int
+            ) -> tuple[F32Array, F32Array | None, F32Array]:
+    """Blocks (n, 256) -> (values (sub, n*256/sub) element-major, the importance weights
+    laid out the same way or None, ``sigma_factor * sum(x*x) / 256`` per sub-block)."""
+    xt = np.ascontiguousarray(x.reshape(-1, sub).T)
+    qt = None if qw is None else np.ascontiguousarray(qw.reshape(-1, sub).T)
+    return xt, qt, block_sigma2(xt, QK_K // sub, sigma_factor)
+
+
+def even_signs(xt: F32Array, w: F32Array) -> tuple[F32Array, npt.NDArray[np.uint8]]:
+    """|x| with the sign parity of each group of 8 made even, as IQ2_XXS/IQ2_XS/IQ3_XXS do:
+    an odd count of negatives flips the value with the least ``w*x*x`` (the first such)
+    back to negative. Returns (xval (elements, n), 7-bit sign indices (elements/8, n))."""
+    e, n = xt.shape
+    x8 = xt.reshape(e // 8, 8, n)
+    neg = ~(x8 >= 0)
+    xval = np.where(neg, -x8, x8)
+    signs = sign_bytes(neg)
+    odd = neg.sum(axis=1) % 2 == 1
+    imin = np.argmin((w.reshape(e // 8, 8, n) * x8) * x8, axis=1)
+    k_idx, c_idx = np.nonzero(odd)
+    xval[k_idx, imin[k_idx, c_idx], c_idx] *= F32(-1)
+    signs[k_idx, c_idx] ^= np.uint8(1) << imin[k_idx, c_idx].astype(np.uint8)
+    out: npt.NDArray[np.uint8] = signs & np.uint8(127)
+    return xval.reshape(e, n), out
+
+
+def sign_bytes(neg: BoolArray) -> npt.NDArray[np.uint8]:
+    """(groups of 8, 8, n) booleans -> (groups, n) bytes, element i at bit i."""
+    bit = np.uint8(1) << np.arange(8, dtype=np.uint8)[:, None]
+    out: npt.NDArray[np.uint8] = np.bitwise_or.reduce(np.where(neg, bit, np.uint8(0)), axis=1)
+    return out
+
+
+@dataclass(frozen=True)
+class ScaleSearch:
+    """How one IQ type searches its sub-block scale (the C constants)."""
+
+    kmaxq: int             # levels 0..kmaxq-1, coordinates 2l+1
+    steps: range           # the ``is`` loop
+    step: float            # id = (2*kmaxq - 1 + is*step) / base
+    start_on_grid: bool    # is_on_grid[] before the loop
+    refine: str            # "off-grid": re-project off-grid points; "all": every point
+                           # when any is off grid; "always": every point, no tracking
+
+
+def fit_scale(t: SearchTables, xval: F32Array, weight: F32Array, base: F32Array,
+              scale0: F32Array, active: BoolArray, how: ScaleSearch
+              ) -> tuple[npt.NDArray[np.int8], F32Array]:
+    """The scale search of one sub-block per column: levels (elements, n) and scales (n,).
+
+    ``base`` is the value the trial inverse scales divide (the sub-block max, or IQ2_XXS's
+    effective max), ``scale0`` the scale kept when no trial improves; inactive columns get
+    zero levels and scale 0."""
+    e, n = xval.shape
+    levels = np.zeros((e, n), dtype=np.int8)
+    scales = np.zeros(n, dtype=np.float32)
+    cols = np.flatnonzero(active)
+    if cols.size == 0:
+        return levels, scales
+    xv, w, m = xval[:, cols], weight[:, cols], base[cols]
+    waux = np.sqrt(w)
+    width = t.coords.shape[1]
+    best = np.zeros(cols.size, dtype=np.float32)
+    scale = scale0[cols]
+    L = np.zeros_like(xv, dtype=np.int8)
+    on_grid = np.full((e // width, cols.size), how.start_on_grid)
+    top = F32(2 * how.kmaxq - 1)
+    for step in how.steps:
+        inv = (top + F32(step) * F32(how.step)) / m
+        lv, _, on = project(t, xv, waux, inv, F32(1) / inv, how.kmaxq - 1)
+        q = F32(2) * lv.astype(np.float32) + F32(1)
+        sumqx = _seq_sum(w * xv * q)
+        sumq2 = _seq_sum(w * q * q)
+        better = (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
+        scale = np.where(better, sumqx / sumq2, scale)
+        best = np.where(better, scale * sumqx, best)
+        L = np.where(better, lv, L)
+        on_grid = np.where(better, on, on_grid)
+    redo = scale > 0
+    if how.refine != "always":
+        redo &= (~on_grid).any(axis=0)
+    if redo.any():
+        r = np.flatnonzero(redo)
+        lv, _, _ = project(t, xv[:, r], waux[:, r], F32(1) / scale[r], scale[r],
+                           how.kmaxq - 1)
+        if how.refine == "off-grid":
+            lv = np.where(np.repeat(on_grid[:, r], width, axis=0), L[:, r], lv)
+        L[:, r] = lv
+        q = F32(2) * lv.astype(np.float32) + F32(1)
+        sumqx = _seq_sum(w[:, r] * xv[:, r] * q)
+        sumq2 = _seq_sum(w[:, r] * q * q)
+        scale[r] = np.where(sumq2 > 0, sumqx / sumq2, scale[r])
+    levels[:, cols] = L
+    scales[cols] = scale
+    return levels, scales
+
+
+def super_scales(scales: F32Array, per_block: int, lmax: int = 15
+                 ) -> tuple[F32Array, npt.NDArray[np.int64], BoolArray]:
+    """Sub-block scales (n_sub,) -> (d = max/(2*lmax+1) per block, scale level per sub-block
+    ``nearest_int(0.5*(s/d - 1))`` in 0..lmax, all-zero block)."""
+    sc = scales.reshape(-1, per_block)
+    max_scale = sc.max(axis=1, initial=F32(0))
+    d = max_scale / F32(2 * lmax + 1)
+    ls = np.clip(_nearest_int(F32(0.5) * ((F32(1) / d)[:, None] * sc - F32(1))), 0, lmax)
+    return d, ls.astype(np.int64), max_scale == 0
+
+
+def signed_values(vals: F32Array, sign_bits: BoolArray) -> F32Array:
+    """``value * (sign ? -1.f : 1.f)``, as the dequantizers write it."""
+    out: F32Array = vals * np.where(sign_bits, F32(-1), F32(1))
+    return out
+
+
+def grid_bytes(grid: np.ndarray, idx: npt.NDArray[np.integer]) -> F32Array:
+    """Grid positions (..., points) -> the byte values of each entry, (..., points*width)."""
+    v = np.ascontiguousarray(grid[idx]).view(np.uint8)
+    return v.reshape(*idx.shape[:-1], -1).astype(np.float32)
+
+
+def new_blocks(name: str, n: int) -> npt.NDArray[np.uint8]:
+    """n zeroed blocks of type ``name``."""
+    return np.zeros((n, GGML_QUANT_SIZES[GGMLQuantizationType[name]][1]), dtype=np.uint8)
+
+
+class GridFormat(BlockFormat):
+    """A lattice-grid type: ``codec`` = the ``encode(blocks, imatrix blocks or None)`` and
+    ``decode(bytes)`` functions of its module; chunks small enough for the searches'
+    temporaries."""
+
+    codec: ClassVar[tuple[Callable[[F32Array, F32Array | None], npt.NDArray[np.uint8]],
+                          Callable[[npt.NDArray[np.uint8]], F32Array]]]
+    chunk_blocks = weighted_chunk_blocks = 512
+
+    def _encode(self, x: F32Array, qw: F32Array | None, sigma2: F32Array | None
+                ) -> npt.NDArray[np.uint8]:
+        return self.codec[0](x, qw)
+
+    def _decode(self, q: npt.NDArray[np.uint8]) -> F32Array:
+        return self.codec[1](q)

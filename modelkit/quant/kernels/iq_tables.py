@@ -1,0 +1,117 @@
+"""The lookup tables of the IQ1/IQ2/IQ3 kernels: fixed grids (data) and search tables (computed).
+
+**Fixed grids** come from ``data/iq_grids.npz``, which ``tools/make_iq_tables.py`` extracts
+from llama.cpp's C source (``ggml-common.h``: ``iq2xxs_grid``, ``iq2xs_grid``, ``iq2s_grid``,
+``iq3xxs_grid``, ``iq3s_grid``, ``iq1s_grid``, ``ksigns_iq2xs``, ...; ``ggml-quants.c``: the
+quantizers' ``kgrid_*`` tables). Entry k of a dequantizer grid holds 8 (IQ2, IQ1) or 4 (IQ3)
+byte values; entry k of the matching ``kgrid`` table packs the same point as 2-bit (IQ2/IQ1)
+or 3-bit (IQ3) fields ``l``, coordinate 0 in the lowest bits. The quantizers search in the
+coordinates ``2*l + 1``.
+
+**Search tables** are what ``ggml_quantize_init`` builds once per process
+(``iq2xs_init_impl`` / ``iq3xs_init_impl``) and are computed here the same way, at first
+use, then cached:
+
+* ``kmap`` (int32, one entry per packed point: 43692 for the 8-wide grids, 4096 for IQ3):
+  the grid position of a point that is on the grid, else ``-(offset + 1)``;
+* ``neighbours`` (uint16): at ``offset``, n, then the n grid positions nearest to that point
+  (squared distance in ``2l+1`` coordinates, ties in grid order) that cover its ``nwant``
+  smallest distinct distances (IQ2_XXS 2, IQ2_XS 2, IQ2_S 1, IQ1_S/IQ1_M 3, IQ3_XXS 2,
+  IQ3_S 3). Off-grid points are numbered in increasing packed order.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+DATA = Path(__file__).resolve().parent / "data" / "iq_grids.npz"
+
+# type -> (dequantizer grid, kgrid table, coordinates per point, bits per coordinate, nwant)
+_SPECS: dict[str, tuple[str, str, int, int, int]] = {
+    "IQ2_XXS": ("iq2xxs_grid", "quant__iq2xs_init_impl__kgrid_2bit_256", 8, 2, 2),
+    "IQ2_XS": ("iq2xs_grid", "quant__iq2xs_init_impl__kgrid_2bit_512", 8, 2, 2),
+    "IQ2_S": ("iq2s_grid", "quant__iq2xs_init_impl__kgrid_2bit_1024", 8, 2, 1),
+    "IQ1_S": ("iq1s_grid", "quant__iq2xs_init_impl__kgrid_1bit_2048", 8, 2, 3),
+    "IQ3_XXS": ("iq3xxs_grid", "quant__iq3xs_init_impl__kgrid_256", 4, 3, 2),
+    "IQ3_S": ("iq3s_grid", "quant__iq3xs_init_impl__kgrid_512", 4, 3, 3),
+}
+_KMAP_SIZE = {8: 43692, 4: 4096}
+_CHUNK = 2048  # off-grid points per distance matrix
+
+
+@functools.cache
+def fixed_tables() -> dict[str, np.ndarray]:
+    """Every table of ``data/iq_grids.npz`` (C types, little-endian)."""
+    with np.load(DATA) as z:
+        return {name: z[name] for name in z.files}
+
+
+@dataclass(frozen=True)
+class SearchTables:
+    """One grid with what the quantizer needs to search it."""
+
+    grid: npt.NDArray[np.uint8]       # (G, width) dequantizer values (bytes of the C grid)
+    coords: npt.NDArray[np.int8]      # (G, width) quantizer coordinates 2*l + 1
+    kmap: npt.NDArray[np.int32]       # as ggml's kmap
+    neighbours: npt.NDArray[np.uint16]  # as ggml's neighbour list
+    bits: int                         # bits per packed coordinate
+
+
+def _distinct_cut(d2: npt.NDArray[np.int32], nwant: int) -> npt.NDArray[np.int32]:
+    """Per row, the nwant-th smallest distinct value (or the largest there is)."""
+    cut = d2.min(axis=1)
+    big = np.iinfo(np.int32).max
+    for _ in range(nwant - 1):
+        nxt = np.where(d2 > cut[:, None], d2, big).min(axis=1)
+        cut = np.where(nxt == big, cut, nxt)
+    out: npt.NDArray[np.int32] = cut.astype(np.int32)
+    return out
+
+
+def search_tables(qtype: str) -> SearchTables:
+    """The tables ``ggml_quantize_init`` builds for ``qtype`` (IQ1_M uses IQ1_S's)."""
+    return _build("IQ1_S" if qtype == "IQ1_M" else qtype)
+
+
+@functools.cache
+def _build(qtype: str) -> SearchTables:
+    gname, kname, width, bits, nwant = _SPECS[qtype]
+    fixed = fixed_tables()
+    grid = np.ascontiguousarray(fixed[gname]).view(np.uint8).reshape(-1, width)
+    kgrid = fixed[kname].astype(np.int64)
+    shifts = bits * np.arange(width)
+    levels = (kgrid[:, None] >> shifts) & ((1 << bits) - 1)  # (G, width)
+    coords = (2 * levels + 1).astype(np.int8)
+    size = _KMAP_SIZE[width]
+    kmap = np.full(size, -1, dtype=np.int32)
+    kmap[(levels << shifts).sum(axis=1)] = np.arange(len(kgrid), dtype=np.int32)
+
+    off = np.flatnonzero(kmap < 0)
+    pos = (2 * ((off[:, None] >> shifts) & ((1 << bits) - 1)) + 1).astype(np.float32)
+    g = coords.astype(np.float32)
+    g2 = (g * g).sum(axis=1)
+    rows_l, cols_l, d_l = [], [], []
+    for c0 in range(0, len(off), _CHUNK):
+        p = pos[c0:c0 + _CHUNK]
+        d2 = ((p * p).sum(axis=1)[:, None] + g2 - 2 * (p @ g.T)).astype(np.int32)  # exact
+        cut = _distinct_cut(d2, nwant)
+        r, c = np.nonzero(d2 <= cut[:, None])
+        rows_l.append(r + c0)
+        cols_l.append(c)
+        d_l.append(d2[r, c])
+    rows, cols, dist = (np.concatenate(a) for a in (rows_l, cols_l, d_l))
+    order = np.lexsort((cols, dist, rows))  # by point, then distance, then grid position
+    rows, cols = rows[order], cols[order]
+    counts = np.bincount(rows, minlength=len(off))
+    offsets = np.concatenate([[0], np.cumsum(counts + 1)[:-1]])
+    neighbours = np.empty(int(np.sum(counts + 1)), dtype=np.uint16)
+    neighbours[offsets] = counts
+    rank = np.arange(len(rows)) - np.concatenate([[0], np.cumsum(counts)[:-1]])[rows]
+    neighbours[offsets[rows] + 1 + rank] = cols
+    kmap[off] = -(offsets + 1)
+    return SearchTables(grid, coords, kmap, neighbours, bits)

@@ -1,0 +1,162 @@
+"""Low-bit kernels (TQ, FP4, Q1_0/Q2_0, IQ1/IQ2/IQ3) against llama.cpp's own bytes."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType
+
+from conftest import GOLDEN, REPO
+from modelkit.quant.kernels import dequantize, iq_tables, lowbit, quantize
+
+KERNELS = GOLDEN / "kernels"
+
+
+class Kernel(NamedTuple):
+    quantize: Callable[[np.ndarray, np.ndarray | None], np.ndarray]
+    dequantize: Callable[[np.ndarray, int], np.ndarray]
+
+
+def _registered(name: str) -> Kernel:
+    qtype = GGMLQuantizationType[name]
+    return Kernel(lambda x, im: quantize(qtype, x, im), lambda q, n: dequantize(qtype, q, n))
+
+
+TYPES: dict[str, Kernel] = {
+    **{name: _registered(name) for name in ("TQ1_0", "TQ2_0", "MXFP4", "NVFP4", "Q1_0",
+                                            "IQ3_XXS", "IQ3_S", "IQ2_XXS", "IQ2_XS",
+                                            "IQ2_S", "IQ1_S", "IQ1_M")},
+    "Q2_0": Kernel(lowbit.quantize_q2_0, lowbit.dequantize_q2_0),  # no gguf enum member
+}
+
+
+def _missing(what: str) -> list[object]:
+    """Missing golden data: a failure under CI (env CI set), else a visible skip."""
+    if os.environ.get("CI"):
+        return [pytest.param(None, None, id=f"missing-{what}")]
+    return [pytest.param(None, None, marks=pytest.mark.skip(reason=f"{what} not found"))]
+
+
+@functools.cache
+def _golden(name: str) -> dict[str, np.ndarray]:
+    with np.load(KERNELS / f"{name}.npz") as z:
+        return {key: z[key] for key in z.files}
+
+
+def _params(with_deq: bool) -> list[object]:
+    params: list[object] = []
+    for name in TYPES:
+        if not (KERNELS / f"{name}.npz").is_file():
+            params += _missing(str(KERNELS / f"{name}.npz"))
+            continue
+        for case in map(str, _golden(name)["cases"]):
+            if not with_deq or f"{case}__deq" in _golden(name):
+                params.append(pytest.param(name, case, id=f"{name}-{case}"))
+    return params
+
+
+def _block_mismatch(name: str, got: np.ndarray, expected: np.ndarray) -> str:
+    meta = json.loads(str(_golden(name)["meta_json"]))
+    bb = meta["block_bytes"]
+    g, e = got.reshape(-1, bb), expected.reshape(-1, bb)
+    bad = np.flatnonzero((g != e).any(axis=1))
+    first = int(bad[0])
+    return (f"{bad.size} of {len(e)} blocks differ; first is block {first}\n"
+            f"  expected {e[first].tobytes().hex()}\n  got      {g[first].tobytes().hex()}")
+
+
+@pytest.mark.parametrize(("name", "case"), _params(with_deq=False))
+def test_quantize_matches_llama_cpp(name: str | None, case: str | None) -> None:
+    assert name is not None and case is not None, "golden data missing under CI"
+    z = _golden(name)
+    x = z[f"{case}__x"]
+    imatrix = z.get(f"{case}__imatrix")
+    got = TYPES[name].quantize(x, imatrix)
+    expected = z[f"{case}__q"]
+    assert got.shape == expected.shape
+    if got.tobytes() != expected.tobytes():
+        pytest.fail(f"{name}/{case}: {_block_mismatch(name, got, expected)}")
+
+
+@pytest.mark.parametrize(("name", "case"), _params(with_deq=True))
+def test_dequantize_matches_llama_cpp(name: str | None, case: str | None) -> None:
+    assert name is not None and case is not None, "golden data missing under CI"
+    z = _golden(name)
+    q, expected = z[f"{case}__q"], z[f"{case}__deq"]
+    got = TYPES[name].dequantize(q, expected.shape[1])
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    bad = np.flatnonzero(got.view(np.uint32) != expected.view(np.uint32))
+    assert bad.size == 0, (f"{name}/{case}: {bad.size} values differ, first at {bad[0]}: "
+                           f"{got.flat[bad[0]]!r} != {expected.flat[bad[0]]!r}")
+
+
+GRID_TYPES = ("IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_S", "IQ3_XXS", "IQ3_S")
+
+
+def test_shipped_grids_equal_the_c_source_tables() -> None:
+    """The package's data file holds exactly the tables llama.cpp's source has."""
+    golden = KERNELS / "iq_grids.npz"
+    if not golden.is_file():
+        assert not os.environ.get("CI"), f"{golden} missing under CI"
+        pytest.skip(f"{golden} not found")
+    shipped = iq_tables.fixed_tables()
+    with np.load(golden) as z:
+        expected = {name: z[name] for name in z.files if name != "meta_json"}
+    assert sorted(shipped) == sorted(expected)
+    for name, table in expected.items():
+        assert shipped[name].dtype == table.dtype, name
+        assert np.array_equal(shipped[name], table), name
+
+
+@pytest.mark.parametrize("qtype", GRID_TYPES)
+def test_search_tables_equal_ggml_quantize_init(qtype: str) -> None:
+    golden = KERNELS / "iq_init_tables.npz"
+    if not golden.is_file():
+        assert not os.environ.get("CI"), f"{golden} missing under CI"
+        pytest.skip(f"{golden} not found")
+    tables = iq_tables.search_tables(qtype)
+    with np.load(golden) as z:
+        assert np.array_equal(tables.kmap, z[f"{qtype}__kmap"])
+        assert np.array_equal(tables.neighbours, z[f"{qtype}__neighbours"])
+    # every grid point maps to itself; the coordinates agree with the dequantizer grid
+    assert np.array_equal(tables.kmap[tables.kmap >= 0], np.arange(len(tables.grid)))
+    assert iq_tables.search_tables("IQ1_M") is iq_tables.search_tables("IQ1_S")
+
+
+def test_make_iq_tables_is_deterministic_and_reads_the_source(tmp_path: Path) -> None:
+    """The generator script parses C table blocks (a tiny synthetic source here)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("make_iq_tables",
+                                                  REPO / "tools" / "make_iq_tables.py")
+    assert spec and spec.loader
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    src = tmp_path / "ggml" / "src"
+    src.mkdir(parents=True)
+    (src / "ggml-common.h").write_text(
+        "#define GGML_TABLE_BEGIN(type, name, size) static const type name[size] = {\n"
+        "GGML_TABLE_BEGIN(uint8_t, kmask_iq2xs, 8)\n    1, 2, 4, 8, 16, 32, 64, 128\n"
+        "GGML_TABLE_END()\nGGML_TABLE_BEGIN(uint64_t, g, 2)\n 0xffffffffffffffff, 0x0801,\n"
+        "GGML_TABLE_END()\nGGML_TABLE_BEGIN(int8_t, kv, 3)\n -127, 0, 5, // note\n"
+        "GGML_TABLE_END()\n")
+    (src / "ggml-quants.c").write_text(
+        "void iq2xs_init_impl(enum ggml_type type) {\n"
+        "    static const uint16_t kgrid_a[NGRID_IQ1S] = {\n" + "1, " * 2048 + "\n    };\n}\n"
+        "void iq3xs_init_impl(int grid_size) {\n"
+        "    static const uint16_t kgrid_b[2] = {\n 7, 4032,\n    };\n}\n")
+    out1, out2 = tmp_path / "a.npz", tmp_path / "b.npz"
+    assert tool.main([str(tmp_path), str(out1)]) == 0
+    assert tool.main([str(tmp_path), str(out2)]) == 0
+    assert out1.read_bytes() == out2.read_bytes()
+    with np.load(out1) as z:
+        assert z["g"].dtype == np.dtype("<u8") and list(z["g"]) == [2**64 - 1, 0x801]
+        assert list(z["kv"]) == [-127, 0, 5] and z["kv"].dtype == np.int8
+        assert z["quant__iq2xs_init_impl__kgrid_a"].shape == (2048,)
+        assert list(z["quant__iq3xs_init_impl__kgrid_b"]) == [7, 4032]
