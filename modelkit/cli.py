@@ -215,6 +215,10 @@ def render_show(info: api.ModelInfo, *, verbose: bool) -> str:
             for item in value if isinstance(value, list) else [value]:
                 rows.append([key, _value_text(item)])
         sections.append(("Parameters", rows))
+    conversion = info.remote.conversion if info.remote is not None else None
+    if conversion is not None:  # a hub repository of safetensors: what convert gives
+        sections.append(("Converts to GGUF", [["from", conversion.hf_architecture]] + [
+            [f"size {outtype}", human_bytes(size)] for outtype, size in conversion.sizes.items()]))
     if info.system:
         sections.append(("System", [[line] for line in _short_lines(info.system)]))
     if info.license:
@@ -273,8 +277,11 @@ def _remote_json(info: api.ModelInfo) -> dict[str, Any]:
     """For a model read from its hub or registry: what was read of how much."""
     if info.remote is None:
         return {}
+    conversion = info.remote.conversion
     return {"bytes_read": info.bytes_read, "size": info.remote.size,
-            "revision": info.remote.revision, "files": list(info.remote.filenames)}
+            "revision": info.remote.revision, "files": list(info.remote.filenames),
+            "conversion": None if conversion is None else {
+                "hf_architecture": conversion.hf_architecture, "sizes": conversion.sizes}}
 
 
 SHOW_FIELDS = ("license", "modelfile", "parameters", "system", "template")

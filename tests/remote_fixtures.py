@@ -3,6 +3,7 @@ about a gigabyte of Q8_0 weights, served as a ``SparseBody`` (the header, then z
 
 from __future__ import annotations
 
+import json
 import struct
 
 from gguf import GGMLQuantizationType, GGUFValueType
@@ -71,3 +72,19 @@ def huge_string_header(size: int = 1 << 30) -> SparseBody:
     head = (b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", len(key)) + key
             + struct.pack("<IQ", int(GGUFValueType.STRING), 300 << 20))
     return SparseBody(head, size)
+
+
+def sparse_safetensors(shapes: dict[str, tuple[int, ...]], dtype: str = "BF16") -> SparseBody:
+    """A safetensors file of these tensors (2 bytes an element) whose data is zeros and
+    never in memory: the header, then the data's length."""
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, shape in shapes.items():
+        n = 2
+        for d in shape:
+            n *= d
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    return SparseBody(struct.pack("<Q", len(text)) + text, 8 + len(text) + offset)

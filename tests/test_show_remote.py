@@ -9,12 +9,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hubserver import FakeRepo, HubServer
+from hf_fixtures import write_config, write_spm
+from hubserver import Body, FakeRepo, HubServer
 from registry_fixtures import free_port
-from remote_fixtures import big_llama, huge_string_header
+from remote_fixtures import big_llama, huge_string_header, sparse_safetensors
+from test_convert_archs import llama_config, make_llama
 from test_importers import data, gguf_bytes, hub, split_files, tiny_repo  # noqa: F401
 
 from modelkit import api, cli
+from modelkit.convert import convert
 from modelkit.errors import (
     GGUFError,
     HubError,
@@ -22,7 +25,7 @@ from modelkit.errors import (
     RemoteReadError,
     UnauthorizedError,
 )
-from modelkit.gguf_file import read_gguf_bytes, read_gguf_from
+from modelkit.gguf_file import read_gguf, read_gguf_bytes, read_gguf_from
 from modelkit.gguf_file.reader import FIRST_READ
 
 BIG = "Big-GGUF"
@@ -202,3 +205,68 @@ def test_server_that_ignores_range(big: HubServer, fails: Fails, tmp_path: Path)
         api.show(f"hf.co/org/{BIG}:Q8_0", store=tmp_path / "models")
     # The server meant to send the whole gigabyte; the client hung up after 1 MiB.
     assert big.bytes_sent("Big-Q8_0.gguf") < 3 * 64 << 20
+
+
+# ------------------------------------------------------------- safetensors repos
+def _llama_shapes(n_layer: int, n_embd: int, n_ff: int, n_head: int, n_kv: int,
+                  n_vocab: int) -> dict[str, tuple[int, ...]]:
+    hd = n_embd // n_head
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (n_vocab, n_embd),
+                                          "model.norm.weight": (n_embd,),
+                                          "lm_head.weight": (n_vocab, n_embd)}
+    for i in range(n_layer):
+        p = f"model.layers.{i}."
+        shapes.update({p + "input_layernorm.weight": (n_embd,),
+                       p + "post_attention_layernorm.weight": (n_embd,),
+                       p + "self_attn.q_proj.weight": (n_head * hd, n_embd),
+                       p + "self_attn.k_proj.weight": (n_kv * hd, n_embd),
+                       p + "self_attn.v_proj.weight": (n_kv * hd, n_embd),
+                       p + "self_attn.o_proj.weight": (n_embd, n_head * hd),
+                       p + "mlp.gate_proj.weight": (n_ff, n_embd),
+                       p + "mlp.up_proj.weight": (n_ff, n_embd),
+                       p + "mlp.down_proj.weight": (n_embd, n_ff)})
+    return shapes
+
+
+def test_safetensors_repo_shows_what_convert_gives(hub: HubServer, tmp_path: Path,  # noqa: F811
+                                                   capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "Tiny-Llama"
+    make_llama(src)
+    hub.repos["acme/Tiny-Llama"] = FakeRepo({
+        p.relative_to(src).as_posix(): p.read_bytes() for p in src.rglob("*") if p.is_file()})
+    info = api.show("hf.co/acme/Tiny-Llama", store=tmp_path / "models")
+    converted = tmp_path / "c.gguf"
+    convert(src, converted, "auto")
+    local = read_gguf(converted)
+    assert info.remote is not None and info.remote.conversion is not None
+    assert info.tensors == local.tensors
+    assert {k: local.metadata[k] for k in local.metadata} == dict(info.gguf.metadata)
+    assert info.quantization == "F16"  # auto keeps the F16 weights' type
+    assert info.remote.conversion.sizes["f16"] == converted.stat().st_size
+    monkeypatch.setenv("MODELKIT_MODELS", str(tmp_path / "models"))
+    assert cli.main(["show", "hf.co/acme/Tiny-Llama"]) == 0
+    text = capsys.readouterr().out
+    assert "Converts to GGUF" in text and "LlamaForCausalLM" in text and "size q8_0" in text
+    assert files_under(tmp_path / "models") == []
+
+
+def test_1gb_safetensors_repo_reads_under_one_percent(hub: HubServer,  # noqa: F811
+                                                      tmp_path: Path) -> None:
+    dims = {"n_layer": 12, "n_embd": 2048, "n_ff": 5632, "n_head": 16, "n_kv": 4}
+    src = tmp_path / "Big-Llama"
+    write_config(src, llama_config(
+        hidden_size=dims["n_embd"], intermediate_size=dims["n_ff"],
+        num_attention_heads=dims["n_head"], num_key_value_heads=dims["n_kv"],
+        num_hidden_layers=dims["n_layer"]))
+    write_spm(src)
+    files: dict[str, Body] = {p.name: p.read_bytes() for p in src.iterdir()}
+    weights = sparse_safetensors(_llama_shapes(n_vocab=300, **dims))
+    files["model.safetensors"] = weights
+    hub.repos["acme/Big-Llama"] = FakeRepo(files)
+    info = api.show("hf.co/acme/Big-Llama", store=tmp_path / "models")
+    assert info.remote is not None and info.remote.size > weights.size > 1_000_000_000
+    assert info.gguf.metadata["llama.block_count"] == dims["n_layer"]
+    assert info.quantization == "BF16"
+    assert info.bytes_read is not None and info.bytes_read < info.remote.size / 100
+    assert hub.bytes_sent("model.safetensors") <= FIRST_READ

@@ -14,18 +14,20 @@ Nothing goes through the clients' download functions, so their caches stay as th
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 from modelkit import chat_templates, errors
+from modelkit.gguf_file import GGUFInfo
 from modelkit.gguf_file.ranged import ByteCounter, Fetch, RangedFile
-from modelkit.importers.choose import RepoEntry, choose
+from modelkit.importers.choose import RepoEntry, choose, conversion_entries
 from modelkit.importers.common import parse_overrides
 from modelkit.importers.huggingface import HuggingFaceBackend
 from modelkit.importers.modelscope import ModelScopeBackend
 from modelkit.importers.split import plan_from_headers
 from modelkit.names import ModelName
+from modelkit.peek.folder import plan_remote_conversion
 from modelkit.peek.model import PeekedModel
 
 CHUNK = 1 << 16
@@ -98,37 +100,51 @@ def _ms_status_error(backend: ModelScopeBackend, entry: RepoEntry,
 
 
 def peek_hub(name: ModelName, backend: HuggingFaceBackend | ModelScopeBackend) -> PeekedModel:
-    """The model ``name`` on its hub, read by ranges (header, tensor table, overrides)."""
+    """The model ``name`` on its hub, read by ranges (header, tensor table, overrides);
+    for a repository of safetensors, the GGUF that converting it would give."""
     if backend.offline:
         raise errors.HubError(
             f"{name}: not in the store, and showing it reads its header from {backend.hub}, "
             "but offline mode is on (HF_HUB_OFFLINE); pull it first, or go online")
     counter = ByteCounter()
+    where = f"{name.host}/{name.repository}"
+
+    def ranged(entry: RepoEntry) -> RangedFile:
+        fetch = (_hf_fetch(backend, entry) if isinstance(backend, HuggingFaceBackend)
+                 else _ms_fetch(backend, entry))
+        return RangedFile(fetch, entry.size, f"{where}/{entry.path}", counter, backend.errors)
+
     with backend.errors():
         listing = backend.listing()
+        to_convert = conversion_entries(listing.entries)
+        if to_convert is not None:
+            conversion = plan_remote_conversion(to_convert, ranged, where)
+            return _peeked(name, listing.revision, to_convert, conversion.gguf, (),
+                           counter, conversion=conversion)
         selection = choose(listing.entries, name.tag, name=str(name), repo=name.repository,
                            hub=backend.hub)
-
-        def ranged(entry: RepoEntry) -> RangedFile:
-            fetch = (_hf_fetch(backend, entry) if isinstance(backend, HuggingFaceBackend)
-                     else _ms_fetch(backend, entry))
-            return RangedFile(fetch, entry.size, f"{name.host}/{name.repository}/{entry.path}",
-                              counter, backend.errors)
-
         shards = tuple(ranged(e).gguf() for e in selection.model.entries)
         projector = ranged(selection.projector).gguf() if selection.projector else None
         texts = {key: ranged(entry).text() for key, entry in selection.overrides.items()}
-    template, system, params = parse_overrides(texts, f"{name.host}/{name.repository}")
+    template, system, params = parse_overrides(texts, where)
     gguf = shards[0]
     if len(shards) > 1:
         gguf = plan_from_headers(shards).describe(Path(shards[0].path))
+    return _peeked(name, listing.revision, selection.entries, gguf, shards, counter,
+                   projector=projector, template=template, system=system or "",
+                   params=params or {})
+
+
+def _peeked(name: ModelName, revision: str, entries: Sequence[RepoEntry], gguf: GGUFInfo,
+            shards: tuple[GGUFInfo, ...], counter: ByteCounter, *,
+            template: str | None = None, params: dict[str, Any] | None = None,
+            **more: Any) -> PeekedModel:
     # As create does: the GGUF's chat template, recognised, unless the repository has one.
     detected = chat_templates.detect_template(gguf.chat_template or "")
     if template is None and detected is not None:
         template = detected.template
         params = {**(detected.parameters or {}), **(params or {})}
     return PeekedModel(
-        source=str(name), revision=listing.revision,
-        filenames=tuple(e.path for e in selection.entries), gguf=gguf, shards=shards,
-        size=sum(e.size for e in selection.entries), counter=counter, projector=projector,
-        template=template or "", system=system or "", params=params or {})
+        source=str(name), revision=revision, filenames=tuple(e.path for e in entries),
+        gguf=gguf, shards=shards or (gguf,), size=sum(e.size for e in entries),
+        counter=counter, template=template or "", params=params or {}, **more)

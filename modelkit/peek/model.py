@@ -8,6 +8,7 @@ from typing import Any
 from modelkit.gguf_file import GGUFInfo
 from modelkit.gguf_file.ranged import ByteCounter
 from modelkit.manifest import Manifest, ModelConfig
+from modelkit.peek.folder import Conversion
 
 
 @dataclass
@@ -29,6 +30,7 @@ class PeekedModel:
     messages: list[dict[str, Any]] = field(default_factory=list)
     manifest: Manifest | None = None
     config: ModelConfig | None = None
+    conversion: Conversion | None = None  # a safetensors repository: what convert gives
 
     @property
     def bytes_read(self) -> int:
