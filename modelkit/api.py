@@ -41,6 +41,7 @@ from modelkit.gguf_file import (
     quantization_view,
     read_gguf,
 )
+from modelkit.gguf_file.memory import KV_TYPES, MemoryEstimate, estimate_memory
 from modelkit.gostrconv import format_float
 from modelkit.humanize import human_bytes, human_number, human_time
 from modelkit.importers import ImportedModel
@@ -68,9 +69,10 @@ StoreArg = Store | str | os.PathLike[str] | None
 __all__ = [
     "FolderInfo", "ModelInfo", "ModelSummary", "convert", "convert_lora", "copy", "create",
     "describe_folder",
-    "format_modelfile", "is_hf_folder", "list_models",
+    "format_modelfile", "is_hf_folder", "list_models", "memory",
     "parse_modelfile", "prune", "pull", "push", "quantize", "remove", "show", "verify",
     # what the functions above return or report, and Ollama's way of printing it
+    "KV_TYPES", "MemoryEstimate",
     "BlobProblem", "ConvertResult", "CreateResult", "DamagedManifest", "ProgressCallback",
     "ProgressEvent", "PrunePlan", "PushResult", "QuantizationView", "RequantizeResult",
     "VerifyReport", "bits_per_weight", "file_type_label", "format_float", "human_bytes",
@@ -436,6 +438,18 @@ def show(name_or_path: str | os.PathLike[str], *, store: StoreArg = None,
             raise
         return _info_from_peek(peek(model, insecure=insecure))
     return _info_from_stored(s, stored)
+
+
+def memory(info: ModelInfo, *, ctx: int | None = None, parallel: int = 1,
+           kv_type: str = "f16") -> MemoryEstimate:
+    """What running ``info`` takes (weights, KV cache, compute buffer) with a context of
+    ``ctx`` tokens (default: the model's ``num_ctx`` parameter, else its training
+    context) for ``parallel`` sequences and a ``kv_type`` cache (f16, q8_0, q4_0)."""
+    if ctx is None and isinstance(info.parameters.get("num_ctx"), (int, float)):
+        ctx = int(info.parameters["num_ctx"])
+    extra = (info.projector,) if info.projector is not None else ()
+    return estimate_memory(info.gguf, n_ctx=ctx, parallel=parallel, kv_type=kv_type,
+                           extra=extra)
 
 
 def _info_from_peek(peeked: PeekedModel) -> ModelInfo:

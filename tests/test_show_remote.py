@@ -270,3 +270,16 @@ def test_1gb_safetensors_repo_reads_under_one_percent(hub: HubServer,  # noqa: F
     assert info.quantization == "BF16"
     assert info.bytes_read is not None and info.bytes_read < info.remote.size / 100
     assert hub.bytes_sent("model.safetensors") <= FIRST_READ
+
+
+def test_memory_of_a_remote_model(big: HubServer, capsys: pytest.CaptureFixture[str],
+                                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELKIT_MODELS", str(tmp_path / "models"))
+    assert cli.main(["show", "--memory", "--ctx", "8192", "--json",
+                     f"hf.co/org/{BIG}:Q8_0"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    _, slots = big_llama()
+    assert out["memory"]["weights"] == sum(s.n_bytes for s in slots)
+    # 20 layers, 4 KV heads of 128, 8192 f16 cells, K and V
+    assert out["memory"]["kv_cache"] == 20 * 2 * 4 * 128 * 8192 * 2
+    assert out["bytes_read"] * 100 < out["size"]
