@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from hf_fixtures import write_config, write_spm
-from hubserver import Body, FakeRepo, HubServer
+from hubserver import TOKEN, Body, FakeRepo, HubServer
 from registry_fixtures import free_port
 from remote_fixtures import big_llama, huge_string_header, sparse_safetensors
 from test_convert_archs import llama_config, make_llama
@@ -283,3 +283,16 @@ def test_memory_of_a_remote_model(big: HubServer, capsys: pytest.CaptureFixture[
     # 20 layers, 4 KV heads of 128, 8192 f16 cells, K and V
     assert out["memory"]["kv_cache"] == 20 * 2 * 4 * 128 * 8192 * 2
     assert out["bytes_read"] * 100 < out["size"]
+
+
+def test_cdn_redirect_gets_no_token(big: HubServer, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    big.cdn = True
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    info = api.show(f"hf.co/org/{BIG}:Q8_0", store=tmp_path / "models")
+    assert info.remote is not None and len(info.tensors) > 100
+    hub_gets = big.requests("GET", "/resolve/")
+    cdn_gets = big.requests("GET", "/cdn/")
+    assert hub_gets and cdn_gets and all(r["range"] for r in cdn_gets)
+    assert all(r["auth"] == f"Bearer {TOKEN}" for r in hub_gets)
+    assert all(r["auth"] is None for r in cdn_gets)
