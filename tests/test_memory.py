@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from gguf import GGUFValueType
 
-from conftest import REPO
+from conftest import GOLDEN, REPO
 from modelkit import api, cli
 from modelkit.errors import ModelkitError
 from modelkit.gguf_file import KV, GGUFInfo, describe_header, read_gguf
@@ -20,7 +20,7 @@ from modelkit.gguf_file.memory import HyperParameters, estimate_memory
 
 SAMPLE = REPO / "samples" / "liang-ai" / "liang-ai.gguf"
 FIGURES = REPO / "tests" / "data" / "memory_figures.json"
-GOLDEN = Path("/work/shared/golden")
+GOLDEN_DIR = GOLDEN
 MiB = 1 << 20
 U32 = GGUFValueType.UINT32
 
@@ -139,3 +139,53 @@ def test_cli_memory(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         cli.main(["show", "--memory", "--kv-type", "q5_1", str(SAMPLE)])
     assert exit_.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+# ------------------------------------------------------ llama.cpp's own figures
+COMPUTE_TOLERANCE = 0.25  # the compute buffer is an estimate: within 25% of llama.cpp's
+
+
+def _records() -> list[Any]:
+    data = json.loads(FIGURES.read_text())
+    out = []
+    for r in data["records"]:
+        marks = []
+        if r["model"].startswith("golden:"):
+            marks.append(pytest.mark.golden(*r["model"].split(":", 1)[1].split("/")))
+        out.append(pytest.param(r, marks=marks,
+                                id=f"{Path(r['model']).stem}-{r['n_ctx']}-{r['kv_type']}"))
+    return out
+
+
+def _model(record: dict[str, Any]) -> Path:
+    name = record["model"]
+    return GOLDEN_DIR.joinpath(name.split(":", 1)[1]) if name.startswith("golden:") \
+        else REPO / name
+
+
+@pytest.mark.parametrize("record", _records())
+def test_kv_cache_is_what_llama_cpp_allocates(record: dict[str, Any]) -> None:
+    m = estimate_memory(read_gguf(_model(record)), n_ctx=record["n_ctx"],
+                        kv_type=record["kv_type"])
+    caches = record["kv_caches"]
+    if not caches:  # an encoder: llama.cpp made no KV cache
+        assert m.kv == 0
+        return
+    # llama.cpp logs the non-SWA cache first, then the SWA one, in MiB to 2 decimals.
+    ours = [(m.n_ctx, m.kv_full)] + ([(m.swa_cells, m.kv_swa)] if m.swa_cells else [])
+    assert [c["cells"] for c in caches] == [cells for cells, _ in ours]
+    assert [f"{c['mib']:.2f}" for c in caches] == [f"{b / MiB:.2f}" for _, b in ours]
+
+
+@pytest.mark.parametrize("record", [r for r in _records() if not r.values[0]["flash_attn"]])
+def test_compute_buffer_estimate_is_near_llama_cpp(record: dict[str, Any]) -> None:
+    m = estimate_memory(read_gguf(_model(record)), n_ctx=record["n_ctx"])
+    theirs = record["compute_buffer_mib"]["CPU"] * MiB
+    assert abs(m.compute - theirs) <= COMPUTE_TOLERANCE * theirs, (m.compute / MiB, theirs / MiB)
+
+
+@pytest.mark.parametrize("record", _records())
+def test_weights_are_llama_cpp_model_buffer(record: dict[str, Any]) -> None:
+    m = estimate_memory(read_gguf(_model(record)), n_ctx=record["n_ctx"])
+    theirs = sum(record["model_buffer_mib"].values()) * MiB
+    assert abs(m.weights - theirs) <= 0.01 * MiB + 0.001 * theirs

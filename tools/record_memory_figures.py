@@ -51,8 +51,8 @@ def load(path: Path, n_ctx: int, q8: bool) -> dict[str, object] | None:
         print(f"{path.name} n_ctx={n_ctx}: llama.cpp could not load it: "
               f"{log.strip().splitlines()[-1] if log.strip() else run.returncode}")
         return None
-    caches = [{"mib": float(m[1]), "cells": int(m[2]), "layers": int(m[3]),
-               "k_type": m[6], "k_mib": float(m[7]), "v_type": m[8], "v_mib": float(m[9])}
+    caches = [{"mib": float(m[0]), "cells": int(m[1]), "layers": int(m[2]),
+               "k_type": m[5], "k_mib": float(m[6]), "v_type": m[7], "v_mib": float(m[8])}
               for m in KV_LINE.findall(log)]
     compute = {m[0]: float(m[1]) for m in COMPUTE_LINE.findall(log)}
     model = {m[0]: float(m[1]) for m in MODEL_LINE.findall(log)}

@@ -198,14 +198,15 @@ def kv_cache(hp: HyperParameters, n_ctx: int, *, parallel: int = 1, kv_type: str
 def compute_buffer(hp: HyperParameters, cells: int, n_ubatch: int = N_UBATCH) -> int:
     """An estimate of llama.cpp's CPU compute buffer for one micro-batch of ``n_ub``
     tokens (F32 activations): the largest of the attention step (the scores of every
-    head over every cell, the softmax done in place, with about five activations of
-    ``n_embd`` alive: the residual, the normed input, Q, the attention output and its
-    projection), the feed-forward step (gate, up and their product) and the output step
+    head over every cell, the softmax done in place, plus the attention mask, one row a
+    token over every cell; with about six activations of ``n_embd`` alive: the
+    residual, the normed input, Q, K, the attention output and its projection), the
+    feed-forward step (gate, up and their product) and the output step
     (the logits of every token)."""
     n_ub = min(n_ubatch, cells) if cells else n_ubatch
     n_head = max(hp.n_head, default=0)
     act = hp.n_embd * n_ub * F32
-    attention = n_head * cells * n_ub * F32 + 5 * act
+    attention = (n_head + 1) * cells * n_ub * F32 + 6 * act
     ffn_width = hp.n_ff * max(1, hp.n_expert_used)
     ffn = 3 * ffn_width * n_ub * F32 + 2 * act
     output = hp.n_vocab * n_ub * F32 + 2 * act
