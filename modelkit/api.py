@@ -41,6 +41,7 @@ from modelkit.gguf_file import (
     quantization_view,
     read_gguf,
 )
+from modelkit.gguf_file.memory import KV_TYPES, MemoryEstimate, estimate_memory
 from modelkit.gostrconv import format_float
 from modelkit.humanize import human_bytes, human_number, human_time
 from modelkit.importers import ImportedModel
@@ -48,6 +49,7 @@ from modelkit.importers.hubs import hub_for
 from modelkit.manifest import Manifest, MediaType, ModelConfig
 from modelkit.modelfile import Command, Modelfile, format_modelfile, parse, parse_file
 from modelkit.names import ModelName
+from modelkit.peek import PeekedModel, names_a_host, peek
 from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent, ignore_progress
 from modelkit.quant.file_types import menu_lines, parse_ggml_type, parse_quant_name
 from modelkit.quant.fileplan import FilePlan, QuantizeSpec, plan_file, plan_json, plan_lines
@@ -70,9 +72,10 @@ StoreArg = Store | str | os.PathLike[str] | None
 __all__ = [
     "FolderInfo", "ModelInfo", "ModelSummary", "convert", "convert_lora", "copy", "create",
     "create_plan", "describe_folder", "format_modelfile", "is_hf_folder", "list_models",
-    "parse_modelfile", "prune", "pull", "push", "quant_menu", "quant_spec", "quantize",
-    "quantize_plan", "plan_json", "plan_lines", "remove", "show", "verify",
+    "memory", "parse_modelfile", "prune", "pull", "push", "quant_menu", "quant_spec",
+    "quantize", "quantize_plan", "plan_json", "plan_lines", "remove", "show", "verify",
     # what the functions above return or report, and Ollama's way of printing it
+    "KV_TYPES", "MemoryEstimate",
     "BlobProblem", "ConvertResult", "CreateResult", "DamagedManifest", "FilePlan",
     "ProgressCallback", "ProgressEvent", "PrunePlan", "PushResult", "QuantizationView",
     "QuantizeSpec", "RequantizeResult", "VerifyReport", "bits_per_weight", "file_type_label",
@@ -393,6 +396,12 @@ class ModelInfo:
     messages: list[dict[str, Any]] = field(default_factory=list)
     manifest: Manifest | None = None
     config: ModelConfig | None = None
+    remote: PeekedModel | None = None  # a model read by ranges from its hub or registry
+
+    @property
+    def bytes_read(self) -> int | None:
+        """Bytes received from the network for a remote model; None for a local one."""
+        return self.remote.bytes_read if self.remote is not None else None
 
     @property
     def license(self) -> str:
@@ -486,8 +495,14 @@ def _info_from_gguf(gguf: GGUFInfo, *, name: str | None, config: ModelConfig | N
     )
 
 
-def show(name_or_path: str | os.PathLike[str], *, store: StoreArg = None) -> ModelInfo:
-    """Describe a stored model by name, or a GGUF file by path (header only)."""
+def show(name_or_path: str | os.PathLike[str], *, store: StoreArg = None,
+         insecure: bool = False) -> ModelInfo:
+    """Describe a stored model by name, or a GGUF file by path (header only).
+
+    A model that is not in the store is read from its hub (``hf.co/...``,
+    ``modelscope.cn/...``) or, when the name spells out a host, its registry: the GGUF
+    header and tensor table by range requests, nothing stored (``ModelInfo.remote``).
+    """
     text = os.fspath(name_or_path)
     if isinstance(name_or_path, os.PathLike) or text.lower().endswith(".gguf") \
             or os.sep in text and Path(text).exists():
@@ -497,8 +512,39 @@ def show(name_or_path: str | os.PathLike[str], *, store: StoreArg = None) -> Mod
         gguf = read_gguf(path)
         return _info_from_gguf(gguf, name=None, config=None, template=gguf.chat_template or "")
     s = _store(store)
-    stored = s.get(ModelName.parse(text))
+    model = ModelName.parse(text)
+    try:
+        stored = s.get(model)
+    except ModelNotFoundError:
+        if hub_for(model) is None and not names_a_host(text):
+            raise
+        return _info_from_peek(peek(model, insecure=insecure))
     return _info_from_stored(s, stored)
+
+
+def memory(info: ModelInfo, *, ctx: int | None = None, parallel: int = 1,
+           kv_type: str = "f16") -> MemoryEstimate:
+    """What running ``info`` takes (weights, KV cache, compute buffer) with a context of
+    ``ctx`` tokens (default: the model's ``num_ctx`` parameter, else its training
+    context) for ``parallel`` sequences and a ``kv_type`` cache (f16, q8_0, q4_0)."""
+    if ctx is None and isinstance(info.parameters.get("num_ctx"), (int, float)):
+        ctx = int(info.parameters["num_ctx"])
+    extra = (info.projector,) if info.projector is not None else ()
+    return estimate_memory(info.gguf, n_ctx=ctx, parallel=parallel, kv_type=kv_type,
+                           extra=extra)
+
+
+def _info_from_peek(peeked: PeekedModel) -> ModelInfo:
+    info = _info_from_gguf(peeked.gguf, name=peeked.source, config=peeked.config,
+                           template=peeked.template, projector=peeked.projector)
+    info.path = peeked.source
+    info.remote = peeked
+    info.manifest = peeked.manifest
+    info.system = peeked.system
+    info.licenses = list(peeked.licenses)
+    info.parameters = dict(peeked.params)
+    info.messages = list(peeked.messages)
+    return info
 
 
 def _info_from_stored(s: Store, stored: StoredModel) -> ModelInfo:

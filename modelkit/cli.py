@@ -223,6 +223,10 @@ def render_show(info: api.ModelInfo, *, verbose: bool) -> str:
             for item in value if isinstance(value, list) else [value]:
                 rows.append([key, _value_text(item)])
         sections.append(("Parameters", rows))
+    conversion = info.remote.conversion if info.remote is not None else None
+    if conversion is not None:  # a hub repository of safetensors: what convert gives
+        sections.append(("Converts to GGUF", [["from", conversion.hf_architecture]] + [
+            [f"size {outtype}", human_bytes(size)] for outtype, size in conversion.sizes.items()]))
     if info.system:
         sections.append(("System", [[line] for line in _short_lines(info.system)]))
     if info.license:
@@ -273,7 +277,41 @@ def show_json(info: api.ModelInfo, *, verbose: bool) -> dict[str, Any]:
         "tensors": [{"name": t.name, "type": t.type_name, "shape": list(t.shape)}
                     for t in info.tensors] if verbose else None,
         "source": dict(info.config.extra).get("source") if info.config is not None else None,
+        **_remote_json(info),
     }
+
+
+def _remote_json(info: api.ModelInfo) -> dict[str, Any]:
+    """For a model read from its hub or registry: what was read of how much."""
+    if info.remote is None:
+        return {}
+    conversion = info.remote.conversion
+    return {"bytes_read": info.bytes_read, "size": info.remote.size,
+            "revision": info.remote.revision, "files": list(info.remote.filenames),
+            "conversion": None if conversion is None else {
+                "hf_architecture": conversion.hf_architecture, "sizes": conversion.sizes}}
+
+
+def render_memory(m: api.MemoryEstimate) -> str:
+    kv = f"{human_bytes(m.kv)} ({m.kv_type}, {m.n_ctx} cells"
+    if m.swa_cells:
+        kv += (f"; sliding-window layers {m.swa_cells} cells: {human_bytes(m.kv_swa)}, "
+               f"full layers: {human_bytes(m.kv_full)}")
+    rows = [["context", f"{m.n_ctx} tokens" + (f", {m.parallel} sequences"
+                                               if m.parallel > 1 else "")],
+            ["weights", human_bytes(m.weights)], ["KV cache", kv + ")"],
+            ["compute buffer", f"{human_bytes(m.compute)} (estimate, {m.n_ubatch}-token "
+                               "micro-batch)"],
+            ["total", human_bytes(m.total)]]
+    return "  Memory\n" + _table(rows, indent=True) + "\n"
+
+
+def memory_json(m: api.MemoryEstimate) -> dict[str, Any]:
+    return {"memory": {"context": m.n_ctx, "parallel": m.parallel, "kv_type": m.kv_type,
+                       "n_ubatch": m.n_ubatch, "weights": m.weights, "kv_cache": m.kv,
+                       "kv_cache_full": m.kv_full, "kv_cache_swa": m.kv_swa,
+                       "swa_cells": m.swa_cells, "compute_buffer": m.compute,
+                       "total": m.total}}
 
 
 SHOW_FIELDS = ("license", "modelfile", "parameters", "system", "template")
@@ -327,11 +365,19 @@ def cmd_show(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(render_folder(folder))
         return 0
-    info = api.show(args.model)
+    info = api.show(args.model, insecure=args.insecure)
+    if args.memory:
+        estimate = api.memory(info, ctx=args.ctx, parallel=args.parallel,
+                              kv_type=args.kv_type)
+        if args.json:
+            _emit_json({**memory_json(estimate), **_remote_json(info)})
+        else:
+            sys.stdout.write(render_memory(estimate))
+        return 0
     if args.quantization:
         view = quantization_view(info.gguf)
         if args.json:
-            _emit_json(quantization_json(view))
+            _emit_json({**quantization_json(view), **_remote_json(info)})
         else:
             sys.stdout.write(render_quantization(view))
         return 0
@@ -749,6 +795,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="show metadata and tensors")
     p.add_argument("--quantization", action="store_true",
                    help="per-tensor types, bytes and bits per weight, by type and by layer")
+    p.add_argument("--insecure", action="store_true",
+                   help="a registry model over plain http (a local registry)")
+    p.add_argument("--memory", action="store_true",
+                   help="memory to run it: weights, KV cache, compute buffer, total")
+    p.add_argument("--ctx", type=_positive_int, metavar="N",
+                   help="--memory: context length (default: num_ctx, else the model's)")
+    p.add_argument("--parallel", type=_positive_int, default=1, metavar="N",
+                   help="--memory: sequences sharing the context (default 1)")
+    p.add_argument("--kv-type", default="f16", choices=("f16", "q8_0", "q4_0"),
+                   help="--memory: KV cache type (default f16)")
 
     p = add("list", cmd_list, "List models", aliases=["ls"])
     p.add_argument("prefix", nargs="?", help="only names starting with this")

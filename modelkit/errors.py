@@ -90,6 +90,11 @@ class UnauthorizedError(RegistryError):
     """The registry or hub refused our credentials."""
 
 
+class RemoteReadError(ModelkitError):
+    """A remote file read by byte ranges that the server does not serve as asked
+    (it ignores ``Range``, or answers an unexpected status)."""
+
+
 class ConvertError(ModelkitError):
     """A Hugging Face model folder that cannot be converted to GGUF (bad or missing file,
     a tensor that disagrees with config.json, an unsupported architecture)."""
