@@ -143,7 +143,7 @@ def pull(name: str, *, quantize: str | None = None, offline: bool | None = None,
     own settings such as ``HF_HUB_OFFLINE``) builds from the clients' caches only.
     """
     model = ModelName.parse(name)
-    builder = Builder(_store(store), progress, link=link, offline=offline)
+    builder = Builder(_store(store), progress, link=link, offline=offline, pull=True)
     if hub_for(model) is None:
         if quantize:
             raise ModelkitError("--quantize applies to hf.co and modelscope.cn pulls; for a "

@@ -723,3 +723,29 @@ def test_show_modelfile_of_a_hub_import_rebuilds_its_layers(
         configs = [ModelConfig.from_bytes(store.read_blob(m.config.digest))
                    for m in (first, second)]
         assert configs[1] == replace(configs[0], extra=())
+
+
+def test_cli_pull_prints_ollamas_status_lines_and_nothing_from_the_clients(
+        hub: HubServer, models_dir: Path, data: dict[str, bytes]) -> None:
+    """The real command, as a child process: Ollama's pull lines on stdout (one
+    ``pulling <12 hex>`` per layer and for the config), nothing at all on stderr (no
+    client logger, warning or tqdm bar), the first time and from the cache."""
+    from modelkit.store import Store
+
+    hub.repos["Qwen/tiny-GGUF"] = tiny_repo(data)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("MODELKIT_DEBUG", None)
+    for name in ("hf.co/TheBloke/tiny-GGUF:Q8_0", "modelscope.cn/Qwen/tiny-GGUF:q8_0",
+                 "hf.co/TheBloke/tiny-GGUF:Q8_0"):
+        proc = subprocess.run([sys.executable, "-m", "modelkit", "pull", name],
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert (proc.returncode, proc.stderr) == (0, "")
+        lines = proc.stdout.splitlines()
+        manifest = Store(models_dir).get(ModelName.parse(name)).manifest
+        pulled = [f"pulling {x.digest.short()}" for x in (*manifest.layers, manifest.config)]
+        assert lines[0] == "pulling manifest"
+        assert lines[1].startswith("using Tiny-Q8_0.gguf from ")
+        assert [line for line in lines if line.startswith("pulling ")][1:] == pulled
+        assert lines.count("verifying sha256 digest") == 1
+        assert lines[-2:] == ["writing manifest", "success"]
+        assert len(lines) == 2 + len(pulled) + 3, lines
