@@ -114,7 +114,7 @@ def spec_from_modelfile(m: Modelfile, base_dir: Path, source: str = "Modelfile")
         if exc.path is not None:
             raise
         raise ModelfileError(exc.message, path=source, line=exc.line,
-                             column=exc.column) from None
+                             column=exc.column, hint=exc.hint) from None
 
 
 def _spec(m: Modelfile, base_dir: Path, source: str) -> BuildSpec:
@@ -139,10 +139,10 @@ def _spec(m: Modelfile, base_dir: Path, source: str) -> BuildSpec:
     adapters = [_existing(m, "adapter", base_dir, source)] if m.adapter is not None else []
     drafts = [_existing(m, "draft", base_dir, source)] if m.draft is not None else []
     if drafts and drafts[0] in files:
-        line = [c for c in m.commands if c.is_keyword("draft")][-1].line
+        draft = [c for c in m.commands if c.is_keyword("draft")][-1]
         raise ModelfileError(
             f"DRAFT must not reference the same local path as FROM: {drafts[0]}",
-            path=source, line=line)
+            path=source, line=draft.line, column=draft.column)
     return BuildSpec(
         from_files=tuple(files),
         from_model=model,
@@ -170,7 +170,8 @@ def _check_placed(m: Modelfile, source: str) -> None:
             elif templates and command is templates[-1]:
                 validate_go_template(command.args)
         except (ParameterError, TemplateError) as exc:
-            raise type(exc)(f"{source}:{command.line}: {exc}") from None
+            column = f":{command.column}" if command.column else ""
+            raise type(exc)(f"{source}:{command.line}{column}: {exc}") from None
 
 
 @dataclass
@@ -321,7 +322,8 @@ class Builder:
         pass with ``quantize``); nothing is stored when conversion fails."""
         assert imported.folder is not None
         outtype = quantize or "auto"
-        conv = convert.plan(imported.folder, outtype)
+        conv = (convert.plan_quantize(imported.folder, quantize) if quantize
+                else convert.plan(imported.folder, outtype))
         label = file_type_label(int(conv.file_type))
         self._status(f"converting {imported.source} to GGUF ({label})")
         written = self._store_conversion(conv)

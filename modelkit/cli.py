@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import select
 import sys
 import traceback
 import warnings
@@ -45,7 +46,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (E.GGUFError, 5),
     (E.DigestError, 6),
     (E.QuantizationError, 7),
-    (E.ConvertError, 11),
+    (E.ConvertError, 12),
     (E.StoreError, 8),
     (E.UnauthorizedError, 10),
     (E.HubError, 9),
@@ -448,7 +449,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not report.ok:
         bad = len(report.missing) + len(report.damaged)
         raise E.DigestError(f"{bad} blob(s) missing or damaged, "
-                            f"{len(report.damaged_manifests)} damaged manifest(s)")
+                            f"{len(report.damaged_manifests)} damaged manifest(s): delete the "
+                            "damaged blob files listed, then create or pull the models that "
+                            "use them again ('modelkit rm' a damaged manifest)")
     return 0
 
 
@@ -696,7 +699,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         print("Error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
+    except BrokenPipeError as exc:
+        if not _stdout_closed():  # a network peer, say: a real error
+            print(f"Error: {exc.strerror or exc}", file=sys.stderr)
+            return 1
         # The reader went away (``| head``): stop quietly, as Unix tools do. Point stdout
         # at /dev/null so that the interpreter's final flush does not complain again.
         with contextlib.suppress(OSError):
@@ -720,6 +726,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Error: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
               "(set MODELKIT_DEBUG=1 for a traceback)", file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe nobody reads any more (poll reports an error on it)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no fileno (captured), no poll
+        return False
 
 
 def _quiet_hub_loggers() -> None:

@@ -39,8 +39,8 @@ from modelkit.quant.policy import SUPPORTED_FILE_TYPES, parse_file_type
 from modelkit.store import atomic_file
 
 __all__ = ["ConversionPlan", "ConvertResult", "Conversion", "base_from_gguf", "convert",
-           "convert_lora", "plan", "plan_conversion", "plan_lora", "supported_architectures",
-           "OUTTYPE_CHOICES"]
+           "convert_lora", "plan", "plan_conversion", "plan_quantize", "plan_lora",
+           "supported_architectures", "OUTTYPE_CHOICES"]
 
 OUTTYPE_CHOICES = (*OUTTYPES, "auto", *SUPPORTED_FILE_TYPES)
 
@@ -80,10 +80,16 @@ def plan(src: str | Path, outtype: str = "auto", pre: str | None = None) -> Conv
     key = outtype.lower()
     if key in OUTTYPES or key == "auto":
         return Conversion(plan_conversion(Path(src), key, pre), None)
+    return plan_quantize(src, outtype, pre)
+
+
+def plan_quantize(src: str | Path, file_type: str, pre: str | None = None) -> Conversion:
+    """Plan the F16 conversion quantized to ``file_type`` as llama-quantize would (for
+    q8_0 too, unlike the converter's own q8_0): what ``create -q`` stores."""
     try:
-        ftype = parse_file_type(outtype)
+        ftype = parse_file_type(file_type)
     except QuantizationError:
-        raise ConvertError(f"unknown outtype {outtype!r} (f32, f16, bf16, q8_0, auto, or a "
+        raise ConvertError(f"unknown outtype {file_type!r} (f32, f16, bf16, q8_0, auto, or a "
                            f"quantization type: {', '.join(SUPPORTED_FILE_TYPES)})") from None
     base = plan_conversion(Path(src), "f16", pre)
     return Conversion(base, plan_quantized(base, ftype))
