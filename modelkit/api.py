@@ -49,7 +49,7 @@ from modelkit.manifest import Manifest, MediaType, ModelConfig
 from modelkit.modelfile import Command, Modelfile, format_modelfile, parse, parse_file
 from modelkit.names import ModelName
 from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent, ignore_progress
-from modelkit.quant.policy import parse_file_type
+from modelkit.quant.policy import SUPPORTED_FILE_TYPES, parse_file_type
 from modelkit.quant.requantize import RequantizeResult, quantize_file
 from modelkit.registry import PushResult
 from modelkit.store import (
@@ -70,6 +70,7 @@ __all__ = [
     "format_modelfile", "is_hf_folder", "list_models",
     "parse_modelfile", "prune", "pull", "push", "quantize", "remove", "show", "verify",
     # what the functions above return or report, and Ollama's way of printing it
+    "SUPPORTED_FILE_TYPES",  # the quantization types create -q and quantize accept
     "BlobProblem", "ConvertResult", "CreateResult", "DamagedManifest", "ProgressCallback",
     "ProgressEvent", "PrunePlan", "PushResult", "QuantizationView", "RequantizeResult",
     "VerifyReport", "bits_per_weight", "file_type_label", "format_float", "human_bytes",
