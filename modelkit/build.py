@@ -41,7 +41,13 @@ from modelkit.importers.split import merge_into_store, plan_merge
 from modelkit.manifest import GGUF_MEDIA_TYPES, Layer, Manifest, MediaType, ModelConfig
 from modelkit.modelfile import Modelfile, convert_parameters, params_json
 from modelkit.names import Digest, ModelName
-from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent, ignore_progress
+from modelkit.progress import (
+    VERIFYING,
+    ByteProgress,
+    ProgressCallback,
+    ProgressEvent,
+    ignore_progress,
+)
 from modelkit.quant.fileplan import QuantizeSpec
 from modelkit.quant.requantize import quantize_into_store
 from modelkit.registry import ensure_model
@@ -181,9 +187,16 @@ class _Base:
 class Builder:
     def __init__(self, store: Store, progress: ProgressCallback = ignore_progress, *,
                  link: bool | LinkMode = "copy", offline: bool | None = None,
-                 insecure: bool = False) -> None:
+                 insecure: bool = False, pull: bool = False) -> None:
         self.store = store
         self.progress = progress
+        # A pull (hub names) is a build under the hood, shown as Ollama shows a pull:
+        # ``pulling manifest``, ``pulling <12 hex>`` per layer, ``verifying sha256
+        # digest``, ``writing manifest``, ``success``; no create-only lines.
+        self.pull = pull
+        self._shown: set[str] = set()  # digests whose ``pulling`` line was shown
+        if pull:
+            self.progress = self._seen_by(progress)
         self.link = link_mode(link)
         self.offline = offline
         self.insecure = insecure  # plain http for a FROM pulled from a registry
@@ -195,6 +208,25 @@ class Builder:
 
     def _status(self, text: str, *, warning: bool = False) -> None:
         self.progress(ProgressEvent(text, warning=warning))
+
+    def _seen_by(self, progress: ProgressCallback) -> ProgressCallback:
+        def observe(event: ProgressEvent) -> None:
+            if event.digest and event.status.startswith("pulling "):
+                self._shown.add(event.digest)
+            if event.status == VERIFYING:
+                self._shown.add(VERIFYING)
+            progress(event)
+        return observe
+
+    def _show_pulled(self, manifest: Manifest) -> None:
+        """Pull mode: a line (and a full bar) for each layer no download showed, then
+        the digest check line, as Ollama prints them."""
+        for layer in (*manifest.layers, manifest.config):
+            if str(layer.digest) not in self._shown:
+                self.progress(ProgressEvent(f"pulling {layer.digest.short()}", str(layer.digest),
+                                            total=layer.size, completed=layer.size))
+        if VERIFYING not in self._shown:
+            self._status(VERIFYING)
 
     # ------------------------------------------------------------------ layers
     def _record(self, written: BlobWrite) -> BlobWrite:
@@ -225,7 +257,8 @@ class Builder:
                      quantize: QuantizeSpec | None = None, label: str | None = None) -> _Base:
         """Store a GGUF file as a layer: byte-identical, or, for model weights with
         ``quantize``, quantized straight from the file (the original is never stored)."""
-        self._status("parsing GGUF")
+        if not self.pull:
+            self._status("parsing GGUF")
         info = read_gguf(path)
         if media_type is None:
             media_type = _gguf_media_type(info)
@@ -239,6 +272,8 @@ class Builder:
         shown = label or path.name
 
         def report(method: str, done: int, total: int) -> None:
+            if self.pull:  # the download already showed these bytes
+                return
             status = (f"{shown} is unchanged and already stored" if method == "unchanged"
                       else f"{method} file {shown}")
             self.progress(ProgressEvent(status, total=total, completed=done))
@@ -356,7 +391,7 @@ class Builder:
     # -------------------------------------------------------------- the build
     def build(self, name: ModelName, spec: BuildSpec, *, quantize: QuantizeSpec | None = None
               ) -> CreateResult:
-        self._status("gathering model components")
+        self._status("pulling manifest" if self.pull else "gathering model components")
         params, warnings = convert_parameters(spec.parameters)
         for w in warnings:
             self._status(f"warning: {w}", warning=True)
@@ -369,6 +404,8 @@ class Builder:
         name = self.store.canonical(name)
         with self.store.lock(exclusive=False):
             manifest = self._build_locked(name, spec, params, quantize)
+            if self.pull:
+                self._show_pulled(manifest)
             self._status("writing manifest")
             stale = self.store.replace_manifest(name, manifest, also_unused=self.created)
         self.store.prune_unused(stale)
@@ -438,7 +475,8 @@ class Builder:
 
         config_blob = self.store.write_blob(config.to_bytes())
         for b in layers:
-            self._status(b.status)
+            if not self.pull:
+                self._status(b.status)
         return Manifest(
             config=Layer(MediaType.CONFIG, config_blob.digest, config_blob.size),
             layers=tuple(b.layer for b in layers),

@@ -16,6 +16,7 @@ import logging
 import os
 import select
 import sys
+import textwrap
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
@@ -705,23 +706,70 @@ def _positive_int(text: str) -> int:
     return value
 
 
+# Two or three examples per verb, shown at the end of its --help.
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "create": ("modelkit create liang-ai -f samples/liang-ai/Modelfile",
+               "modelkit create mymodel -f Modelfile -q q4_K_M",
+               "modelkit create mymodel --link    # share the GGUF's storage (reflink)"),
+    "pull": ("modelkit pull hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M",
+             "modelkit pull modelscope.cn/Qwen/Qwen2.5-0.5B-Instruct-GGUF:q8_0",
+             "modelkit pull localhost:5000/team/mymodel:v1 --insecure"),
+    "push": ("modelkit push localhost:5000/team/mymodel:v1 --insecure",
+             "modelkit push ghcr.io/me/mymodel:latest"),
+    "quantize": ("modelkit quantize model-f16.gguf model-q4_K_M.gguf q4_K_M",
+                 "modelkit quantize --dry-run model-f16.gguf out.gguf q3_K_M",
+                 "modelkit quantize --imatrix model.imatrix.gguf model-f16.gguf "
+                 "model-iq4_xs.gguf iq4_xs",
+                 "modelkit quantize model-f16.gguf out.gguf q4_K_M --max-rmse 0.02 --report"),
+    "convert": ("modelkit convert ./Qwen2.5-0.5B -o qwen-f16.gguf",
+                "modelkit convert hf.co/Qwen/Qwen2.5-0.5B -o qwen-q8_0.gguf --outtype q8_0",
+                "modelkit convert ./my-lora --lora --base ./Qwen2.5-0.5B -o lora.gguf"),
+    "show": ("modelkit show liang-ai",
+             "modelkit show liang-ai --modelfile > Modelfile",
+             "modelkit show model.gguf --quantization --json"),
+    "list": ("modelkit list", "modelkit ls hf.co/ --json"),
+    "cp": ("modelkit cp liang-ai liang-ai:backup",
+           "modelkit cp liang-ai localhost:5000/team/liang-ai:v1"),
+    "rm": ("modelkit rm liang-ai", "modelkit rm liang-ai:backup mymodel"),
+    "verify": ("modelkit verify", "modelkit verify liang-ai --json"),
+    "prune": ("modelkit prune --dry-run", "modelkit prune"),
+}
+
+
+def _epilog(verb: str, *extra: str) -> str:
+    lines = [*extra, "examples:", *(f"  {e}" for e in EXAMPLES.get(verb, ()))]
+    return "\n".join(lines)
+
+
+def _types_line() -> str:
+    """The quantization types, from the one menu (quant/file_types.py)."""
+    return textwrap.fill("supported types: " + ", ".join(api.FILE_TYPES),
+                         width=78, subsequent_indent="  ") + "\n"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="modelkit",
-        description="Build Ollama- and llama.cpp-compatible models with no daemon.")
+        description="Build Ollama- and llama.cpp-compatible models with no daemon.",
+        epilog="Run 'modelkit COMMAND --help' for a command's arguments and examples. "
+               "Models are stored in $MODELKIT_MODELS, else $OLLAMA_MODELS, else "
+               "~/.ollama/models.")
     parser.add_argument("--version", action="version", version=f"modelkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                 parser_class=_Parser)
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str,
             aliases: Sequence[str] = ()) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text, aliases=list(aliases))
+        extra = (_types_line(),) if name in ("create", "quantize") else ()
+        p = sub.add_parser(name, help=help_text, description=help_text, aliases=list(aliases),
+                           epilog=_epilog(name, *extra),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--json", action="store_true", help="machine-readable JSON output")
         p.set_defaults(func=func)
         return p
 
     p = add("create", cmd_create, "Create a model from a Modelfile")
-    p.add_argument("name", metavar="MODEL")
+    p.add_argument("name", metavar="MODEL", help="the new model's name (e.g. mymodel:latest)")
     p.add_argument("-f", "--file", help="name of the Modelfile (default: ./Modelfile)")
     p.add_argument("-q", "--quantize", metavar="TYPE",
                    help="quantize the model to this type (e.g. q4_K_M; see 'quantize --list')")
@@ -738,7 +786,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("pull", cmd_pull, "Pull a model from Hugging Face (hf.co/...), ModelScope "
             "(modelscope.cn/...) or an OCI registry")
-    p.add_argument("name", metavar="MODEL")
+    p.add_argument("name", metavar="MODEL",
+                   help="hf.co/USER/REPO[:QUANT], modelscope.cn/USER/REPO[:QUANT] or "
+                        "HOST/NAMESPACE/MODEL[:TAG]")
     p.add_argument("-q", "--quantize", metavar="TYPE", help="quantize the download to TYPE")
     _quant_options(p, dry_run=False)
     p.add_argument("--offline", action="store_true",
@@ -747,14 +797,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a registry over plain http (a local registry)")
 
     p = add("push", cmd_push, "Push a model to a registry (the name's host)")
-    p.add_argument("name", metavar="MODEL")
+    p.add_argument("name", metavar="MODEL", help="a stored model named HOST/NAMESPACE/MODEL[:TAG]")
     p.add_argument("--insecure", action="store_true",
                    help="a registry over plain http (a local registry)")
 
     p = add("quantize", cmd_quantize, "Quantize a GGUF file into another GGUF file "
             "(options as llama-quantize's, before the file names)")
-    p.add_argument("source", metavar="IN.gguf", nargs="?")
-    p.add_argument("destination", metavar="OUT.gguf", nargs="?")
+    p.add_argument("source", metavar="IN.gguf", nargs="?", help="the GGUF file to quantize")
+    p.add_argument("destination", metavar="OUT.gguf", nargs="?", help="the GGUF file to write")
     p.add_argument("type", metavar="TYPE", nargs="?",
                    help="a type from the menu (--list): q4_K_M, q6_K, iq4_xs, Q4_K_L, ...")
     p.add_argument("nthreads", metavar="NTHREADS", nargs="?", type=int,
@@ -773,7 +823,8 @@ def build_parser() -> argparse.ArgumentParser:
             "(as llama.cpp's convert_hf_to_gguf.py), optionally quantizing in the same pass")
     p.add_argument("source", metavar="SRC",
                    help="a model folder, hf.co/ORG/REPO[:REVISION] or modelscope.cn/ORG/REPO")
-    p.add_argument("-o", "--output", metavar="OUT.gguf", required=True)
+    p.add_argument("-o", "--output", metavar="OUT.gguf", required=True,
+                   help="the GGUF file to write")
     p.add_argument("--outtype", metavar="TYPE",
                    help="f32, f16, bf16, q8_0, auto (default: bf16 for BF16 weights, else "
                         "f16), or a quantization type such as q4_K_M (one pass); for "
@@ -789,7 +840,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a hub source from the hub client's cache only")
 
     p = add("show", cmd_show, "Show information for a model or a GGUF file")
-    p.add_argument("model", metavar="MODEL|PATH.gguf|HF-FOLDER")
+    p.add_argument("model", metavar="MODEL|PATH.gguf|HF-FOLDER",
+                   help="a stored model's name, a GGUF file, or a safetensors model folder")
     for f in SHOW_FIELDS:
         p.add_argument(f"--{f}", action="store_true", help=f"show the {f} of the model")
     p.add_argument("-v", "--verbose", action="store_true", help="show metadata and tensors")
@@ -810,11 +862,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prefix", nargs="?", help="only names starting with this")
 
     p = add("cp", cmd_cp, "Copy a model")
-    p.add_argument("source", metavar="SOURCE")
-    p.add_argument("destination", metavar="DESTINATION")
+    p.add_argument("source", metavar="SOURCE", help="the stored model to copy")
+    p.add_argument("destination", metavar="DESTINATION", help="the new name")
 
     p = add("rm", cmd_rm, "Remove a model and the blobs only it used")
-    p.add_argument("names", metavar="MODEL", nargs="+")
+    p.add_argument("names", metavar="MODEL", nargs="+", help="the models to remove")
 
     p = add("verify", cmd_verify, "Re-hash stored blobs: report missing, damaged and "
             "unreferenced ones (exit 6 on damage)")
