@@ -37,7 +37,7 @@ from modelkit.humanize import human_number
 from modelkit.importers import PROJECTOR, ImportedModel
 from modelkit.importers.hubs import hub_for
 from modelkit.importers.local import import_local
-from modelkit.importers.split import merge_into_store, plan_merge, write_merged
+from modelkit.importers.split import merge_into_store, plan_merge
 from modelkit.manifest import GGUF_MEDIA_TYPES, Layer, Manifest, MediaType, ModelConfig
 from modelkit.modelfile import Modelfile, convert_parameters, params_json
 from modelkit.names import Digest, ModelName
@@ -206,19 +206,15 @@ class Builder:
         return _Base(Layer(media_type, written.digest, written.size), _status_for(written))
 
     def _import_split(self, shards: Sequence[Path], quantize: QuantizeSpec | None) -> _Base:
-        """Store a split GGUF merged (straight into its blob), or quantized from a
-        scratch merge when ``quantize`` asks for it; each shard's header read once."""
+        """Store a split GGUF merged straight into its blob, or, with ``quantize``,
+        quantized from the parts where they are; each part's header read once."""
         stem = shards[0].name
-        self._status(f"merging {len(shards)} split GGUF parts of {stem}")
         plan = plan_merge(shards)
-        progress = ByteProgress(self.progress, f"merging {stem}")
-        merged = plan.describe(shards[0])
-        media_type = _gguf_media_type(merged)
+        media_type = _gguf_media_type(plan.describe(shards[0]))
         if quantize and media_type == MediaType.MODEL:
-            with self.store.scratch_file() as (path, f):
-                write_merged(plan, f, progress)
-                f.flush()
-                return self._quantized(plan.describe(path), quantize)
+            return self._quantized(plan.infos, quantize)
+        self._status(f"merging {len(shards)} split GGUF parts of {stem}")
+        progress = ByteProgress(self.progress, f"merging {stem}")
         written, info = merge_into_store(self.store, plan, progress)
         self._record(written)
         return _Base(Layer(media_type, written.digest, written.size), _status_for(written),
@@ -474,7 +470,7 @@ class Builder:
         layers.append(self._blob_layer(params_json(merged), MediaType.PARAMS))
         return layers
 
-    def _quantized(self, source: GGUFInfo, target: QuantizeSpec) -> _Base:
+    def _quantized(self, source: GGUFInfo | Sequence[GGUFInfo], target: QuantizeSpec) -> _Base:
         written, info = quantize_into_store(self.store, source, target.type, self.progress,
                                             options=target.options, imatrix=target.imatrix)
         self._record(written)

@@ -44,6 +44,7 @@ from modelkit.importers.local import import_local  # noqa: E402
 from modelkit.importers.split import merge  # noqa: E402
 from modelkit.names import ModelName  # noqa: E402
 from modelkit.progress import ProgressEvent  # noqa: E402
+from modelkit.quant.requantize import quantize_file  # noqa: E402
 
 MiB = 1 << 20
 TEMPLATE = "{{ .Prompt }}"
@@ -568,13 +569,32 @@ def test_split_folder_is_merged_into_the_store_reading_each_header_once(
     result = create("split", tmp_path / "Modelfile", quantize=quantize)
     assert sorted(reads) == shards  # each shard's header once; nothing read back
     blob = Store(models_dir).blob_path(result.manifest.layers[0].digest)
+    merge([folder / n for n in shards], tmp_path / "merged.gguf")
     if quantize is None:
-        merge([folder / n for n in shards], tmp_path / "merged.gguf")
         assert blob.read_bytes() == (tmp_path / "merged.gguf").read_bytes()
-    else:
+    else:  # quantized from the parts where they are: as from the merged file
+        quantize_file(tmp_path / "merged.gguf", tmp_path / "q.gguf", quantize)
+        assert blob.read_bytes() == (tmp_path / "q.gguf").read_bytes()
         assert show("split").quantization == "Q8_0"
     # Nothing but the blobs themselves: no merged or scratch file left behind.
     assert [p.name for p in blob.parent.iterdir() if not p.name.startswith("sha256-")] == []
+
+
+@pytest.mark.parametrize("kw", [{"workers": 1, "chunk_rows": 3},
+                                {"workers": 2, "chunk_rows": 5},
+                                {"workers": 2, "use_threads": True}])
+def test_requantize_reads_split_parts_where_they_are(
+        tmp_path: Path, data: dict[str, bytes], kw: dict[str, Any]) -> None:
+    paths = []
+    for name in sorted(k for k in data if "-of-" in k):
+        paths.append(tmp_path / name)
+        paths[-1].write_bytes(data[name])
+    merge(paths, tmp_path / "merged.gguf")
+    want = quantize_file(tmp_path / "merged.gguf", tmp_path / "want.gguf", "q4_0", **kw)
+    got = quantize_file([read_gguf(p) for p in paths], tmp_path / "got.gguf", "q4_0", **kw)
+    assert (tmp_path / "got.gguf").read_bytes() == (tmp_path / "want.gguf").read_bytes()
+    assert got.gguf_info(tmp_path / "got.gguf") == read_gguf(tmp_path / "got.gguf")
+    assert got.n_quantized == want.n_quantized > 0
 
 
 def test_create_q_reads_the_source_header_once(

@@ -46,6 +46,7 @@ gguf and a 32k-token vocabulary included) for both a 0.4 GB and a 1.35 GB F16 so
 
 from __future__ import annotations
 
+import bisect
 import concurrent.futures as cf
 import contextlib
 import math
@@ -56,7 +57,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
@@ -204,27 +205,60 @@ _MADV_DONTNEED: int | None = getattr(mmap, "MADV_DONTNEED", None)
 
 
 class _Source:
-    """A read-only memory map of the source file.  Views are taken per chunk and the
-    pages are released once the chunk has been converted."""
+    """Read-only memory maps of the source file, or of a split set's parts laid end to
+    end (offsets run on from one part into the next, as :func:`_joined` numbers the
+    tensors).  Views are taken per chunk and the pages are released once the chunk has
+    been converted."""
 
-    def __init__(self, path: Path) -> None:
-        with open(path, "rb") as f:
-            self.mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.maps: list[mmap.mmap] = []
+        self.bases: list[int] = []
+        base = 0
+        try:
+            for path in paths:
+                with open(path, "rb") as f:
+                    self.maps.append(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+                self.bases.append(base)
+                base += len(self.maps[-1])
+        except BaseException:
+            self.close()
+            raise
+
+    def _locate(self, offset: int) -> tuple[mmap.mmap, int]:
+        i = bisect.bisect_right(self.bases, offset) - 1
+        return self.maps[i], offset - self.bases[i]
 
     def view(self, offset: int, nbytes: int) -> U8Array:
-        return np.frombuffer(self.mm, dtype=np.uint8, count=nbytes, offset=offset)
+        mm, local = self._locate(offset)
+        return np.frombuffer(mm, dtype=np.uint8, count=nbytes, offset=local)
 
     def release(self, offset: int, nbytes: int) -> None:
         """Drop the pages of ``[offset, offset+nbytes)`` from this process's resident set."""
         if _MADV_DONTNEED is None or nbytes <= 0:
             return
-        start = offset - offset % mmap.PAGESIZE
+        mm, local = self._locate(offset)
+        start = local - local % mmap.PAGESIZE
         with contextlib.suppress(OSError, ValueError):
-            self.mm.madvise(_MADV_DONTNEED, start, offset + nbytes - start)
+            mm.madvise(_MADV_DONTNEED, start, local + nbytes - start)
 
     def close(self) -> None:
-        with contextlib.suppress(BufferError):
-            self.mm.close()
+        for mm in self.maps:
+            with contextlib.suppress(BufferError):
+                mm.close()
+
+
+def _joined(parts: Sequence[GGUFInfo]) -> GGUFInfo:
+    """One source over the parts of a split set: the first part's metadata (its
+    ``split.*`` keys are dropped from the output anyway) and every part's tensors, their
+    offsets counted through the parts laid end to end."""
+    if len(parts) == 1:
+        return parts[0]
+    tensors: list[TensorInfo] = []
+    base = 0
+    for part in parts:
+        tensors.extend(replace(t, offset=base + t.offset) for t in part.tensors)
+        base += part.size
+    return replace(parts[0], tensors=tuple(tensors))
 
 
 # --------------------------------------------------------------------------------------
@@ -279,9 +313,9 @@ def _run_job(source: _Source, job: _Job) -> _JobResult:
 _WORKER_SOURCE: list[_Source] = []
 
 
-def _worker_init(path: str) -> None:
+def _worker_init(paths: list[str]) -> None:
     _WORKER_SOURCE.clear()
-    _WORKER_SOURCE.append(_Source(Path(path)))
+    _WORKER_SOURCE.append(_Source([Path(p) for p in paths]))
 
 
 def _worker_run(job: _Job) -> _JobResult:
@@ -427,7 +461,8 @@ def _steps(items: Sequence[_Item], chunk_rows: int | None, report: bool) -> Iter
 class _Runner:
     """Runs jobs in order-preserving fashion: in-process, or in a pool with look-ahead."""
 
-    def __init__(self, source: _Source, path: Path, workers: int, use_threads: bool) -> None:
+    def __init__(self, source: _Source, paths: Sequence[Path], workers: int,
+                 use_threads: bool) -> None:
         self.source = source
         self.workers = workers
         self.pool: cf.Executor | None = None
@@ -437,7 +472,7 @@ class _Runner:
             else:
                 self.pool = cf.ProcessPoolExecutor(
                     workers, mp_context=_mp_context(), initializer=_worker_init,
-                    initargs=(str(path),))
+                    initargs=([str(p) for p in paths],))
 
     def submit(self, job: _Job) -> cf.Future[_JobResult]:
         assert self.pool is not None
@@ -542,8 +577,11 @@ def _bits_per_weight(t: GGMLQuantizationType) -> float:
     return type_size * 8 / block_size
 
 
+GGUFSource = str | os.PathLike[str] | GGUFInfo | Sequence[GGUFInfo]
+
+
 def requantize(
-    src: str | os.PathLike[str] | GGUFInfo,
+    src: GGUFSource,
     out: _Writable | BinaryIO,
     file_type: str | FileTypeId,
     *,
@@ -556,6 +594,10 @@ def requantize(
     use_threads: bool = False,
 ) -> RequantizeResult:
     """Quantize the GGUF ``src`` to ``file_type``, writing the new GGUF to ``out``.
+
+    ``src`` is a path, a ``GGUFInfo``, or the ``GGUFInfo`` of each part of a split set
+    in order (checked by the caller, e.g. ``importers.split.plan_merge``): the parts are
+    read where they are, as one model.
 
     ``out`` needs only ``write`` (a ``BlobWriter``, an open file, a ``BytesIO``); it is
     written sequentially from its current position and not closed.  ``workers``
@@ -572,7 +614,13 @@ def requantize(
     unreadable source.
     """
     started = time.monotonic()
-    info = src if isinstance(src, GGUFInfo) else read_gguf(src)
+    if isinstance(src, GGUFInfo):
+        parts: Sequence[GGUFInfo] = (src,)
+    elif isinstance(src, (str, os.PathLike)):
+        parts = (read_gguf(src),)
+    else:
+        parts = tuple(src)
+    info = _joined(parts)
     if chunk_rows is not None and chunk_rows < 1:
         raise ValueError("chunk_rows must be at least 1")
     emit = progress or (lambda _event: None)
@@ -600,8 +648,9 @@ def requantize(
         line for it in items
         if (line := fallback_warning(it.choice, it.n_per_row)) is not None)
 
+    paths = [part.path for part in parts]
     try:
-        source = _Source(info.path)
+        source = _Source(paths)
     except (OSError, ValueError) as exc:
         raise GGUFError(f"{info.path}: cannot map: {exc}") from None
 
@@ -617,7 +666,7 @@ def requantize(
     try:
         data_offset = 0
         done_tensors = 0
-        runner = _Runner(source, info.path, n_workers, use_threads)
+        runner = _Runner(source, paths, n_workers, use_threads)
 
         def start() -> None:
             nonlocal data_offset
@@ -684,7 +733,7 @@ def requantize(
         seconds=time.monotonic() - started, header=(kvs, slots))
 
 
-def quantize_file(src: str | os.PathLike[str] | GGUFInfo, dst_path: str | os.PathLike[str],
+def quantize_file(src: GGUFSource, dst_path: str | os.PathLike[str],
                   file_type: str | FileTypeId, **kw: Any) -> RequantizeResult:
     """:func:`requantize` into the file ``dst_path``, atomically: the data goes to a
     hidden temporary file in the same folder, which is fsynced and renamed over
@@ -694,7 +743,7 @@ def quantize_file(src: str | os.PathLike[str] | GGUFInfo, dst_path: str | os.Pat
         return requantize(src, f, file_type, **kw)
 
 
-def quantize_into_store(store: Store, src_info: GGUFInfo, file_type: str,
+def quantize_into_store(store: Store, src_info: GGUFInfo | Sequence[GGUFInfo], file_type: str,
                         progress: ProgressCallback | None = None,
                         **kw: Any) -> tuple[BlobWrite, GGUFInfo]:
     """Quantize ``src_info`` straight into a new blob of ``store`` (``create -q``).
