@@ -41,6 +41,7 @@ from modelkit.gguf_file import (
     quantization_view,
     read_gguf,
 )
+from modelkit.gguf_file.memory import KV_TYPES, MemoryEstimate, estimate_memory
 from modelkit.gostrconv import format_float
 from modelkit.humanize import human_bytes, human_number, human_time
 from modelkit.importers import ImportedModel
@@ -48,8 +49,12 @@ from modelkit.importers.hubs import hub_for
 from modelkit.manifest import Manifest, MediaType, ModelConfig
 from modelkit.modelfile import Command, Modelfile, format_modelfile, parse, parse_file
 from modelkit.names import ModelName
+from modelkit.peek import PeekedModel, names_a_host, peek
 from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent, ignore_progress
-from modelkit.quant.policy import SUPPORTED_FILE_TYPES, parse_file_type
+from modelkit.quant.file_types import FILE_TYPES, menu_lines, parse_ggml_type, parse_quant_name
+from modelkit.quant.fileplan import FilePlan, QuantizeSpec, plan_file, plan_json, plan_lines
+from modelkit.quant.imatrix import load_imatrix
+from modelkit.quant.policy import QuantOptions, parse_file_type, parse_tensor_type_option
 from modelkit.quant.requantize import RequantizeResult, quantize_file
 from modelkit.registry import PushResult
 from modelkit.store import (
@@ -66,15 +71,16 @@ StoreArg = Store | str | os.PathLike[str] | None
 
 __all__ = [
     "FolderInfo", "ModelInfo", "ModelSummary", "convert", "convert_lora", "copy", "create",
-    "describe_folder",
-    "format_modelfile", "is_hf_folder", "list_models",
-    "parse_modelfile", "prune", "pull", "push", "quantize", "remove", "show", "verify",
+    "create_plan", "describe_folder", "format_modelfile", "is_hf_folder", "list_models",
+    "memory", "parse_modelfile", "prune", "pull", "push", "quant_menu", "quant_spec",
+    "quantize", "quantize_plan", "plan_json", "plan_lines", "remove", "show", "verify",
     # what the functions above return or report, and Ollama's way of printing it
-    "SUPPORTED_FILE_TYPES",  # the quantization types create -q and quantize accept
-    "BlobProblem", "ConvertResult", "CreateResult", "DamagedManifest", "ProgressCallback",
-    "ProgressEvent", "PrunePlan", "PushResult", "QuantizationView", "RequantizeResult",
-    "VerifyReport", "bits_per_weight", "file_type_label", "format_float", "human_bytes",
-    "human_number", "human_time", "quantization_view",
+    "FILE_TYPES",  # the menu: the quantization types create -q and quantize accept
+    "KV_TYPES", "MemoryEstimate",
+    "BlobProblem", "ConvertResult", "CreateResult", "DamagedManifest", "FilePlan",
+    "ProgressCallback", "ProgressEvent", "PrunePlan", "PushResult", "QuantizationView",
+    "QuantizeSpec", "RequantizeResult", "VerifyReport", "bits_per_weight", "file_type_label",
+    "format_float", "human_bytes", "human_number", "human_time", "quantization_view",
 ]
 
 
@@ -91,7 +97,8 @@ def parse_modelfile(source: str | bytes | os.PathLike[str]) -> Modelfile:
 
 # ---------------------------------------------------------------------- create
 def create(name: str, modelfile: str | os.PathLike[str] | Modelfile | None = None, *,
-           base_dir: str | os.PathLike[str] | None = None, quantize: str | None = None,
+           base_dir: str | os.PathLike[str] | None = None,
+           quantize: str | QuantizeSpec | None = None,
            link: bool | LinkMode = "copy", offline: bool | None = None,
            insecure: bool = False,
            store: StoreArg = None,
@@ -106,6 +113,14 @@ def create(name: str, modelfile: str | os.PathLike[str] | Modelfile | None = Non
     hard link: the blob and the file are one, so editing the file damages the model).
     """
     model_name = ModelName.parse(name)
+    spec = _modelfile_spec(modelfile, base_dir)
+    builder = Builder(_store(store), progress, link=link, offline=offline,
+                      insecure=insecure)
+    return builder.build(model_name, spec, quantize=_as_spec(quantize) if quantize else None)
+
+
+def _modelfile_spec(modelfile: str | os.PathLike[str] | Modelfile | None,
+                    base_dir: str | os.PathLike[str] | None) -> BuildSpec:
     source = "Modelfile"
     if isinstance(modelfile, Modelfile):
         parsed, folder = modelfile, Path(base_dir or Path.cwd())
@@ -125,14 +140,32 @@ def create(name: str, modelfile: str | os.PathLike[str] | Modelfile | None = Non
             raise FileNotFoundModelkitError(f"specified Modelfile wasn't found: {path}")
         else:
             parsed, folder, source = parse_file(path), path.resolve().parent, str(path)
-    spec = spec_from_modelfile(parsed, folder, source)
-    builder = Builder(_store(store), progress, link=link, offline=offline,
-                      insecure=insecure)
-    return builder.build(model_name, spec, quantize=quantize)
+    return spec_from_modelfile(parsed, folder, source)
+
+
+def create_plan(modelfile: str | os.PathLike[str] | Modelfile | None,
+                quantize: str | QuantizeSpec, *,
+                base_dir: str | os.PathLike[str] | None = None,
+                store: StoreArg = None) -> FilePlan:
+    """``create -q TYPE --dry-run``: the quantization plan of the Modelfile's model
+    (FROM a GGUF file or a stored model), without writing anything."""
+    spec = _modelfile_spec(modelfile, base_dir)
+    if spec.from_model is not None:
+        return quantize_plan(show(spec.from_model, store=store).path, quantize)
+    for path in spec.from_files:
+        if path.is_file() and _is_gguf(path):
+            return quantize_plan(path, quantize)
+    raise QuantizationError("--dry-run needs a Modelfile FROM a GGUF file or a stored model")
+
+
+def _is_gguf(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"GGUF"
 
 
 # ------------------------------------------------------------------------ pull
-def pull(name: str, *, quantize: str | None = None, offline: bool | None = None,
+def pull(name: str, *, quantize: str | QuantizeSpec | None = None,
+         offline: bool | None = None,
          link: bool | LinkMode = "copy", insecure: bool = False, store: StoreArg = None,
          progress: ProgressCallback = ignore_progress) -> CreateResult:
     """Fetch model ``name`` into the store under that name.
@@ -151,7 +184,8 @@ def pull(name: str, *, quantize: str | None = None, offline: bool | None = None,
                                 "registry, pull and then create -q")
         pulled = registry.pull(_store(store), model, insecure=insecure, progress=progress)
         return CreateResult(pulled.name, pulled.manifest)
-    return builder.build(model, BuildSpec(from_hub=name), quantize=quantize)
+    return builder.build(model, BuildSpec(from_hub=name),
+                         quantize=_as_spec(quantize) if quantize else None)
 
 
 def push(name: str, *, insecure: bool = False, store: StoreArg = None,
@@ -161,17 +195,53 @@ def push(name: str, *, insecure: bool = False, store: StoreArg = None,
 
 
 # -------------------------------------------------------------------- quantize
+def quant_menu() -> list[str]:
+    """The quantization types ``quantize``/``create -q`` accept, one line each, as
+    llama-quantize lists them (with bits per weight)."""
+    return menu_lines()
+
+
+def quant_spec(type: str, *, imatrix: str | os.PathLike[str] | None = None,
+               include_weights: Sequence[str] = (), exclude_weights: Sequence[str] = (),
+               output_tensor_type: str | None = None, token_embedding_type: str | None = None,
+               tensor_types: Sequence[str] = (), pure: bool = False,
+               leave_output_tensor: bool = False) -> QuantizeSpec:
+    """A quantization with llama-quantize's options, spelled as there: ``type`` from the
+    menu (``q4_K_M``, ``IQ4_XS``, ``Q4_K_L``...), ``imatrix`` a GGUF or legacy ``.dat``
+    imatrix file (its path is written into the output as given), ``tensor_types``
+    ``PATTERN=TYPE`` strings (regex searched in tensor names, first match wins), types
+    as ggml names them (``q8_0``, case-insensitive).  Bad values raise
+    ``QuantizationError``/``ImatrixError`` before any work."""
+    parse_quant_name(type)
+    options = QuantOptions(
+        pure=pure, quantize_output=not leave_output_tensor,
+        output_tensor_type=parse_ggml_type(output_tensor_type) if output_tensor_type else None,
+        token_embedding_type=(parse_ggml_type(token_embedding_type)
+                              if token_embedding_type else None),
+        tensor_types=tuple(parse_tensor_type_option(t) for t in tensor_types))
+    im = None
+    if imatrix is not None:
+        im = load_imatrix(imatrix, include=include_weights, exclude=exclude_weights)
+    elif include_weights or exclude_weights:
+        raise QuantizationError("--include-weights/--exclude-weights need --imatrix")
+    return QuantizeSpec(type, options, im)
+
+
+def _as_spec(quant: str | QuantizeSpec) -> QuantizeSpec:
+    return quant if isinstance(quant, QuantizeSpec) else quant_spec(quant)
+
+
 def quantize(source: str | os.PathLike[str], destination: str | os.PathLike[str],
-             file_type: str, *, report: bool = False, workers: int | None = None,
-             max_rmse: float | None = None,
+             file_type: str | QuantizeSpec, *, report: bool = False,
+             workers: int | None = None, max_rmse: float | None = None,
              progress: ProgressCallback = ignore_progress) -> RequantizeResult:
     """Quantize a GGUF file into a new GGUF file (atomically written), as llama.cpp's
-    ``llama-quantize`` would: same tensor types, same bytes. With ``max_rmse`` the
+    ``llama-quantize`` would: same tensor types, same bytes.  ``file_type`` is a name
+    from the menu or a :func:`quant_spec` (options, imatrix). With ``max_rmse`` the
     per-tensor errors are measured, and a model whose RMSE exceeds it is not left behind:
     the output is deleted and QuantizationError raised."""
-    src = Path(source)
-    if not src.exists():
-        raise FileNotFoundModelkitError(f"{src}: no such file")
+    spec = _as_spec(file_type)
+    src = _existing(source)
     dst = Path(destination)
     if dst.exists() and dst.resolve() == src.resolve():
         raise QuantizationError(f"{dst}: the output would overwrite the input")
@@ -179,9 +249,9 @@ def quantize(source: str | os.PathLike[str], destination: str | os.PathLike[str]
     if workers is not None and workers < 1:
         raise ModelkitError(f"workers must be 1 or more, not {workers}")
     existed = dst.exists()
-    result = quantize_file(read_gguf(src), dst, file_type,
-                           report=report or max_rmse is not None, workers=workers,
-                           progress=progress)
+    result = quantize_file(read_gguf(src), dst, spec.type, options=spec.options,
+                           imatrix=spec.imatrix, report=report or max_rmse is not None,
+                           workers=workers, progress=progress)
     if max_rmse is not None and result.rmse is not None and result.rmse > max_rmse:
         dst.unlink(missing_ok=True)
         kept = " (the previous file is gone too)" if existed else ""
@@ -289,6 +359,21 @@ def is_hf_folder(path: str | os.PathLike[str]) -> bool:
     return p.is_dir() and (p / "config.json").is_file() and not any(p.glob("*.gguf"))
 
 
+def quantize_plan(source: str | os.PathLike[str], file_type: str | QuantizeSpec) -> FilePlan:
+    """What :func:`quantize` would do, without writing anything (``--dry-run``): every
+    tensor's type and size, the totals, the exact output size, the types without a
+    quantizer yet (``missing_kernels()``)."""
+    spec = _as_spec(file_type)
+    return plan_file(read_gguf(_existing(source)), spec.type, spec.options, spec.imatrix)
+
+
+def _existing(path: str | os.PathLike[str]) -> Path:
+    src = Path(path)
+    if not src.exists():
+        raise FileNotFoundModelkitError(f"{src}: no such file")
+    return src
+
+
 # ------------------------------------------------------------------------ show
 @dataclass
 class ModelInfo:
@@ -312,6 +397,12 @@ class ModelInfo:
     messages: list[dict[str, Any]] = field(default_factory=list)
     manifest: Manifest | None = None
     config: ModelConfig | None = None
+    remote: PeekedModel | None = None  # a model read by ranges from its hub or registry
+
+    @property
+    def bytes_read(self) -> int | None:
+        """Bytes received from the network for a remote model; None for a local one."""
+        return self.remote.bytes_read if self.remote is not None else None
     adapters: list[str] = field(default_factory=list)  # blob paths
     drafts: list[str] = field(default_factory=list)  # blob paths
     has_template: bool = False  # a template layer (not the GGUF's own chat template)
@@ -418,8 +509,14 @@ def _info_from_gguf(gguf: GGUFInfo, *, name: str | None, config: ModelConfig | N
     )
 
 
-def show(name_or_path: str | os.PathLike[str], *, store: StoreArg = None) -> ModelInfo:
-    """Describe a stored model by name, or a GGUF file by path (header only)."""
+def show(name_or_path: str | os.PathLike[str], *, store: StoreArg = None,
+         insecure: bool = False) -> ModelInfo:
+    """Describe a stored model by name, or a GGUF file by path (header only).
+
+    A model that is not in the store is read from its hub (``hf.co/...``,
+    ``modelscope.cn/...``) or, when the name spells out a host, its registry: the GGUF
+    header and tensor table by range requests, nothing stored (``ModelInfo.remote``).
+    """
     text = os.fspath(name_or_path)
     if isinstance(name_or_path, os.PathLike) or text.lower().endswith(".gguf") \
             or os.sep in text and Path(text).exists():
@@ -429,8 +526,39 @@ def show(name_or_path: str | os.PathLike[str], *, store: StoreArg = None) -> Mod
         gguf = read_gguf(path)
         return _info_from_gguf(gguf, name=None, config=None, template=gguf.chat_template or "")
     s = _store(store)
-    stored = s.get(ModelName.parse(text))
+    model = ModelName.parse(text)
+    try:
+        stored = s.get(model)
+    except ModelNotFoundError:
+        if hub_for(model) is None and not names_a_host(text):
+            raise
+        return _info_from_peek(peek(model, insecure=insecure))
     return _info_from_stored(s, stored)
+
+
+def memory(info: ModelInfo, *, ctx: int | None = None, parallel: int = 1,
+           kv_type: str = "f16") -> MemoryEstimate:
+    """What running ``info`` takes (weights, KV cache, compute buffer) with a context of
+    ``ctx`` tokens (default: the model's ``num_ctx`` parameter, else its training
+    context) for ``parallel`` sequences and a ``kv_type`` cache (f16, q8_0, q4_0)."""
+    if ctx is None and isinstance(info.parameters.get("num_ctx"), (int, float)):
+        ctx = int(info.parameters["num_ctx"])
+    extra = (info.projector,) if info.projector is not None else ()
+    return estimate_memory(info.gguf, n_ctx=ctx, parallel=parallel, kv_type=kv_type,
+                           extra=extra)
+
+
+def _info_from_peek(peeked: PeekedModel) -> ModelInfo:
+    info = _info_from_gguf(peeked.gguf, name=peeked.source, config=peeked.config,
+                           template=peeked.template, projector=peeked.projector)
+    info.path = peeked.source
+    info.remote = peeked
+    info.manifest = peeked.manifest
+    info.system = peeked.system
+    info.licenses = list(peeked.licenses)
+    info.parameters = dict(peeked.params)
+    info.messages = list(peeked.messages)
+    return info
 
 
 def _info_from_stored(s: Store, stored: StoredModel) -> ModelInfo:

@@ -25,6 +25,7 @@ from modelkit.errors import (
     ModelfileError,
     ModelNotFoundError,
     ParameterError,
+    QuantizationError,
     RegistryError,
     TemplateError,
     UnauthorizedError,
@@ -47,7 +48,7 @@ from modelkit.progress import (
     ProgressEvent,
     ignore_progress,
 )
-from modelkit.quant.policy import parse_file_type
+from modelkit.quant.fileplan import QuantizeSpec
 from modelkit.quant.requantize import quantize_into_store
 from modelkit.registry import ensure_model
 from modelkit.store import BlobWrite, LinkMode, Store, link_mode
@@ -237,7 +238,7 @@ class Builder:
         written = self._record(self.store.write_blob(data))
         return _Base(Layer(media_type, written.digest, written.size), _status_for(written))
 
-    def _import_split(self, shards: Sequence[Path], quantize: str | None) -> _Base:
+    def _import_split(self, shards: Sequence[Path], quantize: QuantizeSpec | None) -> _Base:
         """Store a split GGUF merged straight into its blob, or, with ``quantize``,
         quantized from the parts where they are; each part's header read once."""
         stem = shards[0].name
@@ -253,7 +254,7 @@ class Builder:
                      info)
 
     def _import_gguf(self, path: Path, media_type: MediaType | None,
-                     quantize: str | None = None, label: str | None = None) -> _Base:
+                     quantize: QuantizeSpec | None = None, label: str | None = None) -> _Base:
         """Store a GGUF file as a layer: byte-identical, or, for model weights with
         ``quantize``, quantized straight from the file (the original is never stored)."""
         if not self.pull:
@@ -295,7 +296,7 @@ class Builder:
         return [import_local(p, progress=self.progress) for p in spec.from_files]
 
     def _base_from_imports(self, imports: Sequence[ImportedModel],
-                           quantize: str | None) -> list[_Base]:
+                           quantize: QuantizeSpec | None) -> list[_Base]:
         bases: list[_Base] = []
         for imported in imports:
             if imported.folder is not None:
@@ -317,12 +318,17 @@ class Builder:
                             "(only adapters or projectors)")
         return bases
 
-    def _converted(self, imported: ImportedModel, quantize: str | None) -> _Base:
+    def _converted(self, imported: ImportedModel, quantize: QuantizeSpec | None) -> _Base:
         """Convert a Hugging Face folder straight into a blob (quantized in the same
         pass with ``quantize``); nothing is stored when conversion fails."""
         assert imported.folder is not None
-        outtype = quantize or "auto"
-        conv = (convert.plan_quantize(imported.folder, quantize) if quantize
+        if quantize is not None and not quantize.plain:
+            raise QuantizationError(
+                f"{imported.source}: quantization options (--imatrix, --tensor-type, "
+                f"{quantize.type}...) do not apply to the one-pass conversion of a Hugging "
+                "Face folder yet: convert it first ('modelkit convert'), then quantize")
+        outtype = quantize.type if quantize is not None else "auto"
+        conv = (convert.plan_quantize(imported.folder, outtype) if quantize is not None
                 else convert.plan(imported.folder, outtype))
         label = file_type_label(int(conv.file_type))
         self._status(f"converting {imported.source} to GGUF ({label})")
@@ -383,11 +389,9 @@ class Builder:
         return bases, config
 
     # -------------------------------------------------------------- the build
-    def build(self, name: ModelName, spec: BuildSpec, *, quantize: str | None = None
+    def build(self, name: ModelName, spec: BuildSpec, *, quantize: QuantizeSpec | None = None
               ) -> CreateResult:
         self._status("pulling manifest" if self.pull else "gathering model components")
-        if quantize:
-            parse_file_type(quantize)  # an unsupported type fails before any work
         params, warnings = convert_parameters(spec.parameters)
         for w in warnings:
             self._status(f"warning: {w}", warning=True)
@@ -408,7 +412,7 @@ class Builder:
         self._status("success")
         return CreateResult(name, manifest, self.warnings)
 
-    def _pull_missing_base(self, text: str, *, quantize: str | None) -> None:
+    def _pull_missing_base(self, text: str, *, quantize: QuantizeSpec | None) -> None:
         """FROM a name that is not in the store: pull it first, as Ollama does (a hub
         name through its client). Done before this build takes the lock."""
         base = ModelName.parse(text)
@@ -427,7 +431,7 @@ class Builder:
         puller.build(base, BuildSpec(from_hub=text), quantize=quantize)
 
     def _build_locked(self, name: ModelName, spec: BuildSpec, params: dict[str, Any],
-                      quantize: str | None) -> Manifest:
+                      quantize: QuantizeSpec | None) -> Manifest:
         config = ModelConfig()
         if spec.from_model is not None:
             bases, base_config = self._base_from_model(spec.from_model)
@@ -506,8 +510,9 @@ class Builder:
         layers.append(self._blob_layer(params_json(merged), MediaType.PARAMS))
         return layers
 
-    def _quantized(self, source: GGUFInfo | Sequence[GGUFInfo], target: str) -> _Base:
-        written, info = quantize_into_store(self.store, source, target, self.progress)
+    def _quantized(self, source: GGUFInfo | Sequence[GGUFInfo], target: QuantizeSpec) -> _Base:
+        written, info = quantize_into_store(self.store, source, target.type, self.progress,
+                                            options=target.options, imatrix=target.imatrix)
         self._record(written)
         return _Base(Layer(MediaType.MODEL, written.digest, written.size),
                      _status_for(written), info)

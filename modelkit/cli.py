@@ -46,6 +46,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (E.FileNotFoundModelkitError, 4),
     (E.GGUFError, 5),
     (E.DigestError, 6),
+    (E.ImatrixError, 11),
     (E.QuantizationError, 7),
     (E.ConvertError, 12),
     (E.StoreError, 8),
@@ -152,9 +153,15 @@ def _table(rows: Sequence[Sequence[str]], *, indent: bool) -> str:
 
 # --------------------------------------------------------------------- create
 def cmd_create(args: argparse.Namespace) -> int:
+    spec = _quant_spec(args, args.quantize)
+    if args.dry_run:
+        if spec is None:
+            raise E.QuantizationError("--dry-run shows a quantization plan: give -q TYPE")
+        print_dry_run(api.create_plan(args.file, spec), json_mode=args.json)
+        return 0
     printer = ProgressPrinter(json_mode=args.json)
     try:
-        result = api.create(args.name, args.file, quantize=args.quantize, link=args.link,
+        result = api.create(args.name, args.file, quantize=spec, link=args.link,
                             offline=args.offline or None, insecure=args.insecure,
                             progress=printer)
     finally:
@@ -217,6 +224,10 @@ def render_show(info: api.ModelInfo, *, verbose: bool) -> str:
             for item in value if isinstance(value, list) else [value]:
                 rows.append([key, _value_text(item)])
         sections.append(("Parameters", rows))
+    conversion = info.remote.conversion if info.remote is not None else None
+    if conversion is not None:  # a hub repository of safetensors: what convert gives
+        sections.append(("Converts to GGUF", [["from", conversion.hf_architecture]] + [
+            [f"size {outtype}", human_bytes(size)] for outtype, size in conversion.sizes.items()]))
     if info.system:
         sections.append(("System", [[line] for line in _short_lines(info.system)]))
     if info.license:
@@ -267,7 +278,41 @@ def show_json(info: api.ModelInfo, *, verbose: bool) -> dict[str, Any]:
         "tensors": [{"name": t.name, "type": t.type_name, "shape": list(t.shape)}
                     for t in info.tensors] if verbose else None,
         "source": dict(info.config.extra).get("source") if info.config is not None else None,
+        **_remote_json(info),
     }
+
+
+def _remote_json(info: api.ModelInfo) -> dict[str, Any]:
+    """For a model read from its hub or registry: what was read of how much."""
+    if info.remote is None:
+        return {}
+    conversion = info.remote.conversion
+    return {"bytes_read": info.bytes_read, "size": info.remote.size,
+            "revision": info.remote.revision, "files": list(info.remote.filenames),
+            "conversion": None if conversion is None else {
+                "hf_architecture": conversion.hf_architecture, "sizes": conversion.sizes}}
+
+
+def render_memory(m: api.MemoryEstimate) -> str:
+    kv = f"{human_bytes(m.kv)} ({m.kv_type}, {m.n_ctx} cells"
+    if m.swa_cells:
+        kv += (f"; sliding-window layers {m.swa_cells} cells: {human_bytes(m.kv_swa)}, "
+               f"full layers: {human_bytes(m.kv_full)}")
+    rows = [["context", f"{m.n_ctx} tokens" + (f", {m.parallel} sequences"
+                                               if m.parallel > 1 else "")],
+            ["weights", human_bytes(m.weights)], ["KV cache", kv + ")"],
+            ["compute buffer", f"{human_bytes(m.compute)} (estimate, {m.n_ubatch}-token "
+                               "micro-batch)"],
+            ["total", human_bytes(m.total)]]
+    return "  Memory\n" + _table(rows, indent=True) + "\n"
+
+
+def memory_json(m: api.MemoryEstimate) -> dict[str, Any]:
+    return {"memory": {"context": m.n_ctx, "parallel": m.parallel, "kv_type": m.kv_type,
+                       "n_ubatch": m.n_ubatch, "weights": m.weights, "kv_cache": m.kv,
+                       "kv_cache_full": m.kv_full, "kv_cache_swa": m.kv_swa,
+                       "swa_cells": m.swa_cells, "compute_buffer": m.compute,
+                       "total": m.total}}
 
 
 SHOW_FIELDS = ("license", "modelfile", "parameters", "system", "template")
@@ -321,11 +366,19 @@ def cmd_show(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(render_folder(folder))
         return 0
-    info = api.show(args.model)
+    info = api.show(args.model, insecure=args.insecure)
+    if args.memory:
+        estimate = api.memory(info, ctx=args.ctx, parallel=args.parallel,
+                              kv_type=args.kv_type)
+        if args.json:
+            _emit_json({**memory_json(estimate), **_remote_json(info)})
+        else:
+            sys.stdout.write(render_memory(estimate))
+        return 0
     if args.quantization:
         view = quantization_view(info.gguf)
         if args.json:
-            _emit_json(quantization_json(view))
+            _emit_json({**quantization_json(view), **_remote_json(info)})
         else:
             sys.stdout.write(render_quantization(view))
         return 0
@@ -460,7 +513,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_pull(args: argparse.Namespace) -> int:
     printer = ProgressPrinter(json_mode=args.json)
     try:
-        result = api.pull(args.name, quantize=args.quantize, offline=args.offline or None,
+        result = api.pull(args.name, quantize=_quant_spec(args, args.quantize),
+                          offline=args.offline or None,
                           insecure=args.insecure, progress=printer)
     finally:
         printer.close()
@@ -487,11 +541,25 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ quantize
 def cmd_quantize(args: argparse.Namespace) -> int:
+    if args.list:
+        print("allowed quantization types:\n" + "\n".join(api.quant_menu()))
+        return 0
+    if args.dry_run and args.type is None and args.destination is not None:
+        args.type, args.destination = args.destination, None  # llama-quantize's IN TYPE
+    if args.source is None or args.type is None or (args.destination is None
+                                                    and not args.dry_run):
+        raise E.QuantizationError("usage: modelkit quantize [OPTIONS] IN.gguf OUT.gguf TYPE "
+                                  "(see --list for the types)")
+    spec = _quant_spec(args, args.type)
+    assert spec is not None
+    if args.dry_run:
+        print_dry_run(api.quantize_plan(args.source, spec), json_mode=args.json)
+        return 0
     printer = ProgressPrinter(json_mode=args.json)
     try:
-        result = api.quantize(args.source, args.destination, args.type,
+        result = api.quantize(args.source, args.destination, spec,
                               report=args.report, max_rmse=args.max_rmse,
-                              workers=args.workers, progress=printer)
+                              workers=args.workers or args.nthreads, progress=printer)
     finally:
         printer.close()
     summary = {
@@ -523,6 +591,61 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         if result.rmse is not None:
             print(f"rmse {result.rmse:.6g} (worst tensor: {result.worst_tensor})")
     return 0
+
+
+# ------------------------------------------------- quantization options (shared)
+def _quant_options(p: argparse.ArgumentParser, *, dry_run: bool) -> None:
+    """llama-quantize's options, spelled as there."""
+    p.add_argument("--imatrix", metavar="FILE",
+                   help="importance matrix (llama-imatrix's GGUF or legacy .dat file)")
+    p.add_argument("--include-weights", metavar="NAME", action="append", default=[],
+                   help="use the importance matrix only for tensors whose name contains NAME")
+    p.add_argument("--exclude-weights", metavar="NAME", action="append", default=[],
+                   help="do not use the importance matrix for tensors whose name contains NAME")
+    p.add_argument("--output-tensor-type", metavar="TYPE",
+                   help="ggml type of output.weight (e.g. q8_0)")
+    p.add_argument("--token-embedding-type", metavar="TYPE",
+                   help="ggml type of the token embeddings")
+    p.add_argument("--tensor-type", metavar="PATTERN=TYPE", action="append", default=[],
+                   help="quantize tensors whose name matches the regex PATTERN to TYPE "
+                        "(repeatable; the first match wins)")
+    p.add_argument("--pure", action="store_true",
+                   help="no k-quant mixture: every tensor gets the type's default")
+    p.add_argument("--leave-output-tensor", action="store_true",
+                   help="leave output.weight un(re)quantized")
+    p.add_argument("--allow-requantize", action="store_true",
+                   help="accepted for llama-quantize compatibility (modelkit requantizes "
+                        "with a warning)")
+    if dry_run:
+        p.add_argument("--dry-run", action="store_true",
+                       help="print each tensor's type and size and the totals; write nothing")
+
+
+def _quant_spec(args: argparse.Namespace, type_name: str | None) -> api.QuantizeSpec | None:
+    if type_name is None:
+        for opt in ("imatrix", "include_weights", "exclude_weights", "output_tensor_type",
+                    "token_embedding_type", "tensor_type", "pure", "leave_output_tensor"):
+            if getattr(args, opt):
+                raise E.QuantizationError(f"--{opt.replace('_', '-')} needs a quantization "
+                                          "type (-q TYPE)")
+        return None
+    return api.quant_spec(
+        type_name, imatrix=args.imatrix, include_weights=args.include_weights,
+        exclude_weights=args.exclude_weights, output_tensor_type=args.output_tensor_type,
+        token_embedding_type=args.token_embedding_type, tensor_types=args.tensor_type,
+        pure=args.pure, leave_output_tensor=args.leave_output_tensor)
+
+
+def print_dry_run(fp: api.FilePlan, *, json_mode: bool) -> None:
+    if json_mode:
+        _emit_json(api.plan_json(fp))
+        return
+    lines = api.plan_lines(fp)
+    print("\n".join(lines[:len(fp.tensors)]))
+    rows = [["type", "tensors", "size"]]
+    rows += [[t, str(k), human_bytes(b)] for t, (k, b) in fp.totals_by_type().items()]
+    sys.stdout.write(_table(rows, indent=False))
+    print("\n".join(lines[len(fp.tensors):]))
 
 
 # ------------------------------------------------------------------- convert
@@ -594,8 +717,9 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "push": ("modelkit push localhost:5000/team/mymodel:v1 --insecure",
              "modelkit push ghcr.io/me/mymodel:latest"),
     "quantize": ("modelkit quantize model-f16.gguf model-q4_K_M.gguf q4_K_M",
-                 "modelkit quantize model-f16.gguf model-q8_0.gguf q8_0 --report",
-                 "modelkit quantize in.gguf out.gguf q4_K_M --max-rmse 0.02 --workers 2"),
+                 "modelkit quantize --dry-run model-f16.gguf out.gguf q3_K_M",
+                 "modelkit quantize --imatrix model.imatrix.gguf model-f16.gguf "
+                 "model-iq4_xs.gguf iq4_xs"),
     "convert": ("modelkit convert ./Qwen2.5-0.5B -o qwen-f16.gguf",
                 "modelkit convert hf.co/Qwen/Qwen2.5-0.5B -o qwen-q8_0.gguf --outtype q8_0",
                 "modelkit convert ./my-lora --lora --base ./Qwen2.5-0.5B -o lora.gguf"),
@@ -617,8 +741,8 @@ def _epilog(verb: str, *extra: str) -> str:
 
 
 def _types_line() -> str:
-    """The quantization types, from the one menu (the policy's table)."""
-    return textwrap.fill("supported types: " + ", ".join(api.SUPPORTED_FILE_TYPES),
+    """The quantization types, from the one menu (quant/file_types.py)."""
+    return textwrap.fill("supported types: " + ", ".join(api.FILE_TYPES),
                          width=78, subsequent_indent="  ") + "\n"
 
 
@@ -647,7 +771,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="MODEL", help="the new model's name (e.g. mymodel:latest)")
     p.add_argument("-f", "--file", help="name of the Modelfile (default: ./Modelfile)")
     p.add_argument("-q", "--quantize", metavar="TYPE",
-                   help="quantize the model to this type (e.g. q4_K_M)")
+                   help="quantize the model to this type (e.g. q4_K_M; see 'quantize --list')")
+    _quant_options(p, dry_run=True)
     p.add_argument("--link", nargs="?", const="reflink", default="copy",
                    choices=("reflink", "hard"), metavar="reflink|hard",
                    help="--link: share the GGUF's storage copy-on-write (reflink) where the "
@@ -664,6 +789,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hf.co/USER/REPO[:QUANT], modelscope.cn/USER/REPO[:QUANT] or "
                         "HOST/NAMESPACE/MODEL[:TAG]")
     p.add_argument("-q", "--quantize", metavar="TYPE", help="quantize the download to TYPE")
+    _quant_options(p, dry_run=False)
     p.add_argument("--offline", action="store_true",
                    help="use only the hub clients' caches (as HF_HUB_OFFLINE=1)")
     p.add_argument("--insecure", action="store_true",
@@ -674,10 +800,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure", action="store_true",
                    help="a registry over plain http (a local registry)")
 
-    p = add("quantize", cmd_quantize, "Quantize a GGUF file into another GGUF file")
-    p.add_argument("source", metavar="IN.gguf", help="the GGUF file to quantize")
-    p.add_argument("destination", metavar="OUT.gguf", help="the GGUF file to write")
-    p.add_argument("type", metavar="TYPE", help="q4_K_M, q4_K_S, q5_K_M, q6_K, q8_0, q4_0, ...")
+    p = add("quantize", cmd_quantize, "Quantize a GGUF file into another GGUF file "
+            "(options as llama-quantize's, before the file names)")
+    p.add_argument("source", metavar="IN.gguf", nargs="?", help="the GGUF file to quantize")
+    p.add_argument("destination", metavar="OUT.gguf", nargs="?", help="the GGUF file to write")
+    p.add_argument("type", metavar="TYPE", nargs="?",
+                   help="a type from the menu (--list): q4_K_M, q6_K, iq4_xs, Q4_K_L, ...")
+    p.add_argument("nthreads", metavar="NTHREADS", nargs="?", type=int,
+                   help="as llama-quantize's last argument: worker processes")
+    p.add_argument("--list", action="store_true",
+                   help="print the quantization types with their bits per weight")
+    _quant_options(p, dry_run=True)
     p.add_argument("--report", action="store_true",
                    help="per-tensor error against the source (RMSE, max abs error)")
     p.add_argument("--max-rmse", type=float, metavar="X",
@@ -713,6 +846,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="show metadata and tensors")
     p.add_argument("--quantization", action="store_true",
                    help="per-tensor types, bytes and bits per weight, by type and by layer")
+    p.add_argument("--insecure", action="store_true",
+                   help="a registry model over plain http (a local registry)")
+    p.add_argument("--memory", action="store_true",
+                   help="memory to run it: weights, KV cache, compute buffer, total")
+    p.add_argument("--ctx", type=_positive_int, metavar="N",
+                   help="--memory: context length (default: num_ctx, else the model's)")
+    p.add_argument("--parallel", type=_positive_int, default=1, metavar="N",
+                   help="--memory: sequences sharing the context (default 1)")
+    p.add_argument("--kv-type", default="f16", choices=("f16", "q8_0", "q4_0"),
+                   help="--memory: KV cache type (default f16)")
 
     p = add("list", cmd_list, "List models", aliases=["ls"])
     p.add_argument("prefix", nargs="?", help="only names starting with this")
@@ -763,6 +906,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         print(f"Error: {_one_line(str(exc))}", file=sys.stderr)
+        if isinstance(exc, E.UnknownQuantTypeError):  # an unknown type lists the menu
+            print("allowed quantization types:\n" + "\n".join(api.quant_menu()),
+                  file=sys.stderr)
         return exit_code_for(exc)
     except OSError as exc:
         if debug:

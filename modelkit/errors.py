@@ -72,6 +72,15 @@ class QuantizationError(ModelkitError):
     """A quantization that cannot be done (unsupported type, unsupported source)."""
 
 
+class UnknownQuantTypeError(QuantizationError):
+    """A quantization name that is not on the menu (the CLI then prints the menu)."""
+
+
+class ImatrixError(QuantizationError):
+    """An importance matrix that cannot be used: unreadable, for another model, with
+    non-finite weights, or missing where the chosen type needs one."""
+
+
 class HubError(ModelkitError):
     """A problem talking to Hugging Face or ModelScope."""
 
@@ -82,6 +91,11 @@ class RegistryError(ModelkitError):
 
 class UnauthorizedError(RegistryError):
     """The registry or hub refused our credentials."""
+
+
+class RemoteReadError(ModelkitError):
+    """A remote file read by byte ranges that the server does not serve as asked
+    (it ignores ``Range``, or answers an unexpected status)."""
 
 
 class ConvertError(ModelkitError):

@@ -11,7 +11,10 @@ instead of ``127.0.0.1``, same port) as the real hub redirects to its CDN; ``tam
 serves different bytes (same size) than the listed sha256; ``stall`` sends the first N
 bytes of the first GET of a file and then holds the connection until ``release`` is
 set (a client killed meanwhile leaves a partial file).
-Every request is logged with its method, path, Range and Authorization headers.
+``ignore_range`` answers every GET with HTTP 200 and the whole file, as a server without
+Range support does. A file may be a ``SparseBody`` (a GGUF header followed by zeros,
+gigabytes long, never held in memory). Every request is logged with its method, path,
+Range and Authorization headers and the body bytes sent (``sent``).
 """
 
 from __future__ import annotations
@@ -29,19 +32,49 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 LFS_SUFFIXES = (".gguf",)
 
 
-def git_blob_sha1(data: bytes) -> str:
+@dataclass(frozen=True)
+class SparseBody:
+    """A large file that is never in memory: ``head``, then zeros up to ``size`` bytes.
+    Its digests are made up (from the head and the size): no test downloads it whole."""
+
+    head: bytes
+    size: int
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: slice) -> bytes:
+        start, stop, _ = index.indices(self.size)
+        if stop <= start:
+            return b""
+        part = self.head[start:stop]
+        return part + bytes(stop - start - len(part))
+
+    def digest(self, algorithm: str) -> str:
+        return hashlib.new(algorithm, self.head + str(self.size).encode()).hexdigest()
+
+
+Body = bytes | SparseBody
+
+
+def git_blob_sha1(data: Body) -> str:
+    if isinstance(data, SparseBody):
+        return data.digest("sha1")
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 @dataclass
 class FakeRepo:
-    files: dict[str, bytes]
+    files: dict[str, Body]
     commit: str = COMMIT
     gated: bool = False  # listing works, downloads need TOKEN (HF: X-Error-Code GatedRepo)
     private: bool = False  # everything needs TOKEN
 
     def sha256(self, path: str) -> str:
-        return hashlib.sha256(self.files[path]).hexdigest()
+        data = self.files[path]
+        if isinstance(data, SparseBody):
+            return data.digest("sha256")
+        return hashlib.sha256(data).hexdigest()
 
 
 @dataclass
@@ -51,6 +84,7 @@ class HubServer:
     tamper: set[str] = field(default_factory=set)  # "repo/path" served with a flipped byte
     stall: dict[str, int] = field(default_factory=dict)  # "repo/path" -> bytes before stalling
     cdn: bool = False  # HF: 302 LFS files to another origin (localhost), as HF does
+    ignore_range: bool = False  # answer ranged GETs with 200 and the whole file
     release: threading.Event = field(default_factory=threading.Event)
     _httpd: ThreadingHTTPServer | None = None
 
@@ -82,6 +116,10 @@ class HubServer:
         return [r for r in list(self.log)
                 if (method is None or r["method"] == method) and contains in r["path"]]
 
+    def bytes_sent(self, contains: str = "") -> int:
+        """Body bytes sent for the requests whose path contains ``contains``."""
+        return sum(r["sent"] for r in self.requests(contains=contains))
+
 
 class _Handler(BaseHTTPRequestHandler):
     hub: HubServer
@@ -96,19 +134,32 @@ class _Handler(BaseHTTPRequestHandler):
             "method": self.command, "path": urlsplit(self.path).path, "status": status,
             "query": urlsplit(self.path).query, "range": self.headers.get("Range"),
             "auth": self.headers.get("Authorization"), "cookie": self.headers.get("Cookie"),
+            "sent": 0,
         })
 
-    def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
-              content_type: str = "application/json") -> None:
+    def _send(self, status: int, body: Body = b"", headers: dict[str, str] | None = None,
+              content_type: str = "application/json", start: int = 0,
+              stop: int | None = None) -> None:
+        """Send ``body[start:stop]`` in pieces (a SparseBody is never whole in memory);
+        a client that hangs up early just ends the response."""
+        stop = len(body) if stop is None else stop
         self._record(status)
+        record = self.hub.log[-1]
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(stop - start))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        if self.command == "HEAD":
+            return
+        try:
+            for at in range(start, stop, 1 << 20):
+                piece = body[at:min(stop, at + (1 << 20))]
+                self.wfile.write(piece)
+                record["sent"] += len(piece)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
 
     def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps(obj).encode(), headers)
@@ -135,24 +186,27 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(404, b"not found")
 
     # -------------------------------------------------------------- file bytes
-    def _body(self, repo_id: str, repo: FakeRepo, path: str) -> bytes:
+    def _body(self, repo_id: str, repo: FakeRepo, path: str) -> Body:
         data = repo.files[path]
-        if f"{repo_id}/{path}" in self.hub.tamper:
+        if f"{repo_id}/{path}" in self.hub.tamper and isinstance(data, bytes):
             data = data[:-1] + bytes([data[-1] ^ 0xFF])
         return data
 
     def _serve_file(self, repo_id: str, repo: FakeRepo, path: str,
                     headers: dict[str, str]) -> None:
         data = self._body(repo_id, repo, path)
-        start = 0
+        start, stop = 0, len(data)
         rng = self.headers.get("Range")
         status = 200
-        if rng and rng.startswith("bytes=") and self.command == "GET":
-            start = int(rng[6:].split("-")[0])
+        if rng and rng.startswith("bytes=") and self.command == "GET" \
+                and not self.hub.ignore_range:
+            first, _, last = rng[6:].partition("-")
+            start = int(first)
             if start >= len(data):
                 return self._send(416, b"", {"Content-Range": f"bytes */{len(data)}"})
+            stop = min(len(data), int(last) + 1) if last else len(data)
             status = 206
-            headers = {**headers, "Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"}
+            headers = {**headers, "Content-Range": f"bytes {start}-{stop - 1}/{len(data)}"}
         headers = {**headers, "Accept-Ranges": "bytes"}
         key = f"{repo_id}/{path}"
         if self.command == "GET" and key in self.hub.stall:
@@ -168,7 +222,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.hub.release.wait(30)
             self.close_connection = True
             return
-        self._send(status, data[start:], headers, "application/octet-stream")
+        self._send(status, data, headers, "application/octet-stream", start, stop)
 
     # --------------------------------------------------------------------- HF
     def _hf_error(self, status: int, code: str, message: str,

@@ -69,7 +69,7 @@ class ConversionPlan:
     folder: HFFolder
     arch: Architecture
     model: ShardedModel
-    file_type: LlamaFileType
+    file_type: int  # llama_ftype
     tensors: list[PlannedTensor]
     kvs: list[KV]
     warnings: list[str]
@@ -94,7 +94,7 @@ class ConvertResult:
     size: int
     sha256: str
     architecture: str
-    file_type: LlamaFileType
+    file_type: int  # llama_ftype
     n_tensors: int
     warnings: tuple[str, ...]
 

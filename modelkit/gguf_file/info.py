@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gguf import GGUFValueType, Keys, LlamaFileType
+from gguf import GGUFValueType, Keys
 from gguf.constants import GGMLQuantizationType
 
 from modelkit.errors import GGUFError
 from modelkit.gguf_file.format import EncodedArray, pad
 from modelkit.gguf_file.writer import KV, TensorSlot
+from modelkit.quant.file_types import file_type_name
 
 
 class Metadata(Mapping[str, Any]):
@@ -172,11 +173,8 @@ def file_type_label(value: int | None) -> str:
     """
     if not value:
         return "unknown"
-    try:
-        member = LlamaFileType(value)
-    except ValueError:
-        return "unknown"
-    return member.name.removeprefix("MOSTLY_").removeprefix("ALL_")
+    name = file_type_name(value)  # the one home of file-type names
+    return "unknown" if name.startswith("ftype ") else name
 
 
 def _plain(value: Any) -> Any:

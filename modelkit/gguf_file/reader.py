@@ -57,10 +57,11 @@ _TENSOR_TYPES = {int(t): t for t in GGMLQuantizationType if t in GGML_QUANT_SIZE
 class _Cursor:
     """The header bytes read so far, and the position of the next item."""
 
-    def __init__(self, read: ReadAt, size: int, path: Path) -> None:
+    def __init__(self, read: ReadAt, size: int, path: Path, limit: int | None = None) -> None:
         self.read = read
         self.size = size
         self.path = path
+        self.limit = limit
         self.buf = bytearray()
         self.pos = 0
 
@@ -71,8 +72,12 @@ class _Cursor:
             return
         if end > self.size:
             raise self.short(n, what)
+        if self.limit is not None and end > self.limit:
+            raise GGUFError(
+                f"{self.path}: the GGUF header is larger than the {self.limit >> 20} MiB limit "
+                f"({what} at offset {self.pos} ends at {end}); not reading further")
         have = len(self.buf)
-        want = min(self.size, max(end, 2 * have, FIRST_READ))
+        want = min(self.size, max(end, 2 * have, FIRST_READ), self.limit or self.size)
         try:
             piece = self.read(have, want - have)
         except OSError as exc:
@@ -154,7 +159,7 @@ def _string_array(cur: _Cursor, n: int, what: str) -> EncodedArray:
     # Read ahead what a vocabulary's strings usually take, then step over them with
     # nothing but the length reads: a read past the bytes held raises, and the careful
     # walk (which reads more, or names the string that is short) takes over.
-    cur.need(min(n * 32, cur.size - first), what)
+    cur.need(min(n * 32, cur.size - first, (cur.limit or cur.size) - first), what)
     buf = cur.buf
     unpack = U64.unpack_from
     pos = first
@@ -324,14 +329,16 @@ def _check_data(cur: _Cursor, tensors: tuple[TensorInfo, ...]) -> None:
         )
 
 
-def read_gguf_from(read: ReadAt, size: int, source: str | os.PathLike[str]) -> GGUFInfo:
+def read_gguf_from(read: ReadAt, size: int, source: str | os.PathLike[str], *,
+                   limit: int | None = None) -> GGUFInfo:
     """Parse the GGUF header that ``read(offset, n)`` supplies, of a file of ``size``
-    bytes; ``source`` names it in messages (and becomes ``GGUFInfo.path``).
+    bytes; ``source`` names it in messages (and becomes ``GGUFInfo.path``). With
+    ``limit``, no read goes past that offset: a longer header is one ``GGUFError``.
 
     Raises ``GGUFError`` naming the source and the problem for anything that is not a
     complete, well-formed GGUF.  Reads only the header, never the tensor data.
     """
-    cur = _Cursor(read, size, Path(source))
+    cur = _Cursor(read, size, Path(source), limit)
     version, n_tensors, n_kv = _check_header(cur)
     values, types = _metadata(cur, n_kv)
     table = _tensor_table(cur, n_tensors)

@@ -49,3 +49,12 @@ def hub_for(name: ModelName) -> Importer | None:
     if host in MODELSCOPE_HOSTS:
         return ModelScopeImporter()
     return None
+
+
+def backend_for(name: ModelName, *, offline: bool | None = None,
+                revision: str | None = None) -> HuggingFaceBackend | ModelScopeBackend | None:
+    """The hub client backend for ``name``'s host (for ranged reads), or None."""
+    importer = hub_for(name)
+    if not isinstance(importer, _HubImporter):
+        return None
+    return importer.backend(name, offline=offline, revision=revision)

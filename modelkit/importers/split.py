@@ -84,7 +84,11 @@ def plan_merge(shards: Sequence[Path]) -> MergePlan:
 
     Raises GGUFError when a shard is not a valid GGUF or does not belong to the set.
     """
-    infos = tuple(read_gguf(p) for p in shards)
+    return plan_from_headers(tuple(read_gguf(p) for p in shards))
+
+
+def plan_from_headers(infos: tuple[GGUFInfo, ...]) -> MergePlan:
+    """:func:`plan_merge` of shards whose headers are already read (local or remote)."""
     check_shards(infos)
     first = infos[0]
     kvs = tuple(first.kv(key) for key in first.metadata if not key.startswith("split."))
