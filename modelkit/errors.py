@@ -7,6 +7,9 @@ imports nothing from modelkit so that every other module can import it.
 
 from __future__ import annotations
 
+import sys
+from types import TracebackType
+
 
 class ModelkitError(Exception):
     """Base class: a problem with the user's input or environment, reported in one line."""
@@ -98,3 +101,26 @@ class RemoteReadError(ModelkitError):
 class ConvertError(ModelkitError):
     """A Hugging Face model folder that cannot be converted to GGUF (bad or missing file,
     a tensor that disagrees with config.json, an unsupported architecture)."""
+
+
+def one_line_interrupt(kind: type[BaseException], exc: BaseException,
+                       tb: TracebackType | None) -> None:
+    """A ``sys.excepthook`` for the entry points while the library is still importing
+    (the first second of a command): a Ctrl-C is one line, not a traceback, and Python
+    then exits as killed by SIGINT (130). Anything else goes to the default hook."""
+    if _interrupted(exc):
+        sys.stderr.write("Error: interrupted\n")
+    else:
+        sys.__excepthook__(kind, exc, tb)
+
+
+def _interrupted(exc: BaseException | None) -> bool:
+    """A KeyboardInterrupt, or an error raised while handling one (numpy turns a Ctrl-C
+    inside its C extension's import into an ImportError)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False

@@ -61,3 +61,27 @@ def test_top_level_help_says_where_models_are_stored(
     assert "MODELKIT_MODELS" in text and "~/.ollama/models" in text
     for verb in verbs():
         assert verb in text
+
+
+def test_version_and_import_load_no_heavy_module() -> None:
+    """``modelkit --version`` and ``import modelkit`` load neither the library nor numpy,
+    gguf, lark or the hub clients; the API still loads on first use."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    heavy = ("numpy", "gguf", "lark", "huggingface_hub", "modelscope", "modelscope_hub",
+             "safetensors", "tokenizers", "modelkit.api")
+    probe = ("import runpy, sys; sys.argv = ['modelkit', '--version']\n"
+             "try:\n    runpy.run_module('modelkit', run_name='__main__')\n"
+             "except SystemExit as e:\n    assert e.code == 0\n"
+             f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n"
+             "import modelkit\nmodelkit.list_models\n"
+             f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    version, before, after = proc.stdout.splitlines()
+    assert version.startswith("modelkit ") and before == "[]"
+    assert "'modelkit.api'" in after and "'numpy'" in after

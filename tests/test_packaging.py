@@ -34,7 +34,7 @@ def test_wheel_contains_grammar_templates_and_entry_point(wheel: Path) -> None:
     grammar = zipfile.ZipFile(wheel).read("modelkit/grammars/modelfile.lark")
     assert grammar == (REPO / "grammars" / "modelfile.lark").read_bytes()
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert b"modelkit = modelkit.cli:main" in zipfile.ZipFile(wheel).read(entry_points)
+    assert b"modelkit = modelkit.__main__:main" in zipfile.ZipFile(wheel).read(entry_points)
     grids = iq_tables.DATA.relative_to(REPO).as_posix()  # the IQ kernels' lookup tables
     assert zipfile.ZipFile(wheel).read(grids) == iq_tables.DATA.read_bytes()
 
