@@ -1,16 +1,19 @@
 """Benchmark: modelkit's quantizer against llama.cpp's, and against the I/O floor.
 
     python bench/quantize.py [--params 1e9] [--types q8_0,q4_K_M] [--threads N] [--keep DIR]
+                             [--llama-quantize PATH]
 
 1. Builds a deterministic synthetic F16 llama model of about ``--params`` parameters
    (default 1 billion: ~2 GB), streamed to disk tensor by tensor.
 2. For each type, quantizes it with ``modelkit quantize`` and, when ``llama_cpp``
    (llama-cpp-python) can be imported, with llama.cpp's ``llama_model_quantize`` at the
-   same thread count, each in its own process; measures wall time and the peak resident
-   memory of the whole process tree (sampled from /proc every 20 ms).
+   same thread count (or with the ``llama-quantize`` binary given by ``--llama-quantize``),
+   each in its own process; measures wall time and the peak resident memory of the whole
+   process tree (sampled from /proc every 20 ms). Any llama.cpp file type works
+   (q2_K, q3_K_M, iq4_xs, ...; the i-quants that need an importance matrix do not).
 3. Measures ``cp`` + ``sha256sum`` of the source as the I/O floor.
 4. Prints a table and the ratios modelkit / llama.cpp (lower is better; targets: q8_0
-   <= 1.0x and q4_K_M <= 1.5x wall time, RSS <= 1.0x).
+   <= 1.0x, q4_K_M <= 1.0x and every other type <= 1.5x wall time, RSS <= 1.0x).
 
 llama-cpp-python is optional and not a dependency: it builds from source in about 25
 minutes on 2 cores (``pip install llama-cpp-python``). Never run this in CI.
@@ -44,7 +47,13 @@ rc = llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(),
 sys.exit(rc)
 """
 
-FTYPES = {"q8_0": 7, "q4_0": 2, "q4_K_S": 14, "q4_K_M": 15, "q5_K_M": 17, "q6_K": 18}
+
+
+def llama_ftype(qtype: str) -> int:
+    """llama.cpp's ``llama_ftype`` number of a type name such as ``q4_K_M`` or ``iq4_xs``."""
+    import gguf
+
+    return int(gguf.LlamaFileType[f"MOSTLY_{qtype.upper()}"])
 
 
 def synthetic_dims(params: float) -> tuple[int, int, int, int]:
@@ -186,6 +195,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--keep", type=Path, help="work in this folder and keep the files")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--llama-quantize", type=Path,
+                    help="llama.cpp's llama-quantize binary, used instead of llama_cpp")
     args = ap.parse_args()
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="modelkit-bench-"))
@@ -207,7 +218,7 @@ def main() -> int:
     results["cp+sha256sum"] = {"seconds": time.monotonic() - t0, "rss_mib": 0.0}
     (work / "copy.gguf").unlink()
 
-    llama = have_llama_cpp()
+    llama = args.llama_quantize is not None or have_llama_cpp()
     for qtype in args.types.split(","):
         out_mk = work / f"modelkit-{qtype}.gguf"
         secs, rss, rc = measure([sys.executable, "-m", "modelkit", "quantize", str(src),
@@ -219,8 +230,13 @@ def main() -> int:
         print(f"modelkit  {qtype:7} {secs:8.1f} s  {rss / 1024:8.0f} MiB", flush=True)
         if llama:
             out_ll = work / f"llama-{qtype}.gguf"
-            secs, rss, rc = measure([sys.executable, "-c", LLAMA_CPP_QUANTIZE, str(src),
-                                     str(out_ll), str(FTYPES[qtype]), str(args.threads)])
+            if args.llama_quantize is not None:
+                cmd = [str(args.llama_quantize), str(src), str(out_ll), qtype.upper(),
+                       str(args.threads)]
+            else:
+                cmd = [sys.executable, "-c", LLAMA_CPP_QUANTIZE, str(src), str(out_ll),
+                       str(llama_ftype(qtype)), str(args.threads)]
+            secs, rss, rc = measure(cmd)
             results[f"llama.cpp {qtype}"] = {"seconds": secs, "rss_mib": rss / 1024}
             print(f"llama.cpp {qtype:7} {secs:8.1f} s  {rss / 1024:8.0f} MiB", flush=True)
             same = sha256_file(out_mk) == sha256_file(out_ll)

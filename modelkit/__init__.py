@@ -8,24 +8,38 @@ module; modules import each other directly (see docs/architecture.md).
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
-from types import TracebackType
+from types import FrameType, TracebackType
 
-from modelkit.version import __version__
+# A Ctrl-C while the library is still importing (the first second of every command) must
+# be one line and exit 130, never a traceback, whatever the import it broke turns it into
+# (numpy re-raises it as an ImportError). Both hooks are in place for the imports below
+# only, and put back as soon as they are done.
+_interrupted = False
+
+
+def _note_interrupt(signum: int, frame: FrameType | None) -> None:
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
 
 
 def _one_line_interrupt(kind: type[BaseException], exc: BaseException,
                         tb: TracebackType | None) -> None:
-    """A Ctrl-C while the library is still importing (the first second of a command)
-    is one line, not a traceback; Python then exits as killed by SIGINT (130)."""
-    if issubclass(kind, KeyboardInterrupt):
+    if _interrupted or issubclass(kind, KeyboardInterrupt):
         sys.stderr.write("Error: interrupted\n")
-    else:
-        _previous_hook(kind, exc, tb)
+        sys.stderr.flush()
+        os._exit(130)
+    _previous_hook(kind, exc, tb)
 
 
-# Only for the duration of the imports below; put back as soon as they are done.
 _previous_hook, sys.excepthook = sys.excepthook, _one_line_interrupt
+try:
+    _previous_sigint = signal.signal(signal.SIGINT, _note_interrupt)
+except ValueError:  # imported from a thread other than the main one
+    _previous_sigint = None
 
 from modelkit.api import (  # noqa: E402
     copy,
@@ -40,8 +54,11 @@ from modelkit.api import (  # noqa: E402
     remove,
     show,
 )
+from modelkit.version import __version__  # noqa: E402
 
 sys.excepthook = _previous_hook
+if _previous_sigint is not None:
+    signal.signal(signal.SIGINT, _previous_sigint)
 
 __all__ = ["__version__", "copy", "create", "format_modelfile", "list_models",
            "parse_modelfile", "prune", "pull", "push", "quantize", "remove", "show"]

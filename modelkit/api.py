@@ -51,7 +51,10 @@ from modelkit.modelfile import Command, Modelfile, format_modelfile, parse, pars
 from modelkit.names import ModelName
 from modelkit.peek import PeekedModel, names_a_host, peek
 from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent, ignore_progress
-from modelkit.quant.policy import parse_file_type
+from modelkit.quant.file_types import FILE_TYPES, menu_lines, parse_ggml_type, parse_quant_name
+from modelkit.quant.fileplan import FilePlan, QuantizeSpec, plan_file, plan_json, plan_lines
+from modelkit.quant.imatrix import load_imatrix
+from modelkit.quant.policy import QuantOptions, parse_file_type, parse_tensor_type_option
 from modelkit.quant.requantize import RequantizeResult, quantize_file
 from modelkit.registry import PushResult
 from modelkit.store import (
@@ -68,15 +71,16 @@ StoreArg = Store | str | os.PathLike[str] | None
 
 __all__ = [
     "FolderInfo", "ModelInfo", "ModelSummary", "convert", "convert_lora", "copy", "create",
-    "describe_folder",
-    "format_modelfile", "is_hf_folder", "list_models", "memory",
-    "parse_modelfile", "prune", "pull", "push", "quantize", "remove", "show", "verify",
+    "create_plan", "describe_folder", "format_modelfile", "is_hf_folder", "list_models",
+    "memory", "parse_modelfile", "prune", "pull", "push", "quant_menu", "quant_spec",
+    "quantize", "quantize_plan", "plan_json", "plan_lines", "remove", "show", "verify",
     # what the functions above return or report, and Ollama's way of printing it
+    "FILE_TYPES",  # the menu: the quantization types create -q and quantize accept
     "KV_TYPES", "MemoryEstimate",
-    "BlobProblem", "ConvertResult", "CreateResult", "DamagedManifest", "ProgressCallback",
-    "ProgressEvent", "PrunePlan", "PushResult", "QuantizationView", "RequantizeResult",
-    "VerifyReport", "bits_per_weight", "file_type_label", "format_float", "human_bytes",
-    "human_number", "human_time", "quantization_view",
+    "BlobProblem", "ConvertResult", "CreateResult", "DamagedManifest", "FilePlan",
+    "ProgressCallback", "ProgressEvent", "PrunePlan", "PushResult", "QuantizationView",
+    "QuantizeSpec", "RequantizeResult", "VerifyReport", "bits_per_weight", "file_type_label",
+    "format_float", "human_bytes", "human_number", "human_time", "quantization_view",
 ]
 
 
@@ -93,7 +97,8 @@ def parse_modelfile(source: str | bytes | os.PathLike[str]) -> Modelfile:
 
 # ---------------------------------------------------------------------- create
 def create(name: str, modelfile: str | os.PathLike[str] | Modelfile | None = None, *,
-           base_dir: str | os.PathLike[str] | None = None, quantize: str | None = None,
+           base_dir: str | os.PathLike[str] | None = None,
+           quantize: str | QuantizeSpec | None = None,
            link: bool | LinkMode = "copy", offline: bool | None = None,
            insecure: bool = False,
            store: StoreArg = None,
@@ -108,6 +113,14 @@ def create(name: str, modelfile: str | os.PathLike[str] | Modelfile | None = Non
     hard link: the blob and the file are one, so editing the file damages the model).
     """
     model_name = ModelName.parse(name)
+    spec = _modelfile_spec(modelfile, base_dir)
+    builder = Builder(_store(store), progress, link=link, offline=offline,
+                      insecure=insecure)
+    return builder.build(model_name, spec, quantize=_as_spec(quantize) if quantize else None)
+
+
+def _modelfile_spec(modelfile: str | os.PathLike[str] | Modelfile | None,
+                    base_dir: str | os.PathLike[str] | None) -> BuildSpec:
     source = "Modelfile"
     if isinstance(modelfile, Modelfile):
         parsed, folder = modelfile, Path(base_dir or Path.cwd())
@@ -127,14 +140,32 @@ def create(name: str, modelfile: str | os.PathLike[str] | Modelfile | None = Non
             raise FileNotFoundModelkitError(f"specified Modelfile wasn't found: {path}")
         else:
             parsed, folder, source = parse_file(path), path.resolve().parent, str(path)
-    spec = spec_from_modelfile(parsed, folder, source)
-    builder = Builder(_store(store), progress, link=link, offline=offline,
-                      insecure=insecure)
-    return builder.build(model_name, spec, quantize=quantize)
+    return spec_from_modelfile(parsed, folder, source)
+
+
+def create_plan(modelfile: str | os.PathLike[str] | Modelfile | None,
+                quantize: str | QuantizeSpec, *,
+                base_dir: str | os.PathLike[str] | None = None,
+                store: StoreArg = None) -> FilePlan:
+    """``create -q TYPE --dry-run``: the quantization plan of the Modelfile's model
+    (FROM a GGUF file or a stored model), without writing anything."""
+    spec = _modelfile_spec(modelfile, base_dir)
+    if spec.from_model is not None:
+        return quantize_plan(show(spec.from_model, store=store).path, quantize)
+    for path in spec.from_files:
+        if path.is_file() and _is_gguf(path):
+            return quantize_plan(path, quantize)
+    raise QuantizationError("--dry-run needs a Modelfile FROM a GGUF file or a stored model")
+
+
+def _is_gguf(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"GGUF"
 
 
 # ------------------------------------------------------------------------ pull
-def pull(name: str, *, quantize: str | None = None, offline: bool | None = None,
+def pull(name: str, *, quantize: str | QuantizeSpec | None = None,
+         offline: bool | None = None,
          link: bool | LinkMode = "copy", insecure: bool = False, store: StoreArg = None,
          progress: ProgressCallback = ignore_progress) -> CreateResult:
     """Fetch model ``name`` into the store under that name.
@@ -146,14 +177,15 @@ def pull(name: str, *, quantize: str | None = None, offline: bool | None = None,
     own settings such as ``HF_HUB_OFFLINE``) builds from the clients' caches only.
     """
     model = ModelName.parse(name)
-    builder = Builder(_store(store), progress, link=link, offline=offline)
+    builder = Builder(_store(store), progress, link=link, offline=offline, pull=True)
     if hub_for(model) is None:
         if quantize:
             raise ModelkitError("--quantize applies to hf.co and modelscope.cn pulls; for a "
                                 "registry, pull and then create -q")
         pulled = registry.pull(_store(store), model, insecure=insecure, progress=progress)
         return CreateResult(pulled.name, pulled.manifest)
-    return builder.build(model, BuildSpec(from_hub=name), quantize=quantize)
+    return builder.build(model, BuildSpec(from_hub=name),
+                         quantize=_as_spec(quantize) if quantize else None)
 
 
 def push(name: str, *, insecure: bool = False, store: StoreArg = None,
@@ -163,17 +195,53 @@ def push(name: str, *, insecure: bool = False, store: StoreArg = None,
 
 
 # -------------------------------------------------------------------- quantize
+def quant_menu() -> list[str]:
+    """The quantization types ``quantize``/``create -q`` accept, one line each, as
+    llama-quantize lists them (with bits per weight)."""
+    return menu_lines()
+
+
+def quant_spec(type: str, *, imatrix: str | os.PathLike[str] | None = None,
+               include_weights: Sequence[str] = (), exclude_weights: Sequence[str] = (),
+               output_tensor_type: str | None = None, token_embedding_type: str | None = None,
+               tensor_types: Sequence[str] = (), pure: bool = False,
+               leave_output_tensor: bool = False) -> QuantizeSpec:
+    """A quantization with llama-quantize's options, spelled as there: ``type`` from the
+    menu (``q4_K_M``, ``IQ4_XS``, ``Q4_K_L``...), ``imatrix`` a GGUF or legacy ``.dat``
+    imatrix file (its path is written into the output as given), ``tensor_types``
+    ``PATTERN=TYPE`` strings (regex searched in tensor names, first match wins), types
+    as ggml names them (``q8_0``, case-insensitive).  Bad values raise
+    ``QuantizationError``/``ImatrixError`` before any work."""
+    parse_quant_name(type)
+    options = QuantOptions(
+        pure=pure, quantize_output=not leave_output_tensor,
+        output_tensor_type=parse_ggml_type(output_tensor_type) if output_tensor_type else None,
+        token_embedding_type=(parse_ggml_type(token_embedding_type)
+                              if token_embedding_type else None),
+        tensor_types=tuple(parse_tensor_type_option(t) for t in tensor_types))
+    im = None
+    if imatrix is not None:
+        im = load_imatrix(imatrix, include=include_weights, exclude=exclude_weights)
+    elif include_weights or exclude_weights:
+        raise QuantizationError("--include-weights/--exclude-weights need --imatrix")
+    return QuantizeSpec(type, options, im)
+
+
+def _as_spec(quant: str | QuantizeSpec) -> QuantizeSpec:
+    return quant if isinstance(quant, QuantizeSpec) else quant_spec(quant)
+
+
 def quantize(source: str | os.PathLike[str], destination: str | os.PathLike[str],
-             file_type: str, *, report: bool = False, workers: int | None = None,
-             max_rmse: float | None = None,
+             file_type: str | QuantizeSpec, *, report: bool = False,
+             workers: int | None = None, max_rmse: float | None = None,
              progress: ProgressCallback = ignore_progress) -> RequantizeResult:
     """Quantize a GGUF file into a new GGUF file (atomically written), as llama.cpp's
-    ``llama-quantize`` would: same tensor types, same bytes. With ``max_rmse`` the
+    ``llama-quantize`` would: same tensor types, same bytes.  ``file_type`` is a name
+    from the menu or a :func:`quant_spec` (options, imatrix). With ``max_rmse`` the
     per-tensor errors are measured, and a model whose RMSE exceeds it is not left behind:
     the output is deleted and QuantizationError raised."""
-    src = Path(source)
-    if not src.exists():
-        raise FileNotFoundModelkitError(f"{src}: no such file")
+    spec = _as_spec(file_type)
+    src = _existing(source)
     dst = Path(destination)
     if dst.exists() and dst.resolve() == src.resolve():
         raise QuantizationError(f"{dst}: the output would overwrite the input")
@@ -181,9 +249,9 @@ def quantize(source: str | os.PathLike[str], destination: str | os.PathLike[str]
     if workers is not None and workers < 1:
         raise ModelkitError(f"workers must be 1 or more, not {workers}")
     existed = dst.exists()
-    result = quantize_file(read_gguf(src), dst, file_type,
-                           report=report or max_rmse is not None, workers=workers,
-                           progress=progress)
+    result = quantize_file(read_gguf(src), dst, spec.type, options=spec.options,
+                           imatrix=spec.imatrix, report=report or max_rmse is not None,
+                           workers=workers, progress=progress)
     if max_rmse is not None and result.rmse is not None and result.rmse > max_rmse:
         dst.unlink(missing_ok=True)
         kept = " (the previous file is gone too)" if existed else ""
@@ -291,6 +359,21 @@ def is_hf_folder(path: str | os.PathLike[str]) -> bool:
     return p.is_dir() and (p / "config.json").is_file() and not any(p.glob("*.gguf"))
 
 
+def quantize_plan(source: str | os.PathLike[str], file_type: str | QuantizeSpec) -> FilePlan:
+    """What :func:`quantize` would do, without writing anything (``--dry-run``): every
+    tensor's type and size, the totals, the exact output size, the types without a
+    quantizer yet (``missing_kernels()``)."""
+    spec = _as_spec(file_type)
+    return plan_file(read_gguf(_existing(source)), spec.type, spec.options, spec.imatrix)
+
+
+def _existing(path: str | os.PathLike[str]) -> Path:
+    src = Path(path)
+    if not src.exists():
+        raise FileNotFoundModelkitError(f"{src}: no such file")
+    return src
+
+
 # ------------------------------------------------------------------------ show
 @dataclass
 class ModelInfo:
@@ -320,6 +403,9 @@ class ModelInfo:
     def bytes_read(self) -> int | None:
         """Bytes received from the network for a remote model; None for a local one."""
         return self.remote.bytes_read if self.remote is not None else None
+    adapters: list[str] = field(default_factory=list)  # blob paths
+    drafts: list[str] = field(default_factory=list)  # blob paths
+    has_template: bool = False  # a template layer (not the GGUF's own chat template)
 
     @property
     def license(self) -> str:
@@ -342,18 +428,28 @@ class ModelInfo:
         return out
 
     def modelfile(self) -> str:
-        """A Modelfile that rebuilds this model (as ``ollama show --modelfile``, but
-        numbers keep their exact form so the text round-trips through ``create``)."""
+        """A Modelfile that rebuilds this model, layer for layer (as ``ollama show
+        --modelfile``, but numbers keep their exact form, TEMPLATE appears only when the
+        model has a template layer, and a GGUF file is just its FROM, since the chat
+        template inside it is Jinja that ``create`` reads from the file itself)."""
         header = ['# Modelfile generated by "modelkit show"']
         commands: list[Command] = [Command("model", self.path)]
-        if self.name is not None:
-            header += ["# To build a new Modelfile based on this, replace FROM with:",
-                       f"# FROM {self.name}"]
+        if self.name is None:
+            return "\n".join(header) + "\n\n" + format_modelfile(Modelfile(tuple(commands)))
+        header += ["# To build a new Modelfile based on this, replace FROM with:",
+                   f"# FROM {self.name}"]
         if self.projector is not None:
             commands.append(Command("model", str(self.projector.path)))
-        commands.append(Command("template", self.template or "{{ .Prompt }}"))
+        commands += [Command("adapter", path) for path in self.adapters]
+        commands += [Command("draft", path) for path in self.drafts]
+        if self.has_template:
+            commands.append(Command("template", self.template))
         if self.system:
             commands.append(Command("system", self.system))
+        for keyword in ("renderer", "parser", "requires"):
+            value = getattr(self.config, keyword, "") if self.config is not None else ""
+            if value:
+                commands.append(Command(keyword, value))
         for key, value in self.parameters.items():
             for item in value if isinstance(value, list) else [value]:
                 commands.append(Command.parameter(key, _param_text(item)))
@@ -483,6 +579,9 @@ def _info_from_stored(s: Store, stored: StoredModel) -> ModelInfo:
     info = _info_from_gguf(gguf, name=stored.name.display_shortest(), config=config,
                            template=template, projector=projector)
     info.manifest = m
+    info.has_template = bool(m.first(MediaType.TEMPLATE) or m.first(MediaType.PROMPT))
+    info.adapters = [str(s.blob_path(layer.digest)) for layer in m.of_type(MediaType.ADAPTER)]
+    info.drafts = [str(s.blob_path(layer.digest)) for layer in m.of_type(MediaType.DRAFT)]
     info.system = text_of(MediaType.SYSTEM)
     info.licenses = [s.read_blob(layer.digest).decode("utf-8", "replace")
                      for layer in m.of_type(MediaType.LICENSE)]

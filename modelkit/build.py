@@ -25,6 +25,7 @@ from modelkit.errors import (
     ModelfileError,
     ModelNotFoundError,
     ParameterError,
+    QuantizationError,
     RegistryError,
     TemplateError,
     UnauthorizedError,
@@ -36,12 +37,18 @@ from modelkit.humanize import human_number
 from modelkit.importers import PROJECTOR, ImportedModel
 from modelkit.importers.hubs import hub_for
 from modelkit.importers.local import import_local
-from modelkit.importers.split import merge_into_store, plan_merge, write_merged
+from modelkit.importers.split import merge_into_store, plan_merge
 from modelkit.manifest import GGUF_MEDIA_TYPES, Layer, Manifest, MediaType, ModelConfig
 from modelkit.modelfile import Modelfile, convert_parameters, params_json
 from modelkit.names import Digest, ModelName
-from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent, ignore_progress
-from modelkit.quant.policy import parse_file_type
+from modelkit.progress import (
+    VERIFYING,
+    ByteProgress,
+    ProgressCallback,
+    ProgressEvent,
+    ignore_progress,
+)
+from modelkit.quant.fileplan import QuantizeSpec
 from modelkit.quant.requantize import quantize_into_store
 from modelkit.registry import ensure_model
 from modelkit.store import BlobWrite, LinkMode, Store, link_mode
@@ -108,7 +115,7 @@ def spec_from_modelfile(m: Modelfile, base_dir: Path, source: str = "Modelfile")
         if exc.path is not None:
             raise
         raise ModelfileError(exc.message, path=source, line=exc.line,
-                             column=exc.column) from None
+                             column=exc.column, hint=exc.hint) from None
 
 
 def _spec(m: Modelfile, base_dir: Path, source: str) -> BuildSpec:
@@ -133,10 +140,10 @@ def _spec(m: Modelfile, base_dir: Path, source: str) -> BuildSpec:
     adapters = [_existing(m, "adapter", base_dir, source)] if m.adapter is not None else []
     drafts = [_existing(m, "draft", base_dir, source)] if m.draft is not None else []
     if drafts and drafts[0] in files:
-        line = [c for c in m.commands if c.is_keyword("draft")][-1].line
+        draft = [c for c in m.commands if c.is_keyword("draft")][-1]
         raise ModelfileError(
             f"DRAFT must not reference the same local path as FROM: {drafts[0]}",
-            path=source, line=line)
+            path=source, line=draft.line, column=draft.column)
     return BuildSpec(
         from_files=tuple(files),
         from_model=model,
@@ -164,7 +171,8 @@ def _check_placed(m: Modelfile, source: str) -> None:
             elif templates and command is templates[-1]:
                 validate_go_template(command.args)
         except (ParameterError, TemplateError) as exc:
-            raise type(exc)(f"{source}:{command.line}: {exc}") from None
+            column = f":{command.column}" if command.column else ""
+            raise type(exc)(f"{source}:{command.line}{column}: {exc}") from None
 
 
 @dataclass
@@ -179,9 +187,16 @@ class _Base:
 class Builder:
     def __init__(self, store: Store, progress: ProgressCallback = ignore_progress, *,
                  link: bool | LinkMode = "copy", offline: bool | None = None,
-                 insecure: bool = False) -> None:
+                 insecure: bool = False, pull: bool = False) -> None:
         self.store = store
         self.progress = progress
+        # A pull (hub names) is a build under the hood, shown as Ollama shows a pull:
+        # ``pulling manifest``, ``pulling <12 hex>`` per layer, ``verifying sha256
+        # digest``, ``writing manifest``, ``success``; no create-only lines.
+        self.pull = pull
+        self._shown: set[str] = set()  # digests whose ``pulling`` line was shown
+        if pull:
+            self.progress = self._seen_by(progress)
         self.link = link_mode(link)
         self.offline = offline
         self.insecure = insecure  # plain http for a FROM pulled from a registry
@@ -194,6 +209,25 @@ class Builder:
     def _status(self, text: str, *, warning: bool = False) -> None:
         self.progress(ProgressEvent(text, warning=warning))
 
+    def _seen_by(self, progress: ProgressCallback) -> ProgressCallback:
+        def observe(event: ProgressEvent) -> None:
+            if event.digest and event.status.startswith("pulling "):
+                self._shown.add(event.digest)
+            if event.status == VERIFYING:
+                self._shown.add(VERIFYING)
+            progress(event)
+        return observe
+
+    def _show_pulled(self, manifest: Manifest) -> None:
+        """Pull mode: a line (and a full bar) for each layer no download showed, then
+        the digest check line, as Ollama prints them."""
+        for layer in (*manifest.layers, manifest.config):
+            if str(layer.digest) not in self._shown:
+                self.progress(ProgressEvent(f"pulling {layer.digest.short()}", str(layer.digest),
+                                            total=layer.size, completed=layer.size))
+        if VERIFYING not in self._shown:
+            self._status(VERIFYING)
+
     # ------------------------------------------------------------------ layers
     def _record(self, written: BlobWrite) -> BlobWrite:
         if written.created:
@@ -204,30 +238,27 @@ class Builder:
         written = self._record(self.store.write_blob(data))
         return _Base(Layer(media_type, written.digest, written.size), _status_for(written))
 
-    def _import_split(self, shards: Sequence[Path], quantize: str | None) -> _Base:
-        """Store a split GGUF merged (straight into its blob), or quantized from a
-        scratch merge when ``quantize`` asks for it; each shard's header read once."""
+    def _import_split(self, shards: Sequence[Path], quantize: QuantizeSpec | None) -> _Base:
+        """Store a split GGUF merged straight into its blob, or, with ``quantize``,
+        quantized from the parts where they are; each part's header read once."""
         stem = shards[0].name
-        self._status(f"merging {len(shards)} split GGUF parts of {stem}")
         plan = plan_merge(shards)
-        progress = ByteProgress(self.progress, f"merging {stem}")
-        merged = plan.describe(shards[0])
-        media_type = _gguf_media_type(merged)
+        media_type = _gguf_media_type(plan.describe(shards[0]))
         if quantize and media_type == MediaType.MODEL:
-            with self.store.scratch_file() as (path, f):
-                write_merged(plan, f, progress)
-                f.flush()
-                return self._quantized(plan.describe(path), quantize)
+            return self._quantized(plan.infos, quantize)
+        self._status(f"merging {len(shards)} split GGUF parts of {stem}")
+        progress = ByteProgress(self.progress, f"merging {stem}")
         written, info = merge_into_store(self.store, plan, progress)
         self._record(written)
         return _Base(Layer(media_type, written.digest, written.size), _status_for(written),
                      info)
 
     def _import_gguf(self, path: Path, media_type: MediaType | None,
-                     quantize: str | None = None, label: str | None = None) -> _Base:
+                     quantize: QuantizeSpec | None = None, label: str | None = None) -> _Base:
         """Store a GGUF file as a layer: byte-identical, or, for model weights with
         ``quantize``, quantized straight from the file (the original is never stored)."""
-        self._status("parsing GGUF")
+        if not self.pull:
+            self._status("parsing GGUF")
         info = read_gguf(path)
         if media_type is None:
             media_type = _gguf_media_type(info)
@@ -241,6 +272,8 @@ class Builder:
         shown = label or path.name
 
         def report(method: str, done: int, total: int) -> None:
+            if self.pull:  # the download already showed these bytes
+                return
             status = (f"{shown} is unchanged and already stored" if method == "unchanged"
                       else f"{method} file {shown}")
             self.progress(ProgressEvent(status, total=total, completed=done))
@@ -263,7 +296,7 @@ class Builder:
         return [import_local(p, progress=self.progress) for p in spec.from_files]
 
     def _base_from_imports(self, imports: Sequence[ImportedModel],
-                           quantize: str | None) -> list[_Base]:
+                           quantize: QuantizeSpec | None) -> list[_Base]:
         bases: list[_Base] = []
         for imported in imports:
             if imported.folder is not None:
@@ -285,12 +318,18 @@ class Builder:
                             "(only adapters or projectors)")
         return bases
 
-    def _converted(self, imported: ImportedModel, quantize: str | None) -> _Base:
+    def _converted(self, imported: ImportedModel, quantize: QuantizeSpec | None) -> _Base:
         """Convert a Hugging Face folder straight into a blob (quantized in the same
         pass with ``quantize``); nothing is stored when conversion fails."""
         assert imported.folder is not None
-        outtype = quantize or "auto"
-        conv = convert.plan(imported.folder, outtype)
+        if quantize is not None and not quantize.plain:
+            raise QuantizationError(
+                f"{imported.source}: quantization options (--imatrix, --tensor-type, "
+                f"{quantize.type}...) do not apply to the one-pass conversion of a Hugging "
+                "Face folder yet: convert it first ('modelkit convert'), then quantize")
+        outtype = quantize.type if quantize is not None else "auto"
+        conv = (convert.plan_quantize(imported.folder, outtype) if quantize is not None
+                else convert.plan(imported.folder, outtype))
         label = file_type_label(int(conv.file_type))
         self._status(f"converting {imported.source} to GGUF ({label})")
         written = self._store_conversion(conv)
@@ -350,11 +389,9 @@ class Builder:
         return bases, config
 
     # -------------------------------------------------------------- the build
-    def build(self, name: ModelName, spec: BuildSpec, *, quantize: str | None = None
+    def build(self, name: ModelName, spec: BuildSpec, *, quantize: QuantizeSpec | None = None
               ) -> CreateResult:
-        self._status("gathering model components")
-        if quantize:
-            parse_file_type(quantize)  # an unsupported type fails before any work
+        self._status("pulling manifest" if self.pull else "gathering model components")
         params, warnings = convert_parameters(spec.parameters)
         for w in warnings:
             self._status(f"warning: {w}", warning=True)
@@ -367,13 +404,15 @@ class Builder:
         name = self.store.canonical(name)
         with self.store.lock(exclusive=False):
             manifest = self._build_locked(name, spec, params, quantize)
+            if self.pull:
+                self._show_pulled(manifest)
             self._status("writing manifest")
             stale = self.store.replace_manifest(name, manifest, also_unused=self.created)
         self.store.prune_unused(stale)
         self._status("success")
         return CreateResult(name, manifest, self.warnings)
 
-    def _pull_missing_base(self, text: str, *, quantize: str | None) -> None:
+    def _pull_missing_base(self, text: str, *, quantize: QuantizeSpec | None) -> None:
         """FROM a name that is not in the store: pull it first, as Ollama does (a hub
         name through its client). Done before this build takes the lock."""
         base = ModelName.parse(text)
@@ -392,7 +431,7 @@ class Builder:
         puller.build(base, BuildSpec(from_hub=text), quantize=quantize)
 
     def _build_locked(self, name: ModelName, spec: BuildSpec, params: dict[str, Any],
-                      quantize: str | None) -> Manifest:
+                      quantize: QuantizeSpec | None) -> Manifest:
         config = ModelConfig()
         if spec.from_model is not None:
             bases, base_config = self._base_from_model(spec.from_model)
@@ -436,7 +475,8 @@ class Builder:
 
         config_blob = self.store.write_blob(config.to_bytes())
         for b in layers:
-            self._status(b.status)
+            if not self.pull:
+                self._status(b.status)
         return Manifest(
             config=Layer(MediaType.CONFIG, config_blob.digest, config_blob.size),
             layers=tuple(b.layer for b in layers),
@@ -470,8 +510,9 @@ class Builder:
         layers.append(self._blob_layer(params_json(merged), MediaType.PARAMS))
         return layers
 
-    def _quantized(self, source: GGUFInfo, target: str) -> _Base:
-        written, info = quantize_into_store(self.store, source, target, self.progress)
+    def _quantized(self, source: GGUFInfo | Sequence[GGUFInfo], target: QuantizeSpec) -> _Base:
+        written, info = quantize_into_store(self.store, source, target.type, self.progress,
+                                            options=target.options, imatrix=target.imatrix)
         self._record(written)
         return _Base(Layer(MediaType.MODEL, written.digest, written.size),
                      _status_for(written), info)

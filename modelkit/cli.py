@@ -14,7 +14,9 @@ import contextlib
 import json
 import logging
 import os
+import select
 import sys
+import textwrap
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
@@ -44,8 +46,9 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (E.FileNotFoundModelkitError, 4),
     (E.GGUFError, 5),
     (E.DigestError, 6),
+    (E.ImatrixError, 11),
     (E.QuantizationError, 7),
-    (E.ConvertError, 11),
+    (E.ConvertError, 12),
     (E.StoreError, 8),
     (E.UnauthorizedError, 10),
     (E.HubError, 9),
@@ -150,9 +153,15 @@ def _table(rows: Sequence[Sequence[str]], *, indent: bool) -> str:
 
 # --------------------------------------------------------------------- create
 def cmd_create(args: argparse.Namespace) -> int:
+    spec = _quant_spec(args, args.quantize)
+    if args.dry_run:
+        if spec is None:
+            raise E.QuantizationError("--dry-run shows a quantization plan: give -q TYPE")
+        print_dry_run(api.create_plan(args.file, spec), json_mode=args.json)
+        return 0
     printer = ProgressPrinter(json_mode=args.json)
     try:
-        result = api.create(args.name, args.file, quantize=args.quantize, link=args.link,
+        result = api.create(args.name, args.file, quantize=spec, link=args.link,
                             offline=args.offline or None, insecure=args.insecure,
                             progress=printer)
     finally:
@@ -494,7 +503,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not report.ok:
         bad = len(report.missing) + len(report.damaged)
         raise E.DigestError(f"{bad} blob(s) missing or damaged, "
-                            f"{len(report.damaged_manifests)} damaged manifest(s)")
+                            f"{len(report.damaged_manifests)} damaged manifest(s): delete the "
+                            "damaged blob files listed, then create or pull the models that "
+                            "use them again ('modelkit rm' a damaged manifest)")
     return 0
 
 
@@ -502,7 +513,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_pull(args: argparse.Namespace) -> int:
     printer = ProgressPrinter(json_mode=args.json)
     try:
-        result = api.pull(args.name, quantize=args.quantize, offline=args.offline or None,
+        result = api.pull(args.name, quantize=_quant_spec(args, args.quantize),
+                          offline=args.offline or None,
                           insecure=args.insecure, progress=printer)
     finally:
         printer.close()
@@ -529,11 +541,25 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ quantize
 def cmd_quantize(args: argparse.Namespace) -> int:
+    if args.list:
+        print("allowed quantization types:\n" + "\n".join(api.quant_menu()))
+        return 0
+    if args.dry_run and args.type is None and args.destination is not None:
+        args.type, args.destination = args.destination, None  # llama-quantize's IN TYPE
+    if args.source is None or args.type is None or (args.destination is None
+                                                    and not args.dry_run):
+        raise E.QuantizationError("usage: modelkit quantize [OPTIONS] IN.gguf OUT.gguf TYPE "
+                                  "(see --list for the types)")
+    spec = _quant_spec(args, args.type)
+    assert spec is not None
+    if args.dry_run:
+        print_dry_run(api.quantize_plan(args.source, spec), json_mode=args.json)
+        return 0
     printer = ProgressPrinter(json_mode=args.json)
     try:
-        result = api.quantize(args.source, args.destination, args.type,
+        result = api.quantize(args.source, args.destination, spec,
                               report=args.report, max_rmse=args.max_rmse,
-                              workers=args.workers, progress=printer)
+                              workers=args.workers or args.nthreads, progress=printer)
     finally:
         printer.close()
     summary = {
@@ -565,6 +591,61 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         if result.rmse is not None:
             print(f"rmse {result.rmse:.6g} (worst tensor: {result.worst_tensor})")
     return 0
+
+
+# ------------------------------------------------- quantization options (shared)
+def _quant_options(p: argparse.ArgumentParser, *, dry_run: bool) -> None:
+    """llama-quantize's options, spelled as there."""
+    p.add_argument("--imatrix", metavar="FILE",
+                   help="importance matrix (llama-imatrix's GGUF or legacy .dat file)")
+    p.add_argument("--include-weights", metavar="NAME", action="append", default=[],
+                   help="use the importance matrix only for tensors whose name contains NAME")
+    p.add_argument("--exclude-weights", metavar="NAME", action="append", default=[],
+                   help="do not use the importance matrix for tensors whose name contains NAME")
+    p.add_argument("--output-tensor-type", metavar="TYPE",
+                   help="ggml type of output.weight (e.g. q8_0)")
+    p.add_argument("--token-embedding-type", metavar="TYPE",
+                   help="ggml type of the token embeddings")
+    p.add_argument("--tensor-type", metavar="PATTERN=TYPE", action="append", default=[],
+                   help="quantize tensors whose name matches the regex PATTERN to TYPE "
+                        "(repeatable; the first match wins)")
+    p.add_argument("--pure", action="store_true",
+                   help="no k-quant mixture: every tensor gets the type's default")
+    p.add_argument("--leave-output-tensor", action="store_true",
+                   help="leave output.weight un(re)quantized")
+    p.add_argument("--allow-requantize", action="store_true",
+                   help="accepted for llama-quantize compatibility (modelkit requantizes "
+                        "with a warning)")
+    if dry_run:
+        p.add_argument("--dry-run", action="store_true",
+                       help="print each tensor's type and size and the totals; write nothing")
+
+
+def _quant_spec(args: argparse.Namespace, type_name: str | None) -> api.QuantizeSpec | None:
+    if type_name is None:
+        for opt in ("imatrix", "include_weights", "exclude_weights", "output_tensor_type",
+                    "token_embedding_type", "tensor_type", "pure", "leave_output_tensor"):
+            if getattr(args, opt):
+                raise E.QuantizationError(f"--{opt.replace('_', '-')} needs a quantization "
+                                          "type (-q TYPE)")
+        return None
+    return api.quant_spec(
+        type_name, imatrix=args.imatrix, include_weights=args.include_weights,
+        exclude_weights=args.exclude_weights, output_tensor_type=args.output_tensor_type,
+        token_embedding_type=args.token_embedding_type, tensor_types=args.tensor_type,
+        pure=args.pure, leave_output_tensor=args.leave_output_tensor)
+
+
+def print_dry_run(fp: api.FilePlan, *, json_mode: bool) -> None:
+    if json_mode:
+        _emit_json(api.plan_json(fp))
+        return
+    lines = api.plan_lines(fp)
+    print("\n".join(lines[:len(fp.tensors)]))
+    rows = [["type", "tensors", "size"]]
+    rows += [[t, str(k), human_bytes(b)] for t, (k, b) in fp.totals_by_type().items()]
+    sys.stdout.write(_table(rows, indent=False))
+    print("\n".join(lines[len(fp.tensors):]))
 
 
 # ------------------------------------------------------------------- convert
@@ -625,26 +706,74 @@ def _positive_int(text: str) -> int:
     return value
 
 
+# Two or three examples per verb, shown at the end of its --help.
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "create": ("modelkit create liang-ai -f samples/liang-ai/Modelfile",
+               "modelkit create mymodel -f Modelfile -q q4_K_M",
+               "modelkit create mymodel --link    # share the GGUF's storage (reflink)"),
+    "pull": ("modelkit pull hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M",
+             "modelkit pull modelscope.cn/Qwen/Qwen2.5-0.5B-Instruct-GGUF:q8_0",
+             "modelkit pull localhost:5000/team/mymodel:v1 --insecure"),
+    "push": ("modelkit push localhost:5000/team/mymodel:v1 --insecure",
+             "modelkit push ghcr.io/me/mymodel:latest"),
+    "quantize": ("modelkit quantize model-f16.gguf model-q4_K_M.gguf q4_K_M",
+                 "modelkit quantize --dry-run model-f16.gguf out.gguf q3_K_M",
+                 "modelkit quantize --imatrix model.imatrix.gguf model-f16.gguf "
+                 "model-iq4_xs.gguf iq4_xs",
+                 "modelkit quantize model-f16.gguf out.gguf q4_K_M --max-rmse 0.02 --report"),
+    "convert": ("modelkit convert ./Qwen2.5-0.5B -o qwen-f16.gguf",
+                "modelkit convert hf.co/Qwen/Qwen2.5-0.5B -o qwen-q8_0.gguf --outtype q8_0",
+                "modelkit convert ./my-lora --lora --base ./Qwen2.5-0.5B -o lora.gguf"),
+    "show": ("modelkit show liang-ai",
+             "modelkit show liang-ai --modelfile > Modelfile",
+             "modelkit show model.gguf --quantization --json"),
+    "list": ("modelkit list", "modelkit ls hf.co/ --json"),
+    "cp": ("modelkit cp liang-ai liang-ai:backup",
+           "modelkit cp liang-ai localhost:5000/team/liang-ai:v1"),
+    "rm": ("modelkit rm liang-ai", "modelkit rm liang-ai:backup mymodel"),
+    "verify": ("modelkit verify", "modelkit verify liang-ai --json"),
+    "prune": ("modelkit prune --dry-run", "modelkit prune"),
+}
+
+
+def _epilog(verb: str, *extra: str) -> str:
+    lines = [*extra, "examples:", *(f"  {e}" for e in EXAMPLES.get(verb, ()))]
+    return "\n".join(lines)
+
+
+def _types_line() -> str:
+    """The quantization types, from the one menu (quant/file_types.py)."""
+    return textwrap.fill("supported types: " + ", ".join(api.FILE_TYPES),
+                         width=78, subsequent_indent="  ") + "\n"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="modelkit",
-        description="Build Ollama- and llama.cpp-compatible models with no daemon.")
+        description="Build Ollama- and llama.cpp-compatible models with no daemon.",
+        epilog="Run 'modelkit COMMAND --help' for a command's arguments and examples. "
+               "Models are stored in $MODELKIT_MODELS, else $OLLAMA_MODELS, else "
+               "~/.ollama/models.")
     parser.add_argument("--version", action="version", version=f"modelkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                 parser_class=_Parser)
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str,
             aliases: Sequence[str] = ()) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text, aliases=list(aliases))
+        extra = (_types_line(),) if name in ("create", "quantize") else ()
+        p = sub.add_parser(name, help=help_text, description=help_text, aliases=list(aliases),
+                           epilog=_epilog(name, *extra),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--json", action="store_true", help="machine-readable JSON output")
         p.set_defaults(func=func)
         return p
 
     p = add("create", cmd_create, "Create a model from a Modelfile")
-    p.add_argument("name", metavar="MODEL")
+    p.add_argument("name", metavar="MODEL", help="the new model's name (e.g. mymodel:latest)")
     p.add_argument("-f", "--file", help="name of the Modelfile (default: ./Modelfile)")
     p.add_argument("-q", "--quantize", metavar="TYPE",
-                   help="quantize the model to this type (e.g. q4_K_M)")
+                   help="quantize the model to this type (e.g. q4_K_M; see 'quantize --list')")
+    _quant_options(p, dry_run=True)
     p.add_argument("--link", nargs="?", const="reflink", default="copy",
                    choices=("reflink", "hard"), metavar="reflink|hard",
                    help="--link: share the GGUF's storage copy-on-write (reflink) where the "
@@ -657,22 +786,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("pull", cmd_pull, "Pull a model from Hugging Face (hf.co/...), ModelScope "
             "(modelscope.cn/...) or an OCI registry")
-    p.add_argument("name", metavar="MODEL")
+    p.add_argument("name", metavar="MODEL",
+                   help="hf.co/USER/REPO[:QUANT], modelscope.cn/USER/REPO[:QUANT] or "
+                        "HOST/NAMESPACE/MODEL[:TAG]")
     p.add_argument("-q", "--quantize", metavar="TYPE", help="quantize the download to TYPE")
+    _quant_options(p, dry_run=False)
     p.add_argument("--offline", action="store_true",
                    help="use only the hub clients' caches (as HF_HUB_OFFLINE=1)")
     p.add_argument("--insecure", action="store_true",
                    help="a registry over plain http (a local registry)")
 
     p = add("push", cmd_push, "Push a model to a registry (the name's host)")
-    p.add_argument("name", metavar="MODEL")
+    p.add_argument("name", metavar="MODEL", help="a stored model named HOST/NAMESPACE/MODEL[:TAG]")
     p.add_argument("--insecure", action="store_true",
                    help="a registry over plain http (a local registry)")
 
-    p = add("quantize", cmd_quantize, "Quantize a GGUF file into another GGUF file")
-    p.add_argument("source", metavar="IN.gguf")
-    p.add_argument("destination", metavar="OUT.gguf")
-    p.add_argument("type", metavar="TYPE", help="q4_K_M, q4_K_S, q5_K_M, q6_K, q8_0, q4_0, ...")
+    p = add("quantize", cmd_quantize, "Quantize a GGUF file into another GGUF file "
+            "(options as llama-quantize's, before the file names)")
+    p.add_argument("source", metavar="IN.gguf", nargs="?", help="the GGUF file to quantize")
+    p.add_argument("destination", metavar="OUT.gguf", nargs="?", help="the GGUF file to write")
+    p.add_argument("type", metavar="TYPE", nargs="?",
+                   help="a type from the menu (--list): q4_K_M, q6_K, iq4_xs, Q4_K_L, ...")
+    p.add_argument("nthreads", metavar="NTHREADS", nargs="?", type=int,
+                   help="as llama-quantize's last argument: worker processes")
+    p.add_argument("--list", action="store_true",
+                   help="print the quantization types with their bits per weight")
+    _quant_options(p, dry_run=True)
     p.add_argument("--report", action="store_true",
                    help="per-tensor error against the source (RMSE, max abs error)")
     p.add_argument("--max-rmse", type=float, metavar="X",
@@ -684,7 +823,8 @@ def build_parser() -> argparse.ArgumentParser:
             "(as llama.cpp's convert_hf_to_gguf.py), optionally quantizing in the same pass")
     p.add_argument("source", metavar="SRC",
                    help="a model folder, hf.co/ORG/REPO[:REVISION] or modelscope.cn/ORG/REPO")
-    p.add_argument("-o", "--output", metavar="OUT.gguf", required=True)
+    p.add_argument("-o", "--output", metavar="OUT.gguf", required=True,
+                   help="the GGUF file to write")
     p.add_argument("--outtype", metavar="TYPE",
                    help="f32, f16, bf16, q8_0, auto (default: bf16 for BF16 weights, else "
                         "f16), or a quantization type such as q4_K_M (one pass); for "
@@ -700,7 +840,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a hub source from the hub client's cache only")
 
     p = add("show", cmd_show, "Show information for a model or a GGUF file")
-    p.add_argument("model", metavar="MODEL|PATH.gguf|HF-FOLDER")
+    p.add_argument("model", metavar="MODEL|PATH.gguf|HF-FOLDER",
+                   help="a stored model's name, a GGUF file, or a safetensors model folder")
     for f in SHOW_FIELDS:
         p.add_argument(f"--{f}", action="store_true", help=f"show the {f} of the model")
     p.add_argument("-v", "--verbose", action="store_true", help="show metadata and tensors")
@@ -721,11 +862,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prefix", nargs="?", help="only names starting with this")
 
     p = add("cp", cmd_cp, "Copy a model")
-    p.add_argument("source", metavar="SOURCE")
-    p.add_argument("destination", metavar="DESTINATION")
+    p.add_argument("source", metavar="SOURCE", help="the stored model to copy")
+    p.add_argument("destination", metavar="DESTINATION", help="the new name")
 
     p = add("rm", cmd_rm, "Remove a model and the blobs only it used")
-    p.add_argument("names", metavar="MODEL", nargs="+")
+    p.add_argument("names", metavar="MODEL", nargs="+", help="the models to remove")
 
     p = add("verify", cmd_verify, "Re-hash stored blobs: report missing, damaged and "
             "unreferenced ones (exit 6 on damage)")
@@ -752,7 +893,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         print("Error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
+    except BrokenPipeError as exc:
+        if not _stdout_closed():  # a network peer, say: a real error
+            print(f"Error: {exc.strerror or exc}", file=sys.stderr)
+            return 1
         # The reader went away (``| head``): stop quietly, as Unix tools do. Point stdout
         # at /dev/null so that the interpreter's final flush does not complain again.
         with contextlib.suppress(OSError):
@@ -763,6 +907,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         print(f"Error: {_one_line(str(exc))}", file=sys.stderr)
+        if isinstance(exc, E.UnknownQuantTypeError):  # an unknown type lists the menu
+            print("allowed quantization types:\n" + "\n".join(api.quant_menu()),
+                  file=sys.stderr)
         return exit_code_for(exc)
     except OSError as exc:
         if debug:
@@ -776,6 +923,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Error: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
               "(set MODELKIT_DEBUG=1 for a traceback)", file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe nobody reads any more (poll reports an error on it)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no fileno (captured), no poll
+        return False
 
 
 def _quiet_hub_loggers() -> None:

@@ -16,11 +16,12 @@ class ModelfileError(ModelkitError):
     """A Modelfile that does not parse. ``line``/``column`` are 1-based, 0 when unknown."""
 
     def __init__(self, message: str, *, path: str | None = None, line: int = 0,
-                 column: int = 0) -> None:
-        self.message = message
+                 column: int = 0, hint: str = "") -> None:
+        self.message = message  # Ollama's words
         self.path = path
         self.line = line
         self.column = column
+        self.hint = hint  # what the user can act on, when Ollama's words do not say
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -29,7 +30,7 @@ class ModelfileError(ModelkitError):
             where += f":{self.line}"
             if self.column:
                 where += f":{self.column}"
-        return f"{where}: {self.message}"
+        return f"{where}: {self.message}" + (f" ({self.hint})" if self.hint else "")
 
 
 class ParameterError(ModelkitError):
@@ -66,6 +67,15 @@ class DigestError(ModelkitError):
 
 class QuantizationError(ModelkitError):
     """A quantization that cannot be done (unsupported type, unsupported source)."""
+
+
+class UnknownQuantTypeError(QuantizationError):
+    """A quantization name that is not on the menu (the CLI then prints the menu)."""
+
+
+class ImatrixError(QuantizationError):
+    """An importance matrix that cannot be used: unreadable, for another model, with
+    non-finite weights, or missing where the chosen type needs one."""
 
 
 class HubError(ModelkitError):

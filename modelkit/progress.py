@@ -38,6 +38,8 @@ class ProgressEvent:
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
+# Ollama's status while a pulled blob's digest is checked (registry and hub pulls).
+VERIFYING = "verifying sha256 digest"
 # What copies, hashes and transfers call with (bytes done, bytes total); ByteProgress is one.
 ByteCounter = Callable[[int, int], None]
 

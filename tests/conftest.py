@@ -197,3 +197,4 @@ def snapshot() -> Callable[[Path], dict[str, str]]:
 def chdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.chdir(tmp_path)
     yield tmp_path
+

@@ -255,3 +255,23 @@ def test_convert_from_modelscope(tmp_path: Path, hub: HubServer,  # noqa: F811
     convert(tmp_path / "repo", local, "q8_0")
     a, b = gguf.GGUFReader(out), gguf.GGUFReader(local)
     assert out.read_bytes()[a.data_offset:] == local.read_bytes()[b.data_offset:]
+
+
+def test_create_q8_0_is_llama_quantize_of_f16(tmp_path: Path, models_dir: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """create -q q8_0 stores what llama-quantize makes of the F16 conversion (not the
+    converter's own q8_0, which differs for rows that are not a multiple of 32)."""
+    from modelkit.quant.requantize import quantize_file
+    src = tmp_path / "m"
+    make_llama(src, intermediate_size=80)
+    w = decoder_weights(np.random.default_rng(14), n_vocab=300, **dict(DIMS, n_ff=80))
+    write_weights(src, w, "F16")
+    mf = tmp_path / "Modelfile"
+    mf.write_text("FROM ./m\n")
+    code, _, err = run(capsys, "create", "q8", "-f", str(mf), "-q", "q8_0")
+    assert code == 0, err
+    f16 = tmp_path / "f16.gguf"
+    convert(src, f16, "f16")
+    want = tmp_path / "want.gguf"
+    quantize_file(f16, want, "q8_0", workers=1)
+    assert Path(api.show("q8").path).read_bytes() == want.read_bytes()

@@ -302,3 +302,21 @@ def test_one_pass_pool_gives_the_same_bytes(tmp_path: Path,
         conv.close()
         outs.append(buf.getvalue())
     assert outs[0] == outs[1]
+
+
+def test_auto_skips_f32_matrices(tmp_path: Path) -> None:
+    """auto: the first BF16 or F16 matrix decides; F32 ones before it are skipped."""
+    from hf_fixtures import to_bf16_bits, write_raw_safetensors
+    src = tmp_path / "mixed"
+    make_llama(src)
+    w = decoder_weights(np.random.default_rng(15), n_vocab=300, **DIMS)
+    tensors = {}
+    for name, x in w.items():
+        if name == "lm_head.weight":  # sorts first: F32
+            tensors[name] = ("F32", x.shape, x.astype(np.float32).tobytes())
+        else:
+            tensors[name] = ("BF16", x.shape, to_bf16_bits(x).tobytes())
+    write_raw_safetensors(src / "model.safetensors", tensors)
+    plan = plan_conversion(src, "auto")
+    plan.model.close()
+    assert plan.file_type == gguf.LlamaFileType.MOSTLY_BF16

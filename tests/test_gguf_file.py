@@ -220,6 +220,9 @@ def test_reader_equals_gguf_reader_on_generated_files(
     info = read_gguf(path)
     _same(_ours(info), _reference(path))
     # and written back by our writer, the header is the same bytes
+    fresh = read_gguf(path)  # arrays still encoded: written back without decoding
+    assert encode_header([fresh.kv(k) for k in fresh.metadata], [], info.alignment) == \
+        encode_header([info.kv(k) for k in info.metadata], [], info.alignment)
     kvs_back = [info.kv(k) for k in info.metadata]
     slots_back = [TensorSlot(t.name, t.shape, t.type, t.n_bytes) for t in info.tensors]
     back = encode_header(kvs_back, slots_back, info.alignment)
@@ -389,3 +392,20 @@ def test_long_string_arrays_are_read_in_growing_pieces(tmp_path: Path) -> None:
                        rf"\d+ bytes, but the file ends at {cut} \(\d+ bytes short\)|'t' \(string "
                        rf"\d+\) ends at offset \d+, but the file ends at {cut}"):
         read_gguf_bytes(data[:cut], "long.gguf")
+
+
+def test_nested_arrays_are_read_as_lists_of_lists(tmp_path: Path) -> None:
+    path = tmp_path / "nested.gguf"
+    w = gguf.GGUFWriter(path, "x")
+    w.add_key_value("n", [[1, 2], [3]], V.ARRAY)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    w.close()
+    info = read_gguf(path)
+    assert info.metadata["n"] == [[1, 2], [3]]
+    assert info.metadata_types["n"] == (V.ARRAY, V.ARRAY, V.INT32)
+    # gguf's reader flattens them; its types agree
+    assert tuple(gguf.GGUFReader(path).fields["n"].types) == (V.ARRAY, V.ARRAY, V.INT32)
+    with pytest.raises(GGUFError, match="metadata key n: arrays of arrays are not supported"):
+        info.kv("n")

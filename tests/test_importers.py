@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import replace
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
@@ -44,6 +45,7 @@ from modelkit.importers.local import import_local  # noqa: E402
 from modelkit.importers.split import merge  # noqa: E402
 from modelkit.names import ModelName  # noqa: E402
 from modelkit.progress import ProgressEvent  # noqa: E402
+from modelkit.quant.requantize import quantize_file  # noqa: E402
 
 MiB = 1 << 20
 TEMPLATE = "{{ .Prompt }}"
@@ -568,13 +570,32 @@ def test_split_folder_is_merged_into_the_store_reading_each_header_once(
     result = create("split", tmp_path / "Modelfile", quantize=quantize)
     assert sorted(reads) == shards  # each shard's header once; nothing read back
     blob = Store(models_dir).blob_path(result.manifest.layers[0].digest)
+    merge([folder / n for n in shards], tmp_path / "merged.gguf")
     if quantize is None:
-        merge([folder / n for n in shards], tmp_path / "merged.gguf")
         assert blob.read_bytes() == (tmp_path / "merged.gguf").read_bytes()
-    else:
+    else:  # quantized from the parts where they are: as from the merged file
+        quantize_file(tmp_path / "merged.gguf", tmp_path / "q.gguf", quantize)
+        assert blob.read_bytes() == (tmp_path / "q.gguf").read_bytes()
         assert show("split").quantization == "Q8_0"
     # Nothing but the blobs themselves: no merged or scratch file left behind.
     assert [p.name for p in blob.parent.iterdir() if not p.name.startswith("sha256-")] == []
+
+
+@pytest.mark.parametrize("kw", [{"workers": 1, "chunk_rows": 3},
+                                {"workers": 2, "chunk_rows": 5},
+                                {"workers": 2, "use_threads": True}])
+def test_requantize_reads_split_parts_where_they_are(
+        tmp_path: Path, data: dict[str, bytes], kw: dict[str, Any]) -> None:
+    paths = []
+    for name in sorted(k for k in data if "-of-" in k):
+        paths.append(tmp_path / name)
+        paths[-1].write_bytes(data[name])
+    merge(paths, tmp_path / "merged.gguf")
+    want = quantize_file(tmp_path / "merged.gguf", tmp_path / "want.gguf", "q4_0", **kw)
+    got = quantize_file([read_gguf(p) for p in paths], tmp_path / "got.gguf", "q4_0", **kw)
+    assert (tmp_path / "got.gguf").read_bytes() == (tmp_path / "want.gguf").read_bytes()
+    assert got.gguf_info(tmp_path / "got.gguf") == read_gguf(tmp_path / "got.gguf")
+    assert got.n_quantized == want.n_quantized > 0
 
 
 def test_create_q_reads_the_source_header_once(
@@ -672,3 +693,59 @@ def test_pull_from_modelscope_and_missing_repos(
     assert err.startswith("Error: ") and len(err.strip().splitlines()) == 1
     assert main(["pull", "hf.co/TheBloke/tiny-GGUF:IQ1_XXS"]) == 4
     assert "Q4_K_M" in capsys.readouterr().err  # lists what the repo has
+
+
+def test_show_modelfile_of_a_hub_import_rebuilds_its_layers(
+        hub: HubServer, models_dir: Path, tmp_path: Path, data: dict[str, bytes],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The printed Modelfile re-creates the pulled model's layers, Jinja chat template and
+    all; the config differs only by the hub provenance (the copy was not pulled)."""
+    from modelkit.cli import main
+    from modelkit.manifest import ModelConfig
+    from modelkit.store import Store
+
+    jinja = "{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}"
+    hub.repos["u/chat-GGUF"] = FakeRepo({"Chat-Q8_0.gguf": gguf_bytes(
+        tmp_path, seed=6, kv={"tokenizer.chat_template": jinja}),
+        "params": b'{"stop": ["[user]"], "temperature": 0.25}'})
+    store = Store(models_dir)
+    for name in ("hf.co/u/chat-GGUF:Q8_0", "hf.co/TheBloke/tiny-GGUF:Q8_0"):
+        assert main(["pull", name]) == 0
+        capsys.readouterr()
+        assert main(["show", name, "--modelfile"]) == 0
+        text = capsys.readouterr().out
+        assert "{%" not in text
+        (tmp_path / "Modelfile").write_text(text)
+        assert main(["create", "copy", "-f", str(tmp_path / "Modelfile")]) == 0
+        first = store.get(ModelName.parse(name)).manifest
+        second = store.get(ModelName.parse("copy")).manifest
+        assert second.layers == first.layers
+        configs = [ModelConfig.from_bytes(store.read_blob(m.config.digest))
+                   for m in (first, second)]
+        assert configs[1] == replace(configs[0], extra=())
+
+
+def test_cli_pull_prints_ollamas_status_lines_and_nothing_from_the_clients(
+        hub: HubServer, models_dir: Path, data: dict[str, bytes]) -> None:
+    """The real command, as a child process: Ollama's pull lines on stdout (one
+    ``pulling <12 hex>`` per layer and for the config), nothing at all on stderr (no
+    client logger, warning or tqdm bar), the first time and from the cache."""
+    from modelkit.store import Store
+
+    hub.repos["Qwen/tiny-GGUF"] = tiny_repo(data)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("MODELKIT_DEBUG", None)
+    for name in ("hf.co/TheBloke/tiny-GGUF:Q8_0", "modelscope.cn/Qwen/tiny-GGUF:q8_0",
+                 "hf.co/TheBloke/tiny-GGUF:Q8_0"):
+        proc = subprocess.run([sys.executable, "-m", "modelkit", "pull", name],
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert (proc.returncode, proc.stderr) == (0, "")
+        lines = proc.stdout.splitlines()
+        manifest = Store(models_dir).get(ModelName.parse(name)).manifest
+        pulled = [f"pulling {x.digest.short()}" for x in (*manifest.layers, manifest.config)]
+        assert lines[0] == "pulling manifest"
+        assert lines[1].startswith("using Tiny-Q8_0.gguf from ")
+        assert [line for line in lines if line.startswith("pulling ")][1:] == pulled
+        assert lines.count("verifying sha256 digest") == 1
+        assert lines[-2:] == ["writing manifest", "success"]
+        assert len(lines) == 2 + len(pulled) + 3, lines

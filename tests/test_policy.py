@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 from typing import Any
 
 import pytest
@@ -10,17 +12,33 @@ from gguf import GGMLQuantizationType as T
 from gguf import LlamaFileType as FT
 
 from conftest import GOLDEN, golden_stems
-from modelkit.errors import QuantizationError
-from modelkit.gguf_file import read_gguf
+from modelkit.errors import ImatrixError, QuantizationError, UnknownQuantTypeError
+from modelkit.gguf_file import GGUFInfo, read_gguf
+from modelkit.quant.file_types import (
+    FILE_TYPES,
+    ExtraFileType,
+    ExtraType,
+    block_size,
+    default_tensor_type,
+    ggml_type_name,
+    menu_lines,
+    parse_ggml_type,
+    parse_quant_name,
+    row_bytes,
+    type_size,
+)
 from modelkit.quant.policy import (
-    SUPPORTED_FILE_TYPES,
+    ImatrixRequiredError,
     ModelHParams,
+    QuantOptions,
     QuantPlan,
     TensorSpec,
     fallback_warning,
     file_type_name,
     output_order,
+    override_warning,
     parse_file_type,
+    parse_tensor_type_option,
     plan_quantization,
     use_more_bits,
 )
@@ -82,6 +100,104 @@ def test_golden_mix(model: str, ftype: str) -> None:
 @pytest.mark.golden("mixes")
 def test_golden_covers_all_models() -> None:
     assert len(MODELS) == 9
+
+
+# --------------------------------------------------------------------------------------
+# Golden data: every case of quant-menu/*.json (llama-quantize's whole menu and options)
+# --------------------------------------------------------------------------------------
+
+MENU = GOLDEN / "quant-menu"
+MENU_MODELS = sorted(p.stem for p in MENU.glob("*.json")) if MENU.is_dir() else []
+_TAKES_VALUE = ("--imatrix", "--include-weights", "--exclude-weights", "--output-tensor-type",
+                "--token-embedding-type", "--tensor-type")
+
+
+def menu_options(args: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """llama-quantize's arguments: options (before the positionals) and positionals."""
+    opts: dict[str, list[str]] = {}
+    i = 0
+    while args[i].startswith("--"):
+        if args[i] in _TAKES_VALUE:
+            opts.setdefault(args[i], []).append(args[i + 1])
+            i += 2
+        else:
+            opts.setdefault(args[i], [])
+            i += 1
+    return opts, args[i:]
+
+
+@functools.cache
+def _menu_model(model: str) -> tuple[dict[str, Any], GGUFInfo]:
+    golden = json.loads((MENU / f"{model}.json").read_text())
+    return golden, read_gguf(MENU / golden["source"]["file"])
+
+
+def _menu_plan(model: str, case: str) -> tuple[dict[str, Any], QuantPlan | QuantizationError]:
+    golden, info = _menu_model(model)
+    result = golden["results"][case]
+    specs = [TensorSpec(t.name, t.shape, t.type) for t in info.tensors]
+    if result["source"] != "src":  # the requantize cases start from the plain Q8_0 file
+        q8 = {t["name"]: T[t["type"]] for t in golden["results"]["Q8_0"]["tensors"]}
+        specs = [TensorSpec(s.name, s.shape, q8[s.name]) for s in specs]
+    opts, pos = menu_options(result["args"])
+    try:
+        name = parse_quant_name(pos[2])
+        ott = opts.get("--output-tensor-type")
+        tet = opts.get("--token-embedding-type")
+        options = QuantOptions(
+            has_imatrix="--imatrix" in opts, pure="--pure" in opts,
+            quantize_output="--leave-output-tensor" not in opts,
+            output_tensor_type=parse_ggml_type(ott[0]) if ott else None,
+            token_embedding_type=parse_ggml_type(tet[0]) if tet else None,
+            tensor_types=tuple(parse_tensor_type_option(x) for x in opts.get("--tensor-type", [])),
+            only_copy=name.copy, allow_requantize="--allow-requantize" in opts)
+        kv_ftype = info.metadata.get("general.file_type")
+        plan = plan_quantization(specs, ModelHParams.from_kv(info.metadata), name.file_type,
+                                 options, source_file_type=kv_ftype if isinstance(kv_ftype, int)
+                                 else None)
+    except QuantizationError as exc:
+        return result, exc
+    return result, plan
+
+
+@pytest.mark.skipif(not MENU_MODELS and not os.environ.get("CI"),
+                    reason=f"golden data not found at {MENU}")
+def test_menu_golden_covers_every_case() -> None:
+    assert len(MENU_MODELS) == 9
+    counts = [len(json.loads((MENU / f"{m}.json").read_text())["results"]) for m in MENU_MODELS]
+    assert sorted(counts) == [76] * 7 + [78] * 2
+
+
+def _menu_cases() -> list[tuple[str, str]]:
+    return [(m, c) for m in MENU_MODELS
+            for c in json.loads((MENU / f"{m}.json").read_text())["results"]]
+
+
+@pytest.mark.parametrize(("model", "case"), _menu_cases())
+def test_menu_golden(model: str, case: str) -> None:
+    result, plan = _menu_plan(model, case)
+    if "error" in result:
+        assert isinstance(plan, QuantizationError), f"{model} {case}: not refused"
+        lines = " ".join(result["error"])
+        if isinstance(plan, ImatrixRequiredError):
+            assert f"offending tensor: {plan.tensor}" in lines
+            assert f"target type: {ggml_type_name(plan.qtype)}" in lines
+        elif isinstance(plan, UnknownQuantTypeError):
+            assert "invalid ftype" in lines
+        else:
+            assert str(plan).split(": ")[-1] in lines, (str(plan), lines)
+        return
+    assert isinstance(plan, QuantPlan), f"{model} {case}: refused: {plan}"
+    assert plan.file_type == result["general.file_type"]
+    got = [(c.name, ggml_type_name(c.target_type).upper()) for c in plan.choices]
+    want = [(t["name"], t["type"]) for t in result["tensors"]]
+    assert got == want
+    assert plan.n_fallback == result["n_fallback"]
+    shapes = {t["name"]: t["shape"] for t in result["tensors"]}
+    assert [fallback_warning(c, shapes[c.name][0]) for c in plan.choices
+            if c.fallback] == result["fallback_log"]
+    assert [override_warning(c) for c in plan.choices if c.override_from is not None] == [
+        line.split(": ", 1)[1] for line in result["override_log"]]
 
 
 # --------------------------------------------------------------------------------------
@@ -433,9 +549,60 @@ def test_duplicate_names_rejected() -> None:
         plan_quantization(specs, _hp(1), FT.MOSTLY_Q8_0)
 
 
-def test_unsupported_file_type_in_plan() -> None:
-    with pytest.raises(QuantizationError, match="unsupported file type IQ2_XXS"):
-        plan_quantization(_llama(1), _hp(1), FT.MOSTLY_IQ2_XXS)
+def test_nvfp4_is_not_a_file_type() -> None:
+    with pytest.raises(QuantizationError, match="invalid output file type 39"):
+        plan_quantization(_llama(1), _hp(1), FT.MOSTLY_NVFP4)
+    with pytest.raises(UnknownQuantTypeError, match="'nvfp4'"):
+        parse_quant_name("nvfp4")
+
+
+def test_requires_imatrix_on_final_type() -> None:
+    # IQ2_XXS needs an imatrix: the first tensor in output order that gets it is named.
+    with pytest.raises(ImatrixRequiredError) as info:
+        plan_quantization(_llama(2), _hp(2), FT.MOSTLY_IQ2_XXS)
+    assert (info.value.tensor, info.value.qtype) == ("blk.0.attn_k.weight", T.IQ2_XXS)
+    assert "llama-imatrix" in str(info.value) and isinstance(info.value, ImatrixError)
+    # ...but not when every such tensor falls back to IQ4_NL (ne0 = 384).
+    plan = plan_quantization(_llama(2, n_embd=384, n_ff=384), _hp(2), FT.MOSTLY_IQ2_XXS)
+    assert T.IQ2_XXS not in _types(plan).values()
+    # Q2_K needs one only inside a Q2_K_S file; output and token_embd never do.
+    with pytest.raises(ImatrixRequiredError, match="q2_K"):
+        plan_quantization(_llama(2), _hp(2), FT.MOSTLY_Q2_K_S)
+    plan_quantization(_llama(2), _hp(2), FT.MOSTLY_Q2_K)
+    opts = QuantOptions(has_imatrix=True)
+    plan = plan_quantization(_llama(2), _hp(2), FT.MOSTLY_Q2_K_S, opts)
+    assert [c.name for c in plan.choices if c.requires_imatrix][0] == "blk.0.attn_k.weight"
+
+
+def test_overrides() -> None:
+    specs = _llama(4)
+    opts = QuantOptions(tensor_types=(parse_tensor_type_option("ATTN_V=Q8_0"),
+                                      parse_tensor_type_option(r"blk\.[0-1]\.ffn=iq4_nl"),
+                                      parse_tensor_type_option("attn=f16")),
+                        output_tensor_type=T.Q8_0, token_embedding_type=T.Q4_0)
+    types = _types(plan_quantization(specs, _hp(4), FT.MOSTLY_Q4_K_M, opts))
+    assert types["blk.3.attn_v.weight"] == T.Q8_0  # first match wins, pattern lower-cased
+    assert types["blk.3.attn_q.weight"] == T.F16
+    assert types["blk.1.ffn_up.weight"] == T.IQ4_NL and types["blk.2.ffn_up.weight"] == T.Q4_K
+    assert (types["output.weight"], types["token_embd.weight"]) == (T.Q8_0, T.Q4_0)
+    pure = _types(plan_quantization(specs, _hp(4), FT.MOSTLY_Q4_K_M, QuantOptions(pure=True)))
+    assert {t for n, t in pure.items() if n.endswith("weight") and "norm" not in n} == {T.Q4_K}
+    leave = plan_quantization(specs, _hp(4), FT.MOSTLY_Q4_K_M,
+                              QuantOptions(quantize_output=False))
+    assert not next(c for c in leave.choices if c.name == "output.weight").quantize
+    copy = plan_quantization(specs, _hp(4), FT.ALL_F32, QuantOptions(only_copy=True))
+    assert not any(c.quantize for c in copy.choices)
+    assert copy.file_type == int(FT.MOSTLY_F16) | 1024  # guessed: most tensors are F16
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("attn_v", "malformed"), ("=q8_0", "missing tensor name"),
+    ("attn_v=", "missing quantization type"), ("attn_v=q9_9", "invalid quantization type"),
+    ("attn_(v=q8_0", "invalid regular expression"), ("(?P<x>a)=q8_0", "invalid regular"),
+])
+def test_bad_tensor_type_options(text: str, match: str) -> None:
+    with pytest.raises(QuantizationError, match=match):
+        parse_tensor_type_option(text)
 
 
 def test_plan_is_pure() -> None:
@@ -479,46 +646,43 @@ def test_output_order() -> None:
 @pytest.mark.parametrize(
     ("text", "ft"),
     [
-        ("q4_K_M", FT.MOSTLY_Q4_K_M),
-        ("Q4_K_M", FT.MOSTLY_Q4_K_M),
-        ("q4_k_m", FT.MOSTLY_Q4_K_M),
-        ("Q4_K", FT.MOSTLY_Q4_K_M),
-        ("q4_k", FT.MOSTLY_Q4_K_M),
-        ("q4_K_S", FT.MOSTLY_Q4_K_S),
-        ("q5_K_M", FT.MOSTLY_Q5_K_M),
-        ("Q5_K", FT.MOSTLY_Q5_K_M),
-        ("q5_k_s", FT.MOSTLY_Q5_K_S),
-        ("q6_K", FT.MOSTLY_Q6_K),
-        ("Q8_0", FT.MOSTLY_Q8_0),
-        ("q4_0", FT.MOSTLY_Q4_0),
-        ("q4_1", FT.MOSTLY_Q4_1),
-        ("q5_0", FT.MOSTLY_Q5_0),
-        ("q5_1", FT.MOSTLY_Q5_1),
-        ("f16", FT.MOSTLY_F16),
-        ("BF16", FT.MOSTLY_BF16),
-        ("F32", FT.ALL_F32),
+        ("q4_K_M", FT.MOSTLY_Q4_K_M), ("q4_k_m", FT.MOSTLY_Q4_K_M), ("Q4_K", FT.MOSTLY_Q4_K_M),
+        ("q3_k", FT.MOSTLY_Q3_K_M), ("Q5_K", FT.MOSTLY_Q5_K_M), ("q2_K_S", FT.MOSTLY_Q2_K_S),
+        ("iq4_xs", FT.MOSTLY_IQ4_XS), ("IQ3_M", FT.MOSTLY_IQ3_M), ("tq1_0", FT.MOSTLY_TQ1_0),
+        ("mxfp4_moe", FT.MOSTLY_MXFP4_MOE), ("q2_0", ExtraFileType.MOSTLY_Q2_0),
+        ("f16", FT.MOSTLY_F16), ("BF16", FT.MOSTLY_BF16), ("F32", FT.ALL_F32),
+        ("15", FT.MOSTLY_Q4_K_M), ("Q4_K_L", FT.MOSTLY_Q4_K_M),
     ],
 )
 def test_parse_file_type(text: str, ft: FT) -> None:
     assert parse_file_type(text) == ft
 
 
-def test_parse_unsupported_lists_supported() -> None:
-    with pytest.raises(QuantizationError) as info:
-        parse_file_type("iq2_xxs")
-    msg = str(info.value)
-    assert msg.startswith("unsupported quantization type IQ2_XXS - supported types are ")
-    for name in SUPPORTED_FILE_TYPES:
-        assert name.upper() in msg
-    with pytest.raises(QuantizationError, match="unsupported quantization type Q3_K_M"):
-        parse_file_type("q3_K_M")
+def test_menu_names_and_shorthands() -> None:
+    assert len(FILE_TYPES) == 39 and FILE_TYPES[-1] == "COPY"
+    for name in FILE_TYPES:
+        assert parse_quant_name(name).name == name.replace("Q3_K", "Q3_K").upper() or name in (
+            "Q3_K", "Q4_K", "Q5_K")
+    copy = parse_quant_name("copy")
+    assert copy.copy and copy.file_type == FT.ALL_F32
+    q4kl = parse_quant_name("q4_k_l")
+    assert (q4kl.file_type, q4kl.output_type, q4kl.token_embedding_type) == (
+        FT.MOSTLY_Q4_K_M, T.Q8_0, T.Q8_0)
+    with pytest.raises(UnknownQuantTypeError, match="modelkit quantize --list"):
+        parse_quant_name("q4_k_x")
+    lines = menu_lines()
+    assert any(" Q4_K_M " in x and "4.500 bpw q4_K" in x for x in lines)
+    assert any(x.strip().startswith("Q4_K_L") for x in lines)
 
 
-def test_supported_file_types_round_trip() -> None:
-    for name in ("q4_K_M", "q4_K_S", "q5_K_M", "q6_K", "q8_0", "q4_0"):
-        assert name in SUPPORTED_FILE_TYPES
-    for name in SUPPORTED_FILE_TYPES:
-        assert file_type_name(parse_file_type(name)) == name.upper()
+def test_ggml_types_and_q2_0() -> None:
+    assert parse_ggml_type("q5_k") == T.Q5_K and parse_ggml_type("IQ4_NL") == T.IQ4_NL
+    assert parse_ggml_type("q2_0") == ExtraType.Q2_0 and ggml_type_name(ExtraType.Q2_0) == "q2_0"
+    assert (block_size(ExtraType.Q2_0), type_size(ExtraType.Q2_0)) == (64, 18)
+    assert row_bytes(ExtraType.Q2_0, 256) == 72 and row_bytes(T.Q4_K, 512) == 288
+    assert default_tensor_type(ExtraFileType.MOSTLY_Q2_0) == ExtraType.Q2_0
+    with pytest.raises(QuantizationError, match="invalid ggml_type 'q9'"):
+        parse_ggml_type("q9")
 
 
 def test_file_type_name() -> None:
@@ -527,6 +691,7 @@ def test_file_type_name() -> None:
     assert file_type_name(FT.MOSTLY_F16) == "F16"
     assert file_type_name(FT.ALL_F32) == "F32"
     assert file_type_name(FT.MOSTLY_IQ2_XXS) == "IQ2_XXS"
+    assert file_type_name(ExtraFileType.MOSTLY_Q2_0) == "Q2_0"
 
 
 # --------------------------------------------------------------------------------------

@@ -92,7 +92,8 @@ def test_quantize_report_and_rmse_gate(tmp_path: Path,
 def test_quantize_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = str(SAMPLE_DIR / "liang-ai.gguf")
     code, _, err = mk(capsys, "quantize", src, str(tmp_path / "x.gguf"), "q9_9")
-    assert code == 7 and "supported types are" in err and "Q4_K_M" in err
+    assert code == 7 and err.startswith("Error: invalid quantization type 'q9_9'")
+    assert " Q4_K_M " in err and " IQ4_XS " in err and "bpw" in err  # the menu follows
     assert not (tmp_path / "x.gguf").exists()
     code, _, err = mk(capsys, "quantize", str(tmp_path / "absent.gguf"), "o.gguf", "q8_0")
     assert code == 4 and "no such file" in err
@@ -147,3 +148,114 @@ def test_show_quantization_view(models_dir: Path, tmp_path: Path,
     assert text.startswith("  Quantization\n") and "bits/weight" in text
     text = mk(capsys, "show", str(SAMPLE_DIR / "liang-ai.gguf"), "--quantization")[1]
     assert "    F16      16 " in text
+
+
+# --------------------------------------------------------------------------------------
+# The menu, options, imatrix and --dry-run on the command line
+# --------------------------------------------------------------------------------------
+
+MENU = GOLDEN / "quant-menu"
+needs_menu = pytest.mark.skipif(not MENU.is_dir(), reason=f"golden data absent: {MENU}")
+SAMPLE = str(SAMPLE_DIR / "liang-ai.gguf")
+
+
+def test_list_prints_the_menu(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = mk(capsys, "quantize", "--list")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "allowed quantization types:"
+    names = [line.split(":")[0].split()[-1] for line in lines[1:]]
+    assert names[:3] == ["Q1_0", "Q2_0", "Q4_0"] and "COPY" in names and "Q4_K_L" in names
+    assert any(line.startswith("  15  or  Q4_K_M") and "4.500 bpw q4_K" in line
+               for line in lines)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--tensor-type", "attn_(v=q8_0"], "invalid regular expression 'attn_(v'"),
+    (["--tensor-type", "attn_v=q9_k"], "invalid quantization type 'q9_k'"),
+    (["--tensor-type", "attn_v"], "malformed tensor type"),
+    (["--output-tensor-type", "q7"], "invalid ggml_type 'q7'"),
+    (["--include-weights", "ffn"], "need --imatrix"),
+])
+def test_bad_overrides_one_line_no_output(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          args: list[str], message: str) -> None:
+    out = tmp_path / "o.gguf"
+    code, _, err = mk(capsys, "quantize", *args, SAMPLE, str(out), "q4_K_M")
+    assert code == 7 and err.startswith("Error: ") and message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_bad_imatrix_one_line_no_output(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "o.gguf"
+    bad = tmp_path / "bad.imatrix"
+    bad.write_bytes(b"GGUF\x03\x00\x00\x00truncated")
+    for path, message in ((bad, "corrupt or truncated"), (tmp_path / "none", "cannot read")):
+        code, _, err = mk(capsys, "quantize", "--imatrix", str(path), SAMPLE, str(out), "q4_K_M")
+        assert code == 11 and message in err and err.count("\n") == 1, err
+        assert not out.exists() and list(tmp_path.iterdir()) == [bad]
+    # an imatrix for another model
+    code, _, err = mk(capsys, "quantize", "--imatrix",
+                      str(MENU / "llama-h384-f32.imatrix.gguf"), SAMPLE, str(out), "q4_K_M")
+    assert code == 11 and "another model" in err and not out.exists()
+
+
+def test_type_that_needs_an_imatrix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "o.gguf"
+    code, _, err = mk(capsys, "quantize", SAMPLE, str(out), "iq2_xxs")
+    assert code == 11 and "requires an importance matrix" in err and "llama-imatrix" in err
+    assert "blk.0." in err and "iq2_xxs" in err and not out.exists()
+
+
+def test_dry_run_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "o.gguf"
+    code, text, _ = mk(capsys, "quantize", "--dry-run", SAMPLE, str(out), "q4_K_L")
+    assert code == 0 and not out.exists()
+    assert "token_embd.weight" in text and "-> q8_0" in text and "BPW" in text
+    assert "nothing written (--dry-run)" in text
+    code, js, _ = mk(capsys, "quantize", "--dry-run", "--json", SAMPLE, "q4_K_L")
+    plan = json.loads(js)
+    assert code == 0 and plan["file_type"] == "Q4_K_L" and plan["general.file_type"] == 15
+    assert sum(t["bytes"] for t in plan["totals"].values()) == sum(
+        t["bytes"] for t in plan["tensors"])
+    # the real run writes exactly the size the plan announced, with the same types
+    code, _, _ = mk(capsys, "quantize", SAMPLE, str(out), "q4_K_L")
+    assert code == 0 and out.stat().st_size == plan["output_size"]
+    code, shown, _ = mk(capsys, "show", "--json", "--quantization", str(out))
+    assert code == 0
+
+
+def test_create_dry_run_and_options(models_dir: Path, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "Modelfile").write_text(f"FROM {SAMPLE}\n")
+    mf = str(tmp_path / "Modelfile")
+    code, out, _ = mk(capsys, "create", "m", "-f", mf, "-q", "q4_K_M", "--pure", "--dry-run",
+                      "--json")
+    assert code == 0 and not list(models_dir.rglob("manifests/**/m"))
+    types = {t["name"]: t["type"] for t in json.loads(out)["tensors"]}
+    assert types["output.weight"] == "Q4_K"  # --pure: no Q6_K output
+    code, out, _ = mk(capsys, "create", "m", "-f", mf, "-q", "q4_K_M",
+                      "--tensor-type", "ffn_down=q8_0", "--leave-output-tensor")
+    assert code == 0
+    code, out, _ = mk(capsys, "show", "m", "--quantization", "--json")
+    assert code == 0 and "Q8_0" in out and "F16" in out
+
+
+@needs_menu
+def test_imatrix_options_match_llama_quantize(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(MENU)
+    result = json.loads((MENU / "llama-L10.json").read_text())["results"][
+        "Q4_K_M+imatrix+exclude_ffn_down"]
+    out = tmp_path / "o.gguf"
+    code, _, err = mk(capsys, "quantize", *result["args"][:-4], "../mixes/llama-L10.gguf",
+                      str(out), "q4_k_m")
+    assert code == 0, err
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == result["output_sha256"]
+
+
+def test_options_need_a_type(models_dir: Path, tmp_path: Path,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "Modelfile").write_text(f"FROM {SAMPLE}\n")
+    code, _, err = mk(capsys, "create", "m", "-f", str(tmp_path / "Modelfile"), "--pure")
+    assert code == 7 and "--pure needs a quantization type" in err

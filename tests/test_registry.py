@@ -745,3 +745,29 @@ def test_create_from_a_registry_name_pulls_the_base(
                                      "pulling manifest"]
     assert dst.manifest_path(base).read_bytes() == src.manifest_path(base).read_bytes()
     assert result.manifest.layers[0].from_ == base.display_shortest()
+
+
+def test_cli_pull_prints_ollamas_lines_and_show_modelfile_rebuilds_it(
+        tmp_path: Path, anon_registry: RegistryProcess, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A model pulled from a registry: its printed Modelfile re-creates the same manifest."""
+    from modelkit.cli import main
+
+    name = str(repo_name(anon_registry.host))
+    monkeypatch.setenv("MODELKIT_MODELS", str(tmp_path / "src"))
+    assert main(["create", name, "-f", str(REPO / "samples/liang-ai/Modelfile")]) == 0
+    assert main(["push", name, "--insecure"]) == 0
+    monkeypatch.setenv("MODELKIT_MODELS", str(tmp_path / "dst"))
+    capsys.readouterr()
+    assert main(["pull", name, "--insecure"]) == 0
+    out, err = capsys.readouterr()
+    pulled = Store(tmp_path / "dst").get(ModelName.parse(name)).manifest
+    shorts = [x.digest.short() for x in (*pulled.layers, pulled.config)]
+    assert (out.splitlines(), err) == (["pulling manifest", *[f"pulling {s}" for s in shorts],
+                                        "verifying sha256 digest", "writing manifest",
+                                        "success"], "")
+    assert main(["show", name, "--modelfile"]) == 0
+    (tmp_path / "Modelfile").write_text(capsys.readouterr().out)
+    assert main(["create", "copy", "-f", str(tmp_path / "Modelfile")]) == 0
+    dst = Store(tmp_path / "dst")
+    assert dst.get(ModelName.parse("copy")).manifest.digest == pulled.digest

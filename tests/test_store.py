@@ -299,3 +299,4 @@ def test_the_network_guard_refuses_non_loopback_names() -> None:
     with pytest.raises(OSError, match="tests must stay on loopback"):
         socket.getaddrinfo("registry.ollama.ai", 443)
     assert socket.getaddrinfo("127.0.0.1", 80)
+

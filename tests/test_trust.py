@@ -298,15 +298,19 @@ def test_create_without_a_modelfile_or_with_a_folder_says_so(
 
 
 @pytest.mark.parametrize("text,where,message", [
-    ("FROM {gguf}\nPARAMETER temperature hot\n", 2, "invalid float value [hot]"),
-    ("FROM {gguf}\n\nPARAMETER gpu_layers 3\n", 3, "unknown parameter 'gpu_layers'"),
-    ("FROM {gguf}\nTEMPLATE {{{{ .Prompt }}\n", 2, "template"),
-    ("FROM {gguf}\nREQUIRES banana\n", 2, "requires must be a valid semver"),
-    ("FROM {gguf}\nDRAFT {gguf}\n", 2, "DRAFT must not reference the same local path"),
+    ("FROM {gguf}\nPARAMETER temperature hot\n", "2:23", "invalid float value [hot]"),
+    ("FROM {gguf}\n\nPARAMETER gpu_layers 3\n", "3:22", "unknown parameter 'gpu_layers'"),
+    ("FROM {gguf}\nTEMPLATE {{{{ .Prompt }}\n", "2:10", "template"),
+    ("FROM {gguf}\nREQUIRES banana\n", "2:10", "requires must be a valid semver"),
+    ("FROM {gguf}\nDRAFT {gguf}\n", "2:7", "DRAFT must not reference the same local path"),
+    ('FROM {gguf}\nSYSTEM """hello\nworld\n', "2:8",
+     'unexpected EOF (the """ opened here is never closed)'),
+    ('FROM {gguf}\n\nSYSTEM "hi" there\n', "3:8",
+     'unexpected EOF (the " opened here must close at the end of a line)'),
 ])
 def test_modelfile_value_errors_name_the_file_and_line(
         models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        text: str, where: int, message: str) -> None:
+        text: str, where: str, message: str) -> None:
     gguf, _ = _modelfile_beside_copy(tmp_path)
     modelfile = tmp_path / "my.Modelfile"
     modelfile.write_text(text.format(gguf=gguf))
@@ -351,23 +355,27 @@ def test_a_broken_pipe_ends_quietly(tmp_path: Path) -> None:
     assert err == ""
 
 
-@pytest.mark.parametrize("delay", [0.15, 0.3, 0.6])
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.2, 0.5])
 def test_ctrl_c_while_starting_exits_130_without_a_traceback(tmp_path: Path,
                                                              delay: float) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "modelkit", "list"],
+    # -X importtime reports each import as it completes: the Ctrl-C is sent after the
+    # first modelkit module has loaded (before that, Python itself is still starting).
+    proc = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "modelkit", "list"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, "PYTHONPATH": str(REPO),
                                  "MODELKIT_MODELS": str(tmp_path)})
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if b"| modelkit." in line or b"|   modelkit." in line or b" modelkit." in line:
+            break
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    # On a loaded machine the signal can land while the interpreter itself is still
-    # starting (site, runpy), before any modelkit code runs: nothing of ours can catch
-    # that. Any traceback through modelkit's own files is a failure.
-    frames = [line for line in err.decode(errors="replace").splitlines()
-              if line.lstrip().startswith('File "')]
-    assert not any(str(REPO / "modelkit") in f for f in frames), err
-    assert proc.returncode in (0, 130, -signal.SIGINT), err  # 0: it had finished
+    _, rest = proc.communicate(timeout=60)
+    err = b"".join(x for x in rest.splitlines(keepends=True) if not x.startswith(b"import time:"))
+    assert b"Traceback" not in err, err
+    # 130, or killed by SIGINT after the one line (what a shell shows as 130); 0 if done.
+    assert proc.returncode in (0, 130, -signal.SIGINT), err
+    assert err in (b"", b"Error: interrupted\n")
 
 
 def test_an_interrupt_after_success_keeps_exit_0(models_dir: Path,

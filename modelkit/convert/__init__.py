@@ -19,8 +19,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from gguf import LlamaFileType
-
 from modelkit.convert.converter import (
     OUTTYPES,
     ConversionPlan,
@@ -35,14 +33,16 @@ from modelkit.convert.lora import base_from_gguf, plan_lora
 from modelkit.convert.one_pass import QuantizedPlan, plan_quantized, write_quantized
 from modelkit.errors import ConvertError, QuantizationError
 from modelkit.progress import ProgressCallback, ignore_progress
-from modelkit.quant.policy import SUPPORTED_FILE_TYPES, parse_file_type
+from modelkit.quant.file_types import FILE_TYPES
+from modelkit.quant.policy import parse_file_type
 from modelkit.store import atomic_file
 
 __all__ = ["ConversionPlan", "ConvertResult", "Conversion", "base_from_gguf", "convert",
-           "convert_lora", "plan", "plan_conversion", "plan_lora", "supported_architectures",
-           "OUTTYPE_CHOICES"]
+           "convert_lora", "plan", "plan_conversion", "plan_quantize", "plan_lora",
+           "supported_architectures", "OUTTYPE_CHOICES"]
 
-OUTTYPE_CHOICES = (*OUTTYPES, "auto", *SUPPORTED_FILE_TYPES)
+OUTTYPE_CHOICES = (*OUTTYPES, "auto",
+                   *(n for n in FILE_TYPES if n.lower() not in OUTTYPES and n != "COPY"))
 
 
 class Conversion:
@@ -54,7 +54,7 @@ class Conversion:
         self.quantized = quantized
 
     @property
-    def file_type(self) -> LlamaFileType:
+    def file_type(self) -> int:
         return (self.quantized.quant.file_type if self.quantized is not None
                 else self.conversion.file_type)
 
@@ -80,11 +80,17 @@ def plan(src: str | Path, outtype: str = "auto", pre: str | None = None) -> Conv
     key = outtype.lower()
     if key in OUTTYPES or key == "auto":
         return Conversion(plan_conversion(Path(src), key, pre), None)
+    return plan_quantize(src, outtype, pre)
+
+
+def plan_quantize(src: str | Path, file_type: str, pre: str | None = None) -> Conversion:
+    """Plan the F16 conversion quantized to ``file_type`` as llama-quantize would (for
+    q8_0 too, unlike the converter's own q8_0): what ``create -q`` stores."""
     try:
-        ftype = parse_file_type(outtype)
+        ftype = parse_file_type(file_type)
     except QuantizationError:
-        raise ConvertError(f"unknown outtype {outtype!r} (f32, f16, bf16, q8_0, auto, or a "
-                           f"quantization type: {', '.join(SUPPORTED_FILE_TYPES)})") from None
+        raise ConvertError(f"unknown outtype {file_type!r} (f32, f16, bf16, q8_0, auto, or a "
+                           f"quantization type: {', '.join(FILE_TYPES[:-1])})") from None
     base = plan_conversion(Path(src), "f16", pre)
     return Conversion(base, plan_quantized(base, ftype))
 

@@ -57,8 +57,10 @@ class Bert(Architecture):
         kv.boolean(self.key(Keys.Attention.CAUSAL), False)
         pooling_kvs(self, kv)
         if self.labels:
+            # AutoConfig turns id2label's keys into ints: sorted numerically
             kv.add_array(self.key(Keys.Classifier.OUTPUT_LABELS),
-                         [v for _, v in sorted(self.labels.items())])
+                         [str(v) for _, v in sorted(self.labels.items(),
+                                                    key=lambda kv: int(kv[0]))])
 
     def set_vocab(self, kv: KVList) -> None:
         tokenizer.wordpiece_vocab(self.folder, kv)

@@ -5,7 +5,8 @@ Per-tensor output type (llama.cpp's rules, in order): 1-D tensors, names ending
 ``_norm.weight``, names not ending ``.weight`` and a few special tensors (MoE routers,
 position/token-type embeddings) are F32; everything else takes the outtype (f32, f16,
 bf16, q8_0); a q8_0 tensor whose rows are not a multiple of 32 falls back to F16.
-``auto`` picks bf16 when the first tensor with 2+ dimensions is BF16, else f16.
+``auto`` picks bf16 when the first BF16-or-F16 tensor with 2+ dimensions is BF16, else
+f16 (also when every tensor is F32).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class ConversionPlan:
     folder: HFFolder
     arch: Architecture
     model: ShardedModel
-    file_type: LlamaFileType
+    file_type: int  # llama_ftype
     tensors: list[PlannedTensor]
     kvs: list[KV]
     warnings: list[str]
@@ -93,7 +94,7 @@ class ConvertResult:
     size: int
     sha256: str
     architecture: str
-    file_type: LlamaFileType
+    file_type: int  # llama_ftype
     n_tensors: int
     warnings: tuple[str, ...]
 
@@ -131,8 +132,10 @@ def tensor_type(t: OutTensor, ftype: LlamaFileType, f32_names: re.Pattern[str],
 
 
 def auto_file_type(sources: list[Source]) -> LlamaFileType:
+    """The first BF16 or F16 tensor of 2+ dimensions decides (others are skipped);
+    f16 when there is none."""
     for s in sources:
-        if len(s.shape) >= 2:
+        if len(s.shape) >= 2 and s.entry.dtype in ("BF16", "F16"):
             return LlamaFileType.MOSTLY_BF16 if s.entry.dtype == "BF16" else \
                 LlamaFileType.MOSTLY_F16
     return LlamaFileType.MOSTLY_F16

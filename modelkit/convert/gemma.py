@@ -14,7 +14,7 @@ from gguf import MODEL_ARCH, Keys
 from modelkit.convert import tokenizer
 from modelkit.convert.architecture import Architecture, OutTensor, Source, register
 from modelkit.convert.kvs import KVList
-from modelkit.convert.special_tokens import load_special, write_special
+from modelkit.convert.special_tokens import fixed_special_kvs
 
 
 def plus_one(w: np.ndarray) -> np.ndarray:
@@ -69,13 +69,8 @@ class Gemma(_GemmaBase):
     def set_vocab(self, kv: KVList) -> None:
         tokenizer.spm_vocab(self.folder, kv)
         # CodeGemma's fill-in-the-middle tokens: only eot has a GGUF key.
-        sv = load_special(self.folder, None, False,
-                          ("prefix", "suffix", "middle", "fsep", "eot"))
-        for typ, tid in (("prefix", 67), ("suffix", 69), ("middle", 68), ("fsep", 70),
-                         ("eot", 107)):
-            sv.set_id(typ, tid)
-        sv.chat_template = None
-        write_special(sv, kv)
+        fixed_special_kvs(self.folder, kv, {"prefix": 67, "suffix": 69, "middle": 68,
+                                            "fsep": 70, "eot": 107})
         kv.boolean(Keys.Tokenizer.ADD_PREFIX, False)
 
 

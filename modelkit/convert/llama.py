@@ -21,6 +21,7 @@ from modelkit.convert.architecture import (
     stack_experts,
 )
 from modelkit.convert.kvs import KVList
+from modelkit.convert.special_tokens import fixed_special_kvs
 from modelkit.errors import ConvertError
 
 F32 = np.float32
@@ -134,5 +135,8 @@ class Llama(Architecture):
             tokenizer.llama_hf_vocab(self.folder, kv)
         else:
             tokenizer.gpt2_vocab(self.folder, kv)
+        if self.hp.get("vocab_size", 32000) == 32016:  # CodeLlama
+            fixed_special_kvs(self.folder, kv, {"prefix": 32007, "suffix": 32008,
+                                                "middle": 32009, "eot": 32010})
         if self.hp.get("vocab_size", 32000) == 49152:
             kv.boolean(Keys.Tokenizer.ADD_BOS, False)

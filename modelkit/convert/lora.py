@@ -87,6 +87,10 @@ def _pairs(model: ShardedModel, arch: Architecture, where: Path) -> list[_Pair]:
                                f"tensor{hint}")
         base = arch.filter(m.group("base") + ".weight")
         if base is None:
+            if m.group("base").endswith("lm_head"):
+                raise ConvertError(f"{entry.path}: tensor {entry.name!r}: the adapter changes "
+                                   f"lm_head, which the {arch.arch_name} base does not have "
+                                   "(tied embeddings)")
             continue
         side = "a" if m.group("ab").endswith("A") else "b"
         halves.setdefault(base, {})[side] = Source(entry.name, entry, model)

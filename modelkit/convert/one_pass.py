@@ -20,7 +20,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType, Keys, LlamaFileType
+from gguf import GGMLQuantizationType, GGUFValueType, Keys
 
 from modelkit.convert.converter import (
     ALIGNMENT,
@@ -36,6 +36,7 @@ from modelkit.gguf_file import KV, TensorSlot, encode_header
 from modelkit.gguf_file.format import pad
 from modelkit.progress import ProgressCallback, ignore_progress
 from modelkit.quant import kernels
+from modelkit.quant.file_types import FileTypeId, ggml_type_name, row_bytes
 from modelkit.quant.policy import ModelHParams, QuantPlan, TensorSpec, plan_quantization
 
 _MOVED = (Keys.General.QUANTIZATION_VERSION, Keys.General.FILE_TYPE)
@@ -68,7 +69,7 @@ class QuantizedPlan:
         return len(self.header()) + sum(pad(o.n_bytes, ALIGNMENT) for o in self.tensors)
 
 
-def plan_quantized(conversion: ConversionPlan, file_type: LlamaFileType) -> QuantizedPlan:
+def plan_quantized(conversion: ConversionPlan, file_type: FileTypeId) -> QuantizedPlan:
     """``conversion`` must be an F16 (or F32/BF16) plan: the file llama-quantize reads."""
     specs = [TensorSpec(p.tensor.name, tuple(reversed(p.tensor.shape)), p.type)
              for p in conversion.tensors]
@@ -81,9 +82,12 @@ def plan_quantized(conversion: ConversionPlan, file_type: LlamaFileType) -> Quan
     outs = []
     for choice in quant.choices:
         p = by_name[choice.name]
-        block, size = GGML_QUANT_SIZES[choice.target_type]
-        n_bytes = p.n_elements // block * size if choice.quantize else p.n_bytes
-        outs.append(_Out(p, choice.target_type, choice.quantize, n_bytes))
+        target = choice.target_type
+        if not isinstance(target, GGMLQuantizationType):  # Q2_0: gguf cannot name it
+            raise ConvertError(f"{choice.name}: type {ggml_type_name(target)} has no "
+                               "quantizer in modelkit yet")
+        n_bytes = row_bytes(target, p.n_elements) if choice.quantize else p.n_bytes
+        outs.append(_Out(p, target, choice.quantize, n_bytes))
     kvs = [kv for kv in conversion.kvs if kv.key not in _MOVED]
     kvs.append(KV(Keys.General.QUANTIZATION_VERSION, GGML_QNT_VERSION, GGUFValueType.UINT32))
     kvs.append(KV(Keys.General.FILE_TYPE, int(file_type), GGUFValueType.UINT32))

@@ -188,6 +188,17 @@ def load_special(folder: HFFolder, n_vocab: int | None, load_merges: bool,
     return sv
 
 
+def fixed_special_kvs(folder: HFFolder, kv: KVList, ids: dict[str, int]) -> None:
+    """A second special-token pass for fixed ids (CodeLlama's and CodeGemma's
+    fill-in-the-middle tokens), as llama.cpp adds it: ids found in the files win, only
+    types with a GGUF key (eot) are written, no chat template again."""
+    sv = load_special(folder, None, False, tuple(ids))
+    for typ, tid in ids.items():
+        sv.set_id(typ, tid)
+    sv.chat_template = None
+    write_special(sv, kv)
+
+
 def write_special(sv: SpecialVocab, kv: KVList) -> None:
     if sv.merges:
         kv.add_array(Keys.Tokenizer.MERGES, sv.merges)

@@ -86,7 +86,8 @@ def pre_tokenizer_name(folder: HFFolder, tok: Tokenizer) -> str:
     name = _pre_table()[1].get(digest)
     if name is None:
         raise ConvertError(f"{folder.path / 'tokenizer.json'}: BPE pre-tokenizer not "
-                           f"recognized (check hash {digest}); llama.cpp does not know it")
+                           f"recognized (check hash {digest}); llama.cpp does not know it "
+                           "either: choose one with --pre NAME")
     return name
 
 

@@ -7,6 +7,8 @@ layout: the fixed header, how each scalar value type is packed, and alignment pa
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from gguf import GGUFValueType
@@ -44,3 +46,19 @@ MAX_DIMS = 4
 def pad(n: int, align: int) -> int:
     """``n`` rounded up to a multiple of ``align``."""
     return (n + align - 1) // align * align
+
+
+class EncodedArray:
+    """An array value as a file holds it: ``length`` elements encoded in ``data`` (no
+    element type, no count), and how to decode them into a list.  The reader keeps
+    arrays this way until they are used; the writer copies ``data`` as it is."""
+
+    __slots__ = ("data", "decode", "length")
+
+    def __init__(self, length: int, data: bytes, decode: Callable[[], list[Any]]) -> None:
+        self.length = length
+        self.data = data
+        self.decode = decode
+
+    def __len__(self) -> int:
+        return self.length

@@ -8,28 +8,19 @@ headers and need few of the arrays.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gguf import GGUFValueType, Keys, LlamaFileType
+from gguf import GGUFValueType, Keys
 from gguf.constants import GGMLQuantizationType
 
 from modelkit.errors import GGUFError
-from modelkit.gguf_file.format import pad
+from modelkit.gguf_file.format import EncodedArray, pad
 from modelkit.gguf_file.writer import KV, TensorSlot
-
-
-class LazyArray:
-    """An array value not decoded yet: its length and how to make the list."""
-
-    __slots__ = ("decode", "length")
-
-    def __init__(self, length: int, decode: Callable[[], list[Any]]) -> None:
-        self.length = length
-        self.decode = decode
+from modelkit.quant.file_types import file_type_name
 
 
 class Metadata(Mapping[str, Any]):
@@ -37,13 +28,19 @@ class Metadata(Mapping[str, Any]):
     the raw bytes on first access."""
 
     def __init__(self, values: dict[str, Any]) -> None:
-        self._values = values  # a value is a LazyArray until first accessed
+        self._values = values  # a value is an EncodedArray until first accessed
+        self._encoded = {k: v for k, v in values.items() if isinstance(v, EncodedArray)}
 
     def __getitem__(self, key: str) -> Any:
         value = self._values[key]
-        if isinstance(value, LazyArray):
+        if isinstance(value, EncodedArray):
             value = self._values[key] = value.decode()
         return value
+
+    def encoded(self, key: str) -> EncodedArray | None:
+        """The array ``key`` as the file encodes it (None for a scalar, or a value that
+        was not read from a file): copied by the writer without decoding."""
+        return self._encoded.get(key)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._values)
@@ -60,9 +57,9 @@ class Metadata(Mapping[str, Any]):
     def array_length(self, key: str) -> int | None:
         """The length of the array ``key`` without decoding it; None for a scalar."""
         value = self._values[key]
-        if isinstance(value, LazyArray):
-            return value.length
-        return len(value) if isinstance(value, list) else None
+        if isinstance(value, (EncodedArray, list)):
+            return len(value)
+        return None
 
 
 @dataclass(frozen=True)
@@ -142,7 +139,8 @@ class GGUFInfo:
     def kv(self, key: str) -> KV:
         """The metadata pair ``key`` as :func:`encode_header` writes it back, byte for byte."""
         types = self.metadata_types[key]
-        value = self.metadata[key]
+        encoded = self.metadata.encoded(key)
+        value = encoded if encoded is not None else self.metadata[key]
         if types[0] != GGUFValueType.ARRAY:
             return KV(key, value, types[0])
         if types[1] == GGUFValueType.ARRAY:
@@ -175,15 +173,15 @@ def file_type_label(value: int | None) -> str:
     """
     if not value:
         return "unknown"
-    try:
-        member = LlamaFileType(value)
-    except ValueError:
-        return "unknown"
-    return member.name.removeprefix("MOSTLY_").removeprefix("ALL_")
+    name = file_type_name(value)  # the one home of file-type names
+    return "unknown" if name.startswith("ftype ") else name
 
 
 def _plain(value: Any) -> Any:
-    """A KV value as the reader gives it back: str for strings, lists for arrays."""
+    """A KV value as the reader gives it back: str for strings, lists for arrays (an
+    ``EncodedArray`` stays one, decoded on first access)."""
+    if isinstance(value, EncodedArray):
+        return value
     if isinstance(value, (bytes, bytearray)):
         return bytes(value).decode("utf-8")
     if isinstance(value, np.ndarray):

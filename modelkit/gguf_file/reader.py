@@ -36,9 +36,10 @@ from modelkit.gguf_file.format import (
     SUPPORTED_VERSIONS,
     U32,
     U64,
+    EncodedArray,
     pad,
 )
-from modelkit.gguf_file.info import GGUFInfo, LazyArray, Metadata, TensorInfo
+from modelkit.gguf_file.info import GGUFInfo, Metadata, TensorInfo
 
 ReadAt = Callable[[int, int], bytes]
 """``read(offset, n)``: the ``n`` bytes at ``offset`` (fewer only at the end of the file)."""
@@ -141,18 +142,18 @@ def _value(cur: _Cursor, vtype: GGUFValueType, what: str
     if sub != GGUFValueType.ARRAY:
         raw = cur.raw(n * element, what)
         dtype = DTYPES[sub]
-        return LazyArray(n, lambda: np.frombuffer(raw, dtype).tolist()), (vtype, sub)
+        return EncodedArray(n, raw, lambda: np.frombuffer(raw, dtype).tolist()), (vtype, sub)
     items: list[Any] = []
     types: tuple[GGUFValueType, ...] = (vtype, sub)
     for i in range(n):
         item, item_types = _value(cur, sub, what)
-        items.append(item.decode() if isinstance(item, LazyArray) else item)
+        items.append(item.decode() if isinstance(item, EncodedArray) else item)
         if i == 0:
             types = (vtype, *item_types)
     return items, types
 
 
-def _string_array(cur: _Cursor, n: int, what: str) -> LazyArray:
+def _string_array(cur: _Cursor, n: int, what: str) -> EncodedArray:
     """Step over the ``n`` strings at the cursor (their bytes are decoded on first use)."""
     first = cur.pos
     # Read ahead what a vocabulary's strings usually take, then step over them with
@@ -174,7 +175,7 @@ def _string_array(cur: _Cursor, n: int, what: str) -> LazyArray:
     with memoryview(buf) as view:
         region = bytes(view[first:pos])
     path = cur.path  # not the cursor: the header buffer is not kept alive
-    return LazyArray(n, lambda: _decode_strings(path, what, region, n))
+    return EncodedArray(n, region, lambda: _decode_strings(path, what, region, n))
 
 
 def _walk_strings(cur: _Cursor, n: int, what: str) -> int:

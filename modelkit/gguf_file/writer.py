@@ -15,7 +15,16 @@ from typing import Any
 import numpy as np
 from gguf import GGMLQuantizationType, GGUFValueType
 
-from modelkit.gguf_file.format import DTYPES, GGUF_MAGIC, HEADER, SCALARS, U32, U64, pad
+from modelkit.gguf_file.format import (
+    DTYPES,
+    GGUF_MAGIC,
+    HEADER,
+    SCALARS,
+    U32,
+    U64,
+    EncodedArray,
+    pad,
+)
 
 
 @dataclass(frozen=True)
@@ -23,7 +32,8 @@ class KV:
     """One metadata pair as it will be written.
 
     ``value`` is a ``str``/``bytes`` (STRING), an int/float/bool (scalars) or a sequence
-    (ARRAY: a list, or a numpy array for numeric elements).  ``subtype`` is the element
+    (ARRAY: a list, a numpy array for numeric elements, or an ``EncodedArray`` as the
+    reader gives it, whose bytes are copied).  ``subtype`` is the element
     type of an ARRAY; when None it is taken from the first element (as gguf's writer
     does), so an empty array needs it.
     """
@@ -49,28 +59,37 @@ def _string(value: str | bytes) -> bytes:
     return U64.pack(len(raw)) + raw
 
 
-def _array(key: str, value: Any, subtype: GGUFValueType | None) -> bytes:
+def _array(key: str, value: Any, subtype: GGUFValueType | None) -> list[bytes]:
+    """An array's element type, count and elements, as pieces (joined once, later)."""
     if subtype is None:
         if len(value) == 0:
             raise ValueError(f"metadata key {key!r}: an empty array needs its element type")
         subtype = GGUFValueType.get_type(value[0])
     head = U32.pack(subtype) + U64.pack(len(value))
+    if isinstance(value, EncodedArray):  # as read from a file: the same bytes
+        return [head, value.data]
     if subtype == GGUFValueType.STRING:
-        return head + b"".join(_string(s) for s in value)
+        return [head, *(_string(s) for s in value)]
     dtype = DTYPES.get(subtype)
     if dtype is None:
         raise ValueError(f"metadata key {key!r}: arrays of {subtype.name} are not supported")
-    return head + np.asarray(value, dtype=dtype).tobytes()
+    return [head, np.asarray(value, dtype=dtype).tobytes()]
+
+
+def _kv_pieces(kv: KV) -> list[bytes]:
+    out = [_string(kv.key) + U32.pack(kv.type)]
+    if kv.type == GGUFValueType.STRING:
+        out.append(_string(kv.value))
+    elif kv.type == GGUFValueType.ARRAY:
+        out.extend(_array(kv.key, kv.value, kv.subtype))
+    else:
+        out.append(SCALARS[kv.type].pack(kv.value))
+    return out
 
 
 def encode_kv(kv: KV) -> bytes:
     """One metadata pair: key, value type, value."""
-    out = _string(kv.key) + U32.pack(kv.type)
-    if kv.type == GGUFValueType.STRING:
-        return out + _string(kv.value)
-    if kv.type == GGUFValueType.ARRAY:
-        return out + _array(kv.key, kv.value, kv.subtype)
-    return out + SCALARS[kv.type].pack(kv.value)
+    return b"".join(_kv_pieces(kv))
 
 
 def encode_header(kvs: Sequence[KV], tensors: Sequence[TensorSlot], alignment: int = 32,
@@ -82,12 +101,14 @@ def encode_header(kvs: Sequence[KV], tensors: Sequence[TensorSlot], alignment: i
     ``alignment``, in the given order.
     """
     parts = [HEADER.pack(GGUF_MAGIC, version, len(tensors), len(kvs))]
-    parts.extend(encode_kv(kv) for kv in kvs)
+    for kv in kvs:
+        parts.extend(_kv_pieces(kv))
     offset = 0
     for t in tensors:
         parts.append(_string(t.name) + U32.pack(len(t.shape))
                      + b"".join(U64.pack(d) for d in t.shape)
                      + U32.pack(t.type) + U64.pack(offset))
         offset += pad(t.n_bytes, alignment)
-    header = b"".join(parts)
-    return header + bytes(pad(len(header), alignment) - len(header))
+    size = sum(len(p) for p in parts)
+    parts.append(bytes(pad(size, alignment) - size))
+    return b"".join(parts)  # the one copy of the pieces

@@ -21,7 +21,7 @@ from modelkit.errors import DigestError, HubError, ModelkitError, ModelNotFoundE
 from modelkit.importers import MODEL, PROJECTOR, ImportedFile, ImportedModel
 from modelkit.importers.choose import RepoEntry, choose, conversion_entries
 from modelkit.names import ModelName
-from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent
+from modelkit.progress import VERIFYING, ByteProgress, ProgressCallback, ProgressEvent
 from modelkit.store import hash_file
 
 HASH_CHUNK = 8 << 20
@@ -89,7 +89,7 @@ def verify(path: Path, entry: RepoEntry, where: str, progress: ProgressCallback)
     caller decides what to delete). Returns the digest, or None when the hub gave none."""
     if not entry.sha256:
         return None
-    got = hash_file(path, ByteProgress(progress, "verifying sha256 digest",
+    got = hash_file(path, ByteProgress(progress, VERIFYING,
                                    f"sha256:{entry.sha256}")).hex
     if got != entry.sha256:
         raise digest_error(entry, where, got, note="the file was not used")

@@ -58,13 +58,15 @@ class Command:
     empty). ``args`` is the unquoted value; for ``message`` it is ``"<role>: <content>"``.
     ``kind`` is inferred when omitted: KEYWORD for the stored keyword names, PARAMETER
     otherwise; pass it explicitly for a parameter named like a keyword.
-    ``line`` (1-based, 0 if unknown) is informational and not part of equality.
+    ``line`` and ``column`` (1-based, of the value; 0 if unknown) are informational and
+    not part of equality.
     """
 
     name: str
     args: str
     kind: CommandKind | None = None
     line: int = field(compare=False, default=0)
+    column: int = field(compare=False, default=0)
 
     def __post_init__(self) -> None:
         if self.kind is None:
@@ -168,7 +170,7 @@ class Modelfile:
                 try:
                     result = normalize_requires(c.args)
                 except ModelfileError as exc:
-                    raise ModelfileError(exc.message, line=c.line) from None
+                    raise ModelfileError(exc.message, line=c.line, column=c.column) from None
         return result
 
     def converted_parameters(self) -> tuple[dict[str, int | float | bool | list[str]], list[str]]:

@@ -127,16 +127,20 @@ def _syntax_error(exc: UnexpectedInput, text: str, where: _Locator, path: str | 
     else:  # pragma: no cover
         pos, expected = n, frozenset()
 
-    def error(message: str, at: int) -> ModelfileError:
+    def error(message: str, at: int, hint: str = "") -> ModelfileError:
         line, column = where(at)
-        return ModelfileError(message, path=path, line=line, column=column)
+        return ModelfileError(message, path=path, line=line, column=column, hint=hint)
 
     if pos >= n:
         return error(ERR_UNEXPECTED_EOF, n)
 
     if "BARE" in expected:
         # A value opened a quote here that no later line closes: Ollama reads to EOF.
-        return error(ERR_UNEXPECTED_EOF, pos)
+        quote = '"""' if text.startswith('"""', pos) else '"'
+        closed = quote in text[pos + len(quote):]
+        return error(ERR_UNEXPECTED_EOF, pos,
+                     f"the {quote} opened here must close at the end of a line" if closed
+                     else f"the {quote} opened here is never closed")
 
     if "ROLE" in expected or "PARAM_NAME" in expected:
         # Ollama reads the role (letters) or name (letters, digits, _) until a blank.
@@ -213,14 +217,18 @@ def parse(text: str | bytes, *, path: str | None = None) -> Modelfile:
         value = node.children[-1]
         assert isinstance(value, Tree)
         args = _value_of(value)
+        first = value.children[0] if value.children else head
+        column = where(getattr(first, "start_pos", None) or 0)[1]
         if node.data == "simple":
-            commands.append(Command(KEYWORDS[head.type], args, CommandKind.KEYWORD, line))
+            commands.append(Command(KEYWORDS[head.type], args, CommandKind.KEYWORD, line,
+                                    column))
         elif node.data == "parameter":
             name = str(node.children[1]) if len(node.children) == 3 else ""
-            commands.append(Command(name, args, CommandKind.PARAMETER, line))
+            commands.append(Command(name, args, CommandKind.PARAMETER, line, column))
         else:  # message
             role = str(node.children[1])
-            commands.append(Command("message", f"{role}: {args}", CommandKind.KEYWORD, line))
+            commands.append(Command("message", f"{role}: {args}", CommandKind.KEYWORD, line,
+                                    column))
 
     if not any(c.is_keyword("model") for c in commands):
         raise ModelfileError(ERR_MISSING_FROM, path=path)

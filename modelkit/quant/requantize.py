@@ -46,6 +46,7 @@ gguf and a 32k-token vocabulary included) for both a 0.4 GB and a 1.35 GB F16 so
 
 from __future__ import annotations
 
+import bisect
 import concurrent.futures as cf
 import contextlib
 import math
@@ -55,15 +56,15 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
-from gguf import GGMLQuantizationType, GGUFValueType, Keys, LlamaFileType
-from gguf.constants import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT
+from gguf import GGMLQuantizationType
+from gguf.constants import GGML_QUANT_SIZES
 
 from modelkit.errors import GGUFError, QuantizationError
 from modelkit.gguf_file import (
@@ -78,16 +79,10 @@ from modelkit.gguf_file import (
 from modelkit.gguf_file.format import pad
 from modelkit.progress import ProgressCallback, ProgressEvent
 from modelkit.quant import kernels
-from modelkit.quant.policy import (
-    ModelHParams,
-    QuantPlan,
-    TensorChoice,
-    TensorSpec,
-    fallback_warning,
-    file_type_name,
-    parse_file_type,
-    plan_quantization,
-)
+from modelkit.quant.file_types import FileTypeId, file_type_name, ggml_type_name
+from modelkit.quant.fileplan import FilePlan, plan_file
+from modelkit.quant.imatrix import Imatrix
+from modelkit.quant.policy import QuantOptions, TensorChoice, fallback_warning
 from modelkit.store import atomic_file
 
 if TYPE_CHECKING:
@@ -109,15 +104,10 @@ U8Array = npt.NDArray[np.uint8]
 
 CHUNK_ELEMENTS = 1 << 20  # default elements per quantization job (4 MiB as float32)
 COPY_SLICE = 8 << 20  # bytes per slice when copying a tensor unchanged
-GGML_QNT_VERSION = 2  # what llama.cpp writes as general.quantization_version
 # Below this many elements to convert, a pool costs more than it saves: with
 # ``workers=None`` such models are quantized in-process (same bytes either way).
 POOL_MIN_ELEMENTS = 8 << 20
 
-# Keys llama.cpp drops from the output (split metadata) or re-adds last.
-_DROPPED_KEYS = (Keys.Split.LLM_KV_SPLIT_NO, Keys.Split.LLM_KV_SPLIT_COUNT,
-                 Keys.Split.LLM_KV_SPLIT_TENSORS_COUNT)
-_MOVED_KEYS = (Keys.General.QUANTIZATION_VERSION, Keys.General.FILE_TYPE)
 _FLOAT_TYPES = (T.F32, T.F16, T.BF16)
 
 
@@ -157,7 +147,7 @@ class RequantizeResult:
     dequantized and quantized again.
     """
 
-    file_type: LlamaFileType
+    file_type: int
     output_size: int
     data_offset: int
     alignment: int
@@ -215,27 +205,60 @@ _MADV_DONTNEED: int | None = getattr(mmap, "MADV_DONTNEED", None)
 
 
 class _Source:
-    """A read-only memory map of the source file.  Views are taken per chunk and the
-    pages are released once the chunk has been converted."""
+    """Read-only memory maps of the source file, or of a split set's parts laid end to
+    end (offsets run on from one part into the next, as :func:`_joined` numbers the
+    tensors).  Views are taken per chunk and the pages are released once the chunk has
+    been converted."""
 
-    def __init__(self, path: Path) -> None:
-        with open(path, "rb") as f:
-            self.mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.maps: list[mmap.mmap] = []
+        self.bases: list[int] = []
+        base = 0
+        try:
+            for path in paths:
+                with open(path, "rb") as f:
+                    self.maps.append(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+                self.bases.append(base)
+                base += len(self.maps[-1])
+        except BaseException:
+            self.close()
+            raise
+
+    def _locate(self, offset: int) -> tuple[mmap.mmap, int]:
+        i = bisect.bisect_right(self.bases, offset) - 1
+        return self.maps[i], offset - self.bases[i]
 
     def view(self, offset: int, nbytes: int) -> U8Array:
-        return np.frombuffer(self.mm, dtype=np.uint8, count=nbytes, offset=offset)
+        mm, local = self._locate(offset)
+        return np.frombuffer(mm, dtype=np.uint8, count=nbytes, offset=local)
 
     def release(self, offset: int, nbytes: int) -> None:
         """Drop the pages of ``[offset, offset+nbytes)`` from this process's resident set."""
         if _MADV_DONTNEED is None or nbytes <= 0:
             return
-        start = offset - offset % mmap.PAGESIZE
+        mm, local = self._locate(offset)
+        start = local - local % mmap.PAGESIZE
         with contextlib.suppress(OSError, ValueError):
-            self.mm.madvise(_MADV_DONTNEED, start, offset + nbytes - start)
+            mm.madvise(_MADV_DONTNEED, start, local + nbytes - start)
 
     def close(self) -> None:
-        with contextlib.suppress(BufferError):
-            self.mm.close()
+        for mm in self.maps:
+            with contextlib.suppress(BufferError):
+                mm.close()
+
+
+def _joined(parts: Sequence[GGUFInfo]) -> GGUFInfo:
+    """One source over the parts of a split set: the first part's metadata (its
+    ``split.*`` keys are dropped from the output anyway) and every part's tensors, their
+    offsets counted through the parts laid end to end."""
+    if len(parts) == 1:
+        return parts[0]
+    tensors: list[TensorInfo] = []
+    base = 0
+    for part in parts:
+        tensors.extend(replace(t, offset=base + t.offset) for t in part.tensors)
+        base += part.size
+    return replace(parts[0], tensors=tuple(tensors))
 
 
 # --------------------------------------------------------------------------------------
@@ -290,9 +313,9 @@ def _run_job(source: _Source, job: _Job) -> _JobResult:
 _WORKER_SOURCE: list[_Source] = []
 
 
-def _worker_init(path: str) -> None:
+def _worker_init(paths: list[str]) -> None:
     _WORKER_SOURCE.clear()
-    _WORKER_SOURCE.append(_Source(Path(path)))
+    _WORKER_SOURCE.append(_Source([Path(p) for p in paths]))
 
 
 def _worker_run(job: _Job) -> _JobResult:
@@ -336,39 +359,8 @@ class _Sink:
 
 
 def _slots(items: Sequence[_Item]) -> tuple[TensorSlot, ...]:
-    return tuple(TensorSlot(it.tensor.name, it.tensor.shape, it.choice.target_type, it.nbytes)
+    return tuple(TensorSlot(it.tensor.name, it.tensor.shape, it.target, it.nbytes)
                  for it in items)
-
-
-def _output_kv(info: GGUFInfo, ftype: LlamaFileType) -> list[KV]:
-    """The output KV pairs, as llama.cpp writes them: the source's in source order
-    minus split keys, then ``general.quantization_version`` and ``general.file_type``
-    (u32), removed from wherever they were."""
-    kvs: list[KV] = []
-    for key in info.metadata:
-        if key in _DROPPED_KEYS or key in _MOVED_KEYS:
-            continue
-        try:
-            kvs.append(info.kv(key))
-        except GGUFError as exc:
-            raise QuantizationError(str(exc)) from None
-    kvs.append(KV(Keys.General.QUANTIZATION_VERSION, GGML_QNT_VERSION, GGUFValueType.UINT32))
-    kvs.append(KV(Keys.General.FILE_TYPE, int(ftype), GGUFValueType.UINT32))
-    return kvs
-
-
-def _alignment(info: GGUFInfo) -> int:
-    """The output alignment.
-
-    llama.cpp copies ``general.alignment`` into the output but lays the data out with
-    the default 32 whatever it says, which makes an invalid file when it is not 32.  We
-    lay the data out with the alignment the file declares (32 when absent), so the
-    output is valid and still identical to llama.cpp's for every ordinary source.
-    """
-    value = info.metadata.get(Keys.General.ALIGNMENT)
-    if isinstance(value, int) and value > 0 and value & (value - 1) == 0:
-        return value
-    return GGUF_DEFAULT_ALIGNMENT
 
 
 # --------------------------------------------------------------------------------------
@@ -380,6 +372,7 @@ def _alignment(info: GGUFInfo) -> int:
 class _Item:
     tensor: TensorInfo
     choice: TensorChoice
+    target: GGMLQuantizationType  # choice.target_type, a type we can write
     nbytes: int
     offset: int  # in the data section
     imatrix: F32Array | None = None
@@ -406,41 +399,25 @@ class _Step:
     last: bool = False  # the last step of its tensor
 
 
-def _layout(info: GGUFInfo, plan: QuantPlan, alignment: int,
-            imatrix: Mapping[str, Any] | None) -> list[_Item]:
-    by_name = {t.name: t for t in info.tensors}
+def _layout(fp: FilePlan, alignment: int) -> list[_Item]:
     items: list[_Item] = []
     offset = 0
-    for choice in plan.choices:
-        t = by_name[choice.name]
-        nbytes = t.n_elements // GGML_QUANT_SIZES[choice.target_type][0] * \
-            GGML_QUANT_SIZES[choice.target_type][1]
-        if not choice.quantize:
-            nbytes = t.n_bytes
-        im = None
-        if imatrix is not None and choice.quantize and choice.target_type not in _FLOAT_TYPES:
-            im = _imatrix_for(t, imatrix.get(t.name))
-        items.append(_Item(t, choice, nbytes, offset, im))
-        offset += pad(nbytes, alignment)
+    for p in fp.tensors:
+        target = _kernel_type(p.choice) if p.choice.quantize else p.tensor.type
+        weights = p.weights if target not in _FLOAT_TYPES else None  # floats ignore them
+        items.append(_Item(p.tensor, p.choice, target, p.nbytes, offset, weights))
+        offset += pad(p.nbytes, alignment)
     return items
 
 
-def _imatrix_for(t: TensorInfo, value: Any) -> F32Array | None:
-    """An importance vector for ``t``: ``ne[0]`` values, or ``ne[0] * ne[2]`` (one
-    vector per expert of a 3-D tensor, as llama.cpp's imatrix files store them)."""
-    if value is None:
-        return None
-    arr = np.ascontiguousarray(np.asarray(value, dtype=np.float32).ravel())
-    ne0 = t.shape[0]
-    n_mat = t.n_elements // (ne0 * t.shape[1]) if len(t.shape) >= 2 else 1
-    if arr.size not in (ne0, ne0 * n_mat):
-        raise QuantizationError(
-            f"imatrix for {t.name} has {arr.size} values; expected {ne0}"
-            + (f" or {ne0 * n_mat} ({n_mat} experts x {ne0})" if n_mat > 1 else "")
-        )
-    if not np.all(np.isfinite(arr)):
-        raise QuantizationError(f"imatrix for {t.name} contains non-finite values")
-    return arr
+def _kernel_type(choice: TensorChoice) -> GGMLQuantizationType:
+    """The target type of a tensor to convert, refused when modelkit has no quantizer
+    for it yet (the plan covers llama.cpp's whole menu; the kernels come type by type)."""
+    t = choice.target_type
+    if isinstance(t, GGMLQuantizationType) and (t in kernels.FORMATS or t in _FLOAT_TYPES):
+        return t
+    raise QuantizationError(
+        f"tensor {choice.name}: type {ggml_type_name(t)} has no quantizer in modelkit yet")
 
 
 def _steps(items: Sequence[_Item], chunk_rows: int | None, report: bool) -> Iterator[_Step]:
@@ -472,7 +449,7 @@ def _steps(items: Sequence[_Item], chunk_rows: int | None, report: bool) -> Iter
             for r0 in range(m0, m0 + mat_rows, per):
                 rows = min(per, m0 + mat_rows - r0)
                 job = _Job(t.offset + r0 * src_row, rows, n_per_row, t.type,
-                           it.choice.target_type, vec, report)
+                           it.target, vec, report)
                 yield _Step(i, job=job, last=r0 + rows == it.rows)
 
 
@@ -484,7 +461,8 @@ def _steps(items: Sequence[_Item], chunk_rows: int | None, report: bool) -> Iter
 class _Runner:
     """Runs jobs in order-preserving fashion: in-process, or in a pool with look-ahead."""
 
-    def __init__(self, source: _Source, path: Path, workers: int, use_threads: bool) -> None:
+    def __init__(self, source: _Source, paths: Sequence[Path], workers: int,
+                 use_threads: bool) -> None:
         self.source = source
         self.workers = workers
         self.pool: cf.Executor | None = None
@@ -494,7 +472,7 @@ class _Runner:
             else:
                 self.pool = cf.ProcessPoolExecutor(
                     workers, mp_context=_mp_context(), initializer=_worker_init,
-                    initargs=(str(path),))
+                    initargs=([str(p) for p in paths],))
 
     def submit(self, job: _Job) -> cf.Future[_JobResult]:
         assert self.pool is not None
@@ -575,12 +553,6 @@ def _execute(steps: Sequence[_Step], runner: _Runner,
 # --------------------------------------------------------------------------------------
 
 
-def _resolve_file_type(file_type: str | LlamaFileType | int) -> LlamaFileType:
-    if isinstance(file_type, str):
-        return parse_file_type(file_type)
-    return LlamaFileType(int(file_type))
-
-
 def _cpu_count() -> int:
     """The cores this process may run on (``os.cpu_count()`` unless restricted)."""
     try:
@@ -605,25 +577,35 @@ def _bits_per_weight(t: GGMLQuantizationType) -> float:
     return type_size * 8 / block_size
 
 
+GGUFSource = str | os.PathLike[str] | GGUFInfo | Sequence[GGUFInfo]
+
+
 def requantize(
-    src: str | os.PathLike[str] | GGUFInfo,
+    src: GGUFSource,
     out: _Writable | BinaryIO,
-    file_type: str | LlamaFileType,
+    file_type: str | FileTypeId,
     *,
+    options: QuantOptions | None = None,
+    imatrix: Imatrix | None = None,
     workers: int | None = None,
     chunk_rows: int | None = None,
     progress: ProgressCallback | None = None,
-    imatrix: Mapping[str, npt.ArrayLike] | None = None,
     report: bool = False,
     use_threads: bool = False,
 ) -> RequantizeResult:
     """Quantize the GGUF ``src`` to ``file_type``, writing the new GGUF to ``out``.
 
+    ``src`` is a path, a ``GGUFInfo``, or the ``GGUFInfo`` of each part of a split set
+    in order (checked by the caller, e.g. ``importers.split.plan_merge``): the parts are
+    read where they are, as one model.
+
     ``out`` needs only ``write`` (a ``BlobWriter``, an open file, a ``BytesIO``); it is
     written sequentially from its current position and not closed.  ``workers``
     defaults to ``os.cpu_count()`` (in-process for small models); ``chunk_rows`` to
-    about :data:`CHUNK_ELEMENTS` elements per job.  ``imatrix`` maps tensor names to
-    importance vectors (``ne[0]`` float32, or ``ne[0] * n_expert`` for 3-D tensors).
+    about :data:`CHUNK_ELEMENTS` elements per job.  ``file_type`` is a name from
+    llama-quantize's menu (or ``Q4_K_L``) or a ``llama_ftype``; ``options`` are
+    llama-quantize's (overrides, ``--pure``, ...); ``imatrix`` an importance matrix read
+    by :func:`modelkit.quant.imatrix.load_imatrix`.
     ``report`` adds per-tensor RMSE and max absolute error against the source.
     ``use_threads`` uses a thread pool instead of processes.
 
@@ -632,28 +614,30 @@ def requantize(
     unreadable source.
     """
     started = time.monotonic()
-    info = src if isinstance(src, GGUFInfo) else read_gguf(src)
-    ftype = _resolve_file_type(file_type)
+    if isinstance(src, GGUFInfo):
+        parts: Sequence[GGUFInfo] = (src,)
+    elif isinstance(src, (str, os.PathLike)):
+        parts = (read_gguf(src),)
+    else:
+        parts = tuple(src)
+    info = _joined(parts)
     if chunk_rows is not None and chunk_rows < 1:
         raise ValueError("chunk_rows must be at least 1")
     emit = progress or (lambda _event: None)
 
-    specs = [TensorSpec(t.name, t.shape, t.type) for t in info.tensors]
-    try:
-        plan = plan_quantization(specs, ModelHParams.from_kv(info.metadata), ftype)
-    except QuantizationError as exc:
-        raise QuantizationError(f"{info.path}: {exc}") from None
-    alignment = _alignment(info)
-    items = _layout(info, plan, alignment, imatrix)
-    kvs = tuple(_output_kv(info, ftype))
+    fp = plan_file(info, file_type, options, imatrix)
+    plan = fp.plan
+    alignment = fp.alignment
+    items = _layout(fp, alignment)
+    kvs = fp.kvs
     slots = _slots(items)
 
-    target = file_type_name(ftype)
+    target = fp.name
     status = f"quantizing {_source_label(info)} model to {target}"
     # Going up in precision (Q8_0 to F16) loses nothing; only fewer bits re-round values.
     requantized = [it.tensor.name for it in items
                    if it.choice.quantize and _is_block_type(it.tensor.type)
-                   and _bits_per_weight(it.choice.target_type) < _bits_per_weight(it.tensor.type)]
+                   and _bits_per_weight(it.target) < _bits_per_weight(it.tensor.type)]
     if requantized:
         emit(ProgressEvent(
             f"warning: requantizing an already quantized model ({_source_label(info)}) to "
@@ -664,8 +648,9 @@ def requantize(
         line for it in items
         if (line := fallback_warning(it.choice, it.n_per_row)) is not None)
 
+    paths = [part.path for part in parts]
     try:
-        source = _Source(info.path)
+        source = _Source(paths)
     except (OSError, ValueError) as exc:
         raise GGUFError(f"{info.path}: cannot map: {exc}") from None
 
@@ -681,7 +666,7 @@ def requantize(
     try:
         data_offset = 0
         done_tensors = 0
-        runner = _Runner(source, info.path, n_workers, use_threads)
+        runner = _Runner(source, paths, n_workers, use_threads)
 
         def start() -> None:
             nonlocal data_offset
@@ -727,7 +712,7 @@ def requantize(
             rmse = math.sqrt(it.sumsq / n) if it.choice.quantize and n else 0.0
             maxabs = it.maxabs if it.choice.quantize else 0.0
         summaries.append(TensorSummary(
-            name=it.tensor.name, source_type=it.tensor.type, target_type=it.choice.target_type,
+            name=it.tensor.name, source_type=it.tensor.type, target_type=it.target,
             shape=it.tensor.shape, nbytes=it.nbytes, offset=it.offset,
             action="quantized" if it.choice.quantize else "copied",
             fallback=it.choice.fallback, rmse=rmse, max_abs_error=maxabs))
@@ -740,15 +725,16 @@ def requantize(
             worst = max(ranked, key=lambda s: cast(float, s.rmse)).name
     n_quantized = sum(1 for it in items if it.choice.quantize)
     return RequantizeResult(
-        file_type=ftype, output_size=sink.pos, data_offset=data_offset, alignment=alignment,
-        tensor_count=len(items), n_quantized=n_quantized, n_copied=len(items) - n_quantized,
+        file_type=plan.file_type, output_size=sink.pos, data_offset=data_offset,
+        alignment=alignment, tensor_count=len(items), n_quantized=n_quantized,
+        n_copied=len(items) - n_quantized,
         n_fallback=plan.n_fallback, tensors=tuple(summaries), requantized=bool(requantized),
         fallback_log=fallback_log, rmse=overall, worst_tensor=worst,
         seconds=time.monotonic() - started, header=(kvs, slots))
 
 
-def quantize_file(src: str | os.PathLike[str] | GGUFInfo, dst_path: str | os.PathLike[str],
-                  file_type: str | LlamaFileType, **kw: Any) -> RequantizeResult:
+def quantize_file(src: GGUFSource, dst_path: str | os.PathLike[str],
+                  file_type: str | FileTypeId, **kw: Any) -> RequantizeResult:
     """:func:`requantize` into the file ``dst_path``, atomically: the data goes to a
     hidden temporary file in the same folder, which is fsynced and renamed over
     ``dst_path`` only when complete.  On any failure ``dst_path`` is untouched (an
@@ -757,7 +743,7 @@ def quantize_file(src: str | os.PathLike[str] | GGUFInfo, dst_path: str | os.Pat
         return requantize(src, f, file_type, **kw)
 
 
-def quantize_into_store(store: Store, src_info: GGUFInfo, file_type: str,
+def quantize_into_store(store: Store, src_info: GGUFInfo | Sequence[GGUFInfo], file_type: str,
                         progress: ProgressCallback | None = None,
                         **kw: Any) -> tuple[BlobWrite, GGUFInfo]:
     """Quantize ``src_info`` straight into a new blob of ``store`` (``create -q``).

@@ -29,7 +29,13 @@ from modelkit.errors import (
 )
 from modelkit.manifest import Layer, Manifest, MediaType
 from modelkit.names import Digest, ModelName
-from modelkit.progress import ByteProgress, ProgressCallback, ProgressEvent, ignore_progress
+from modelkit.progress import (
+    VERIFYING,
+    ByteProgress,
+    ProgressCallback,
+    ProgressEvent,
+    ignore_progress,
+)
 from modelkit.registry.auth import Credentials
 from modelkit.registry.client import REDIRECTS, RegistryClient, UnreachableError
 from modelkit.store import Store
@@ -126,7 +132,7 @@ def pull(store: Store, name: ModelName | str, *, insecure: bool = False,
                     continue
                 partials.append(partial)
                 _download(client, partial, bar)
-            progress(ProgressEvent("verifying sha256 digest"))
+            progress(ProgressEvent(VERIFYING))
             for partial in partials:
                 partial.verify()
             for partial in partials:

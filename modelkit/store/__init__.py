@@ -264,24 +264,6 @@ class Store:
             w.write(data)
             return w.commit()
 
-    @contextlib.contextmanager
-    def scratch_file(self) -> Iterator[tuple[Path, BinaryIO]]:
-        """A hidden temporary file in the blobs folder for intermediate bytes (a split
-        model merged to be quantized), deleted when the block ends; ``prune`` removes
-        one that a crash left behind."""
-        try:
-            self.blobs.mkdir(parents=True, exist_ok=True)
-            temp = self.blobs / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
-            f = open(temp, "xb")  # noqa: SIM115 - closed below
-        except OSError as exc:
-            raise StoreError(f"{self.blobs}: cannot write: {exc.strerror or exc}") from None
-        try:
-            with f:
-                yield temp, f
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-
     def import_file(self, path: Path, *, link: LinkMode = "copy",
                     progress: ImportProgress | None = None) -> BlobWrite:
         """Store a file's bytes unchanged, reading the file once.

@@ -41,15 +41,29 @@ KVALUES_FP4 = _e2m1_doubled()
 _KV = KVALUES_FP4.astype(np.float32)
 
 
+_POS = _KV[:8]  # 0 1 2 3 4 6 8 12
+_BELOW = np.searchsorted(2 * _POS, np.arange(25), side="right") - 1  # 2*|x|/d -> entry
+
+
 def _best_index(x: F32Array, d: F32Array) -> U8Array:
-    """x (..., k), d (..., 1): the first i with the smallest |kv[i]*d - x| (best_index_mxfp4)."""
-    best = np.zeros(x.shape, dtype=np.uint8)
-    best_err = np.abs(_KV[0] * d - x)
-    for i in range(1, 16):
-        err = np.abs(_KV[i] * d - x)
-        better = err < best_err
-        best[better] = i
-        np.copyto(best_err, err, where=better)
+    """x (..., k), d (..., 1): the first i with the smallest |kv[i]*d - x| (best_index_mxfp4).
+
+    Rounding is symmetric, so a negative x sees the negative entries (9..15) exactly as |x|
+    sees the positive ones (1..7), and entry 0 comes first in both orders; the opposite
+    sign is never closer. Over |x| the float32 errors of the ascending entries 0..7 fall
+    and then rise, so the first minimum is the entry just below |x| or the one above it
+    (only when strictly closer, as C's ``<`` keeps the first). The entry below comes from
+    |x|/d (within one step: corrected with C's own products ``kv[i]*d``)."""
+    m = np.abs(x)
+    ratio = np.fmin(m / np.where(d > 0, d, np.float32(1)), np.float32(12))  # NaN -> 12
+    lo = _BELOW[(ratio * np.float32(2)).astype(np.int32)]
+    lo -= _POS[lo] * d > m
+    up = np.minimum(lo + 1, 7)
+    lo = np.where(_POS[up] * d <= m, up, lo)
+    hi = np.minimum(lo + 1, 7)
+    closer = np.abs(_POS[hi] * d - m) < np.abs(_POS[lo] * d - m)
+    best: U8Array = np.where(d > 0, np.where(closer, hi, lo), 0).astype(np.uint8)  # d = 0: ties
+    best += ((x < 0) & (best > 0)).astype(np.uint8) << np.uint8(3)
     return best
 
 

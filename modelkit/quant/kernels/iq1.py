@@ -309,11 +309,11 @@ def _decode_m(qb: U8Array) -> F32Array:
 class IQ1_S(srch.GridFormat):
     qtype = GGMLQuantizationType.IQ1_S
     requires_imatrix = True
-    chunk_blocks = weighted_chunk_blocks = 128
+    chunk_blocks = weighted_chunk_blocks = 32  # the split search holds ~1000 x 256 floats
     codec = (_encode_s, _decode_s)
 
 
 class IQ1_M(srch.GridFormat):
     qtype = GGMLQuantizationType.IQ1_M
-    chunk_blocks = weighted_chunk_blocks = 128
+    chunk_blocks = weighted_chunk_blocks = 32  # the split search holds ~1000 x 256 floats
     codec = (_encode_m, _decode_m)

@@ -71,21 +71,23 @@ def best_neighbour(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array,
     off = -t.kmap[u].astype(np.int64) - 1
     counts = t.neighbours[off].astype(np.int64)
     total = int(counts.sum())
-    seg = np.repeat(np.arange(len(u)), counts)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    pos = np.arange(total) - starts[seg] + off[seg] + 1
+    # candidates are grouped by point: repeating each point's row gathers its data
+    pos = np.arange(total) + np.repeat(off + 1 - starts, counts)
     cand = t.neighbours[pos].astype(np.int64)
     if values is None:
-        q = t.coords[cand].astype(np.float32)  # (total, width)
+        q = t.fcoords[cand]  # (total, width)
     else:
-        q = values[seg[:, None], (t.coords[cand] - 1) // 2]
-    sc = scale[seg]
+        q = np.take_along_axis(np.repeat(values, counts, axis=0), t.levels[cand], axis=1)
+    diff = np.repeat(scale, counts)[:, None] * q
+    diff -= np.repeat(xs, counts, axis=0)
+    diff *= np.repeat(ws, counts, axis=0) * diff  # (w*diff)*diff: products commute
     d2 = np.zeros(total, dtype=np.float32)
-    for i in range(q.shape[1]):
-        diff = sc * q[:, i] - xs[seg, i]
-        d2 += (ws[seg, i] * diff) * diff
+    for i in range(q.shape[1]):  # summed in coordinate order
+        d2 += diff[:, i]
     best = np.minimum.reduceat(d2, starts)
-    first = np.minimum.reduceat(np.where(d2 == best[seg], np.arange(total), total), starts)
+    first = np.minimum.reduceat(np.where(d2 == np.repeat(best, counts), np.arange(total),
+                                         total), starts)
     out: I64Array = cand[np.minimum(first, total - 1)]
     return out
 
@@ -248,7 +250,7 @@ class GridFormat(BlockFormat):
 
     codec: ClassVar[tuple[Callable[[F32Array, F32Array | None], npt.NDArray[np.uint8]],
                           Callable[[npt.NDArray[np.uint8]], F32Array]]]
-    chunk_blocks = weighted_chunk_blocks = 512
+    chunk_blocks = weighted_chunk_blocks = 256
 
     def _encode(self, x: F32Array, qw: F32Array | None, sigma2: F32Array | None
                 ) -> npt.NDArray[np.uint8]:

@@ -51,7 +51,7 @@ def fixed_tables() -> dict[str, np.ndarray]:
         return {name: z[name] for name in z.files}
 
 
-@dataclass(frozen=True)
+@dataclass
 class SearchTables:
     """One grid with what the quantizer needs to search it."""
 
@@ -61,15 +61,25 @@ class SearchTables:
     neighbours: npt.NDArray[np.uint16]  # as ggml's neighbour list
     bits: int                         # bits per packed coordinate
 
+    @functools.cached_property
+    def fcoords(self) -> npt.NDArray[np.float32]:
+        """``coords`` as float32 (what the neighbour searches multiply)."""
+        return self.coords.astype(np.float32)
 
-def _distinct_cut(d2: npt.NDArray[np.int32], nwant: int) -> npt.NDArray[np.int32]:
+    @functools.cached_property
+    def levels(self) -> npt.NDArray[np.intp]:
+        """(G, width) the level l of each coordinate 2l+1."""
+        return ((self.coords - 1) // 2).astype(np.intp)
+
+
+def _distinct_cut(d2: npt.NDArray[np.int16], nwant: int) -> npt.NDArray[np.int16]:
     """Per row, the nwant-th smallest distinct value (or the largest there is)."""
     cut = d2.min(axis=1)
-    big = np.iinfo(np.int32).max
+    big = np.iinfo(np.int16).max
     for _ in range(nwant - 1):
-        nxt = np.where(d2 > cut[:, None], d2, big).min(axis=1)
+        nxt = np.where(d2 > cut[:, None], d2, np.int16(big)).min(axis=1)
         cut = np.where(nxt == big, cut, nxt)
-    out: npt.NDArray[np.int32] = cut.astype(np.int32)
+    out: npt.NDArray[np.int16] = cut.astype(np.int16)
     return out
 
 
@@ -98,7 +108,8 @@ def _build(qtype: str) -> SearchTables:
     rows_l, cols_l, d_l = [], [], []
     for c0 in range(0, len(off), _CHUNK):
         p = pos[c0:c0 + _CHUNK]
-        d2 = ((p * p).sum(axis=1)[:, None] + g2 - 2 * (p @ g.T)).astype(np.int32)  # exact
+        # exact: small integers (at most 8 * 6^2), computed in float32 with BLAS
+        d2 = ((p * p).sum(axis=1)[:, None] + g2 - 2 * (p @ g.T)).astype(np.int16)
         cut = _distinct_cut(d2, nwant)
         r, c = np.nonzero(d2 <= cut[:, None])
         rows_l.append(r + c0)

@@ -67,7 +67,7 @@ class _ScaleMinSuper(BlockFormat):
     ref_search: ClassVar[tuple[float, float, int]]  # make_qkx2_quants rmin, rdelta, nstep
     clamp_impl_levels: ClassVar[bool]  # Q5_K's impl caps the 6-bit levels at 63, Q4_K not
     chunk_blocks = 256
-    weighted_chunk_blocks = 512
+    weighted_chunk_blocks = 256
 
     def _encode(self, x: F32Array, qw: F32Array | None, sigma2: F32Array | None) -> U8Array:
         header, levels = self._quantize(x, qw)
