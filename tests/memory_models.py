@@ -37,8 +37,9 @@ def write_swa_model(golden: Path, name: str, out: Path) -> Path:
         w.add_uint32(f"{arch}.{key}", value)
     for key in source.metadata:
         if key.startswith("tokenizer."):
-            kv = source.kv(key)
-            w.add_key_value(key, kv.value, kv.type, kv.subtype)
+            types = source.metadata_types[key]
+            w.add_key_value(key, source.metadata[key], types[0],
+                            types[1] if len(types) > 1 else None)
     n_vocab = source.metadata.array_length("tokenizer.ggml.tokens") or 0
     zeros = np.zeros
     w.add_tensor("token_embd.weight", zeros((n_vocab, N_EMBD), np.float16))
