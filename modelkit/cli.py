@@ -719,8 +719,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "quantize": ("modelkit quantize model-f16.gguf model-q4_K_M.gguf q4_K_M",
                  "modelkit quantize --dry-run model-f16.gguf out.gguf q3_K_M",
                  "modelkit quantize --imatrix model.imatrix.gguf model-f16.gguf "
-                 "model-iq4_xs.gguf iq4_xs",
-                 "modelkit quantize model-f16.gguf out.gguf q4_K_M --max-rmse 0.02 --report"),
+                 "model-iq4_xs.gguf iq4_xs"),
     "convert": ("modelkit convert ./Qwen2.5-0.5B -o qwen-f16.gguf",
                 "modelkit convert hf.co/Qwen/Qwen2.5-0.5B -o qwen-q8_0.gguf --outtype q8_0",
                 "modelkit convert ./my-lora --lora --base ./Qwen2.5-0.5B -o lora.gguf"),

@@ -52,7 +52,7 @@ def test_create_and_quantize_list_the_supported_types(
         verb: str, capsys: pytest.CaptureFixture[str]) -> None:
     text = " ".join(help_text(capsys, verb).split())
     listed = text.split("supported types: ", 1)[1].split(" examples:")[0]
-    assert listed.split(", ") == list(api.SUPPORTED_FILE_TYPES)
+    assert listed.split(", ") == list(api.FILE_TYPES)
 
 
 def test_top_level_help_says_where_models_are_stored(
