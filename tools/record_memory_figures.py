@@ -6,7 +6,8 @@ dependency), from the repository root:
     /opt/ref/llvenv/bin/python tools/record_memory_figures.py [MODEL.gguf ...]
 
 Each model is loaded in a child process per context size with llama-cpp-python's
-defaults (n_batch = n_ubatch = 512, one sequence, flash attention off, f16 cache) and
+defaults (n_batch = n_ubatch = 512, one sequence, flash attention off, f16 cache, the
+small SWA cache of llama-server; the full-size one too for the SWA models) and
 once with a q8_0 cache (which needs flash attention); the lines llama.cpp logs while it
 allocates are parsed: ``llama_kv_cache: size = ... MiB (... cells, ... layers ...)``,
 ``... compute buffer size = ... MiB`` and ``... model buffer size = ... MiB``.
@@ -18,6 +19,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,7 +27,7 @@ OUT = ROOT / "tests" / "data" / "memory_figures.json"
 GOLDEN = Path("/work/shared/golden/mixes")
 DEFAULT_MODELS = [ROOT / "samples" / "liang-ai" / "liang-ai.gguf",
                   *sorted(GOLDEN.glob("*.gguf"))]
-CONTEXTS = (512, 2048, 8192)
+CONTEXTS = (512, 2048, 8192)  # the SWA models' windows (256, 512) are below most
 GGML_TYPE_Q8_0 = 8
 
 KV_LINE = re.compile(
@@ -39,13 +41,13 @@ import sys, llama_cpp
 path, n_ctx, q8 = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 kw = dict(type_k={GGML_TYPE_Q8_0}, type_v={GGML_TYPE_Q8_0}, flash_attn=True) if q8 else {{}}
 llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_batch=512, n_ubatch=512, n_threads=1,
-                verbose=True, **kw)
+                verbose=True, swa_full=sys.argv[4] == "1", **kw)
 """
 
 
-def load(path: Path, n_ctx: int, q8: bool) -> dict[str, object] | None:
-    run = subprocess.run([sys.executable, "-c", CHILD, str(path), str(n_ctx), "1" if q8 else "0"],
-                         capture_output=True, text=True, timeout=600)
+def load(path: Path, n_ctx: int, q8: bool, swa_full: bool) -> dict[str, object] | None:
+    run = subprocess.run([sys.executable, "-c", CHILD, str(path), str(n_ctx), "1" if q8 else "0",
+                          "1" if swa_full else "0"], capture_output=True, text=True, timeout=600)
     log = run.stderr
     if run.returncode != 0:
         print(f"{path.name} n_ctx={n_ctx}: llama.cpp could not load it: "
@@ -57,20 +59,36 @@ def load(path: Path, n_ctx: int, q8: bool) -> dict[str, object] | None:
     compute = {m[0]: float(m[1]) for m in COMPUTE_LINE.findall(log)}
     model = {m[0]: float(m[1]) for m in MODEL_LINE.findall(log)}
     return {"n_ctx": n_ctx, "n_ubatch": 512, "kv_type": "q8_0" if q8 else "f16",
-            "flash_attn": q8, "kv_caches": caches, "compute_buffer_mib": compute,
-            "model_buffer_mib": model}
+            "flash_attn": q8, "swa_full": swa_full, "kv_caches": caches,
+            "compute_buffer_mib": compute, "model_buffer_mib": model}
+
+
+def _generated(folder: Path) -> list[tuple[str, Path]]:
+    """The sliding-window models of tests/memory_models.py, written to ``folder``."""
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "tests"))
+    from memory_models import SWA_MODELS, write_swa_model  # the tests' own generator
+
+    return [(f"generated:{name}", write_swa_model(GOLDEN.parent, name, folder / f"{name}.gguf"))
+            for name in SWA_MODELS]
 
 
 def main(argv: list[str]) -> int:
-    models = [Path(a) for a in argv] or DEFAULT_MODELS
+    with tempfile.TemporaryDirectory() as tmp:
+        models = [(None, Path(a)) for a in argv] or [
+            *((None, p) for p in DEFAULT_MODELS), *_generated(Path(tmp))]
+        return _record(models)
+
+
+def _record(models: list[tuple[str | None, Path]]) -> int:
     records = []
-    for path in models:
+    for label, path in models:
         for n_ctx in CONTEXTS:
-            for q8 in (False, True) if n_ctx == CONTEXTS[0] else (False,):
-                figures = load(path, n_ctx, q8)
+            for q8, swa_full in _variants(n_ctx, label is not None):
+                figures = load(path, n_ctx, q8, swa_full)
                 if figures is not None:
-                    name = (str(path.relative_to(ROOT)) if path.is_relative_to(ROOT)
-                            else f"golden:mixes/{path.name}")
+                    name = label or (str(path.relative_to(ROOT)) if path.is_relative_to(ROOT)
+                                     else f"golden:mixes/{path.name}")
                     records.append({"model": name, **figures})
                     print(name, figures["n_ctx"], figures["kv_type"],
                           [c["mib"] for c in figures["kv_caches"]],  # type: ignore[union-attr]
@@ -79,6 +97,17 @@ def main(argv: list[str]) -> int:
     OUT.write_text(json.dumps({"llama_cpp_python": _version(), "records": records}, indent=1)
                    + "\n")
     return 0
+
+
+def _variants(n_ctx: int, sliding: bool) -> list[tuple[bool, bool]]:
+    """(q8_0 cache, full-size SWA cache) pairs: llama-cpp-python's default is a full-size
+    SWA cache (the library's default); llama-server and llama-cli use the small one."""
+    out = [(False, False)]
+    if n_ctx == CONTEXTS[0]:
+        out.append((True, False))
+    if sliding:
+        out.append((False, True))
+    return out
 
 
 def _version() -> str:

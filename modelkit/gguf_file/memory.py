@@ -170,15 +170,17 @@ class MemoryEstimate:
 
 
 def kv_cache(hp: HyperParameters, n_ctx: int, *, parallel: int = 1, kv_type: str = "f16",
-             n_ubatch: int = N_UBATCH) -> tuple[int, int, int, int]:
-    """``(cells, swa_cells, full_bytes, swa_bytes)`` of llama.cpp's KV cache."""
+             n_ubatch: int = N_UBATCH, swa_full: bool = False) -> tuple[int, int, int, int]:
+    """``(cells, swa_cells, full_bytes, swa_bytes)`` of llama.cpp's KV cache; with
+    ``swa_full`` the sliding-window layers get as many cells as the others (the
+    library's default, which llama-server and llama-cli turn off)."""
     qtype = KV_TYPES[kv_type]
     per_seq = pad(pad(n_ctx, CELL_PAD) // parallel, CELL_PAD)
     cells = per_seq * parallel
     if not hp.causal:
         return cells, 0, 0, 0
-    swa_cells = pad(min(per_seq, hp.window + n_ubatch), CELL_PAD) * parallel \
-        if any(hp.swa) else 0
+    swa_cells = (cells if swa_full else pad(min(per_seq, hp.window + n_ubatch), CELL_PAD)
+                 * parallel) if any(hp.swa) else 0
     full = swa = 0
     block = GGML_QUANT_SIZES[qtype][0]
     for il in range(hp.n_layer):
@@ -195,18 +197,20 @@ def kv_cache(hp: HyperParameters, n_ctx: int, *, parallel: int = 1, kv_type: str
     return cells, swa_cells, full, swa
 
 
-def compute_buffer(hp: HyperParameters, cells: int, n_ubatch: int = N_UBATCH) -> int:
+def compute_buffer(hp: HyperParameters, cells: int, swa_cells: int = 0,
+                   n_ubatch: int = N_UBATCH) -> int:
     """An estimate of llama.cpp's CPU compute buffer for one micro-batch of ``n_ub``
-    tokens (F32 activations): the largest of the attention step (the scores of every
-    head over every cell, the softmax done in place, plus the attention mask, one row a
-    token over every cell; with about six activations of ``n_embd`` alive: the
+    tokens (F32 activations, flash attention off): the largest of the attention step
+    (the scores of every head over every cell, the softmax done in place, plus the
+    attention masks, one row a token over every cell: one for the full layers and one
+    for the sliding-window layers; with about six activations of ``n_embd`` alive: the
     residual, the normed input, Q, K, the attention output and its projection), the
-    feed-forward step (gate, up and their product) and the output step
-    (the logits of every token)."""
+    feed-forward step (gate, up and their product) and the output step (the logits of
+    every token)."""
     n_ub = min(n_ubatch, cells) if cells else n_ubatch
     n_head = max(hp.n_head, default=0)
     act = hp.n_embd * n_ub * F32
-    attention = (n_head + 1) * cells * n_ub * F32 + 6 * act
+    attention = ((n_head + 1) * cells + swa_cells) * n_ub * F32 + 6 * act
     ffn_width = hp.n_ff * max(1, hp.n_expert_used)
     ffn = 3 * ffn_width * n_ub * F32 + 2 * act
     output = hp.n_vocab * n_ub * F32 + 2 * act
@@ -214,7 +218,7 @@ def compute_buffer(hp: HyperParameters, cells: int, n_ubatch: int = N_UBATCH) ->
 
 
 def estimate_memory(info: GGUFInfo, *, n_ctx: int | None = None, parallel: int = 1,
-                    kv_type: str = "f16", n_ubatch: int = N_UBATCH,
+                    kv_type: str = "f16", n_ubatch: int = N_UBATCH, swa_full: bool = False,
                     extra: Sequence[GGUFInfo] = ()) -> MemoryEstimate:
     """The memory to run ``info`` (and ``extra`` GGUFs such as a projector, whose weights
     count too) with a context of ``n_ctx`` tokens (default: the model's training
@@ -229,7 +233,7 @@ def estimate_memory(info: GGUFInfo, *, n_ctx: int | None = None, parallel: int =
         raise ModelkitError(f"--ctx must be 1 or more, not {ctx}")
     hp = HyperParameters.of(info)
     cells, swa_cells, full, swa = kv_cache(hp, ctx, parallel=parallel, kv_type=kv_type,
-                                           n_ubatch=n_ubatch)
+                                           n_ubatch=n_ubatch, swa_full=swa_full)
     weights = sum(t.n_bytes for g in (info, *extra) for t in g.tensors)
     return MemoryEstimate(cells, swa_cells, parallel, kv_type, n_ubatch, weights, full, swa,
-                          compute_buffer(hp, cells, n_ubatch), hp)
+                          compute_buffer(hp, cells, swa_cells, n_ubatch), hp)
