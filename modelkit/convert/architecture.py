@@ -102,6 +102,7 @@ class Architecture:
             raise ConvertError(f"{folder.path / 'config.json'}: missing 'num_hidden_layers'")
         self.block_count = n
         self._shapes: dict[str, tuple[int, ...]] | None = None
+        self._experts: dict[int, dict[str, Source]] = {}  # held back until a layer's set is whole
         self.tensor_map = gguf.get_tensor_name_map(self.gguf_arch, n)
         rope = self.hp.get("rope_parameters", self.hp.get("rope_scaling")) or {}
         self.rope: dict[str, Any] = dict(rope)
@@ -178,6 +179,33 @@ class Architecture:
 
     def finish(self) -> None:
         """Called after the last source: complain about anything left half-done."""
+        left = sorted(n for d in self._experts.values() for n in d)
+        if left:
+            raise ConvertError(f"{self.folder.path}: incomplete expert set, first {left[0]!r}")
+
+    def stack_expert(self, src: Source, key: str, bid: int, n_experts: int,
+                     parts: tuple[tuple[str, str], ...]) -> list[OutTensor]:
+        """Hold back expert tensor ``src`` (named ``key``) of layer ``bid`` until all
+        ``n_experts`` of every part have come, then give each part's experts stacked on a
+        new first axis, in expert order. ``parts``: (the name of expert ``{x}``, the HF
+        name the stacked tensor is named from)."""
+        layer = self._experts.setdefault(bid, {})
+        layer[key] = src
+        if len(layer) < n_experts * len(parts):
+            return []
+        outs = []
+        for each, stacked in parts:
+            try:
+                srcs = [layer.pop(each.format(x=x)) for x in range(n_experts)]
+            except KeyError as exc:
+                raise ConvertError(f"{self.folder.path}: layer {bid}: expert tensor "
+                                   f"{exc.args[0]!r} is missing") from None
+            loaders: list[Loader] = [s.load for s in srcs]
+            merged = self.map_name(stacked)
+            outs.append(OutTensor(merged, (n_experts, *srcs[0].shape),
+                                  all(s.keeps_f16 for s in srcs), stack_experts(loaders),
+                                  merged, None, release_all(srcs)))
+        return outs
 
     def expected_shapes(self) -> dict[str, tuple[int, ...]]:
         """GGUF base name (without ``blk.N.``) -> the numpy shape config.json implies."""

@@ -12,13 +12,10 @@ from gguf import MODEL_ARCH, MODEL_TENSOR, Keys
 from modelkit.convert import tokenizer
 from modelkit.convert.architecture import (
     Architecture,
-    Loader,
     OutTensor,
     Source,
     constant,
     register,
-    release_all,
-    stack_experts,
 )
 from modelkit.convert.kvs import KVList
 from modelkit.convert.special_tokens import fixed_special_kvs
@@ -62,10 +59,6 @@ class Llama(Architecture):
     hf_names = ("LlamaForCausalLM", "LLaMAForCausalLM", "MistralForCausalLM",
                 "MixtralForCausalLM", "LlamaModel")
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._experts: dict[int, dict[str, Source]] = {}
-
     def head_dim(self) -> int:
         hd = self.hp.get("head_dim")
         return int(hd) if hd else int(self.hp["hidden_size"]) // int(self.hp["num_attention_heads"])
@@ -99,26 +92,9 @@ class Llama(Architecture):
         return [self.out(gguf_name, src, lambda w: permute(w, n))]
 
     def _expert(self, src: Source, name: str, bid: int) -> list[OutTensor]:
-        n_experts = int(self.hp["num_local_experts"])
-        layer = self._experts.setdefault(bid, {})
-        layer[name] = src
-        if len(layer) < n_experts * 3:
-            return []
-        outs = []
-        for wid in ("w1", "w2", "w3"):
-            srcs = [layer.pop(f"model.layers.{bid}.block_sparse_moe.experts.{x}.{wid}.weight")
-                    for x in range(n_experts)]
-            loaders: list[Loader] = [s.load for s in srcs]
-            merged = self.map_name(f"layers.{bid}.feed_forward.experts.{wid}.weight")
-            outs.append(OutTensor(merged, (n_experts, *srcs[0].shape),
-                                  all(s.keeps_f16 for s in srcs), stack_experts(loaders),
-                                  merged, None, release_all(srcs)))
-        return outs
-
-    def finish(self) -> None:
-        left = sorted(n for d in self._experts.values() for n in d)
-        if left:
-            raise ConvertError(f"{self.folder.path}: incomplete expert set, first {left[0]!r}")
+        return self.stack_expert(src, name, bid, int(self.hp["num_local_experts"]), tuple(
+            (f"model.layers.{bid}.block_sparse_moe.experts.{{x}}.{wid}.weight",
+             f"layers.{bid}.feed_forward.experts.{wid}.weight") for wid in ("w1", "w2", "w3")))
 
     def set_params(self, kv: KVList, file_type: int) -> None:
         super().set_params(kv, file_type)

@@ -16,8 +16,6 @@ from modelkit.convert.architecture import (
     OutTensor,
     Source,
     register,
-    release_all,
-    stack_experts,
 )
 from modelkit.convert.kvs import KVList
 from modelkit.errors import ConvertError
@@ -91,10 +89,6 @@ class Qwen2Moe(Architecture):
     gguf_arch = MODEL_ARCH.QWEN2MOE
     hf_names = ("Qwen2MoeForCausalLM",)
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._experts: dict[int, dict[str, Source]] = {}
-
     def modify(self, src: Source, bid: int | None) -> Iterable[OutTensor]:
         name = src.name
         if name.endswith(("mlp.experts.down_proj", "mlp.experts.down_proj.weight")):
@@ -116,29 +110,10 @@ class Qwen2Moe(Architecture):
 
     def _expert(self, src: Source, bid: int) -> list[OutTensor]:
         n_experts = int(self.folder.require("num_local_experts", "num_experts"))
-        layer = self._experts.setdefault(bid, {})
-        layer[src.name] = src
-        if len(layer) < n_experts * 3:
-            return []
-        outs = []
-        for w in ("down_proj", "gate_proj", "up_proj"):
-            try:
-                srcs = [layer.pop(f"model.layers.{bid}.mlp.experts.{x}.{w}.weight")
-                        for x in range(n_experts)]
-            except KeyError as exc:
-                raise ConvertError(f"{self.folder.path}: layer {bid}: expert tensor "
-                                   f"{exc.args[0]!r} is missing") from None
-            loaders: list[Loader] = [s.load for s in srcs]
-            merged = self.map_name(f"model.layers.{bid}.mlp.experts.{w}.weight")
-            outs.append(OutTensor(merged, (n_experts, *srcs[0].shape),
-                                  all(s.keeps_f16 for s in srcs), stack_experts(loaders),
-                                  merged, None, release_all(srcs)))
-        return outs
-
-    def finish(self) -> None:
-        left = sorted(n for d in self._experts.values() for n in d)
-        if left:
-            raise ConvertError(f"{self.folder.path}: incomplete expert set, first {left[0]!r}")
+        return self.stack_expert(src, src.name, bid, n_experts, tuple(
+            (f"model.layers.{bid}.mlp.experts.{{x}}.{w}.weight",
+             f"model.layers.{bid}.mlp.experts.{w}.weight")
+            for w in ("down_proj", "gate_proj", "up_proj")))
 
     def expected_shapes(self) -> dict[str, tuple[int, ...]]:
         shapes = super().expected_shapes()
