@@ -177,24 +177,26 @@ def _entry(value: Any, total_params: int) -> dict[str, Any]:
         out["repo_url"] = value
         m = re.match(r"https?://huggingface.co/([^/]+/[^/]+)$", value)
         if "huggingface.co" in value and m:
-            name, org, _, _, version, _ = id_components(m.group(1), total_params)
-            if name is not None:
-                out["name"] = id_to_title(name)
-            if org is not None:
-                out["organization"] = id_to_title(org)
-            if version is not None:
-                out["version"] = version
+            _name_org_version(out, m.group(1), total_params)
         return out
-    name, org, _, _, version, _ = id_components(value, total_params)
+    name, org = _name_org_version(out, value, total_params)
+    if org is not None and name is not None:
+        out["repo_url"] = f"https://huggingface.co/{org}/{name}"
+    return out
+
+
+def _name_org_version(out: dict[str, Any], model_id: str,
+                      total_params: int) -> tuple[str | None, str | None]:
+    """Fill ``out``'s name, organization and version from a model id; give the id's
+    name and organization."""
+    name, org, _, _, version, _ = id_components(model_id, total_params)
     if name is not None:
         out["name"] = id_to_title(name)
     if org is not None:
         out["organization"] = id_to_title(org)
     if version is not None:
         out["version"] = version
-    if org is not None and name is not None:
-        out["repo_url"] = f"https://huggingface.co/{org}/{name}"
-    return out
+    return name, org
 
 
 def _listed(card: dict[str, Any], *keys: str) -> list[Any] | None:
