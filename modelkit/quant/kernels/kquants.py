@@ -19,6 +19,7 @@ from modelkit.quant.kernels.common import (
     from_columns,
     nearest_int,
     seq_sum,
+    signed_absmax,
 )
 from modelkit.quant.kernels.floats import fp16_bytes, fp16_to_f32
 from modelkit.quant.kernels.searches import fit_q3, fit_scale_min, fit_symmetric, fit_unsigned
@@ -207,8 +208,7 @@ class Q6_K(BlockFormat):
         w = xc * xc if qw is None else as_columns(qw, 16)
         scales, levels = fit_symmetric(xc, w, 32)
         scales = scales.reshape(n, 16)
-        first = np.argmax(np.abs(scales), axis=1)[:, None]  # first largest |scale|
-        max_scale = np.take_along_axis(scales, first, axis=1)[:, 0]
+        max_scale = signed_absmax(scales, 1)  # the first largest |scale|
         zero = ~(np.abs(max_scale) >= GROUP_MAX_EPS)
         max_scale[zero] = 1
         iscale = F32(-128.0) / max_scale
@@ -374,8 +374,7 @@ class Q3_K(BlockFormat):
         if qw is None:  # quantize_row_q3_K_ref
             scales, levels = fit_q3(xc, 4)
             sc = scales.reshape(n, 16)
-            first = np.argmax(np.abs(sc), axis=1)[:, None]  # the first largest |scale|
-            max_scale = np.take_along_axis(sc, first, axis=1)[:, 0]
+            max_scale = signed_absmax(sc, 1)  # the first largest |scale|
             some = max_scale != 0
             iscale = np.where(some, F32(-32.0) / max_scale, F32(1.0))
             raw = nearest_int(iscale[:, None] * sc)

@@ -166,8 +166,7 @@ class IQ4_XS(BlockFormat):
         xc = as_columns(x, 32)
         w = _weights(xc, qw, None if qw is None else _block_sigma2(x), 8)
         scales = _search_scales(xc, w).reshape(n, 8)
-        first = np.argmax(np.abs(scales), axis=1)[:, None]  # the first largest |scale|
-        max_scale = np.take_along_axis(scales, first, axis=1)[:, 0]
+        max_scale = signed_absmax(scales, 1)  # the first largest |scale|
         max_scale = np.where(np.abs(max_scale) > 0, max_scale, F32(0.0))
         d = -max_scale / F32(32.0)
         ls = np.clip(nearest_int(_inverse(d)[:, None] * scales), -32, 31)
