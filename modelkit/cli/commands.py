@@ -71,18 +71,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.memory:
         estimate = api.memory(info, ctx=args.ctx, parallel=args.parallel,
                               kv_type=args.kv_type)
-        if args.json:
-            _emit_json({**memory_json(estimate), **_remote_json(info)})
-        else:
-            sys.stdout.write(render_memory(estimate))
-        return 0
+        return _show_view(args.json, info, memory_json(estimate), render_memory(estimate))
     if args.quantization:
         view = quantization_view(info.gguf)
-        if args.json:
-            _emit_json({**quantization_json(view), **_remote_json(info)})
-        else:
-            sys.stdout.write(render_quantization(view))
-        return 0
+        return _show_view(args.json, info, quantization_json(view), render_quantization(view))
     if args.json:
         _emit_json(show_json(info, verbose=args.verbose))
         return 0
@@ -102,6 +94,16 @@ def cmd_show(args: argparse.Namespace) -> int:
         sys.stdout.write(info.system)
     else:
         sys.stdout.write(info.template)
+    return 0
+
+
+def _show_view(json_mode: bool, info: api.ModelInfo, as_json: dict[str, Any], text: str) -> int:
+    """One view of a model (--memory, --quantization): as JSON, with what was read of a
+    remote model, or as text."""
+    if json_mode:
+        _emit_json({**as_json, **_remote_json(info)})
+    else:
+        sys.stdout.write(text)
     return 0
 
 
