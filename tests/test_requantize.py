@@ -20,8 +20,7 @@ from conftest import GOLDEN, golden_stems
 from modelkit.errors import ImatrixError, QuantizationError, UnknownQuantTypeError
 from modelkit.gguf_file import GGUFInfo, read_gguf
 from modelkit.progress import ProgressEvent
-from modelkit.quant import kernels
-from modelkit.quant import requantize as rq
+from modelkit.quant import kernels, streaming
 from modelkit.quant.file_types import (
     FILE_TYPES,
     default_tensor_type,
@@ -436,7 +435,7 @@ def test_quantize_file_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     outdir = tmp_path / "out"
     outdir.mkdir()
     dst = outdir / "model.gguf"
-    real = rq._quantize
+    real = streaming._quantize
     calls = {"n": 0}
 
     def failing(*args: Any) -> Any:
@@ -445,7 +444,7 @@ def test_quantize_file_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
             raise RuntimeError("disk on fire")
         return real(*args)
 
-    monkeypatch.setattr(rq, "_quantize", failing)
+    monkeypatch.setattr(streaming, "_quantize", failing)
     with pytest.raises(RuntimeError, match="disk on fire"):
         quantize_file(src, dst, "q8_0", workers=1, chunk_rows=8)
     assert calls["n"] == 5  # it failed midway, after writing some data
@@ -457,7 +456,7 @@ def test_quantize_file_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         quantize_file(src, dst, "q8_0", workers=1, chunk_rows=8)
     assert dst.read_bytes() == b"previous" and list(outdir.iterdir()) == [dst]
 
-    monkeypatch.setattr(rq, "_quantize", real)
+    monkeypatch.setattr(streaming, "_quantize", real)
     result = quantize_file(src, dst, "q8_0", workers=1)
     assert dst.stat().st_size == result.output_size and list(outdir.iterdir()) == [dst]
 
