@@ -192,18 +192,18 @@ def test_bad_imatrix_one_line_no_output(tmp_path: Path,
     bad.write_bytes(b"GGUF\x03\x00\x00\x00truncated")
     for path, message in ((bad, "corrupt or truncated"), (tmp_path / "none", "cannot read")):
         code, _, err = mk(capsys, "quantize", "--imatrix", str(path), SAMPLE, str(out), "q4_K_M")
-        assert code == 11 and message in err and err.count("\n") == 1, err
+        assert code == 13 and message in err and err.count("\n") == 1, err
         assert not out.exists() and list(tmp_path.iterdir()) == [bad]
     # an imatrix for another model
     code, _, err = mk(capsys, "quantize", "--imatrix",
                       str(MENU / "llama-h384-f32.imatrix.gguf"), SAMPLE, str(out), "q4_K_M")
-    assert code == 11 and "another model" in err and not out.exists()
+    assert code == 13 and "another model" in err and not out.exists()
 
 
 def test_type_that_needs_an_imatrix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "o.gguf"
     code, _, err = mk(capsys, "quantize", SAMPLE, str(out), "iq2_xxs")
-    assert code == 11 and "requires an importance matrix" in err and "llama-imatrix" in err
+    assert code == 13 and "requires an importance matrix" in err and "llama-imatrix" in err
     assert "blk.0." in err and "iq2_xxs" in err and not out.exists()
 
 

@@ -38,7 +38,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (E.FileNotFoundModelkitError, 4),
     (E.GGUFError, 5),
     (E.DigestError, 6),
-    (E.ImatrixError, 11),
+    (E.ImatrixError, 13),
     (E.QuantizationError, 7),
     (E.ConvertError, 12),
     (E.StoreError, 8),
