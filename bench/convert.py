@@ -139,6 +139,8 @@ def main() -> int:
     ap.add_argument("--keep", type=Path, help="work in this folder and keep the files")
     ap.add_argument("--reference-convert", help="path of convert_hf_to_gguf.py")
     ap.add_argument("--reference-quantize", help="path of llama-quantize")
+    ap.add_argument("--reference-python",
+                    help="the Python that runs convert_hf_to_gguf.py (one with torch)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -170,6 +172,9 @@ def main() -> int:
 
     ref_convert = _find(args.reference_convert, "convert_hf_to_gguf.py", "convert-hf-to-gguf")
     ref_quantize = _find(args.reference_quantize, "llama-quantize")
+    # The reference converter needs torch and transformers, which modelkit never installs:
+    # it usually runs from a venv of its own.
+    ref_python = args.reference_python or sys.executable
     for outtype in args.outtypes.split(","):
         out = work / f"modelkit-{outtype}.gguf"
         run("modelkit", outtype, [sys.executable, "-m", "modelkit", "convert", str(src), "-o",
@@ -179,12 +184,12 @@ def main() -> int:
             continue
         ref_out = work / f"reference-{outtype}.gguf"
         if outtype in ("f16", "q8_0", "bf16", "f32"):
-            run("convert_hf_to_gguf", outtype, [sys.executable, ref_convert, str(src),
+            run("convert_hf_to_gguf", outtype, [ref_python, ref_convert, str(src),
                                                 "--outtype", outtype, "--outfile",
                                                 str(ref_out)], ref_out)
         elif ref_quantize is not None:
             f16 = work / "reference-f16-step.gguf"
-            script = (f"{sys.executable} {ref_convert} {src} --outtype f16 --outfile {f16} && "
+            script = (f"{ref_python} {ref_convert} {src} --outtype f16 --outfile {f16} && "
                       f"{ref_quantize} {f16} {ref_out} {outtype}")
             run("convert_hf_to_gguf+llama-quantize", outtype, ["sh", "-c", script], ref_out)
             f16.unlink(missing_ok=True)
