@@ -48,7 +48,7 @@ class ImportedModel:
     template: str | None = None  # repository overrides, as the Hugging Face bridge reads them
     system: str | None = None
     params: dict[str, Any] | None = None
-    temporary: tuple[Path, ...] = ()  # files the caller deletes once stored (merged splits)
+    temporary: tuple[Path, ...] = ()  # what cleanup() deletes (a fetched folder to convert)
     # A Hugging Face model folder (safetensors, no GGUF) for build to convert; ``files``
     # is then empty.
     folder: Path | None = None

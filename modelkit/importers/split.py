@@ -14,7 +14,7 @@ header is read once; the merged file's ``GGUFInfo`` is known without reading it 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -24,14 +24,13 @@ from gguf import Keys
 from modelkit.errors import GGUFError
 from modelkit.gguf_file import KV, GGUFInfo, TensorSlot, describe_header, encode_header, read_gguf
 from modelkit.gguf_file.format import pad
+from modelkit.progress import ByteCounter
 from modelkit.store import BlobWrite, Store, atomic_file
 
 SPLIT_NO = Keys.Split.LLM_KV_SPLIT_NO
 SPLIT_COUNT = Keys.Split.LLM_KV_SPLIT_COUNT
 SPLIT_TENSORS = Keys.Split.LLM_KV_SPLIT_TENSORS_COUNT
 CHUNK = 8 << 20
-
-ByteProgress = Callable[[int, int], None]
 
 
 def check_shards(infos: Sequence[GGUFInfo]) -> int:
@@ -102,7 +101,7 @@ class _Writable(Protocol):
     def write(self, data: bytes, /) -> object: ...
 
 
-def write_merged(plan: MergePlan, out: _Writable, progress: ByteProgress | None = None) -> None:
+def write_merged(plan: MergePlan, out: _Writable, progress: ByteCounter | None = None) -> None:
     """Stream the merged GGUF to ``out``: the header, then every tensor's bytes from its
     shard, in chunks, each padded to the alignment."""
     out.write(plan.header)
@@ -125,7 +124,7 @@ def write_merged(plan: MergePlan, out: _Writable, progress: ByteProgress | None 
                 out.write(bytes(pad(t.n_bytes, plan.alignment) - t.n_bytes))
 
 
-def merge(shards: Sequence[Path], out: Path, progress: ByteProgress | None = None) -> GGUFInfo:
+def merge(shards: Sequence[Path], out: Path, progress: ByteCounter | None = None) -> GGUFInfo:
     """Merge ``shards`` (in order) into the file ``out``, atomically; return its
     description.  On failure ``out`` does not exist (or is left as it was)."""
     plan = plan_merge(shards)
@@ -134,7 +133,7 @@ def merge(shards: Sequence[Path], out: Path, progress: ByteProgress | None = Non
     return plan.describe(out)
 
 
-def merge_into_store(store: Store, plan: MergePlan, progress: ByteProgress | None = None
+def merge_into_store(store: Store, plan: MergePlan, progress: ByteCounter | None = None
                      ) -> tuple[BlobWrite, GGUFInfo]:
     """Merge straight into a new blob of ``store``; the blob and its description."""
     with store.open_writer() as w:
