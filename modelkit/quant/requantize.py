@@ -41,11 +41,9 @@ from modelkit.gguf_file.format import pad
 from modelkit.progress import ProgressCallback, ProgressEvent
 from modelkit.quant.file_types import (
     FileTypeId,
-    GGMLType,
-    block_size,
     file_type_name,
     is_quantized,
-    type_size,
+    type_bits_per_weight,
 )
 from modelkit.quant.fileplan import plan_file
 from modelkit.quant.imatrix import Imatrix
@@ -173,10 +171,6 @@ def _source_label(info: GGUFInfo) -> str:
     return label
 
 
-def _bits_per_weight(t: GGMLType) -> float:
-    return type_size(t) * 8 / block_size(t)
-
-
 GGUFSource = str | os.PathLike[str] | GGUFInfo | Sequence[GGUFInfo]
 
 
@@ -238,7 +232,7 @@ def requantize(
     # Going up in precision (Q8_0 to F16) loses nothing; only fewer bits re-round values.
     requantized = [it.tensor.name for it in items
                    if it.choice.quantize and is_quantized(it.tensor.type)
-                   and _bits_per_weight(it.target) < _bits_per_weight(it.tensor.type)]
+                   and type_bits_per_weight(it.target) < type_bits_per_weight(it.tensor.type)]
     if requantized:
         emit(ProgressEvent(
             f"warning: requantizing an already quantized model ({source_label}) to "
