@@ -97,6 +97,12 @@ def row_bytes(t: GGMLType, n_per_row: int) -> int:
     return n_per_row // block * size
 
 
+def type_bits_per_weight(t: GGMLType) -> float:
+    """Bits per element of a tensor of type ``t`` (``ggml_type_size * 8 / ggml_blck_size``)."""
+    block, size = _sizes(t)
+    return size * 8 / block
+
+
 def is_quantized(t: GGMLType) -> bool:
     """``ggml_is_quantized``: a block type."""
     return block_size(t) > 1
@@ -338,7 +344,7 @@ def menu_lines() -> list[str]:
         bpw = ""
         if o.name != "COPY":
             t = default_tensor_type(o.ftype)
-            bpw = f"{type_size(t) * 8 / block_size(t):6.3f} bpw {ggml_type_name(t):<7} "
+            bpw = f"{type_bits_per_weight(t):6.3f} bpw {ggml_type_name(t):<7} "
         lines.append(f"{head}{o.name:<9} : {bpw or ' ' * 23}{o.description.strip()}")
     for name, (ft, t) in _SHORTHANDS.items():
         lines.append(f"          {name:<9} : {'':23}modelkit shorthand: {file_type_name(ft)} "

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from gguf import GGMLQuantizationType
-from gguf.constants import GGML_QUANT_SIZES
 
 from modelkit.errors import GGUFError, QuantizationError
 from modelkit.gguf_file import (
@@ -40,7 +39,12 @@ from modelkit.gguf_file import (
 )
 from modelkit.gguf_file.format import pad
 from modelkit.progress import ProgressCallback, ProgressEvent
-from modelkit.quant.file_types import FileTypeId, file_type_name
+from modelkit.quant.file_types import (
+    FileTypeId,
+    file_type_name,
+    is_quantized,
+    type_bits_per_weight,
+)
 from modelkit.quant.fileplan import plan_file
 from modelkit.quant.imatrix import Imatrix
 from modelkit.quant.policy import QuantOptions, fallback_warning
@@ -167,15 +171,6 @@ def _source_label(info: GGUFInfo) -> str:
     return label
 
 
-def _is_block_type(t: GGMLQuantizationType) -> bool:
-    return GGML_QUANT_SIZES[t][0] > 1
-
-
-def _bits_per_weight(t: GGMLQuantizationType) -> float:
-    block_size, type_size = GGML_QUANT_SIZES[t]
-    return type_size * 8 / block_size
-
-
 GGUFSource = str | os.PathLike[str] | GGUFInfo | Sequence[GGUFInfo]
 
 
@@ -232,14 +227,15 @@ def requantize(
     slots = _slots(items)
 
     target = fp.name
-    status = f"quantizing {_source_label(info)} model to {target}"
+    source_label = _source_label(info)
+    status = f"quantizing {source_label} model to {target}"
     # Going up in precision (Q8_0 to F16) loses nothing; only fewer bits re-round values.
     requantized = [it.tensor.name for it in items
-                   if it.choice.quantize and _is_block_type(it.tensor.type)
-                   and _bits_per_weight(it.target) < _bits_per_weight(it.tensor.type)]
+                   if it.choice.quantize and is_quantized(it.tensor.type)
+                   and type_bits_per_weight(it.target) < type_bits_per_weight(it.tensor.type)]
     if requantized:
         emit(ProgressEvent(
-            f"warning: requantizing an already quantized model ({_source_label(info)}) to "
+            f"warning: requantizing an already quantized model ({source_label}) to "
             f"{target}: {len(requantized)} tensors are dequantized and quantized again, "
             "which loses quality; quantize from the F16/BF16/F32 original instead "
             "(Ollama refuses this)", warning=True))

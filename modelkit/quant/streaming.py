@@ -52,13 +52,12 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 from gguf import GGMLQuantizationType
-from gguf.constants import GGML_QUANT_SIZES
 
 from modelkit.errors import QuantizationError
 from modelkit.gguf_file import GGUFInfo, TensorInfo
 from modelkit.gguf_file.format import pad
 from modelkit.quant import kernels
-from modelkit.quant.file_types import ggml_type_name
+from modelkit.quant.file_types import ggml_type_name, row_bytes
 from modelkit.quant.fileplan import FilePlan
 from modelkit.quant.policy import TensorChoice
 
@@ -199,13 +198,8 @@ class JobResult:
     maxabs: float = 0.0
 
 
-def _row_bytes(qtype: GGMLQuantizationType, n_per_row: int) -> int:
-    block, size = GGML_QUANT_SIZES[qtype]
-    return n_per_row // block * size
-
-
 def _run_job(source: Source, job: Job) -> JobResult:
-    src_row = _row_bytes(job.src_type, job.n_per_row)
+    src_row = row_bytes(job.src_type, job.n_per_row)
     nbytes = src_row * job.rows
     raw = source.view(job.offset, nbytes).reshape(job.rows, src_row)
     x = _to_float32(raw, job.src_type, job.n_per_row)
@@ -345,7 +339,7 @@ def chunk_steps(items: Sequence[Item], chunk_rows: int | None, report: bool) -> 
             continue
         n_per_row = it.n_per_row
         per = chunk_rows or max(1, CHUNK_ELEMENTS // n_per_row)
-        src_row = _row_bytes(t.type, n_per_row)
+        src_row = row_bytes(t.type, n_per_row)
         # A per-expert imatrix changes at each 2-D matrix: chunks never straddle one.
         im = it.imatrix
         per_matrix = im is not None and im.size != n_per_row
