@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 from test_convert_archs import DIMS, llama_config, make_llama, read, values
 
 from modelkit.convert import convert, plan_conversion
-from modelkit.convert.converter import fp32_to_bf16
 from modelkit.convert.safetensors_file import SafetensorsFile, parse_header
 from modelkit.errors import ConvertError
 from modelkit.quant import kernels
+from modelkit.quant.kernels.floats import fp32_to_bf16_bits as fp32_to_bf16
 
 Q = gguf.GGMLQuantizationType
 

@@ -35,6 +35,7 @@ from modelkit.gguf_file import KV, TensorSlot, encode_header
 from modelkit.gguf_file.format import pad
 from modelkit.progress import ProgressCallback, ProgressEvent, ignore_progress
 from modelkit.quant import kernels
+from modelkit.quant.kernels.floats import fp32_to_bf16_bits
 
 Q = GGMLQuantizationType
 ALIGNMENT = 32
@@ -202,22 +203,13 @@ def plan_conversion(src: Path, outtype: str = "auto", pre: str | None = None,
     return ConversionPlan(folder, arch, model, ftype, tensors, kv.items(), warnings)
 
 
-def fp32_to_bf16(x: np.ndarray) -> np.ndarray:
-    """Round to nearest even on the float32 bits; NaNs become quiet NaNs."""
-    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
-    nan = (bits & 0x7FFFFFFF) > 0x7F800000
-    rounded = (bits + (0x7FFF + ((bits >> 16) & 1))) >> 16
-    quiet = (bits >> 16) | 0x40
-    return np.where(nan, quiet, rounded).astype(np.uint16)
-
-
 def encode(values: np.ndarray, qtype: GGMLQuantizationType) -> np.ndarray:
     if qtype == Q.F32:
         return np.ascontiguousarray(values, dtype=np.float32)
     if qtype == Q.F16:
         return np.ascontiguousarray(values.astype(np.float16, copy=False))
     if qtype == Q.BF16:
-        return fp32_to_bf16(values.astype(np.float32, copy=False))
+        return fp32_to_bf16_bits(values)
     rows = values.astype(np.float32, copy=False).reshape(-1, values.shape[-1])
     return kernels.quantize(qtype, rows)
 

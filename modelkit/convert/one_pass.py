@@ -20,7 +20,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-from gguf import GGMLQuantizationType, GGUFValueType, Keys
+from gguf import GGML_QUANT_VERSION, GGMLQuantizationType, GGUFValueType, Keys
 
 from modelkit.convert.converter import (
     ALIGNMENT,
@@ -40,7 +40,6 @@ from modelkit.quant.file_types import FileTypeId, ggml_type_name, row_bytes
 from modelkit.quant.policy import ModelHParams, QuantPlan, TensorSpec, plan_quantization
 
 _MOVED = (Keys.General.QUANTIZATION_VERSION, Keys.General.FILE_TYPE)
-GGML_QNT_VERSION = 2
 POOL_MIN_ELEMENTS = 8 << 20  # below this much to quantize, a pool costs more than it saves
 
 
@@ -89,7 +88,7 @@ def plan_quantized(conversion: ConversionPlan, file_type: FileTypeId) -> Quantiz
         n_bytes = row_bytes(target, p.n_elements) if choice.quantize else p.n_bytes
         outs.append(_Out(p, target, choice.quantize, n_bytes))
     kvs = [kv for kv in conversion.kvs if kv.key not in _MOVED]
-    kvs.append(KV(Keys.General.QUANTIZATION_VERSION, GGML_QNT_VERSION, GGUFValueType.UINT32))
+    kvs.append(KV(Keys.General.QUANTIZATION_VERSION, GGML_QUANT_VERSION, GGUFValueType.UINT32))
     kvs.append(KV(Keys.General.FILE_TYPE, int(file_type), GGUFValueType.UINT32))
     return QuantizedPlan(conversion, quant, kvs, outs)
 

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from modelkit.errors import ConvertError
+from modelkit.quant.kernels.floats import bf16_to_f32
 
 INDEX_NAME = "model.safetensors.index.json"
 _MADV_DONTNEED: int | None = getattr(mmap, "MADV_DONTNEED", None)
@@ -137,11 +137,6 @@ def parse_header(path: Path, head: bytes, file_size: int) -> list[TensorEntry]:
     return entries
 
 
-def widen_bf16(raw: npt.NDArray[np.uint16]) -> npt.NDArray[np.float32]:
-    """BF16 bits to float32, exactly: the 16 bits become the top half of the word."""
-    return (raw.astype(np.uint32) << 16).view(np.float32)
-
-
 class SafetensorsFile:
     """One memory-mapped safetensors file."""
 
@@ -192,7 +187,7 @@ class SafetensorsFile:
         e = self.entries[name]
         data = self.raw(name, lo, hi)
         if e.dtype == "BF16":
-            return widen_bf16(data)
+            return bf16_to_f32(data)
         return data
 
     def release(self, name: str) -> None:
