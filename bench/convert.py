@@ -39,6 +39,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quantize import measure, synthetic_dims  # noqa: E402
 
+from modelkit.quant.kernels.floats import fp32_to_bf16_bits  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 N_HEAD, N_HEAD_KV = 16, 4
 
@@ -69,11 +71,6 @@ def _tensors(params: float) -> tuple[dict[str, object], list[tuple[str, tuple[in
     return config, shapes
 
 
-def _bf16(x: np.ndarray) -> np.ndarray:
-    b = x.astype(np.float32).view(np.uint32).astype(np.uint64)
-    return ((b + 0x7FFF + ((b >> 16) & 1)) >> 16).astype(np.uint16)
-
-
 def _write_shard(path: Path, shapes: list[tuple[str, tuple[int, ...]]],
                  rng: np.random.Generator) -> None:
     header: dict[str, object] = {"__metadata__": {"format": "pt"}}
@@ -92,7 +89,7 @@ def _write_shard(path: Path, shapes: list[tuple[str, tuple[int, ...]]],
                 x = 1 + 0.05 * rng.standard_normal(shape, dtype=np.float32)
             else:
                 x = 0.02 * rng.standard_normal(shape, dtype=np.float32)
-            f.write(_bf16(x).tobytes())
+            f.write(fp32_to_bf16_bits(x).tobytes())
 
 
 def build_folder(folder: Path, params: float) -> int:
