@@ -30,6 +30,7 @@ F32Array = npt.NDArray[np.float32]
 U8Array = npt.NDArray[np.uint8]
 U16Array = npt.NDArray[np.uint16]
 I32Array = npt.NDArray[np.int32]
+I64Array = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 F32 = np.float32

@@ -34,14 +34,13 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 from gguf import GGMLQuantizationType
+from gguf.constants import QK_K
 
 from modelkit.quant.kernels import iq_search as srch
-from modelkit.quant.kernels.common import F32, F32Array, U8Array, seq_sum
+from modelkit.quant.kernels.common import F32, BoolArray, F32Array, I64Array, U8Array, seq_sum
 from modelkit.quant.kernels.floats import fp16_bytes, fp16_to_f32, fp32_to_fp16_bits
-from modelkit.quant.kernels.iq_search import QK_K
 from modelkit.quant.kernels.iq_tables import SearchTables, fixed_tables, search_tables
 
-I64Array = npt.NDArray[np.int64]
 X_P = np.array([-1 + 0.125, 0.125, 1 + 0.125], dtype=np.float32)
 X_M = np.array([-1 - 0.125, -0.125, 1 - 0.125], dtype=np.float32)
 _FLT_MAX = F32(np.finfo(np.float32).max)
@@ -115,7 +114,7 @@ def _levels(order: I64Array, i1: I64Array, i2: I64Array) -> npt.NDArray[np.int8]
 
 
 def _on_grid(t: SearchTables, levels: npt.NDArray[np.int8], xt: F32Array, w: F32Array,
-             scale: F32Array, values: F32Array) -> tuple[I64Array, srch.BoolArray]:
+             scale: F32Array, values: F32Array) -> tuple[I64Array, BoolArray]:
     """Grid positions (points, n) of the levels, off-grid points replaced by their best
     neighbour (values (points, n, 3): the level values of each point); whether all were
     on the grid, per column."""
@@ -128,7 +127,7 @@ def _on_grid(t: SearchTables, levels: npt.NDArray[np.int8], xt: F32Array, w: F32
         ws = w.reshape(-1, 8, w.shape[1])[p_idx, :, c_idx]
         gidx[p_idx, c_idx] = srch.best_neighbour(t, u[p_idx, c_idx], xs, ws, scale[c_idx],
                                                  values[p_idx, c_idx])
-    all_on: srch.BoolArray = np.asarray(on.all(axis=0))
+    all_on: BoolArray = np.asarray(on.all(axis=0))
     return gidx, all_on
 
 
@@ -139,7 +138,7 @@ def _point_values(t: SearchTables, gidx: I64Array, values: F32Array) -> F32Array
     return np.ascontiguousarray(q.transpose(0, 2, 1)).reshape(-1, gidx.shape[1])
 
 
-def _refit(q: F32Array, xt: F32Array, w: F32Array, scale: F32Array, redo: srch.BoolArray
+def _refit(q: F32Array, xt: F32Array, w: F32Array, scale: F32Array, redo: BoolArray
            ) -> F32Array:
     """The scale after the neighbour search: sumqx/sumq2 when both are positive."""
     sumqx = seq_sum((w * q) * xt)
@@ -150,7 +149,7 @@ def _refit(q: F32Array, xt: F32Array, w: F32Array, scale: F32Array, redo: srch.B
 
 def _place(t: SearchTables, xt: F32Array, w: F32Array, levels: npt.NDArray[np.int8],
            scale: F32Array, shifts: tuple[I64Array, I64Array, int],
-           values_of: Callable[[I64Array], F32Array], found: srch.BoolArray
+           values_of: Callable[[I64Array], F32Array], found: BoolArray
            ) -> tuple[I64Array, F32Array, I64Array]:
     """From the winning split to grid points: a negative scale flips the levels and the
     shift (``shifts`` = (shift, flipped shift, shift of an unused sub-block)); off-grid

@@ -37,12 +37,12 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 from gguf import GGMLQuantizationType
+from gguf.constants import QK_K
 
 from modelkit.quant.kernels import iq_search as srch
 from modelkit.quant.kernels.common import F32, F32Array, U8Array
 from modelkit.quant.kernels.floats import fp16_bytes as _fp16_bytes
 from modelkit.quant.kernels.floats import fp16_to_f32 as _fp16_to_f32
-from modelkit.quant.kernels.iq_search import QK_K
 from modelkit.quant.kernels.iq_tables import fixed_tables, search_tables
 from modelkit.quant.kernels.searches import fit_unsigned as _fit_unsigned
 

@@ -35,12 +35,12 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 from gguf import GGMLQuantizationType
+from gguf.constants import QK_K
 
 from modelkit.quant.kernels import iq_search as srch
-from modelkit.quant.kernels.common import F32, F32Array, U8Array
+from modelkit.quant.kernels.common import F32, BoolArray, F32Array, U8Array
 from modelkit.quant.kernels.floats import fp16_bytes as _fp16_bytes
 from modelkit.quant.kernels.floats import fp16_to_f32 as _fp16_to_f32
-from modelkit.quant.kernels.iq_search import QK_K
 from modelkit.quant.kernels.iq_tables import fixed_tables, search_tables
 
 SUB = 32
@@ -57,7 +57,7 @@ def _prepare(x: F32Array, qw: F32Array | None) -> tuple[F32Array, F32Array]:
     return xt, w
 
 
-def _search(name: str, xval: F32Array, w: F32Array, active: srch.BoolArray,
+def _search(name: str, xval: F32Array, w: F32Array, active: BoolArray,
             how: srch.ScaleSearch) -> tuple[npt.NDArray[np.int64], F32Array]:
     """Fit every sub-block; (grid positions (8, n), scales (n,), made non-negative)."""
     t = search_tables(name)

@@ -16,19 +16,13 @@ from typing import ClassVar
 import numpy as np
 import numpy.typing as npt
 from gguf import GGMLQuantizationType
-from gguf.constants import GGML_QUANT_SIZES
+from gguf.constants import GGML_QUANT_SIZES, QK_K
 
 from modelkit.quant.kernels.block import BlockFormat
+from modelkit.quant.kernels.common import F32, BoolArray, F32Array, I64Array
 from modelkit.quant.kernels.common import nearest_int as _nearest_int
 from modelkit.quant.kernels.common import seq_sum as _seq_sum
 from modelkit.quant.kernels.iq_tables import SearchTables
-
-F32 = np.float32
-F32Array = npt.NDArray[np.float32]
-I64Array = npt.NDArray[np.int64]
-BoolArray = npt.NDArray[np.bool_]
-
-QK_K = 256
 
 
 def whole_blocks(a: F32Array, per_block: int) -> F32Array:

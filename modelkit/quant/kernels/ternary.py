@@ -26,12 +26,12 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 from gguf import GGMLQuantizationType
+from gguf.constants import QK_K
 
 from modelkit.quant.kernels.block import BlockFormat
 from modelkit.quant.kernels.common import F32, F32Array, U8Array, c_round_int
 from modelkit.quant.kernels.floats import fp16_bytes, fp16_to_f32
 
-QK_K = 256
 _PAD = QK_K  # index of an extra all-zero trit column (the 5th trit of a qh byte)
 
 
