@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import math
 import re
+import struct
 import unicodedata
 from decimal import Decimal
 from fractions import Fraction
-
-import numpy as np
 
 __all__ = ["SYNTAX", "RANGE", "StrconvError", "format_float", "is_print", "parse_float",
            "parse_int", "parse_uint", "quote", "underscore_ok", "unquote", "unquote_char"]
@@ -199,6 +198,22 @@ def _round_float(q: Fraction, bits: int) -> float | None:
     return -float(value) if neg else float(value)
 
 
+def _shortest32(x: float) -> str:
+    """The fewest significant digits that read back as ``x`` rounded to a float32 (of
+    those, the closest to it). Just above a power of two the nearest decimal of a length
+    may miss while the next one up reads back, so both neighbours are tried."""
+    (x,) = struct.unpack("<f", struct.pack("<f", x))
+    exact = Decimal(x)
+    for precision in range(1, 10):
+        nearest = Decimal(f"{x:.{precision}g}")
+        unit = Decimal((0, (1,), nearest.adjusted() - precision + 1))
+        hits = [d for d in (nearest, nearest + unit, nearest - unit)
+                if parse_float(str(d), 32)[0] == x]
+        if hits:
+            return str(min(hits, key=lambda d: abs(d - exact)))
+    raise AssertionError("nine digits always read back")  # FLT_DECIMAL_DIG
+
+
 def format_float(x: float, fmt: str, bits: int = 64) -> str:
     """``strconv.FormatFloat(x, fmt, -1, bits)`` for ``fmt`` ``'e'``, ``'f'`` or ``'g'``
     (what ``fmt``'s ``%v`` prints): the shortest digits that read back as the same
@@ -207,7 +222,7 @@ def format_float(x: float, fmt: str, bits: int = 64) -> str:
         return "NaN"
     if math.isinf(x):
         return "+Inf" if x > 0 else "-Inf"
-    shortest = repr(float(x)) if bits == 64 else str(np.float32(x))
+    shortest = repr(float(x)) if bits == 64 else _shortest32(x)
     sign, digits, exponent = Decimal(shortest).as_tuple()
     assert isinstance(exponent, int)
     while len(digits) > 1 and digits[-1] == 0:
