@@ -1,8 +1,8 @@
 """Imports run one way (docs/architecture.md): every module's imports, read with ``ast``,
 go only to its own layer or a lower one; nothing inside the package imports
 ``modelkit/__init__.py``; ``cli`` reaches the library only through ``api``; no import of a
-modelkit module is deferred into a function (except by the entry points, for start-up cost);
-any other deferred import says why."""
+modelkit module is deferred into a function (except by the entry points and the API's
+lazy names, for start-up cost); any other deferred import says why."""
 
 from __future__ import annotations
 
@@ -37,9 +37,12 @@ BARE_LEAVES = frozenset({"modelkit.version", "modelkit.errors"})
 CLI_MAY_IMPORT = frozenset({"modelkit.api", "modelkit.version", "modelkit.errors"})
 DEFERRED_NOTE = "deferred for start-up cost"
 # The package's entry points may defer the library below them (with the note above), so
-# that `modelkit --version` stays cheap and a Ctrl-C while it loads is caught; no module
-# inside the library may.
-FRONT_DOORS = frozenset({"modelkit", "modelkit.__main__"})
+# that `modelkit --version` stays cheap and a Ctrl-C while it loads is caught; so may the
+# API, whose names load on first use (api/__init__) and whose show loads the hub and
+# registry clients only for a model not in the store (api/info), so that `modelkit list`
+# and `show NAME` need neither numpy's nor ssl's import cost they do not use. No module
+# below the API may.
+FRONT_DOORS = frozenset({"modelkit", "modelkit.__main__", "modelkit.api", "modelkit.api.info"})
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,25 @@ def violations(root: Path = PACKAGE) -> list[str]:
             if in_cli and imp.target not in CLI_MAY_IMPORT \
                     and not imp.target.startswith("modelkit.cli."):
                 problems.append(f"{where}: cli imports {imp.target}, not through api")
+        problems += [f"{path.relative_to(root.parent)}:{line}: importlib.import_module "
+                     "outside the entry points and the API's lazy names"
+                     for line in dynamic_imports(path) if module not in FRONT_DOORS]
     return problems
+
+
+def dynamic_imports(path: Path) -> list[int]:
+    """Lines that call ``importlib.import_module`` or ``__import__`` (imports the ast
+    walk above cannot see)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) \
+                else ""
+            if name in ("import_module", "__import__"):
+                lines.append(node.lineno)
+    return lines
 
 
 def test_imports_run_one_way() -> None:
@@ -155,6 +176,8 @@ def test_every_layer_prefix_names_existing_code() -> None:
     ("import modelkit\n", "imports modelkit/__init__.py"),
     ("def f():\n    from modelkit import errors\n", "imported inside a function"),
     ("def f():\n    import json\n", "without a 'deferred for start-up cost' comment"),
+    ("import importlib\nm = importlib.import_module('modelkit.build')\n",
+     "importlib.import_module outside"),
 ])
 def test_the_checker_catches(tmp_path: Path, source: str, problem: str) -> None:
     root = tmp_path / "modelkit"

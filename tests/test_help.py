@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -84,4 +85,46 @@ def test_version_and_import_load_no_heavy_module() -> None:
     assert proc.returncode == 0, proc.stderr
     version, before, after = proc.stdout.splitlines()
     assert version.startswith("modelkit ") and before == "[]"
-    assert "'modelkit.api'" in after and "'numpy'" in after
+    assert "'modelkit.api'" in after and "'numpy'" not in after  # list needs only the store
+    # ... and a name whose module needs numpy loads it on first use
+    probe = "import sys, modelkit\nmodelkit.quantize\nprint('numpy' in sys.modules)\n"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert proc.stdout.strip() == "True", proc.stderr
+
+
+# What each command may not load (the import cost of `list` and `show NAME` is part of
+# issue 12's start-up target: bench/startup.py measures the time).
+NOT_LOADED = {
+    "list": ("numpy", "gguf", "ssl", "huggingface_hub", "modelscope", "safetensors",
+             "tokenizers", "modelkit.convert", "modelkit.registry", "modelkit.quant",
+             "modelkit.build"),
+    "show": ("ssl", "huggingface_hub", "modelscope", "safetensors", "tokenizers",
+             "modelkit.convert", "modelkit.registry", "modelkit.peek", "modelkit.importers",
+             "modelkit.build", "modelkit.quant.requantize"),
+}
+
+
+@pytest.mark.parametrize("verb", sorted(NOT_LOADED))
+def test_list_and_show_load_only_what_they_use(verb: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from conftest import REPO, SAMPLE_DIR
+
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin",
+           "MODELKIT_MODELS": str(tmp_path / "models")}
+    modelfile = tmp_path / "Modelfile"
+    modelfile.write_text(f"FROM {SAMPLE_DIR / 'liang-ai.gguf'}\n", encoding="utf-8")
+    subprocess.run([sys.executable, "-m", "modelkit", "create", "sample", "-f", str(modelfile)],
+                   env=env, check=True, capture_output=True, timeout=120)
+    argv = ["modelkit", "list"] if verb == "list" else ["modelkit", "show", "sample"]
+    probe = (f"import sys; sys.argv = {argv!r}\n"
+             "from modelkit.__main__ import main\ncode = main(sys.argv[1:])\n"
+             "sys.stdout.flush()\n"
+             f"loaded = sorted(m for m in {NOT_LOADED[verb]!r} if m in sys.modules)\n"
+             "print('LOADED', loaded, code, file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert "sample" in proc.stdout or "llama" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "LOADED [] 0", proc.stderr

@@ -1,5 +1,5 @@
-"""``create`` and ``pull``: the two ways into the builder, and ``create_plan``
-(``create -q TYPE --dry-run``)."""
+"""``create`` and ``pull``: the two ways into the builder, ``create_plan``
+(``create -q TYPE --dry-run``), and ``push`` (the registry client, like ``pull``)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from modelkit.modelfile import Modelfile, parse, parse_file
 from modelkit.names import ModelName
 from modelkit.progress import ProgressCallback, ignore_progress
 from modelkit.quant.fileplan import FilePlan, QuantizeSpec
+from modelkit.registry import PushResult
 from modelkit.store import (
     LinkMode,
 )
@@ -115,3 +116,9 @@ def pull(name: str, *, quantize: str | QuantizeSpec | None = None,
         return CreateResult(pulled.name, pulled.manifest)
     return builder.build(model, BuildSpec(from_hub=name),
                          quantize=_as_spec(quantize) if quantize else None)
+
+
+def push(name: str, *, insecure: bool = False, store: StoreArg = None,
+         progress: ProgressCallback = ignore_progress) -> PushResult:
+    """Upload stored model ``name`` to its registry (the name's host), as ``ollama push``."""
+    return registry.push(_store(store), name, insecure=insecure, progress=progress)

@@ -205,8 +205,3 @@ def describe_folder(src: str | os.PathLike[str]) -> FolderInfo:
                           len(plan.tensors), sizes)
     finally:
         plan.model.close()
-
-
-def is_hf_folder(path: str | os.PathLike[str]) -> bool:
-    p = Path(path)
-    return p.is_dir() and (p / "config.json").is_file() and not any(p.glob("*.gguf"))

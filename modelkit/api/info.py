@@ -7,7 +7,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gguf.constants import GGUFValueType
 
@@ -26,15 +26,23 @@ from modelkit.gguf_file import (
 from modelkit.gguf_file.memory import MemoryEstimate, estimate_memory
 from modelkit.gostrconv import format_float
 from modelkit.humanize import human_number
-from modelkit.importers.hubs import hub_for
 from modelkit.manifest import Manifest, MediaType, ModelConfig
 from modelkit.modelfile import Command, Modelfile, format_modelfile
 from modelkit.names import ModelName
-from modelkit.peek import PeekedModel, names_a_host, peek
 from modelkit.store import (
     Store,
     StoredModel,
 )
+
+if TYPE_CHECKING:
+    from modelkit.peek import PeekedModel
+
+
+def is_hf_folder(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a Hugging Face model folder (config.json, no GGUF) that
+    ``show`` describes as the GGUF a conversion would write."""
+    p = Path(path)
+    return p.is_dir() and (p / "config.json").is_file() and not any(p.glob("*.gguf"))
 
 
 @dataclass
@@ -192,6 +200,11 @@ def show(name_or_path: str | os.PathLike[str], *, store: StoreArg = None,
     try:
         stored = s.get(model)
     except ModelNotFoundError:
+        # Deferred for start-up cost: the hub and registry clients (http, ssl) load
+        # only for a model that is not in the store.
+        from modelkit.importers.hubs import hub_for
+        from modelkit.peek import names_a_host, peek
+
         if hub_for(model) is None and not names_a_host(text):
             raise
         return _info_from_peek(peek(model, insecure=insecure))

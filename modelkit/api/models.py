@@ -1,5 +1,5 @@
 """The store side of the API: the ``store`` argument, ``parse_modelfile``,
-``list_models``, ``copy``, ``remove``, ``prune``, ``verify`` and ``push``."""
+``list_models``, ``copy``, ``remove``, ``prune`` and ``verify``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from modelkit import registry
 from modelkit.errors import (
     ModelNotFoundError,
 )
@@ -15,7 +14,6 @@ from modelkit.manifest import ModelConfig
 from modelkit.modelfile import Modelfile, parse, parse_file
 from modelkit.names import ModelName
 from modelkit.progress import ByteProgress, ProgressCallback, ignore_progress
-from modelkit.registry import PushResult
 from modelkit.store import (
     DamagedCallback,
     PrunePlan,
@@ -36,12 +34,6 @@ def parse_modelfile(source: str | bytes | os.PathLike[str]) -> Modelfile:
     if isinstance(source, os.PathLike):
         return parse_file(source)
     return parse(source)
-
-
-def push(name: str, *, insecure: bool = False, store: StoreArg = None,
-         progress: ProgressCallback = ignore_progress) -> PushResult:
-    """Upload stored model ``name`` to its registry (the name's host), as ``ollama push``."""
-    return registry.push(_store(store), name, insecure=insecure, progress=progress)
 
 
 @dataclass(frozen=True)

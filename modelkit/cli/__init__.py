@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import select
+import signal
 import sys
 import traceback
 import warnings
@@ -69,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if not debug:
             _quiet_hub_loggers()
+        _load_quietly(args.uses)
         code: int = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
         return code
@@ -107,6 +109,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Error: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
               "(set MODELKIT_DEBUG=1 for a traceback)", file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _load_quietly(names: Sequence[str]) -> None:
+    """Import the API names a verb uses with SIGINT held back: a Ctrl-C then arrives as
+    KeyboardInterrupt once they are in place (during an extension module's import it
+    would surface as an ImportError, a traceback)."""
+    blockable = hasattr(signal, "pthread_sigmask")
+    if blockable:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        api.load(*names)
+    finally:
+        if blockable:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _stdout_closed() -> bool:

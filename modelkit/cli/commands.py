@@ -10,7 +10,6 @@ from typing import Any
 
 from modelkit import api
 from modelkit import errors as E
-from modelkit.api import file_type_label, human_bytes, human_time, quantization_view
 from modelkit.cli.render import (
     SHOW_FIELDS,
     ProgressPrinter,
@@ -73,7 +72,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                               kv_type=args.kv_type)
         return _show_view(args.json, info, memory_json(estimate), render_memory(estimate))
     if args.quantization:
-        view = quantization_view(info.gguf)
+        view = api.quantization_view(info.gguf)
         return _show_view(args.json, info, quantization_json(view), render_quantization(view))
     if args.json:
         _emit_json(show_json(info, verbose=args.verbose))
@@ -122,7 +121,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                     for m in models])
         return 0
     rows = [["NAME", "ID", "SIZE", "MODIFIED"]]
-    rows += [[m.name, m.id, human_bytes(m.size), human_time(m.modified)] for m in models]
+    rows += [[m.name, m.id, api.human_bytes(m.size), api.human_time(m.modified)] for m in models]
     sys.stdout.write(_table(rows, indent=False))
     return 0
 
@@ -163,7 +162,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         for d in plan.empty_dirs:
             print(f"{verb} empty folder {d}")
         total = len(plan.blobs) + len(plan.temp_files)
-        print(f"{verb} {total} file(s), {human_bytes(plan.bytes_freed)}")
+        print(f"{verb} {total} file(s), {api.human_bytes(plan.bytes_freed)}")
     if plan.damaged:
         keep = "would keep" if args.dry_run else "kept"
         for entry in plan.damaged:
@@ -200,7 +199,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"damaged manifest {_one_line(d.reason)}")
         for p in report.unreferenced:
             print(f"unreferenced {p} ('modelkit prune' removes it)")
-        print(f"verified {report.checked} blob(s), {human_bytes(report.bytes_checked)}: "
+        print(f"verified {report.checked} blob(s), {api.human_bytes(report.bytes_checked)}: "
               + ("all intact" if report.ok else "problems found"))
     if not report.ok:
         bad = len(report.missing) + len(report.damaged)
@@ -287,7 +286,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             sys.stdout.write(_table(rows, indent=False))
         print(f"wrote {args.destination}: {result.file_type_name}, "
               f"{result.n_quantized} tensors quantized, {result.n_copied} copied, "
-              f"{human_bytes(result.output_size)}")
+              f"{api.human_bytes(result.output_size)}")
         if result.rmse is not None:
             print(f"rmse {result.rmse:.6g} (worst tensor: {result.worst_tensor})")
     return 0
@@ -322,7 +321,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
                                  progress=printer)
     finally:
         printer.close()
-    ftype = file_type_label(int(result.file_type))
+    ftype = api.file_type_label(int(result.file_type))
     if args.json:
         _emit_json({"source": args.source, "output": str(result.path),
                     "architecture": result.architecture, "file_type": ftype,
@@ -332,5 +331,5 @@ def cmd_convert(args: argparse.Namespace) -> int:
     for w in result.warnings:
         print(f"warning: {w}", file=sys.stderr)
     print(f"wrote {result.path}: {result.architecture}, {ftype}, {result.n_tensors} tensors, "
-          f"{human_bytes(result.size)} (sha256 {result.sha256})")
+          f"{api.human_bytes(result.size)} (sha256 {result.sha256})")
     return 0

@@ -27,10 +27,20 @@ from modelkit.version import __version__
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage errors as one line, like every other error (exit 2)."""
+    """Usage errors as one line, like every other error (exit 2). ``epilog_head`` is
+    put before the epilog when help is shown (computed then: the menu of types needs
+    the quantization tables, which no other command line needs to load)."""
+
+    epilog_head: Callable[[], str] | None = None
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"Error: {message} (see '{self.prog} --help')\n")
+
+    def format_help(self) -> str:
+        if self.epilog_head is not None:
+            self.epilog = f"{self.epilog_head()}\n{self.epilog or ''}"
+            self.epilog_head = None
+        return super().format_help()
 
 
 def _positive_int(text: str) -> int:
@@ -72,9 +82,25 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _epilog(verb: str, *extra: str) -> str:
-    lines = [*extra, "examples:", *(f"  {e}" for e in EXAMPLES.get(verb, ()))]
-    return "\n".join(lines)
+# The API names each verb calls: the CLI loads them before running the verb, with a
+# Ctrl-C held back (an interrupted import of numpy's extension modules is an ImportError).
+USES: dict[str, tuple[str, ...]] = {
+    "create": ("create", "create_plan", "file_type_label"),
+    "pull": ("pull", "quant_spec"),
+    "push": ("push",),
+    "quantize": ("quantize", "quantize_plan", "quant_spec", "quant_menu"),
+    "convert": ("convert", "convert_lora", "quant_spec"),
+    "show": ("show", "memory", "quantization_view", "is_hf_folder"),
+    "list": ("list_models",),
+    "cp": ("copy",),
+    "rm": ("remove",),
+    "verify": ("verify",),
+    "prune": ("prune",),
+}
+
+
+def _epilog(verb: str) -> str:
+    return "\n".join(["examples:", *(f"  {e}" for e in EXAMPLES.get(verb, ()))])
 
 
 def _types_line() -> str:
@@ -123,12 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str,
             aliases: Sequence[str] = ()) -> argparse.ArgumentParser:
-        extra = (_types_line(),) if name in ("create", "quantize") else ()
         p = sub.add_parser(name, help=help_text, description=help_text, aliases=list(aliases),
-                           epilog=_epilog(name, *extra),
+                           epilog=_epilog(name),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        if name in ("create", "quantize") and isinstance(p, _Parser):
+            p.epilog_head = _types_line
         p.add_argument("--json", action="store_true", help="machine-readable JSON output")
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, uses=USES[name])
         return p
 
     p = add("create", cmd_create, "Create a model from a Modelfile")

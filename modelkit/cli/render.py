@@ -10,13 +10,6 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from modelkit import api
-from modelkit.api import (
-    ProgressEvent,
-    QuantizationView,
-    bits_per_weight,
-    human_bytes,
-    human_number,
-)
 
 
 class ProgressPrinter:
@@ -32,7 +25,7 @@ class ProgressPrinter:
         self._bar: Any = None
         self._bar_key: tuple[str, str | None] | None = None
 
-    def __call__(self, event: ProgressEvent) -> None:
+    def __call__(self, event: api.ProgressEvent) -> None:
         if event.status == "success":
             _Run.succeeded = True
         if self.json_mode:
@@ -48,7 +41,7 @@ class ProgressPrinter:
             self._last_status = event.status
             print(event.status, file=self.stream, flush=True)
 
-    def _update_bar(self, event: ProgressEvent) -> None:
+    def _update_bar(self, event: api.ProgressEvent) -> None:
         # Deferred for start-up cost only: tqdm is needed just when a bar is drawn.
         from tqdm import tqdm
 
@@ -146,7 +139,7 @@ def render_show(info: api.ModelInfo, *, verbose: bool) -> str:
     if info.projector is not None:
         p = info.projector
         sections.append(("Projector", [["architecture", p.architecture],
-                                        ["parameters", human_number(p.parameter_count)]]))
+                                        ["parameters", api.human_number(p.parameter_count)]]))
     if info.parameters:
         rows = []
         for key, value in info.parameters.items():
@@ -156,7 +149,8 @@ def render_show(info: api.ModelInfo, *, verbose: bool) -> str:
     conversion = info.remote.conversion if info.remote is not None else None
     if conversion is not None:  # a hub repository of safetensors: what convert gives
         sections.append(("Converts to GGUF", [["from", conversion.hf_architecture]] + [
-            [f"size {outtype}", human_bytes(size)] for outtype, size in conversion.sizes.items()]))
+            [f"size {outtype}", api.human_bytes(size)]
+            for outtype, size in conversion.sizes.items()]))
     if info.system:
         sections.append(("System", [[line] for line in _short_lines(info.system)]))
     if info.license:
@@ -223,16 +217,16 @@ def _remote_json(info: api.ModelInfo) -> dict[str, Any]:
 
 
 def render_memory(m: api.MemoryEstimate) -> str:
-    kv = f"{human_bytes(m.kv)} ({m.kv_type}, {m.n_ctx} cells"
+    kv = f"{api.human_bytes(m.kv)} ({m.kv_type}, {m.n_ctx} cells"
     if m.swa_cells:
-        kv += (f"; sliding-window layers {m.swa_cells} cells: {human_bytes(m.kv_swa)}, "
-               f"full layers: {human_bytes(m.kv_full)}")
+        kv += (f"; sliding-window layers {m.swa_cells} cells: {api.human_bytes(m.kv_swa)}, "
+               f"full layers: {api.human_bytes(m.kv_full)}")
     rows = [["context", f"{m.n_ctx} tokens" + (f", {m.parallel} sequences"
                                                if m.parallel > 1 else "")],
-            ["weights", human_bytes(m.weights)], ["KV cache", kv + ")"],
-            ["compute buffer", f"{human_bytes(m.compute)} (estimate, {m.n_ubatch}-token "
+            ["weights", api.human_bytes(m.weights)], ["KV cache", kv + ")"],
+            ["compute buffer", f"{api.human_bytes(m.compute)} (estimate, {m.n_ubatch}-token "
                                "micro-batch)"],
-            ["total", human_bytes(m.total)]]
+            ["total", api.human_bytes(m.total)]]
     return "  Memory\n" + _table(rows, indent=True) + "\n"
 
 
@@ -247,7 +241,7 @@ def memory_json(m: api.MemoryEstimate) -> dict[str, Any]:
 SHOW_FIELDS = ("license", "modelfile", "parameters", "system", "template")
 
 
-def render_quantization(view: QuantizationView) -> str:
+def render_quantization(view: api.QuantizationView) -> str:
     types = [["type", "tensors", "parameters", "bytes", "bits/weight"]]
     types += [[s.type_name, str(s.count), str(s.parameters), str(s.bytes),
                f"{s.bits_per_weight:.2f}"] for s in view.by_type]
@@ -258,12 +252,12 @@ def render_quantization(view: QuantizationView) -> str:
                for name, n, b in view.by_layer]
     tensors = [["name", "type", "shape", "bytes", "bits/weight"]]
     tensors += [[t.name, t.type_name, "[" + " ".join(str(d) for d in t.shape) + "]",
-                 str(t.n_bytes), f"{bits_per_weight(t):.2f}"] for t in view.tensors]
+                 str(t.n_bytes), f"{api.bits_per_weight(t):.2f}"] for t in view.tensors]
     return "\n".join(f"  {header}\n" + _table(rows, indent=True) for header, rows in
                      (("Quantization", types), ("Layers", layers), ("Tensors", tensors))) + "\n"
 
 
-def quantization_json(view: QuantizationView) -> dict[str, Any]:
+def quantization_json(view: api.QuantizationView) -> dict[str, Any]:
     return {
         "parameters": view.parameters, "bytes": view.bytes,
         "bits_per_weight": view.bits_per_weight,
@@ -274,18 +268,18 @@ def quantization_json(view: QuantizationView) -> dict[str, Any]:
                       "bits_per_weight": b * 8 / n if n else 0.0}
                      for name, n, b in view.by_layer],
         "tensors": [{"name": t.name, "type": t.type_name, "shape": list(t.shape),
-                     "bytes": t.n_bytes, "bits_per_weight": bits_per_weight(t)}
+                     "bytes": t.n_bytes, "bits_per_weight": api.bits_per_weight(t)}
                     for t in view.tensors],
     }
 
 
 def render_folder(info: api.FolderInfo) -> str:
     rows = [["architecture", f"{info.architecture} ({info.hf_architecture})"],
-            ["parameters", human_number(info.parameter_count)]]
+            ["parameters", api.human_number(info.parameter_count)]]
     if info.context_length is not None:
         rows.append(["context length", str(info.context_length)])
     rows.append(["tensors", str(info.tensor_count)])
-    sizes = [[outtype, human_bytes(size)] for outtype, size in info.sizes.items()]
+    sizes = [[outtype, api.human_bytes(size)] for outtype, size in info.sizes.items()]
     return ("  Hugging Face model (converts to GGUF)\n" + _table(rows, indent=True) + "\n"
             "  Size per outtype\n" + _table(sizes, indent=True))
 
@@ -297,6 +291,6 @@ def print_dry_run(fp: api.FilePlan, *, json_mode: bool) -> None:
     lines = api.plan_lines(fp)
     print("\n".join(lines[:len(fp.tensors)]))
     rows = [["type", "tensors", "size"]]
-    rows += [[t, str(k), human_bytes(b)] for t, (k, b) in fp.totals_by_type().items()]
+    rows += [[t, str(k), api.human_bytes(b)] for t, (k, b) in fp.totals_by_type().items()]
     sys.stdout.write(_table(rows, indent=False))
     print("\n".join(lines[len(fp.tensors):]))
