@@ -26,6 +26,7 @@ from modelkit.cli import build_parser, main
 from modelkit.errors import QuantizationError
 from modelkit.gguf_file import GGUFInfo, read_gguf
 from modelkit.quant import kernels
+from modelkit.quant.file_types import ExtraType
 from modelkit.quant.fileplan import plan_file
 
 MENU = GOLDEN / "quant-menu"
@@ -159,7 +160,8 @@ def _compare(golden: dict[str, Any], result: dict[str, Any], out: Path) -> None:
 def test_registry_is_queried() -> None:
     # The skip list above comes from the kernels registry, not from a hard-coded list.
     assert {"Q4_K", "Q6_K", "Q8_0"} <= _available()
-    assert all(isinstance(t, GGMLQuantizationType) for t in kernels.FORMATS)
+    assert all(isinstance(t, (GGMLQuantizationType, ExtraType)) for t in kernels.FORMATS)
+    assert ExtraType.Q2_0 in kernels.FORMATS  # the type gguf cannot name has its kernel
 
 
 @functools.cache

@@ -35,6 +35,7 @@ __all__ = [
     "default_tensor_type",
     "fallback_type",
     "file_type_name",
+    "ggml_type_from_id",
     "ggml_type_name",
     "guessed_file_type",
     "is_quantized",
@@ -79,6 +80,18 @@ def _sizes(t: int) -> tuple[int, int]:
     if t in _EXTRA_SIZES:
         return _EXTRA_SIZES[t]
     return GGML_QUANT_SIZES[GGMLQuantizationType(t)]
+
+
+# Every tensor type a GGUF may hold, by ggml id: gguf's with a known block size, and ours.
+_BY_ID: dict[int, GGMLType] = {
+    **{int(t): t for t in GGMLQuantizationType if t in GGML_QUANT_SIZES},
+    **{int(t): t for t in ExtraType}}
+
+
+def ggml_type_from_id(value: int) -> GGMLType | None:
+    """The tensor type whose ggml id (``ggml_type``) is ``value``; None for an id that
+    neither gguf nor modelkit knows the block of."""
+    return _BY_ID.get(value)
 
 
 def block_size(t: GGMLType) -> int:

@@ -106,10 +106,7 @@ class FilePlan:
     @property
     def data_offset(self) -> int:
         """The header's size with its padding (where the tensor data starts)."""
-        # The size does not depend on the type ids: a stand-in for a type gguf cannot
-        # name (Q2_0) keeps it exact.
-        slots = [TensorSlot(p.tensor.name, p.tensor.shape, p.target
-                            if isinstance(p.target, GGMLQuantizationType) else T.F32, p.nbytes)
+        slots = [TensorSlot(p.tensor.name, p.tensor.shape, p.target, p.nbytes)
                  for p in self.tensors]
         return len(encode_header(self.kvs, slots, self.alignment))
 
