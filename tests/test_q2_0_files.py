@@ -79,6 +79,12 @@ def test_sample_q2_0_file_is_read_by_modelkit(sample_q2: Path) -> None:
     assert len(q2) == 14 and all(t.n_bytes == t.n_elements // 64 * 18 for t in q2)
 
 
+def test_the_api_takes_q2_0_by_its_llama_ftype_number(sample_q2: Path, tmp_path: Path) -> None:
+    out = tmp_path / "41.gguf"
+    assert quantize_file(SAMPLE, out, 41, workers=1).file_type_name == "Q2_0"
+    assert out.read_bytes() == sample_q2.read_bytes()
+
+
 def test_show_a_q2_0_file(sample_q2: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = mk(capsys, "show", str(sample_q2))
     assert code == 0, err

@@ -15,6 +15,7 @@ from ``gguf.constants.GGML_QUANT_SIZES``.  Nothing here patches gguf.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -34,6 +35,7 @@ __all__ = [
     "block_size",
     "default_tensor_type",
     "fallback_type",
+    "file_type_from_id",
     "file_type_name",
     "ggml_type_from_id",
     "ggml_type_name",
@@ -327,6 +329,18 @@ def parse_quant_name(text: str) -> QuantName:
 def parse_file_type(text: str) -> FileTypeId:
     """The ``llama_ftype`` of a quantization name (see :func:`parse_quant_name`)."""
     return parse_quant_name(text).file_type
+
+
+def file_type_from_id(value: int) -> FileTypeId:
+    """The ``llama_ftype`` numbered ``value``: gguf's enum, or modelkit's for the file
+    types gguf lacks (``MOSTLY_Q2_0``).  An unknown number is refused."""
+    if isinstance(value, (LlamaFileType, ExtraFileType)):
+        return value
+    with contextlib.suppress(ValueError):
+        return LlamaFileType(value)
+    with contextlib.suppress(ValueError):
+        return ExtraFileType(value)
+    raise QuantizationError(f"invalid output file type {int(value)}")
 
 
 def default_tensor_type(ftype: FileTypeId) -> GGMLType:

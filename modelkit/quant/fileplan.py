@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from gguf import GGMLQuantizationType, GGUFValueType, Keys, LlamaFileType
+from gguf import GGMLQuantizationType, GGUFValueType, Keys
 from gguf.constants import GGUF_DEFAULT_ALIGNMENT
 
 from modelkit.errors import GGUFError, ImatrixError, QuantizationError
@@ -25,10 +25,10 @@ from modelkit.gguf_file import KV, GGUFInfo, TensorInfo, TensorSlot, encode_head
 from modelkit.gguf_file.format import pad
 from modelkit.quant import kernels
 from modelkit.quant.file_types import (
-    ExtraFileType,
     FileTypeId,
     GGMLType,
     QuantName,
+    file_type_from_id,
     file_type_name,
     ggml_type_name,
     is_quantized,
@@ -153,7 +153,7 @@ def _resolve(quant: str | FileTypeId | int, options: QuantOptions | None
     if isinstance(quant, str):
         name = parse_quant_name(quant)
     else:
-        ft = quant if isinstance(quant, (LlamaFileType, ExtraFileType)) else LlamaFileType(quant)
+        ft = file_type_from_id(quant)
         name = QuantName(file_type_name(ft), ft)
     opts = options or QuantOptions()
     return name, replace(
