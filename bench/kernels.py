@@ -24,9 +24,9 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from gguf import GGMLQuantizationType
 
 from modelkit.quant import kernels
+from modelkit.quant.file_types import GGMLType, parse_ggml_type
 
 N_PER_ROW = 4096
 
@@ -40,7 +40,7 @@ def best_time(fn: Callable[[], object], repeat: int) -> float:
     return min(times)
 
 
-def init_quant_tables(lib: ctypes.CDLL, qtype: GGMLQuantizationType) -> None:
+def init_quant_tables(lib: ctypes.CDLL, qtype: GGMLType) -> None:
     """The grid searches need ``ggml_quantize_init(type)`` (``ggml_quantize_chunk`` calls
     it itself); a library of ggml-quants.c alone exports the two init functions it uses."""
     if hasattr(lib, "ggml_quantize_init"):
@@ -56,13 +56,13 @@ def ggml_quantizer(lib: ctypes.CDLL, name: str) -> Callable[[np.ndarray, np.ndar
     fn = getattr(lib, f"quantize_{name.lower().replace('_k', '_K')}", None)
     if fn is None:
         return None
-    init_quant_tables(lib, GGMLQuantizationType[name])
+    init_quant_tables(lib, parse_ggml_type(name))
     fn.restype = ctypes.c_size_t
     fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
                    ctypes.c_void_p]
 
     def run(x: np.ndarray, im: np.ndarray | None) -> np.ndarray:
-        qtype = GGMLQuantizationType[name]
+        qtype = parse_ggml_type(name)
         out = np.empty((x.shape[0], kernels.FORMATS[qtype].block_bytes * x.shape[1]
                         // kernels.FORMATS[qtype].block_elems), dtype=np.uint8)
         fn(x.ctypes.data, out.ctypes.data, x.shape[0], x.shape[1],
@@ -89,7 +89,7 @@ def main() -> None:
     head = f"{'type':8} {'imatrix':7} {'quantize MB/s':>13} {'dequant MB/s':>12}"
     print(head + (f" {'ggml MB/s':>9} {'ratio':>6} {'same':>5}" if lib else ""))
     for name in args.types.split(","):
-        qtype = GGMLQuantizationType[name]
+        qtype = parse_ggml_type(name)  # gguf's type, or modelkit's (Q2_0)
         ref = ggml_quantizer(lib, name) if lib else None
         for weights in (None, im):
             if weights is None and kernels.FORMATS[qtype].requires_imatrix:

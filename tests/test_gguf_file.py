@@ -25,6 +25,8 @@ from modelkit.gguf_file import (
     read_gguf_bytes,
     read_gguf_from,
 )
+from modelkit.gguf_file.format import pad
+from modelkit.quant.file_types import ExtraType
 
 V = GGUFValueType
 T = GGMLQuantizationType
@@ -323,6 +325,32 @@ def test_bad_utf8_and_bad_types_are_named(tmp_path: Path) -> None:
     bad = data[:at] + (1000).to_bytes(4, "little") + data[at + 4:]
     with pytest.raises(GGUFError, match="tensor 'output_norm.weight' has an unknown type 1000"):
         read_gguf_bytes(bad, "s.gguf")
+
+
+def test_q2_0_a_type_gguf_cannot_name_is_read_and_written(tmp_path: Path) -> None:
+    # ggml type 42: 64 values in 18 bytes (modelkit's ExtraType; gguf 0.19 lacks it).
+    kvs = [KV("general.architecture", "llama", V.STRING)]
+    slots = [TensorSlot("blk.0.attn_q.weight", (128, 3), ExtraType.Q2_0, 3 * 2 * 18),
+             TensorSlot("blk.0.attn_norm.weight", (128,), T.F32, 512)]
+    header = encode_header(kvs, slots, 32)
+    assert header.count((42).to_bytes(4, "little") + (0).to_bytes(8, "little")) == 1
+    data = header + bytes(pad(108, 32)) + bytes(512)
+    path = tmp_path / "q2.gguf"
+    path.write_bytes(data)
+    info = read_gguf(path)
+    (q2, norm) = info.tensors
+    assert (q2.type, q2.type_name, q2.n_elements, q2.n_bytes) == (ExtraType.Q2_0, "Q2_0", 384,
+                                                                 108)
+    assert (norm.type, norm.offset) == (T.F32, len(header) + 128)
+    described = describe_header(path, kvs, slots, alignment=32, data_offset=len(header),
+                                size=len(data))
+    assert described.tensors == info.tensors
+    with pytest.raises(ValueError, match=r"42\)? is not a valid GGMLQuantizationType"):
+        gguf.GGUFReader(path)  # why modelkit reads such files itself
+    short_row = encode_header(kvs, [TensorSlot("x", (96,), ExtraType.Q2_0, 27)], 32)
+    with pytest.raises(GGUFError, match="row length 96 is not a multiple of the Q2_0 block "
+                                        "size 64"):
+        read_gguf_bytes(short_row + bytes(32), "s.gguf")
 
 
 def test_strings_with_nul_bytes_and_empty_strings_decode(tmp_path: Path) -> None:

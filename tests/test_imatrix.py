@@ -141,6 +141,12 @@ def test_bad_files(tmp_path: Path) -> None:
                             metadata=False)
     with pytest.raises(ImatrixError, match="missing imatrix metadata"):
         load_imatrix(nometa)
+    key = b"imatrix.chunk_count"  # then its value type: UINT32 (4) made INT32 (5)
+    at = data.index(key) + len(key)
+    assert data[at:at + 4] == (4).to_bytes(4, "little")
+    (tmp_path / "i32.gguf").write_bytes(data[:at] + (5).to_bytes(4, "little") + data[at + 4:])
+    with pytest.raises(ImatrixError, match="imatrix.chunk_count must be a uint32, not 3"):
+        load_imatrix(tmp_path / "i32.gguf")
     nan = np.ones((1, 32))
     nan[0, 3] = np.inf
     with pytest.raises(ImatrixError, match="non-finite"):

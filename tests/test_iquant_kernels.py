@@ -10,10 +10,10 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
-from gguf import GGMLQuantizationType
 
 from conftest import GOLDEN, REPO, needs_golden
-from modelkit.quant.kernels import dequantize, iq_tables, lowbit, quantize
+from modelkit.quant.file_types import parse_ggml_type
+from modelkit.quant.kernels import dequantize, iq_tables, quantize
 
 KERNELS = GOLDEN / "kernels"
 
@@ -24,15 +24,14 @@ class Kernel(NamedTuple):
 
 
 def _registered(name: str) -> Kernel:
-    qtype = GGMLQuantizationType[name]
+    qtype = parse_ggml_type(name)  # gguf's type, or modelkit's ExtraType (Q2_0)
     return Kernel(lambda x, im: quantize(qtype, x, im), lambda q, n: dequantize(qtype, q, n))
 
 
 TYPES: dict[str, Kernel] = {
-    **{name: _registered(name) for name in ("TQ1_0", "TQ2_0", "MXFP4", "NVFP4", "Q1_0",
-                                            "IQ3_XXS", "IQ3_S", "IQ2_XXS", "IQ2_XS",
-                                            "IQ2_S", "IQ1_S", "IQ1_M")},
-    "Q2_0": Kernel(lowbit.quantize_q2_0, lowbit.dequantize_q2_0),  # no gguf enum member
+    name: _registered(name) for name in ("TQ1_0", "TQ2_0", "MXFP4", "NVFP4", "Q1_0", "Q2_0",
+                                         "IQ3_XXS", "IQ3_S", "IQ2_XXS", "IQ2_XS", "IQ2_S",
+                                         "IQ1_S", "IQ1_M")
 }
 
 

@@ -20,6 +20,8 @@ from modelkit.quant.file_types import (
     ExtraType,
     block_size,
     default_tensor_type,
+    file_type_from_id,
+    ggml_type_from_id,
     ggml_type_name,
     menu_lines,
     parse_ggml_type,
@@ -683,6 +685,13 @@ def test_ggml_types_and_q2_0() -> None:
     assert default_tensor_type(ExtraFileType.MOSTLY_Q2_0) == ExtraType.Q2_0
     with pytest.raises(QuantizationError, match="invalid ggml_type 'q9'"):
         parse_ggml_type("q9")
+    # the ids a GGUF's tensor table holds: gguf's types with a block size, and ours
+    assert ggml_type_from_id(42) is ExtraType.Q2_0 and ggml_type_from_id(12) is T.Q4_K
+    assert ggml_type_from_id(0) is T.F32 and ggml_type_from_id(1000) is None
+    assert file_type_from_id(41) is ExtraFileType.MOSTLY_Q2_0
+    assert file_type_from_id(15) is FT.MOSTLY_Q4_K_M
+    with pytest.raises(QuantizationError, match="invalid output file type 999"):
+        file_type_from_id(999)
 
 
 def test_file_type_name() -> None:

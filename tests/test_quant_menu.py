@@ -4,8 +4,8 @@ Each case runs ``modelkit quantize`` with llama-quantize's own arguments, from t
 quant-menu folder (so that the imatrix path written into the file is the same string),
 and compares the output per tensor (type, shape, sha256), ``general.file_type``, the KV
 diff, the KV order and the whole file's sha256.  Refused cases must be refused with no
-output file.  Cases whose types have no quantizer in modelkit yet are skipped, each
-with the missing kernel named; under CI only the low-bit types of issue 14 may be.
+output file.  Every case runs: modelkit has a quantizer for every type of the menu
+(Q2_0, the type gguf cannot name, included).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +25,12 @@ from modelkit.cli import build_parser, main
 from modelkit.errors import QuantizationError
 from modelkit.gguf_file import GGUFInfo, read_gguf
 from modelkit.quant import kernels
+from modelkit.quant.file_types import ExtraType
 from modelkit.quant.fileplan import plan_file
 
 MENU = GOLDEN / "quant-menu"
 MODELS = sorted(p.stem for p in MENU.glob("*.json")) if MENU.is_dir() else []
 FLOATS = {"F32", "F16", "BF16"}
-# The types issue 14 brings (i-quants, ternary, FP4, 1-2 bit): the only ones CI may skip.
-LATER = {"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "TQ1_0",
-         "TQ2_0", "MXFP4", "NVFP4", "Q1_0", "Q2_0"}
 # A representative slice runs by default (every refusal, an imatrix run and a K-quant mix
 # per model, every option and format once); the rest carries the `slow` marker.
 QUICK_CASES = {"Q4_K_M+imatrix", "Q3_K_M"}
@@ -108,14 +105,6 @@ def test_quant_menu_case(model: str, case: str, tmp_path: Path, q8_sources: dict
         # modelkit requantizes (with a warning) where llama-quantize wants
         # --allow-requantize: the same bytes as the allowed run.
         result = golden["results"][case.removesuffix("_refused")]
-    if "error" not in result:
-        missing = sorted({t["type"] for t in result["tensors"]} - _available())
-        if missing:
-            not_later = [t for t in missing if t not in LATER]
-            if os.environ.get("CI") and not_later:
-                pytest.fail(f"kernel {', '.join(not_later)} not implemented (issue 11)")
-            issue = 14 if not not_later else 11
-            pytest.skip(f"kernel {', '.join(missing)} not implemented (issue {issue})")
     args = list(golden["results"][case]["args"])
     out = tmp_path / "OUT.gguf"
     args = [str(out) if a == "OUT.gguf" else a for a in args]
@@ -157,9 +146,10 @@ def _compare(golden: dict[str, Any], result: dict[str, Any], out: Path) -> None:
 
 
 def test_registry_is_queried() -> None:
-    # The skip list above comes from the kernels registry, not from a hard-coded list.
+    # Which types have a quantizer comes from the kernels registry, not a hard-coded list.
     assert {"Q4_K", "Q6_K", "Q8_0"} <= _available()
-    assert all(isinstance(t, GGMLQuantizationType) for t in kernels.FORMATS)
+    assert all(isinstance(t, (GGMLQuantizationType, ExtraType)) for t in kernels.FORMATS)
+    assert ExtraType.Q2_0 in kernels.FORMATS  # the type gguf cannot name has its kernel
 
 
 @functools.cache
@@ -202,5 +192,5 @@ def test_dry_run_every_case(model: str, q8_sources: dict[str, Path],
             if k.startswith("quantize.imatrix.")}, case
         assert {p.tensor.name for p in fp.tensors if p.weights is not None} == set(
             result["imatrix_tensors"]), case
-        assert set(fp.missing_kernels()) == {t["type"].lower() for t in result["tensors"]
-                                             } - {t.lower() for t in _available()}
+        assert fp.missing_kernels() == [], case
+        assert {t["type"] for t in result["tensors"]} <= _available(), case

@@ -23,9 +23,9 @@ from modelkit.progress import ProgressEvent
 from modelkit.quant import kernels, streaming
 from modelkit.quant.file_types import (
     FILE_TYPES,
+    ExtraType,
     default_tensor_type,
     parse_file_type,
-    requires_imatrix,
 )
 from modelkit.quant.imatrix import Imatrix
 from modelkit.quant.requantize import (
@@ -279,21 +279,21 @@ def test_unknown_type_and_types_without_a_kernel(tmp_path: Path) -> None:
         _run(src, "q4_k_x")
     with pytest.raises(QuantizationError, match="requires an importance matrix"):
         _run(src, LlamaFileType.MOSTLY_IQ2_XXS)
-    # A file type on the menu whose tensors have no quantizer yet: refused before writing.
+    # Every file type on the menu has a quantizer for its default tensor type (Q2_0, the
+    # type gguf cannot name, included).
     missing = [n for n in FILE_TYPES if n != "COPY"
-               and default_tensor_type(parse_file_type(n)) not in kernels.FORMATS
-               and default_tensor_type(parse_file_type(n)) not in (T.F32, T.F16, T.BF16)
-               and not requires_imatrix("blk.0.attn_q.weight",
-                                        default_tensor_type(parse_file_type(n)),
-                                        parse_file_type(n))]
-    refused = 0
-    for name in missing:  # (MXFP4_MOE makes a dense model all-Q8_0: that one works)
-        try:
-            _run(src, name)
-        except QuantizationError as exc:
-            assert "has no quantizer in modelkit yet" in str(exc) or "importance" in str(exc)
-            refused += 1
-    assert refused >= len(missing) - 1
+               and default_tensor_type(parse_file_type(n)) not in kernels.SUPPORTED_TYPES]
+    assert missing == []
+
+
+def test_a_type_without_a_quantizer_is_refused_before_writing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = _write_model(tmp_path / "m.gguf", {"blk.0.attn_q.weight": _matrix(8, 256)})
+    monkeypatch.delitem(kernels.FORMATS, ExtraType.Q2_0)
+    buf = io.BytesIO()
+    with pytest.raises(QuantizationError, match="type q2_0 has no quantizer in modelkit yet"):
+        requantize(src, buf, "q2_0")
+    assert buf.getvalue() == b""
 
 
 def test_progress_one_event_per_tensor(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ from modelkit.gguf_file import KV, TensorSlot, encode_header
 from modelkit.gguf_file.format import pad
 from modelkit.progress import ProgressCallback, ignore_progress
 from modelkit.quant import kernels
-from modelkit.quant.file_types import FileTypeId, ggml_type_name, row_bytes
+from modelkit.quant.file_types import FileTypeId, GGMLType, row_bytes
 from modelkit.quant.policy import ModelHParams, QuantPlan, TensorSpec, plan_quantization
 
 _MOVED = (Keys.General.QUANTIZATION_VERSION, Keys.General.FILE_TYPE)
@@ -46,7 +46,7 @@ POOL_MIN_ELEMENTS = 8 << 20  # below this much to quantize, a pool costs more th
 @dataclass(frozen=True)
 class _Out:
     source: PlannedTensor
-    type: GGMLQuantizationType
+    type: GGMLType
     quantize: bool
     n_bytes: int
 
@@ -82,9 +82,6 @@ def plan_quantized(conversion: ConversionPlan, file_type: FileTypeId) -> Quantiz
     for choice in quant.choices:
         p = by_name[choice.name]
         target = choice.target_type
-        if not isinstance(target, GGMLQuantizationType):  # Q2_0: gguf cannot name it
-            raise ConvertError(f"{choice.name}: type {ggml_type_name(target)} has no "
-                               "quantizer in modelkit yet")
         n_bytes = row_bytes(target, p.n_elements) if choice.quantize else p.n_bytes
         outs.append(_Out(p, target, choice.quantize, n_bytes))
     kvs = [kv for kv in conversion.kvs if kv.key not in _MOVED]
@@ -94,7 +91,7 @@ def plan_quantized(conversion: ConversionPlan, file_type: FileTypeId) -> Quantiz
 
 
 def quantize_chunk(f16_file: np.ndarray, src: GGMLQuantizationType,
-                   dst: GGMLQuantizationType, ne0: int) -> np.ndarray:
+                   dst: GGMLType, ne0: int) -> np.ndarray:
     """Rows of the F16 file's values -> ``dst`` bytes (what llama-quantize computes)."""
     x = kernels.to_float32(f16_file.reshape(-1, ne0), src)
     return kernels.quantize(dst, x.reshape(-1, ne0))

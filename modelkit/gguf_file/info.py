@@ -15,12 +15,11 @@ from typing import Any
 
 import numpy as np
 from gguf import GGUFValueType, Keys
-from gguf.constants import GGMLQuantizationType
 
 from modelkit.errors import GGUFError
 from modelkit.gguf_file.format import EncodedArray, pad
 from modelkit.gguf_file.writer import KV, TensorSlot
-from modelkit.quant.file_types import file_type_name
+from modelkit.quant.file_types import GGMLType, file_type_name
 
 
 class Metadata(Mapping[str, Any]):
@@ -65,7 +64,7 @@ class Metadata(Mapping[str, Any]):
 @dataclass(frozen=True)
 class TensorInfo:
     name: str
-    type: GGMLQuantizationType
+    type: GGMLType  # gguf's GGMLQuantizationType, or an ExtraType (Q2_0) gguf lacks
     shape: tuple[int, ...]  # GGUF order: ne[0] (the row length) first
     n_elements: int
     n_bytes: int

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 from gguf import GGUFValueType, Keys
-from gguf.constants import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGMLQuantizationType
+from gguf.constants import GGUF_DEFAULT_ALIGNMENT
 
 from modelkit.errors import GGUFError
 from modelkit.gguf_file.format import (
@@ -40,6 +40,7 @@ from modelkit.gguf_file.format import (
     pad,
 )
 from modelkit.gguf_file.info import GGUFInfo, Metadata, TensorInfo
+from modelkit.quant.file_types import GGMLType, block_size, ggml_type_from_id, type_size
 
 ReadAt = Callable[[int, int], bytes]
 """``read(offset, n)``: the ``n`` bytes at ``offset`` (fewer only at the end of the file)."""
@@ -51,7 +52,6 @@ MIN_KV_BYTES = 13
 MIN_TENSOR_INFO_BYTES = 24
 _NESTED_ARRAY_BYTES = 12  # element type and count of an array inside an array
 _VALUE_TYPES = {int(t): t for t in GGUFValueType}
-_TENSOR_TYPES = {int(t): t for t in GGMLQuantizationType if t in GGML_QUANT_SIZES}
 
 
 class _Cursor:
@@ -278,7 +278,7 @@ def _alignment(cur: _Cursor, values: dict[str, Any],
 
 
 def _tensor_table(cur: _Cursor, n_tensors: int
-                  ) -> list[tuple[str, tuple[int, ...], GGMLQuantizationType, int]]:
+                  ) -> list[tuple[str, tuple[int, ...], GGMLType, int]]:
     table = []
     names: set[str] = set()
     for i in range(n_tensors):
@@ -292,7 +292,7 @@ def _tensor_table(cur: _Cursor, n_tensors: int
             raise GGUFError(f"{cur.path}: {what} has {n_dims} dimensions (1 to {MAX_DIMS})")
         shape = tuple(cur.unpack(U64, what) for _ in range(n_dims))
         raw_type = cur.unpack(U32, what)
-        qtype = _TENSOR_TYPES.get(raw_type)
+        qtype = ggml_type_from_id(raw_type)
         if qtype is None:
             raise GGUFError(f"{cur.path}: corrupt GGUF: {what} has an unknown type {raw_type}")
         table.append((name, shape, qtype, cur.unpack(U64, what)))
@@ -300,10 +300,10 @@ def _tensor_table(cur: _Cursor, n_tensors: int
 
 
 def _tensor(cur: _Cursor, data_offset: int, name: str, shape: tuple[int, ...],
-            qtype: GGMLQuantizationType, offset: int) -> TensorInfo:
+            qtype: GGMLType, offset: int) -> TensorInfo:
     if any(d <= 0 for d in shape):
         raise GGUFError(f"{cur.path}: tensor {name!r} has an invalid shape {list(shape)}")
-    block, type_size = GGML_QUANT_SIZES[qtype]
+    block = block_size(qtype)
     if shape[0] % block:
         raise GGUFError(
             f"{cur.path}: tensor {name!r}: row length {shape[0]} is not a multiple of "
@@ -312,7 +312,7 @@ def _tensor(cur: _Cursor, data_offset: int, name: str, shape: tuple[int, ...],
     n_elements = 1
     for d in shape:
         n_elements *= d
-    n_bytes = n_elements // block * type_size
+    n_bytes = n_elements // block * type_size(qtype)
     return TensorInfo(name, qtype, shape, n_elements, n_bytes, data_offset + offset)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from gguf import GGMLQuantizationType, GGUFValueType
+from gguf import GGUFValueType
 
 from modelkit.gguf_file.format import (
     DTYPES,
@@ -25,6 +25,7 @@ from modelkit.gguf_file.format import (
     EncodedArray,
     pad,
 )
+from modelkit.quant.file_types import GGMLType
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class TensorSlot:
 
     name: str
     shape: tuple[int, ...]
-    type: GGMLQuantizationType
+    type: GGMLType
     n_bytes: int
 
 

@@ -15,6 +15,7 @@ from ``gguf.constants.GGML_QUANT_SIZES``.  Nothing here patches gguf.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -34,7 +35,9 @@ __all__ = [
     "block_size",
     "default_tensor_type",
     "fallback_type",
+    "file_type_from_id",
     "file_type_name",
+    "ggml_type_from_id",
     "ggml_type_name",
     "guessed_file_type",
     "is_quantized",
@@ -79,6 +82,18 @@ def _sizes(t: int) -> tuple[int, int]:
     if t in _EXTRA_SIZES:
         return _EXTRA_SIZES[t]
     return GGML_QUANT_SIZES[GGMLQuantizationType(t)]
+
+
+# Every tensor type a GGUF may hold, by ggml id: gguf's with a known block size, and ours.
+_BY_ID: dict[int, GGMLType] = {
+    **{int(t): t for t in GGMLQuantizationType if t in GGML_QUANT_SIZES},
+    **{int(t): t for t in ExtraType}}
+
+
+def ggml_type_from_id(value: int) -> GGMLType | None:
+    """The tensor type whose ggml id (``ggml_type``) is ``value``; None for an id that
+    neither gguf nor modelkit knows the block of."""
+    return _BY_ID.get(value)
 
 
 def block_size(t: GGMLType) -> int:
@@ -314,6 +329,18 @@ def parse_quant_name(text: str) -> QuantName:
 def parse_file_type(text: str) -> FileTypeId:
     """The ``llama_ftype`` of a quantization name (see :func:`parse_quant_name`)."""
     return parse_quant_name(text).file_type
+
+
+def file_type_from_id(value: int) -> FileTypeId:
+    """The ``llama_ftype`` numbered ``value``: gguf's enum, or modelkit's for the file
+    types gguf lacks (``MOSTLY_Q2_0``).  An unknown number is refused."""
+    if isinstance(value, (LlamaFileType, ExtraFileType)):
+        return value
+    with contextlib.suppress(ValueError):
+        return LlamaFileType(value)
+    with contextlib.suppress(ValueError):
+        return ExtraFileType(value)
+    raise QuantizationError(f"invalid output file type {int(value)}")
 
 
 def default_tensor_type(ftype: FileTypeId) -> GGMLType:

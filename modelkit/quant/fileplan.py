@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from gguf import GGMLQuantizationType, GGUFValueType, Keys, LlamaFileType
+from gguf import GGMLQuantizationType, GGUFValueType, Keys
 from gguf.constants import GGUF_DEFAULT_ALIGNMENT
 
 from modelkit.errors import GGUFError, ImatrixError, QuantizationError
@@ -25,10 +25,10 @@ from modelkit.gguf_file import KV, GGUFInfo, TensorInfo, TensorSlot, encode_head
 from modelkit.gguf_file.format import pad
 from modelkit.quant import kernels
 from modelkit.quant.file_types import (
-    ExtraFileType,
     FileTypeId,
     GGMLType,
     QuantName,
+    file_type_from_id,
     file_type_name,
     ggml_type_name,
     is_quantized,
@@ -106,10 +106,7 @@ class FilePlan:
     @property
     def data_offset(self) -> int:
         """The header's size with its padding (where the tensor data starts)."""
-        # The size does not depend on the type ids: a stand-in for a type gguf cannot
-        # name (Q2_0) keeps it exact.
-        slots = [TensorSlot(p.tensor.name, p.tensor.shape, p.target
-                            if isinstance(p.target, GGMLQuantizationType) else T.F32, p.nbytes)
+        slots = [TensorSlot(p.tensor.name, p.tensor.shape, p.target, p.nbytes)
                  for p in self.tensors]
         return len(encode_header(self.kvs, slots, self.alignment))
 
@@ -156,7 +153,7 @@ def _resolve(quant: str | FileTypeId | int, options: QuantOptions | None
     if isinstance(quant, str):
         name = parse_quant_name(quant)
     else:
-        ft = quant if isinstance(quant, (LlamaFileType, ExtraFileType)) else LlamaFileType(quant)
+        ft = file_type_from_id(quant)
         name = QuantName(file_type_name(ft), ft)
     opts = options or QuantOptions()
     return name, replace(

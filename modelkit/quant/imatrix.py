@@ -25,13 +25,13 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType
+from gguf import GGMLQuantizationType, GGUFValueType, Keys
 
-from modelkit.errors import ImatrixError
+from modelkit.errors import GGUFError, ImatrixError
+from modelkit.gguf_file import GGUFInfo, TensorInfo, read_gguf_bytes
 
 __all__ = [
     "KEY_CHUNKS",
@@ -52,6 +52,10 @@ KEY_DATASET = "quantize.imatrix.dataset"
 KEY_ENTRIES = "quantize.imatrix.entries_count"
 KEY_CHUNKS = "quantize.imatrix.chunks_count"
 _MAX_STR = 127  # llama-quantize copies strings into a char[128] (strncpy 127)
+# The KVs llama-imatrix writes (common/imatrix-loader.cpp reads them back).
+KEY_DATASETS = Keys.IMatrix.DATASETS
+KEY_CHUNK_COUNT = Keys.IMatrix.CHUNK_COUNT
+KEY_CHUNK_SIZE = Keys.IMatrix.CHUNK_SIZE
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,7 @@ def load_imatrix(path: str | os.PathLike[str], *, include: Sequence[str] = (),
     except OSError as exc:
         raise ImatrixError(f"{text}: cannot read imatrix file: {exc.strerror or exc}") from None
     legacy = data[:4] != b"GGUF"
-    weights, datasets, chunks = _read_legacy(text, data) if legacy else _read_gguf(text)
+    weights, datasets, chunks = _read_legacy(text, data) if legacy else _read_gguf(text, data)
     for name in list(weights):
         if any(s in name for s in exclude):
             del weights[name]
@@ -104,19 +108,26 @@ def load_imatrix(path: str | os.PathLike[str], *, include: Sequence[str] = (),
 # --------------------------------------------------------------------------------------
 
 
-def _read_gguf(text: str) -> tuple[dict[str, F32Array], list[str], int]:
+def _read_gguf(text: str, data: bytes) -> tuple[dict[str, F32Array], list[str], int]:
+    """The weights, datasets and chunk count of a GGUF imatrix held in ``data``, read
+    with modelkit's own header reader (any tensor type a model may hold is understood,
+    so a model given by mistake is named for what it lacks, not as corrupt)."""
     try:
-        reader = GGUFReader(text)
-    except (ValueError, OSError, IndexError, struct.error, KeyError) as exc:
-        raise ImatrixError(f"{text}: corrupt or truncated imatrix file: {exc}") from None
-    if not reader.tensors:
+        info = read_gguf_bytes(data, text)
+        datasets = _datasets(info)
+    except GGUFError as exc:
+        raise ImatrixError(f"{text}: corrupt or truncated imatrix file: "
+                           f"{str(exc).removeprefix(f'{text}: ')}") from None
+    if not info.tensors:
         raise ImatrixError(f"{text}: no data in imatrix file")
-    if not all(k in reader.fields for k in ("imatrix.datasets", "imatrix.chunk_count",
-                                            "imatrix.chunk_size")):
-        raise ImatrixError(f"{text}: missing imatrix metadata (imatrix.datasets, "
-                           "imatrix.chunk_count, imatrix.chunk_size): not a llama-imatrix file")
-    pairs: dict[str, dict[str, Any]] = {}
-    for t in reader.tensors:
+    if not all(k in info.metadata for k in (KEY_DATASETS, KEY_CHUNK_COUNT, KEY_CHUNK_SIZE)):
+        raise ImatrixError(f"{text}: missing imatrix metadata ({KEY_DATASETS}, "
+                           f"{KEY_CHUNK_COUNT}, {KEY_CHUNK_SIZE}): not a llama-imatrix file")
+    chunks = info.metadata[KEY_CHUNK_COUNT]
+    if info.metadata_types[KEY_CHUNK_COUNT] != (GGUFValueType.UINT32,):
+        raise ImatrixError(f"{text}: {KEY_CHUNK_COUNT} must be a uint32, not {chunks!r}")
+    pairs: dict[str, dict[str, TensorInfo]] = {}
+    for t in info.tensors:
         for suffix in (".in_sum2", ".counts"):
             if t.name.endswith(suffix) and t.name != suffix:
                 pairs.setdefault(t.name[: -len(suffix)], {})[suffix] = t
@@ -126,20 +137,23 @@ def _read_gguf(text: str) -> tuple[dict[str, F32Array], list[str], int]:
         if len(pair) != 2:
             raise ImatrixError(f"{text}: mismatched sums and counts for {name}")
         sums_t, counts_t = pair[".in_sum2"], pair[".counts"]
-        if not sums_t.tensor_type == counts_t.tensor_type == GGMLQuantizationType.F32:
+        if not sums_t.type == counts_t.type == GGMLQuantizationType.F32:
             raise ImatrixError(f"{text}: sums and counts for {name} must be F32")
-        sums = np.asarray(sums_t.data, dtype=np.float32).ravel()
-        counts = np.asarray(counts_t.data, dtype=np.float32).ravel()
+        sums = np.frombuffer(data, np.float32, sums_t.n_elements, sums_t.offset)
+        counts = np.frombuffer(data, np.float32, counts_t.n_elements, counts_t.offset)
         if counts.size == 0 or sums.size % counts.size:
             raise ImatrixError(f"{text}: entry {name} has {sums.size} sums for "
                                f"{counts.size} counts")
         weights[name] = _gguf_weights(sums, counts)
-    datasets: list[str] = []
-    fld = reader.fields["imatrix.datasets"]
-    if fld.types[:2] == [GGUFValueType.ARRAY, GGUFValueType.STRING]:
-        datasets = [bytes(fld.parts[i]).decode("utf-8", "replace") for i in fld.data]
-    chunks = reader.fields["imatrix.chunk_count"]
-    return weights, datasets, int(chunks.parts[chunks.data[0]][0])
+    return weights, datasets, int(chunks)
+
+
+def _datasets(info: GGUFInfo) -> list[str]:
+    """``imatrix.datasets`` when it is an array of strings (else none)."""
+    if info.metadata_types.get(KEY_DATASETS, ())[:2] != (GGUFValueType.ARRAY,
+                                                          GGUFValueType.STRING):
+        return []
+    return list(info.metadata[KEY_DATASETS])
 
 
 def _gguf_weights(sums: F32Array, counts: F32Array) -> F32Array:

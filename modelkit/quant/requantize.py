@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-from gguf import GGMLQuantizationType
-
 from modelkit.errors import GGUFError, QuantizationError
 from modelkit.gguf_file import (
     KV,
@@ -41,6 +39,7 @@ from modelkit.gguf_file.format import pad
 from modelkit.progress import ProgressCallback, ProgressEvent
 from modelkit.quant.file_types import (
     FileTypeId,
+    GGMLType,
     file_type_name,
     is_quantized,
     type_bits_per_weight,
@@ -98,8 +97,8 @@ class TensorSummary:
     """
 
     name: str
-    source_type: GGMLQuantizationType
-    target_type: GGMLQuantizationType
+    source_type: GGMLType
+    target_type: GGMLType
     shape: tuple[int, ...]
     nbytes: int
     offset: int

@@ -57,7 +57,7 @@ from modelkit.errors import QuantizationError
 from modelkit.gguf_file import GGUFInfo, TensorInfo
 from modelkit.gguf_file.format import pad
 from modelkit.quant import kernels
-from modelkit.quant.file_types import ggml_type_name, row_bytes
+from modelkit.quant.file_types import GGMLType, ggml_type_name, row_bytes
 from modelkit.quant.fileplan import FilePlan
 from modelkit.quant.policy import TensorChoice
 
@@ -93,20 +93,20 @@ _FLOAT_TYPES = (T.F32, T.F16, T.BF16)
 # --------------------------------------------------------------------------------------
 
 
-def _to_float32(raw: U8Array, qtype: GGMLQuantizationType, n_per_row: int) -> F32Array:
+def _to_float32(raw: U8Array, qtype: GGMLType, n_per_row: int) -> F32Array:
     """Rows of raw source bytes -> float32 ``(rows, n_per_row)``."""
     out = kernels.to_float32(raw, qtype)
     return np.ascontiguousarray(out, dtype=np.float32).reshape(raw.shape[0], n_per_row)
 
 
-def _quantize(qtype: GGMLQuantizationType, x: F32Array, imatrix: F32Array | None) -> U8Array:
+def _quantize(qtype: GGMLType, x: F32Array, imatrix: F32Array | None) -> U8Array:
     """float32 rows -> raw bytes of ``qtype`` ``(rows, row_bytes)``."""
     if qtype not in kernels.SUPPORTED_TYPES:
         raise QuantizationError(f"no quantizer for type {qtype.name}")
     return kernels.quantize(qtype, x, imatrix)
 
 
-def _dequantize(qtype: GGMLQuantizationType, q: U8Array, n_per_row: int) -> F32Array:
+def _dequantize(qtype: GGMLType, q: U8Array, n_per_row: int) -> F32Array:
     """Raw bytes of ``qtype`` -> float32 rows (for the error report)."""
     return kernels.dequantize(qtype, q, n_per_row)
 
@@ -185,8 +185,8 @@ class Job:
     offset: int  # absolute offset of the first source row
     rows: int
     n_per_row: int
-    src_type: GGMLQuantizationType
-    dst_type: GGMLQuantizationType
+    src_type: GGMLType
+    dst_type: GGMLType
     imatrix: F32Array | None
     report: bool
 
@@ -275,7 +275,7 @@ class Sink:
 class Item:
     tensor: TensorInfo
     choice: TensorChoice
-    target: GGMLQuantizationType  # choice.target_type, a type we can write
+    target: GGMLType  # choice.target_type, a type we can write
     nbytes: int
     offset: int  # in the data section
     imatrix: F32Array | None = None
@@ -313,11 +313,11 @@ def layout(fp: FilePlan, alignment: int) -> list[Item]:
     return items
 
 
-def _kernel_type(choice: TensorChoice) -> GGMLQuantizationType:
+def _kernel_type(choice: TensorChoice) -> GGMLType:
     """The target type of a tensor to convert, refused when modelkit has no quantizer
     for it yet (the plan covers llama.cpp's whole menu; the kernels come type by type)."""
     t = choice.target_type
-    if isinstance(t, GGMLQuantizationType) and (t in kernels.FORMATS or t in _FLOAT_TYPES):
+    if t in kernels.FORMATS or t in _FLOAT_TYPES:
         return t
     raise QuantizationError(
         f"tensor {choice.name}: type {ggml_type_name(t)} has no quantizer in modelkit yet")

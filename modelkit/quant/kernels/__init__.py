@@ -6,8 +6,8 @@ One module per block family, each a set of ``BlockFormat`` classes working on
 * ``legacy``: the 32-value formats Q8_0, Q4_0, Q4_1, Q5_0, Q5_1;
 * ``kquants``: Q4_K, Q5_K, Q6_K;
 * ``floats``: F32/F16/BF16, and the float32/float16/bfloat16 conversions everything uses;
-* ``ternary``: TQ1_0, TQ2_0; ``fp4``: MXFP4, NVFP4; ``lowbit``: Q1_0 (and Q2_0, which has
-  no gguf enum member yet: row functions ``lowbit.quantize_q2_0`` / ``dequantize_q2_0``);
+* ``ternary``: TQ1_0, TQ2_0; ``fp4``: MXFP4, NVFP4; ``lowbit``: Q1_0, Q2_0 (ggml type 42,
+  which gguf cannot name: keyed by ``file_types.ExtraType.Q2_0``);
 * ``iq1``: IQ1_S, IQ1_M; ``iq2``: IQ2_XXS, IQ2_XS, IQ2_S; ``iq3``: IQ3_XXS, IQ3_S, searching
   lattice grids
   (``iq_tables``: the grids, shipped in ``data/iq_grids.npz``, and the neighbour tables

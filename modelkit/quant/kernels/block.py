@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-from gguf import GGMLQuantizationType
-from gguf.constants import GGML_QUANT_SIZES
 
+from modelkit.quant.file_types import GGMLType, block_size, type_size
 from modelkit.quant.kernels.common import (
     F32,
     F32Array,
@@ -20,7 +19,7 @@ from modelkit.quant.kernels.common import (
 class BlockFormat:
     """One ggml block format: ``block_elems`` floats <-> ``block_bytes`` bytes."""
 
-    qtype: ClassVar[GGMLQuantizationType]
+    qtype: ClassVar[GGMLType]
     #: legacy imatrix searches weight by the mean square of the block's whole row
     uses_row_sigma2: ClassVar[bool] = False
     #: false for the types whose quantizer ignores importance weights (Q8_0)
@@ -34,7 +33,7 @@ class BlockFormat:
     weighted_chunk_blocks: ClassVar[int] = 2048
 
     def __init__(self) -> None:
-        self.block_elems, self.block_bytes = GGML_QUANT_SIZES[self.qtype]
+        self.block_elems, self.block_bytes = block_size(self.qtype), type_size(self.qtype)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -6,6 +6,7 @@ import numpy as np
 from gguf import GGMLQuantizationType
 from gguf import quants as gguf_quants
 
+from modelkit.quant.file_types import ExtraType, GGMLType, ggml_type_from_id
 from modelkit.quant.kernels.block import BlockFormat
 from modelkit.quant.kernels.common import F32, F32Array, U8Array
 from modelkit.quant.kernels.floats import FLOAT_TYPES, decode_floats, encode_floats
@@ -15,25 +16,35 @@ from modelkit.quant.kernels.iq2 import IQ2_S, IQ2_XS, IQ2_XXS
 from modelkit.quant.kernels.iq3 import IQ3_S, IQ3_XXS
 from modelkit.quant.kernels.kquants import Q2_K, Q3_K, Q4_K, Q5_K, Q6_K
 from modelkit.quant.kernels.legacy import Q4_0, Q4_1, Q5_0, Q5_1, Q8_0
-from modelkit.quant.kernels.lowbit import Q1_0
+from modelkit.quant.kernels.lowbit import Q1_0, Q2_0
 from modelkit.quant.kernels.nonlinear import IQ4_NL, IQ4_XS
 from modelkit.quant.kernels.ternary import TQ1_0, TQ2_0
 
-#: every block format modelkit quantizes and dequantizes, by type; a new family adds
-#: its classes here
-FORMATS: dict[GGMLQuantizationType, BlockFormat] = {
+#: every block format modelkit quantizes and dequantizes, by type (gguf's, or an
+#: ``ExtraType`` gguf cannot name); a new family adds its classes here
+FORMATS: dict[GGMLType, BlockFormat] = {
     f.qtype: f for f in (Q8_0(), Q4_0(), Q4_1(), Q5_0(), Q5_1(), Q2_K(), Q3_K(), Q4_K(), Q5_K(),
                          Q6_K(), IQ4_NL(), IQ4_XS(), IQ2_XXS(), IQ2_XS(), IQ2_S(), IQ3_XXS(),
                          IQ3_S(), IQ1_S(), IQ1_M(), TQ1_0(), TQ2_0(), MXFP4(), NVFP4(),
-                         Q1_0())
+                         Q1_0(), Q2_0())
 }
 
 #: every type ``quantize`` and ``dequantize`` accept: the block formats and F32/F16/BF16
-SUPPORTED_TYPES: frozenset[GGMLQuantizationType] = frozenset(FORMATS) | frozenset(FLOAT_TYPES)
+SUPPORTED_TYPES: frozenset[GGMLType] = frozenset(FORMATS) | frozenset(FLOAT_TYPES)
 
 
-def _format(qtype: GGMLQuantizationType) -> BlockFormat:
-    qtype = GGMLQuantizationType(qtype)
+def _type(qtype: int) -> GGMLType:
+    """``qtype`` as its enum, gguf's or modelkit's (a plain ggml id is accepted)."""
+    if isinstance(qtype, (GGMLQuantizationType, ExtraType)):
+        return qtype
+    t = ggml_type_from_id(qtype)
+    if t is None:
+        raise ValueError(f"unknown ggml type {qtype}")
+    return t
+
+
+def _format(qtype: GGMLType) -> BlockFormat:
+    qtype = _type(qtype)
     if qtype not in FORMATS:
         raise ValueError(f"no modelkit kernel for {qtype.name}")
     return FORMATS[qtype]
@@ -65,7 +76,7 @@ def _row_mean_squares(x: F32Array) -> F32Array:
     return out
 
 
-def quantize(qtype: GGMLQuantizationType, x: np.ndarray,
+def quantize(qtype: GGMLType, x: np.ndarray,
              imatrix: np.ndarray | None = None) -> U8Array:
     """x float32 (rows, n_per_row) -> uint8 (rows, row_bytes), as ggml_quantize_chunk.
 
@@ -113,7 +124,7 @@ def quantize(qtype: GGMLQuantizationType, x: np.ndarray,
     return out
 
 
-def dequantize(qtype: GGMLQuantizationType, q: np.ndarray,
+def dequantize(qtype: GGMLType, q: np.ndarray,
                n_per_row: int | None = None) -> F32Array:
     """uint8 (rows, row_bytes) -> float32 (rows, n_per_row), as ggml's ``to_float``.
 
@@ -138,7 +149,7 @@ def dequantize(qtype: GGMLQuantizationType, q: np.ndarray,
     return y.reshape(qa.shape[0], n)
 
 
-def to_float32(data: np.ndarray, qtype: GGMLQuantizationType) -> F32Array:
+def to_float32(data: np.ndarray, qtype: GGMLType) -> F32Array:
     """Tensor data of any type -> float32 (rows, n_per_row).
 
     ``data`` is either the values (float32 / float16 arrays, uint16 bit patterns for BF16)
@@ -146,16 +157,18 @@ def to_float32(data: np.ndarray, qtype: GGMLQuantizationType) -> F32Array:
     block-quantized tensors. F32/F16/BF16 convert directly, the ``FORMATS`` use our
     dequantizers, any other type gguf can dequantize goes through gguf.quants.
     """
-    qtype = GGMLQuantizationType(qtype)
+    qtype = _type(qtype)
     arr = np.asarray(data)
     if arr.ndim <= 1:
         arr = arr.reshape(1, -1)
     elif arr.ndim > 2:
         arr = arr.reshape(-1, arr.shape[-1])
     if qtype in FLOAT_TYPES:
-        return decode_floats(qtype, arr)
+        return decode_floats(GGMLQuantizationType(qtype), arr)
     raw = np.ascontiguousarray(arr).view(np.uint8)
     if qtype in FORMATS:
         return dequantize(qtype, raw)
+    if not isinstance(qtype, GGMLQuantizationType):  # pragma: no cover (all have formats)
+        raise ValueError(f"no dequantizer for {qtype.name}")
     out = np.asarray(gguf_quants.dequantize(raw, qtype), dtype=np.float32)
     return out.reshape(raw.shape[0], -1)
