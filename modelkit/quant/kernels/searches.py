@@ -27,6 +27,7 @@ def fit_symmetric(x: F32Array, w: F32Array, nmax: int) -> tuple[F32Array, F32Arr
     """make_qx_quants (rmse_type 1): per column, levels L in [0, 2*nmax) and a scale d
     with x ~ d * (L - nmax), maximising sum(w*x*l)^2 / sum(w*l^2) over the inverse
     scales -(nmax + 0.1*k)/max, k = 0, -9..9. Returns (d (m,), L (n, m) float)."""
+    m = x.shape[1]
     amax_signed = signed_absmax(x, axis=0)
     zero = ~(np.abs(amax_signed) >= GROUP_MAX_EPS)
     vmax = np.where(zero, F32(1.0), amax_signed)
@@ -37,30 +38,53 @@ def fit_symmetric(x: F32Array, w: F32Array, nmax: int) -> tuple[F32Array, F32Arr
     wx = w * x
     prod = np.empty_like(x)
     lv = np.empty_like(x)
+    # the clamp bounds as full arrays: np.minimum/np.maximum with a scalar are slow
+    lo, hi = np.full_like(x, -nmax), np.full_like(x, nmax - 1)
     nm = F32(nmax)
+    sums = np.empty((2, m), dtype=np.float32)  # sumlx, suml2
+    # state: scale, best = scale*sumlx, the inverse scale of the levels; cand: a try's
+    state = np.empty((3, m), dtype=np.float32)
+    cand = np.empty((3, m), dtype=np.float32)
 
-    def sums(iscale: F32Array) -> tuple[F32Array, F32Array]:
-        clamped_levels(x, iscale, -nmax, nmax - 1, lv, unsafe)
-        sumlx = seq_sum(np.multiply(wx, lv, out=prod))  # C: w*x*l == (w*x)*l
+    def try_scale(c: F32) -> None:
+        """Levels and sums for the inverse scale -c/max, into cand[2] and sums. |x| <=
+        |max| bounds |iscale*x| by c (plus rounding): the clamps that rint cannot
+        reach are skipped."""
+        iscale = np.divide(-c, vmax, out=cand[2])
+        np.multiply(x, iscale, out=lv)
+        np.rint(lv, out=lv)
+        if c > nm - F32(0.55):
+            np.minimum(lv, hi, out=lv)
+        if c > nm + F32(0.45):
+            np.maximum(lv, lo, out=lv)
+        if unsafe is not None:
+            lv[:, unsafe] = np.clip(nearest_int(x[:, unsafe] * iscale[unsafe]), -nmax,
+                                    nmax - 1).astype(np.float32)
+        seq_sum(np.multiply(wx, lv, out=prod), out=sums[0])  # C: w*x*l == (w*x)*l
         np.multiply(w, lv, out=prod)
-        suml2 = seq_sum(np.multiply(prod, lv, out=prod))  # C: w*l*l == (w*l)*l
-        return sumlx, suml2
+        seq_sum(np.multiply(prod, lv, out=prod), out=sums[1])  # C: w*l*l == (w*l)*l
 
-    best_iscale = -nm / vmax
-    sumlx, suml2 = sums(best_iscale)
-    scale = np.where(suml2 != 0, sumlx / suml2, F32(0.0))
-    best = scale * sumlx
+    try_scale(nm)
+    state[0] = np.where(sums[1] != 0, sums[0] / sums[1], F32(0.0))
+    state[1] = state[0] * sums[0]
+    state[2] = cand[2]
+    better = np.empty(m, dtype=np.bool_)
+    flag = np.empty(m, dtype=np.bool_)
+    t1, t2 = np.empty(m, dtype=np.float32), np.empty(m, dtype=np.float32)
     for k in range(-9, 10):
         if k == 0:
             continue
-        iscale = -(nm + F32(0.1) * F32(k)) / vmax
-        sumlx, suml2 = sums(iscale)
-        better = (suml2 > 0) & (sumlx * sumlx > best * suml2)
+        try_scale(nm + F32(0.1) * F32(k))
+        sumlx, suml2 = sums
+        np.greater(np.multiply(sumlx, sumlx, out=t1), np.multiply(state[1], suml2, out=t2),
+                   out=better)
+        better &= np.greater(suml2, 0, out=flag)
         if better.any():
-            scale = np.where(better, sumlx / suml2, scale)
-            best = np.where(better, scale * sumlx, best)
-            best_iscale = np.where(better, iscale, best_iscale)
-    levels = clamped_levels(x, best_iscale, -nmax, nmax - 1, lv, unsafe)
+            np.divide(sumlx, suml2, out=cand[0])
+            np.multiply(cand[0], sumlx, out=cand[1])
+            select_columns(state, cand, better)
+    scale = state[0].copy()
+    levels = clamped_levels(x, state[2], -nmax, nmax - 1, lv, unsafe)
     levels += nm
     levels[:, zero] = 0
     scale[zero] = 0
@@ -140,7 +164,7 @@ def fit_scale_min(x: F32Array, w: F32Array, nmax: int, rmin: float, rdelta: floa
         else:
             np.square(err, out=err)
         np.multiply(err, w, out=err)
-        np.add.reduce(err, axis=0, initial=F32(0.0), out=out)
+        seq_sum(err, out=out)
 
     unsafe = unsafe_columns(cur_min)
     upper_free = below_max(unsafe)
@@ -163,11 +187,11 @@ def fit_scale_min(x: F32Array, w: F32Array, nmax: int, rmin: float, rdelta: floa
         iscale = np.divide(c, span, out=cand[3])
         levels_for(iscale, c, unsafe, upper_free)
         np.multiply(w, lv, out=wl)
-        np.add.reduce(wl, axis=0, initial=F32(0.0), out=sums[2])
+        seq_sum(wl, out=sums[2])
         np.multiply(wl, lv, out=err)  # C: w*l*l == (w*l)*l
-        np.add.reduce(err, axis=0, initial=F32(0.0), out=sums[3])
+        seq_sum(err, out=sums[3])
         np.multiply(wl, x, out=err)  # C: w*l*x[i] == (w*l)*x
-        np.add.reduce(err, axis=0, initial=F32(0.0), out=sums[4])
+        seq_sum(err, out=sums[4])
         terms = np.multiply(sums[pair_a], sums[pair_b])
         np.subtract(terms[0::2], terms[1::2], out=fit)
         det = fit[0]
