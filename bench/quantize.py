@@ -1,7 +1,7 @@
 """Benchmark: modelkit's quantizer against llama.cpp's, and against the I/O floor.
 
     python bench/quantize.py [--params 1e9] [--types q8_0,q4_K_M] [--threads N] [--keep DIR]
-                             [--llama-quantize PATH]
+                             [--llama-quantize PATH] [--imatrix]
 
 1. Builds a deterministic synthetic F16 llama model of about ``--params`` parameters
    (default 1 billion: ~2 GB), streamed to disk tensor by tensor.
@@ -10,7 +10,10 @@
    same thread count (or with the ``llama-quantize`` binary given by ``--llama-quantize``),
    each in its own process; measures wall time and the peak resident memory of the whole
    process tree (sampled from /proc every 20 ms). Any llama.cpp file type works
-   (q2_K, q3_K_M, iq4_xs, ...; the i-quants that need an importance matrix do not).
+   (q2_K, q3_K_M, iq4_xs, ...; the i-quants that need an importance matrix only with
+   ``--imatrix``).
+   ``--imatrix``: both quantize with a deterministic synthetic importance matrix (legacy
+   ``.dat`` format, see :func:`write_imatrix`); the llama.cpp side needs ``--llama-quantize``.
 3. Measures ``cp`` + ``sha256sum`` of the source as the I/O floor.
 4. Prints a table and the ratios modelkit / llama.cpp (lower is better; targets: q8_0
    <= 1.0x, q4_K_M <= 1.0x and every other type <= 1.5x wall time, RSS <= 1.0x).
@@ -26,6 +29,7 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -67,12 +71,13 @@ def synthetic_dims(params: float) -> tuple[int, int, int, int]:
     return n_embd, n_ff, n_layer, n_vocab
 
 
-def build_model(path: Path, params: float) -> int:
-    """Write the synthetic model with gguf's writer, one tensor at a time."""
-    import gguf
+N_HEAD, N_HEAD_KV = 16, 4
 
+
+def tensor_shapes(params: float) -> list[tuple[str, tuple[int, ...], bool]]:
+    """(name, numpy shape, is a matrix) of every tensor of the synthetic model, in order."""
     n_embd, n_ff, n_layer, n_vocab = synthetic_dims(params)
-    n_head, n_head_kv = 16, 4
+    n_head, n_head_kv = N_HEAD, N_HEAD_KV
     shapes: list[tuple[str, tuple[int, ...], bool]] = [
         ("token_embd.weight", (n_vocab, n_embd), True),
         ("output_norm.weight", (n_embd,), False),
@@ -91,6 +96,36 @@ def build_model(path: Path, params: float) -> int:
             (p + "ffn_up.weight", (n_ff, n_embd), True),
             (p + "ffn_down.weight", (n_embd, n_ff), True),
         ]
+    return shapes
+
+
+def write_imatrix(path: Path, params: float) -> int:
+    """A deterministic synthetic importance matrix for the synthetic model, in llama.cpp's
+    legacy ``.dat`` format (which llama-quantize and modelkit both read): one entry per
+    matrix except the token embeddings (llama-imatrix never has one), ncall 1, weights
+    exp(N(0, 1)) per input column; then the chunk count and a dataset name.
+    Returns the number of entries."""
+    rng = np.random.default_rng(4321)
+    entries = [(name, shape[1]) for name, shape, is_matrix in tensor_shapes(params)
+               if is_matrix and name != "token_embd.weight"]
+    with open(path, "wb") as f:
+        f.write(struct.pack("<i", len(entries)))
+        for name, ne0 in entries:
+            raw = name.encode()
+            f.write(struct.pack("<i", len(raw)) + raw + struct.pack("<ii", 1, ne0))
+            f.write(np.exp(rng.standard_normal(ne0)).astype("<f4").tobytes())
+        dataset = b"modelkit-bench-synthetic"
+        f.write(struct.pack("<ii", 1, len(dataset)) + dataset)
+    return len(entries)
+
+
+def build_model(path: Path, params: float) -> int:
+    """Write the synthetic model with gguf's writer, one tensor at a time."""
+    import gguf
+
+    n_embd, n_ff, n_layer, n_vocab = synthetic_dims(params)
+    n_head, n_head_kv = N_HEAD, N_HEAD_KV
+    shapes = tensor_shapes(params)
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_name("modelkit-bench")
     w.add_context_length(4096)
@@ -197,7 +232,14 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--llama-quantize", type=Path,
                     help="llama.cpp's llama-quantize binary, used instead of llama_cpp")
+    ap.add_argument("--imatrix", action="store_true",
+                    help="quantize with a synthetic importance matrix (both tools; the "
+                         "llama.cpp side then needs --llama-quantize)")
     args = ap.parse_args()
+    if args.imatrix and args.llama_quantize is None and have_llama_cpp():
+        print("--imatrix compares against llama.cpp only through --llama-quantize",
+              file=sys.stderr)
+        return 2
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="modelkit-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -208,6 +250,12 @@ def main() -> int:
         print(f"built {src} ({n / 1e9:.2f}B parameters, {src.stat().st_size / 1e9:.2f} GB) "
               f"in {time.monotonic() - t0:.1f} s", flush=True)
     size = src.stat().st_size
+    imatrix_opt: list[str] = []
+    if args.imatrix:
+        imatrix = work / "synthetic.imatrix.dat"
+        n_entries = write_imatrix(imatrix, args.params)
+        print(f"wrote {imatrix} ({n_entries} entries)", flush=True)
+        imatrix_opt = ["--imatrix", str(imatrix)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     results: dict[str, dict[str, float]] = {}
 
@@ -218,11 +266,12 @@ def main() -> int:
     results["cp+sha256sum"] = {"seconds": time.monotonic() - t0, "rss_mib": 0.0}
     (work / "copy.gguf").unlink()
 
-    llama = args.llama_quantize is not None or have_llama_cpp()
+    llama = args.llama_quantize is not None or (have_llama_cpp() and not args.imatrix)
     for qtype in args.types.split(","):
         out_mk = work / f"modelkit-{qtype}.gguf"
-        secs, rss, rc = measure([sys.executable, "-m", "modelkit", "quantize", str(src),
-                                 str(out_mk), qtype, "--workers", str(args.threads)], env)
+        secs, rss, rc = measure([sys.executable, "-m", "modelkit", "quantize", *imatrix_opt,
+                                 str(src), str(out_mk), qtype, "--workers", str(args.threads)],
+                                env)
         if rc:
             print(f"modelkit failed on {qtype}", file=sys.stderr)
             return 1
@@ -231,8 +280,8 @@ def main() -> int:
         if llama:
             out_ll = work / f"llama-{qtype}.gguf"
             if args.llama_quantize is not None:
-                cmd = [str(args.llama_quantize), str(src), str(out_ll), qtype.upper(),
-                       str(args.threads)]
+                cmd = [str(args.llama_quantize), *imatrix_opt, str(src), str(out_ll),
+                       qtype.upper(), str(args.threads)]
             else:
                 cmd = [sys.executable, "-c", LLAMA_CPP_QUANTIZE, str(src), str(out_ll),
                        str(llama_ftype(qtype)), str(args.threads)]
@@ -246,7 +295,8 @@ def main() -> int:
         out_mk.unlink()
 
     floor = results["cp+sha256sum"]["seconds"]
-    print(f"\nsource {size / 1e9:.2f} GB, {args.threads} threads")
+    print(f"\nsource {size / 1e9:.2f} GB, {args.threads} threads"
+          + (", synthetic imatrix" if args.imatrix else ""))
     print(f"{'run':22} {'seconds':>9} {'peak RSS MiB':>13} {'x llama.cpp':>12} "
           f"{'RSS x':>7} {'x I/O floor':>12}")
     for key, r in results.items():
@@ -261,7 +311,8 @@ def main() -> int:
             line += f" {r['seconds'] / floor:11.2f}x"
         print(line)
     if args.json:
-        print(json.dumps({"source_bytes": size, "threads": args.threads, "results": results}))
+        print(json.dumps({"source_bytes": size, "threads": args.threads,
+                          "imatrix": args.imatrix, "results": results}))
     if not llama:
         print("\nllama-cpp-python is not installed: no llama.cpp comparison "
               "(pip install llama-cpp-python, ~25 min build)")
