@@ -8,8 +8,9 @@
 2. For each type, quantizes it with ``modelkit quantize`` and, when ``llama_cpp``
    (llama-cpp-python) can be imported, with llama.cpp's ``llama_model_quantize`` at the
    same thread count (or with the ``llama-quantize`` binary given by ``--llama-quantize``),
-   each in its own process; measures wall time and the peak resident memory of the whole
-   process tree (sampled from /proc every 20 ms). Any llama.cpp file type works
+   each in its own process; measures wall time, CPU time (user + system) and the peak
+   resident memory of the whole process tree (sampled from /proc every 20 ms). On a
+   shared machine the CPU times are the steadier comparison. Any llama.cpp file type works
    (q2_K, q3_K_M, iq4_xs, ...; the i-quants that need an importance matrix only with
    ``--imatrix``).
    ``--imatrix``: both quantize with a deterministic synthetic importance matrix (legacy
@@ -28,6 +29,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import shutil
 import struct
 import subprocess
@@ -183,8 +185,11 @@ def tree_rss_kib(pid: int) -> int:
     return total
 
 
-def measure(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, int]:
-    """Run ``cmd``; return (wall seconds, peak tree RSS in KiB, exit code)."""
+def measure(cmd: list[str], env: dict[str, str] | None = None
+            ) -> tuple[float, float, int, int]:
+    """Run ``cmd``; return (wall seconds, CPU seconds (user + system, the whole process
+    tree), peak tree RSS in KiB, exit code)."""
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = 0
@@ -202,9 +207,11 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, i
     stop.set()
     sampler.join()
     elapsed = time.monotonic() - start
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     if proc.returncode:
         sys.stderr.write(err.decode(errors="replace")[-2000:])
-    return elapsed, peak, proc.returncode
+    return elapsed, cpu, peak, proc.returncode
 
 
 def have_llama_cpp() -> bool:
@@ -263,20 +270,23 @@ def main() -> int:
     t0 = time.monotonic()
     shutil.copyfile(src, work / "copy.gguf")
     subprocess.run(["sha256sum", str(work / "copy.gguf")], check=True, capture_output=True)
-    results["cp+sha256sum"] = {"seconds": time.monotonic() - t0, "rss_mib": 0.0}
+    results["cp+sha256sum"] = {"seconds": time.monotonic() - t0, "cpu_seconds": 0.0,
+                               "rss_mib": 0.0}
     (work / "copy.gguf").unlink()
 
     llama = args.llama_quantize is not None or (have_llama_cpp() and not args.imatrix)
     for qtype in args.types.split(","):
         out_mk = work / f"modelkit-{qtype}.gguf"
-        secs, rss, rc = measure([sys.executable, "-m", "modelkit", "quantize", *imatrix_opt,
+        secs, cpu, rss, rc = measure([sys.executable, "-m", "modelkit", "quantize", *imatrix_opt,
                                  str(src), str(out_mk), qtype, "--workers", str(args.threads)],
                                 env)
         if rc:
             print(f"modelkit failed on {qtype}", file=sys.stderr)
             return 1
-        results[f"modelkit {qtype}"] = {"seconds": secs, "rss_mib": rss / 1024}
-        print(f"modelkit  {qtype:7} {secs:8.1f} s  {rss / 1024:8.0f} MiB", flush=True)
+        results[f"modelkit {qtype}"] = {"seconds": secs, "cpu_seconds": cpu,
+                                        "rss_mib": rss / 1024}
+        print(f"modelkit  {qtype:7} {secs:8.1f} s  {cpu:8.1f} s CPU  {rss / 1024:8.0f} MiB",
+              flush=True)
         if llama:
             out_ll = work / f"llama-{qtype}.gguf"
             if args.llama_quantize is not None:
@@ -285,9 +295,11 @@ def main() -> int:
             else:
                 cmd = [sys.executable, "-c", LLAMA_CPP_QUANTIZE, str(src), str(out_ll),
                        str(llama_ftype(qtype)), str(args.threads)]
-            secs, rss, rc = measure(cmd)
-            results[f"llama.cpp {qtype}"] = {"seconds": secs, "rss_mib": rss / 1024}
-            print(f"llama.cpp {qtype:7} {secs:8.1f} s  {rss / 1024:8.0f} MiB", flush=True)
+            secs, cpu, rss, rc = measure(cmd)
+            results[f"llama.cpp {qtype}"] = {"seconds": secs, "cpu_seconds": cpu,
+                                             "rss_mib": rss / 1024}
+            print(f"llama.cpp {qtype:7} {secs:8.1f} s  {cpu:8.1f} s CPU  "
+                  f"{rss / 1024:8.0f} MiB", flush=True)
             same = sha256_file(out_mk) == sha256_file(out_ll)
             results[f"llama.cpp {qtype}"]["identical"] = float(same)
             print(f"          {qtype:7} output identical to llama.cpp's: {same}", flush=True)
@@ -297,17 +309,19 @@ def main() -> int:
     floor = results["cp+sha256sum"]["seconds"]
     print(f"\nsource {size / 1e9:.2f} GB, {args.threads} threads"
           + (", synthetic imatrix" if args.imatrix else ""))
-    print(f"{'run':22} {'seconds':>9} {'peak RSS MiB':>13} {'x llama.cpp':>12} "
+    print(f"{'run':22} {'seconds':>9} {'CPU s':>7} {'peak RSS MiB':>13} {'x llama.cpp':>12} "
+          f"{'CPU x':>6} "
           f"{'RSS x':>7} {'x I/O floor':>12}")
     for key, r in results.items():
-        line = f"{key:22} {r['seconds']:9.1f} {r['rss_mib']:13.0f}"
+        line = f"{key:22} {r['seconds']:9.1f} {r['cpu_seconds']:7.1f} {r['rss_mib']:13.0f}"
         if key.startswith("modelkit"):
             ref = results.get(key.replace("modelkit", "llama.cpp"))
             if ref:
                 line += f" {r['seconds'] / ref['seconds']:11.2f}x"
+                line += f" {r['cpu_seconds'] / ref['cpu_seconds']:5.2f}x"
                 line += f" {r['rss_mib'] / ref['rss_mib']:6.2f}x"
             else:
-                line += f" {'n/a':>12} {'n/a':>7}"
+                line += f" {'n/a':>12} {'n/a':>6} {'n/a':>7}"
             line += f" {r['seconds'] / floor:11.2f}x"
         print(line)
     if args.json:
