@@ -200,7 +200,7 @@ class Q6_K(BlockFormat):
     """6-bit k-quant: make_qx_quants (nmax 32) per 16 values, int8 sub-block scales."""
 
     qtype = GGMLQuantizationType.Q6_K
-    chunk_blocks = weighted_chunk_blocks = 256
+    chunk_blocks = weighted_chunk_blocks = 512  # (16, 8192) columns
 
     def _encode(self, x: F32Array, qw: F32Array | None, sigma2: F32Array | None) -> U8Array:
         n = x.shape[0]
@@ -367,7 +367,7 @@ class Q3_K(BlockFormat):
     imatrix weights and again for the 6-bit scales (imatrix)."""
 
     qtype = GGMLQuantizationType.Q3_K
-    chunk_blocks = weighted_chunk_blocks = 512
+    chunk_blocks, weighted_chunk_blocks = 1024, 512  # (16, 16384) and (16, 8192) columns
 
     def _encode(self, x: F32Array, qw: F32Array | None, sigma2: F32Array | None) -> U8Array:
         n = x.shape[0]
