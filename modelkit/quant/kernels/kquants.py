@@ -286,7 +286,7 @@ class Q2_K(BlockFormat):
     make_qp for the 4-bit scales and mins (imatrix)."""
 
     qtype = GGMLQuantizationType.Q2_K
-    chunk_blocks, weighted_chunk_blocks = 512, 1024  # (16, 8192) and (16, 16384) columns
+    chunk_blocks = weighted_chunk_blocks = 512  # (16, 8192) columns
 
     def _encode(self, x: F32Array, qw: F32Array | None, sigma2: F32Array | None) -> U8Array:
         n = x.shape[0]
