@@ -1,16 +1,20 @@
 """Benchmark: modelkit's quantizer against llama.cpp's, and against the I/O floor.
 
     python bench/quantize.py [--params 1e9] [--types q8_0,q4_K_M] [--threads N] [--keep DIR]
-                             [--llama-quantize PATH]
+                             [--llama-quantize PATH] [--imatrix]
 
 1. Builds a deterministic synthetic F16 llama model of about ``--params`` parameters
    (default 1 billion: ~2 GB), streamed to disk tensor by tensor.
 2. For each type, quantizes it with ``modelkit quantize`` and, when ``llama_cpp``
    (llama-cpp-python) can be imported, with llama.cpp's ``llama_model_quantize`` at the
    same thread count (or with the ``llama-quantize`` binary given by ``--llama-quantize``),
-   each in its own process; measures wall time and the peak resident memory of the whole
-   process tree (sampled from /proc every 20 ms). Any llama.cpp file type works
-   (q2_K, q3_K_M, iq4_xs, ...; the i-quants that need an importance matrix do not).
+   each in its own process; measures wall time, CPU time (user + system) and the peak
+   resident memory of the whole process tree (sampled from /proc every 20 ms). On a
+   shared machine the CPU times are the steadier comparison. Any llama.cpp file type works
+   (q2_K, q3_K_M, iq4_xs, ...; the i-quants that need an importance matrix only with
+   ``--imatrix``).
+   ``--imatrix``: both quantize with a deterministic synthetic importance matrix (legacy
+   ``.dat`` format, see :func:`write_imatrix`); the llama.cpp side needs ``--llama-quantize``.
 3. Measures ``cp`` + ``sha256sum`` of the source as the I/O floor.
 4. Prints a table and the ratios modelkit / llama.cpp (lower is better; targets: q8_0
    <= 1.0x, q4_K_M <= 1.0x and every other type <= 1.5x wall time, RSS <= 1.0x).
@@ -25,7 +29,9 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -67,12 +73,13 @@ def synthetic_dims(params: float) -> tuple[int, int, int, int]:
     return n_embd, n_ff, n_layer, n_vocab
 
 
-def build_model(path: Path, params: float) -> int:
-    """Write the synthetic model with gguf's writer, one tensor at a time."""
-    import gguf
+N_HEAD, N_HEAD_KV = 16, 4
 
+
+def tensor_shapes(params: float) -> list[tuple[str, tuple[int, ...], bool]]:
+    """(name, numpy shape, is a matrix) of every tensor of the synthetic model, in order."""
     n_embd, n_ff, n_layer, n_vocab = synthetic_dims(params)
-    n_head, n_head_kv = 16, 4
+    n_head, n_head_kv = N_HEAD, N_HEAD_KV
     shapes: list[tuple[str, tuple[int, ...], bool]] = [
         ("token_embd.weight", (n_vocab, n_embd), True),
         ("output_norm.weight", (n_embd,), False),
@@ -91,6 +98,36 @@ def build_model(path: Path, params: float) -> int:
             (p + "ffn_up.weight", (n_ff, n_embd), True),
             (p + "ffn_down.weight", (n_embd, n_ff), True),
         ]
+    return shapes
+
+
+def write_imatrix(path: Path, params: float) -> int:
+    """A deterministic synthetic importance matrix for the synthetic model, in llama.cpp's
+    legacy ``.dat`` format (which llama-quantize and modelkit both read): one entry per
+    matrix except the token embeddings (llama-imatrix never has one), ncall 1, weights
+    exp(N(0, 1)) per input column; then the chunk count and a dataset name.
+    Returns the number of entries."""
+    rng = np.random.default_rng(4321)
+    entries = [(name, shape[1]) for name, shape, is_matrix in tensor_shapes(params)
+               if is_matrix and name != "token_embd.weight"]
+    with open(path, "wb") as f:
+        f.write(struct.pack("<i", len(entries)))
+        for name, ne0 in entries:
+            raw = name.encode()
+            f.write(struct.pack("<i", len(raw)) + raw + struct.pack("<ii", 1, ne0))
+            f.write(np.exp(rng.standard_normal(ne0)).astype("<f4").tobytes())
+        dataset = b"modelkit-bench-synthetic"
+        f.write(struct.pack("<ii", 1, len(dataset)) + dataset)
+    return len(entries)
+
+
+def build_model(path: Path, params: float) -> int:
+    """Write the synthetic model with gguf's writer, one tensor at a time."""
+    import gguf
+
+    n_embd, n_ff, n_layer, n_vocab = synthetic_dims(params)
+    n_head, n_head_kv = N_HEAD, N_HEAD_KV
+    shapes = tensor_shapes(params)
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_name("modelkit-bench")
     w.add_context_length(4096)
@@ -148,8 +185,11 @@ def tree_rss_kib(pid: int) -> int:
     return total
 
 
-def measure(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, int]:
-    """Run ``cmd``; return (wall seconds, peak tree RSS in KiB, exit code)."""
+def measure(cmd: list[str], env: dict[str, str] | None = None
+            ) -> tuple[float, float, int, int]:
+    """Run ``cmd``; return (wall seconds, CPU seconds (user + system, the whole process
+    tree), peak tree RSS in KiB, exit code)."""
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = 0
@@ -167,9 +207,11 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, i
     stop.set()
     sampler.join()
     elapsed = time.monotonic() - start
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     if proc.returncode:
         sys.stderr.write(err.decode(errors="replace")[-2000:])
-    return elapsed, peak, proc.returncode
+    return elapsed, cpu, peak, proc.returncode
 
 
 def have_llama_cpp() -> bool:
@@ -197,7 +239,14 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--llama-quantize", type=Path,
                     help="llama.cpp's llama-quantize binary, used instead of llama_cpp")
+    ap.add_argument("--imatrix", action="store_true",
+                    help="quantize with a synthetic importance matrix (both tools; the "
+                         "llama.cpp side then needs --llama-quantize)")
     args = ap.parse_args()
+    if args.imatrix and args.llama_quantize is None and have_llama_cpp():
+        print("--imatrix compares against llama.cpp only through --llama-quantize",
+              file=sys.stderr)
+        return 2
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="modelkit-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -208,6 +257,12 @@ def main() -> int:
         print(f"built {src} ({n / 1e9:.2f}B parameters, {src.stat().st_size / 1e9:.2f} GB) "
               f"in {time.monotonic() - t0:.1f} s", flush=True)
     size = src.stat().st_size
+    imatrix_opt: list[str] = []
+    if args.imatrix:
+        imatrix = work / "synthetic.imatrix.dat"
+        n_entries = write_imatrix(imatrix, args.params)
+        print(f"wrote {imatrix} ({n_entries} entries)", flush=True)
+        imatrix_opt = ["--imatrix", str(imatrix)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     results: dict[str, dict[str, float]] = {}
 
@@ -215,30 +270,36 @@ def main() -> int:
     t0 = time.monotonic()
     shutil.copyfile(src, work / "copy.gguf")
     subprocess.run(["sha256sum", str(work / "copy.gguf")], check=True, capture_output=True)
-    results["cp+sha256sum"] = {"seconds": time.monotonic() - t0, "rss_mib": 0.0}
+    results["cp+sha256sum"] = {"seconds": time.monotonic() - t0, "cpu_seconds": 0.0,
+                               "rss_mib": 0.0}
     (work / "copy.gguf").unlink()
 
-    llama = args.llama_quantize is not None or have_llama_cpp()
+    llama = args.llama_quantize is not None or (have_llama_cpp() and not args.imatrix)
     for qtype in args.types.split(","):
         out_mk = work / f"modelkit-{qtype}.gguf"
-        secs, rss, rc = measure([sys.executable, "-m", "modelkit", "quantize", str(src),
-                                 str(out_mk), qtype, "--workers", str(args.threads)], env)
+        secs, cpu, rss, rc = measure([sys.executable, "-m", "modelkit", "quantize", *imatrix_opt,
+                                 str(src), str(out_mk), qtype, "--workers", str(args.threads)],
+                                env)
         if rc:
             print(f"modelkit failed on {qtype}", file=sys.stderr)
             return 1
-        results[f"modelkit {qtype}"] = {"seconds": secs, "rss_mib": rss / 1024}
-        print(f"modelkit  {qtype:7} {secs:8.1f} s  {rss / 1024:8.0f} MiB", flush=True)
+        results[f"modelkit {qtype}"] = {"seconds": secs, "cpu_seconds": cpu,
+                                        "rss_mib": rss / 1024}
+        print(f"modelkit  {qtype:7} {secs:8.1f} s  {cpu:8.1f} s CPU  {rss / 1024:8.0f} MiB",
+              flush=True)
         if llama:
             out_ll = work / f"llama-{qtype}.gguf"
             if args.llama_quantize is not None:
-                cmd = [str(args.llama_quantize), str(src), str(out_ll), qtype.upper(),
-                       str(args.threads)]
+                cmd = [str(args.llama_quantize), *imatrix_opt, str(src), str(out_ll),
+                       qtype.upper(), str(args.threads)]
             else:
                 cmd = [sys.executable, "-c", LLAMA_CPP_QUANTIZE, str(src), str(out_ll),
                        str(llama_ftype(qtype)), str(args.threads)]
-            secs, rss, rc = measure(cmd)
-            results[f"llama.cpp {qtype}"] = {"seconds": secs, "rss_mib": rss / 1024}
-            print(f"llama.cpp {qtype:7} {secs:8.1f} s  {rss / 1024:8.0f} MiB", flush=True)
+            secs, cpu, rss, rc = measure(cmd)
+            results[f"llama.cpp {qtype}"] = {"seconds": secs, "cpu_seconds": cpu,
+                                             "rss_mib": rss / 1024}
+            print(f"llama.cpp {qtype:7} {secs:8.1f} s  {cpu:8.1f} s CPU  "
+                  f"{rss / 1024:8.0f} MiB", flush=True)
             same = sha256_file(out_mk) == sha256_file(out_ll)
             results[f"llama.cpp {qtype}"]["identical"] = float(same)
             print(f"          {qtype:7} output identical to llama.cpp's: {same}", flush=True)
@@ -246,22 +307,26 @@ def main() -> int:
         out_mk.unlink()
 
     floor = results["cp+sha256sum"]["seconds"]
-    print(f"\nsource {size / 1e9:.2f} GB, {args.threads} threads")
-    print(f"{'run':22} {'seconds':>9} {'peak RSS MiB':>13} {'x llama.cpp':>12} "
+    print(f"\nsource {size / 1e9:.2f} GB, {args.threads} threads"
+          + (", synthetic imatrix" if args.imatrix else ""))
+    print(f"{'run':22} {'seconds':>9} {'CPU s':>7} {'peak RSS MiB':>13} {'x llama.cpp':>12} "
+          f"{'CPU x':>6} "
           f"{'RSS x':>7} {'x I/O floor':>12}")
     for key, r in results.items():
-        line = f"{key:22} {r['seconds']:9.1f} {r['rss_mib']:13.0f}"
+        line = f"{key:22} {r['seconds']:9.1f} {r['cpu_seconds']:7.1f} {r['rss_mib']:13.0f}"
         if key.startswith("modelkit"):
             ref = results.get(key.replace("modelkit", "llama.cpp"))
             if ref:
                 line += f" {r['seconds'] / ref['seconds']:11.2f}x"
+                line += f" {r['cpu_seconds'] / ref['cpu_seconds']:5.2f}x"
                 line += f" {r['rss_mib'] / ref['rss_mib']:6.2f}x"
             else:
-                line += f" {'n/a':>12} {'n/a':>7}"
+                line += f" {'n/a':>12} {'n/a':>6} {'n/a':>7}"
             line += f" {r['seconds'] / floor:11.2f}x"
         print(line)
     if args.json:
-        print(json.dumps({"source_bytes": size, "threads": args.threads, "results": results}))
+        print(json.dumps({"source_bytes": size, "threads": args.threads,
+                          "imatrix": args.imatrix, "results": results}))
     if not llama:
         print("\nllama-cpp-python is not installed: no llama.cpp comparison "
               "(pip install llama-cpp-python, ~25 min build)")

@@ -40,6 +40,8 @@ from __future__ import annotations
 import bisect
 import concurrent.futures as cf
 import contextlib
+import ctypes
+import ctypes.util
 import mmap
 import multiprocessing
 import threading
@@ -222,7 +224,34 @@ def _run_job(source: Source, job: Job) -> JobResult:
 _WORKER_SOURCE: list[Source] = []
 
 
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_HEAP_KEEP_BYTES = 256 << 20  # freed heap memory kept for reuse, at most
+_MMAP_FROM_BYTES = 64 << 20  # blocks this large or larger still get their own mapping
+
+
+def keep_freed_memory() -> None:
+    """Let glibc reuse freed memory instead of returning it to the kernel.
+
+    Every chunk allocates and frees a few MiB of arrays; by default glibc maps large
+    blocks afresh and trims the heap, so with the k-quants' 1 MiB search arrays each
+    chunk's arrays page-fault in again (measured for a 0.3B q4_K_M, one worker: 708k
+    minor faults and 2.9 s of system time without this, 21k and 0.7-0.9 s with it).
+    Peak memory stays bounded by the chunk size (the same peak RSS as before). Nothing
+    happens without glibc; forked workers inherit the setting."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt(_M_MMAP_THRESHOLD, _MMAP_FROM_BYTES)
+    mallopt(_M_TRIM_THRESHOLD, _HEAP_KEEP_BYTES)
+
+
 def _worker_init(paths: list[str]) -> None:
+    keep_freed_memory()
     _WORKER_SOURCE.clear()
     _WORKER_SOURCE.append(Source([Path(p) for p in paths]))
 
@@ -369,6 +398,7 @@ class Runner:
         self.source = source
         self.workers = workers
         self.pool: cf.Executor | None = None
+        keep_freed_memory()
         if workers > 1:
             if use_threads:
                 self.pool = cf.ThreadPoolExecutor(workers, thread_name_prefix="requantize")

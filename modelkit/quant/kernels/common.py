@@ -47,7 +47,7 @@ def nearest_int(v: F32Array) -> I32Array:
     return (bits & 0x007FFFFF) - 0x00400000
 
 
-def seq_sum(a: F32Array, from_zero: bool = True) -> F32Array:
+def seq_sum(a: F32Array, from_zero: bool = True, out: F32Array | None = None) -> F32Array:
     """Sum over the element axis (-2) in index order, like ``for (i...) s += a[i]`` in C.
 
     ``np.add.reduce`` over a non-contiguous axis of a C-contiguous array adds whole
@@ -55,17 +55,20 @@ def seq_sum(a: F32Array, from_zero: bool = True) -> F32Array:
     which is why the element axis is never the last one); when the last axis has length
     1 numpy would switch to pairwise, so that case takes an explicit loop.
     ``from_zero``: C starts from ``s = 0`` (this decides the sign of an all-zero sum)
-    rather than from the first element.
+    rather than from the first element. ``out``: where to write the sums.
     """
     if a.shape[-1] >= 2 and a.flags.c_contiguous:
         if from_zero:
-            return np.add.reduce(a, axis=-2, initial=F32(0.0))  # type: ignore[no-any-return]
-        return np.add.reduce(a, axis=-2)  # type: ignore[no-any-return]
+            return np.add.reduce(a, axis=-2, initial=F32(0.0), out=out)
+        return np.add.reduce(a, axis=-2, out=out)
     first = a[..., 0, :]
     s = np.zeros_like(first) if from_zero else first.copy()
     for i in range(0 if from_zero else 1, a.shape[-2]):
         s += a[..., i, :]
-    return s
+    if out is None:
+        return s
+    out[...] = s
+    return out
 
 
 def max_min(x: F32Array, axis: int) -> tuple[F32Array, F32Array]:

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from typing import cast
-
 import numpy as np
 import numpy.typing as npt
 
@@ -29,6 +27,7 @@ def fit_symmetric(x: F32Array, w: F32Array, nmax: int) -> tuple[F32Array, F32Arr
     """make_qx_quants (rmse_type 1): per column, levels L in [0, 2*nmax) and a scale d
     with x ~ d * (L - nmax), maximising sum(w*x*l)^2 / sum(w*l^2) over the inverse
     scales -(nmax + 0.1*k)/max, k = 0, -9..9. Returns (d (m,), L (n, m) float)."""
+    m = x.shape[1]
     amax_signed = signed_absmax(x, axis=0)
     zero = ~(np.abs(amax_signed) >= GROUP_MAX_EPS)
     vmax = np.where(zero, F32(1.0), amax_signed)
@@ -39,30 +38,53 @@ def fit_symmetric(x: F32Array, w: F32Array, nmax: int) -> tuple[F32Array, F32Arr
     wx = w * x
     prod = np.empty_like(x)
     lv = np.empty_like(x)
+    # the clamp bounds as full arrays: np.minimum/np.maximum with a scalar are slow
+    lo, hi = np.full_like(x, -nmax), np.full_like(x, nmax - 1)
     nm = F32(nmax)
+    sums = np.empty((2, m), dtype=np.float32)  # sumlx, suml2
+    # state: scale, best = scale*sumlx, the inverse scale of the levels; cand: a try's
+    state = np.empty((3, m), dtype=np.float32)
+    cand = np.empty((3, m), dtype=np.float32)
 
-    def sums(iscale: F32Array) -> tuple[F32Array, F32Array]:
-        clamped_levels(x, iscale, -nmax, nmax - 1, lv, unsafe)
-        sumlx = seq_sum(np.multiply(wx, lv, out=prod))  # C: w*x*l == (w*x)*l
+    def try_scale(c: F32) -> None:
+        """Levels and sums for the inverse scale -c/max, into cand[2] and sums. |x| <=
+        |max| bounds |iscale*x| by c (plus rounding): the clamps that rint cannot
+        reach are skipped."""
+        iscale = np.divide(-c, vmax, out=cand[2])
+        np.multiply(x, iscale, out=lv)
+        np.rint(lv, out=lv)
+        if c > nm - F32(0.55):
+            np.minimum(lv, hi, out=lv)
+        if c > nm + F32(0.45):
+            np.maximum(lv, lo, out=lv)
+        if unsafe is not None:
+            lv[:, unsafe] = np.clip(nearest_int(x[:, unsafe] * iscale[unsafe]), -nmax,
+                                    nmax - 1).astype(np.float32)
+        seq_sum(np.multiply(wx, lv, out=prod), out=sums[0])  # C: w*x*l == (w*x)*l
         np.multiply(w, lv, out=prod)
-        suml2 = seq_sum(np.multiply(prod, lv, out=prod))  # C: w*l*l == (w*l)*l
-        return sumlx, suml2
+        seq_sum(np.multiply(prod, lv, out=prod), out=sums[1])  # C: w*l*l == (w*l)*l
 
-    best_iscale = -nm / vmax
-    sumlx, suml2 = sums(best_iscale)
-    scale = np.where(suml2 != 0, sumlx / suml2, F32(0.0))
-    best = scale * sumlx
+    try_scale(nm)
+    state[0] = np.where(sums[1] != 0, sums[0] / sums[1], F32(0.0))
+    state[1] = state[0] * sums[0]
+    state[2] = cand[2]
+    better = np.empty(m, dtype=np.bool_)
+    flag = np.empty(m, dtype=np.bool_)
+    t1, t2 = np.empty(m, dtype=np.float32), np.empty(m, dtype=np.float32)
     for k in range(-9, 10):
         if k == 0:
             continue
-        iscale = -(nm + F32(0.1) * F32(k)) / vmax
-        sumlx, suml2 = sums(iscale)
-        better = (suml2 > 0) & (sumlx * sumlx > best * suml2)
+        try_scale(nm + F32(0.1) * F32(k))
+        sumlx, suml2 = sums
+        np.greater(np.multiply(sumlx, sumlx, out=t1), np.multiply(state[1], suml2, out=t2),
+                   out=better)
+        better &= np.greater(suml2, 0, out=flag)
         if better.any():
-            scale = np.where(better, sumlx / suml2, scale)
-            best = np.where(better, scale * sumlx, best)
-            best_iscale = np.where(better, iscale, best_iscale)
-    levels = clamped_levels(x, best_iscale, -nmax, nmax - 1, lv, unsafe)
+            np.divide(sumlx, suml2, out=cand[0])
+            np.multiply(cand[0], sumlx, out=cand[1])
+            select_columns(state, cand, better)
+    scale = state[0].copy()
+    levels = clamped_levels(x, state[2], -nmax, nmax - 1, lv, unsafe)
     levels += nm
     levels[:, zero] = 0
     scale[zero] = 0
@@ -78,29 +100,61 @@ def fit_scale_min(x: F32Array, w: F32Array, nmax: int, rmin: float, rdelta: floa
     each followed by a weighted least-squares fit of scale and min; an accepted fit
     moves ``min`` for the next try.
     Returns (scale (m,), the_min = -min (m,), L (n, m) float)."""
+    n, m = x.shape
     xmax = x.max(axis=0)
     xmin = first_zero_fix(x.min(axis=0), x, axis=0)  # -min may be stored (Q4_1, Q5_1)
-    sum_w = seq_sum(w, from_zero=False)  # C starts these two from element 0
-    sum_x = seq_sum(w * x, from_zero=False)
-    cur_min = np.where(xmin > 0, F32(0.0), xmin)
+    # sums[0:2]: sum_w, sum_x (C starts these two from element 0); sums[2:5]: each
+    # try's sum_l, sum_l2, sum_xl
+    sums = np.empty((5, m), dtype=np.float32)
+    sums[0] = seq_sum(w, from_zero=False)
+    sums[1] = seq_sum(w * x, from_zero=False)
+    # state[0:5] best error, scale, min, and the (iscale, min) that made the levels;
+    # cand[0:5] a try's values for the same five, so that one select accepts a try
+    state = np.empty((5, m), dtype=np.float32)
+    cand = np.empty((5, m), dtype=np.float32)
+    cur_min = state[2]
+    np.copyto(cur_min, np.where(xmin > 0, F32(0.0), xmin))
     flat = ~(xmax > cur_min)
-    c_max = abs(F32(rmin) + F32(rdelta) * F32(nstep) + F32(nmax)) + F32(nmax)
+    inv_num = [F32(rmin) + F32(rdelta) * F32(k) + F32(nmax) for k in range(nstep + 1)]
+    c_max = max(abs(c) for c in inv_num) + F32(nmax)
+    # Columns where rint is safe for every min in [-2**100, 0] (every min the search
+    # can hold): max > 0 and c*(min - x) / (max - min) <= c*(-xmin)/xmax small
+    calm = bool(np.all((xmax > c_max * F32_TINY) & (-xmin * c_max < RINT_SAFE * xmax)
+                       & (xmax < F32(2.0**100)) & (xmin > F32(-(2.0**100)))))
 
-    def unsafe_columns(m: F32Array) -> BoolArray | None:
+    def unsafe_columns(mins: F32Array) -> BoolArray | None:
+        if calm and mins.min() >= F32(-(2.0**100)):
+            return None
         # iscale = c/(max - m) times (x - m): rint is safe if c*max|x - m|/|max - m| is
         # small, and c/(max - m) must not overflow either
-        span = np.abs(xmax - m)
-        reach = np.maximum(span, np.abs(xmin - m))
+        span = np.abs(xmax - mins)
+        reach = np.maximum(span, np.abs(xmin - mins))
         unsafe = ~((reach * c_max < RINT_SAFE * span) & (span > c_max * F32_TINY))
         return unsafe if unsafe.any() else None
 
+    def below_max(unsafe: BoolArray | None) -> bool:
+        # min < max in every column: then x - min <= max - min keeps iscale*(x - min)
+        # <= c, and the tries with c < nmax + 1/2 need no upper clamp
+        return unsafe is None and (calm or bool(np.all(xmax > cur_min)))
+
     lv = np.empty_like(x)
+    zeros = np.zeros_like(x)  # np.maximum with a full array is much faster than a scalar
     wl = np.empty_like(x)
     # one scratch array for the products (w*l)*l, (w*l)*x and the error terms, each
     # summed while still in cache: the fewer arrays a try touches, the better
     err = np.empty_like(x)
 
-    def weighted_error(scale: F32Array, offset: F32Array) -> F32Array:
+    def levels_for(iscale: F32Array, c: F32, unsafe: BoolArray | None,
+                   upper_free: bool) -> None:
+        if unsafe is None and upper_free and c < F32(nmax) + F32(0.49):
+            np.subtract(x, cur_min, out=lv)
+            np.multiply(lv, iscale, out=lv)
+            np.rint(lv, out=lv)
+            np.maximum(lv, zeros, out=lv)
+        else:
+            clamped_levels(x, iscale, 0, nmax, lv, unsafe, cur_min)
+
+    def weighted_error(scale: F32Array, offset: F32Array, out: F32Array) -> None:
         # sum of w * (scale*l + offset - x)^2 (or w * |...|) in C's operation order
         np.multiply(lv, scale, out=err)
         np.add(err, offset, out=err)
@@ -110,42 +164,67 @@ def fit_scale_min(x: F32Array, w: F32Array, nmax: int, rmin: float, rdelta: floa
         else:
             np.square(err, out=err)
         np.multiply(err, w, out=err)
-        return seq_sum(err)
+        seq_sum(err, out=out)
 
     unsafe = unsafe_columns(cur_min)
-    iscale = F32(nmax) / (xmax - cur_min)
-    scale = F32(1.0) / iscale
+    upper_free = below_max(unsafe)
+    span = xmax - cur_min
+    iscale = F32(nmax) / span
+    state[1] = F32(1.0) / iscale
     clamped_levels(x, iscale, 0, nmax, lv, unsafe, cur_min)
-    best = weighted_error(scale, cur_min)
+    weighted_error(state[1], cur_min, state[0])
     # the winning levels are recomputed at the end from the (iscale, min) that made them
-    l_iscale = iscale
-    l_min = cur_min
-    for k in range(nstep + 1):
-        iscale = (F32(rmin) + F32(rdelta) * F32(k) + F32(nmax)) / (xmax - cur_min)
-        clamped_levels(x, iscale, 0, nmax, lv, unsafe, cur_min)
+    state[3] = iscale
+    state[4] = cur_min
+    # the products of det = sum_w*sum_l2 - sum_l*sum_l and of the numerators
+    # sum_w*sum_xl - sum_x*sum_l (scale), sum_l2*sum_x - sum_l*sum_xl (min), in one call
+    pair_a = np.array([0, 2, 0, 1, 3, 2])
+    pair_b = np.array([3, 2, 4, 2, 1, 4])
+    fit = np.empty((3, m), dtype=np.float32)
+    better = np.empty(m, dtype=np.bool_)
+    flag = np.empty(m, dtype=np.bool_)
+    for c in inv_num:
+        iscale = np.divide(c, span, out=cand[3])
+        levels_for(iscale, c, unsafe, upper_free)
         np.multiply(w, lv, out=wl)
-        sum_l = seq_sum(wl)
-        sum_l2 = seq_sum(np.multiply(wl, lv, out=err))  # C: w*l*l == (w*l)*l
-        sum_xl = seq_sum(np.multiply(wl, x, out=err))  # C: w*l*x[i] == (w*l)*x
-        det = sum_w * sum_l2 - sum_l * sum_l
-        fit_scale = (sum_w * sum_xl - sum_x * sum_l) / det
-        fit_min = (sum_l2 * sum_x - sum_l * sum_xl) / det
-        positive = fit_min > 0
-        this_min = cast(F32Array, np.where(positive, F32(0.0), fit_min))
-        this_scale = cast(F32Array, np.where(positive, sum_xl / sum_l2, fit_scale))
-        cur = weighted_error(this_scale, this_min)
-        better = (det > 0) & (cur < best)
+        seq_sum(wl, out=sums[2])
+        np.multiply(wl, lv, out=err)  # C: w*l*l == (w*l)*l
+        seq_sum(err, out=sums[3])
+        np.multiply(wl, x, out=err)  # C: w*l*x[i] == (w*l)*x
+        seq_sum(err, out=sums[4])
+        terms = np.multiply(sums[pair_a], sums[pair_b])
+        np.subtract(terms[0::2], terms[1::2], out=fit)
+        det = fit[0]
+        np.divide(fit[1:], det, out=cand[1:3])  # this_scale, this_min
+        positive = np.greater(cand[2], 0, out=flag)
+        if positive.any():
+            np.copyto(cand[2], F32(0.0), where=positive)
+            np.copyto(cand[1], sums[4] / sums[3], where=positive)
+        weighted_error(cand[1], cand[2], cand[0])
+        np.less(cand[0], state[0], out=better)
+        better &= np.greater(det, 0, out=flag)
         if better.any():
-            best = np.where(better, cur, best)
-            scale = np.where(better, this_scale, scale)
-            l_iscale = np.where(better, iscale, l_iscale)
-            l_min = np.where(better, cur_min, l_min)
-            cur_min = np.where(better, this_min, cur_min)
+            np.copyto(cand[4], cur_min)
+            select_columns(state, cand, better)
+            np.subtract(xmax, cur_min, out=span)
             unsafe = unsafe_columns(cur_min)
-    levels = clamped_levels(x, l_iscale, 0, nmax, lv, unsafe_columns(l_min), l_min)
+            upper_free = below_max(unsafe)
+    l_min = state[4]
+    levels = clamped_levels(x, state[3], 0, nmax, lv, unsafe_columns(l_min), l_min)
     levels[:, flat] = 0
+    scale = state[1].copy()
     scale[flat] = 0
     return scale, -cur_min, levels
+
+
+def select_columns(dst: F32Array, src: F32Array, take: BoolArray) -> None:
+    """``dst[:, take] = src[:, take]`` for float32 (k, m) arrays, as a bitwise select
+    (a masked copy or np.where is several times slower)."""
+    mask = np.negative(take, dtype=np.int32, casting="unsafe")
+    d, s = dst.view(np.int32), src.view(np.int32)
+    diff = np.bitwise_xor(d, s)
+    np.bitwise_and(diff, mask, out=diff)
+    np.bitwise_xor(d, diff, out=d)
 
 
 def fit_unsigned(x: F32Array, w: F32Array, nmax: int) -> tuple[F32Array, U8Array]:
