@@ -19,11 +19,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from modelkit.convert.background_writer import Writable
 from modelkit.convert.converter import (
     OUTTYPES,
     ConversionPlan,
     ConvertResult,
-    Writable,
     plan_conversion,
     supported_architectures,
     write_plan,

@@ -85,3 +85,76 @@ def decode_floats(qtype: GGMLQuantizationType, data: np.ndarray) -> F32Array:
     if qtype == T.BF16:
         return bf16_to_f32(arr)
     return arr.astype(np.float32)
+
+
+# BF16 -> F16 without numpy's float16 cast (scalar code, ~4 ns a value here). A bfloat16
+# whose magnitude is a normal float16 (2**-14 <= |x| < 2**16: its 15 low bits, the
+# exponent and 7-bit mantissa, in [_F16_NORMAL_LO, _F16_NORMAL_HI)) is exactly a float16:
+# same sign, exponent rebased from 127 to 15, mantissa padded with 3 zero bits, so integer
+# arithmetic gives it. Every other value (zero, float16 subnormals, overflow, inf, NaN)
+# takes numpy's cast itself, so the result is numpy's bit for bit whatever its rounding
+# and NaN rules.
+_F16_NORMAL_LO, _F16_NORMAL_HI = 113 << 7, 143 << 7
+_REBASE = (112 << 10) & 0xFFFF  # (127 - 15) << 10, as uint16 arithmetic wraps it
+_PIECE = 1 << 17  # values per pass: the few temporaries stay in the CPU cache
+
+
+def _bf16_outside_f16_normals(b: U16Array, scratch: U16Array) -> np.ndarray:
+    """Flat indices of the bfloat16 patterns ``b`` that are not normal float16 values."""
+    np.bitwise_and(b, 0x7FFF, out=scratch)
+    np.subtract(scratch, _F16_NORMAL_LO, out=scratch)
+    return np.flatnonzero(scratch >= _F16_NORMAL_HI - _F16_NORMAL_LO)
+
+
+def _numpy_f16_of_bf16(b: U16Array) -> np.ndarray:
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bf16_to_f32(b).astype(np.float16)
+
+
+def bf16_to_f16_bits(bits: np.ndarray) -> U16Array:
+    """``bf16_to_f32(bits).astype(np.float16)`` as uint16 bit patterns (what the
+    reference converter writes for a BF16 tensor at --outtype f16), bit for bit."""
+    src = np.ascontiguousarray(bits).view(np.uint16)
+    flat = src.reshape(-1)
+    out: U16Array = np.empty(src.shape, dtype=np.uint16)
+    dst = out.reshape(-1)
+    scratch = np.empty(min(flat.size, _PIECE), dtype=np.uint16)
+    for lo in range(0, flat.size, _PIECE):
+        b, o = flat[lo:lo + _PIECE], dst[lo:lo + _PIECE]
+        s = scratch[:b.size]
+        # b << 3, as a multiply (numpy vectorises that for uint16, not the shift): the
+        # sign and the exponent's top bits fall off.
+        np.multiply(b, 8, out=o)
+        np.subtract(o, _REBASE, out=o)
+        np.bitwise_and(b, 0x8000, out=s)
+        np.bitwise_or(o, s, out=o)
+        odd = _bf16_outside_f16_normals(b, s)
+        if odd.size:
+            o[odd] = _numpy_f16_of_bf16(b[odd]).view(np.uint16)
+    return out
+
+
+def bf16_to_f16_to_f32(bits: np.ndarray) -> F32Array:
+    """``bf16_to_f32(bits).astype(np.float16).astype(np.float32)``, bit for bit: the
+    float32 values of the F16 file a BF16 tensor converts to (what llama-quantize then
+    reads), without the float16 round trip for the values it leaves unchanged."""
+    values = bf16_to_f32(bits)
+    flat_bits = np.ascontiguousarray(bits).view(np.uint16).reshape(-1)
+    flat = values.reshape(-1)
+    scratch = np.empty(min(flat.size, _PIECE), dtype=np.uint16)
+    for lo in range(0, flat.size, _PIECE):
+        b = flat_bits[lo:lo + _PIECE]
+        odd = _bf16_outside_f16_normals(b, scratch[:b.size])
+        if odd.size:
+            flat[lo + odd] = _numpy_f16_of_bf16(b[odd]).astype(np.float32)
+    return values
+
+
+def bf16_requantized(bits: np.ndarray) -> U16Array:
+    """``fp32_to_bf16_bits(bf16_to_f32(bits))``: BF16 through float32 and back, which
+    only quiets NaNs."""
+    out: U16Array = np.array(bits, dtype=np.uint16, copy=True, order="C")
+    nan = np.flatnonzero((out & np.uint16(0x7FFF)) > np.uint16(0x7F80))
+    if nan.size:
+        out.reshape(-1)[nan] |= np.uint16(64)
+    return out
