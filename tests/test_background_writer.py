@@ -95,3 +95,24 @@ def test_a_failing_disk_is_raised_and_the_flags_restored(tmp_path: Path,
                 out.put(p)
             out.finish()
         assert not fcntl.fcntl(f.fileno(), fcntl.F_GETFL) & os.O_DIRECT
+
+
+def test_after_runs_once_everything_before_it_is_written_and_hashed() -> None:
+    import time
+
+    class Slow(io.BytesIO):
+        def write(self, data: object, /) -> int:
+            time.sleep(0.01)
+            return super().write(data)  # type: ignore[arg-type]
+
+    buf = Slow()
+    seen: list[int] = []
+    pieces = _pieces(4)
+    with BackgroundWriter(buf) as out:
+        for p in pieces:
+            out.put(p)
+        out.after(lambda: seen.append(len(buf.getvalue())))
+        out.put(b"later")
+        digest = out.finish()
+    assert seen == [sum(map(len, pieces))]
+    assert digest == hashlib.sha256(b"".join(pieces) + b"later").hexdigest()

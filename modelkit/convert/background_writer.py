@@ -120,20 +120,41 @@ class DirectFileWriter:
                 self._stage.close()
 
 
+class _Barrier:
+    """Runs ``action`` when the last of ``count`` consumer threads reaches it."""
+
+    def __init__(self, action: Callable[[], object], count: int) -> None:
+        self._action = action
+        self._count = count
+        self._lock = threading.Lock()
+
+    def arrive(self) -> None:
+        with self._lock:
+            self._count -= 1
+            last = self._count == 0
+        if last:
+            self._action()
+
+
 class _Consumer:
     """One thread applying ``use`` to every queued piece, in order; it keeps the first
     error and drains the rest, so a ``put`` waiting on a full queue always returns."""
 
     def __init__(self, name: str, use: Callable[[Piece], object], depth: int) -> None:
         self.use = use
-        self.queue: queue.Queue[Piece | None] = queue.Queue(maxsize=depth)
+        self.queue: queue.Queue[Piece | _Barrier | None] = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         while (piece := self.queue.get()) is not None:
-            if self.error is None:
+            if isinstance(piece, _Barrier):
+                try:
+                    piece.arrive()
+                except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
+                    self.error = self.error or exc
+            elif self.error is None:
                 try:
                     self.use(piece)
                 except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
@@ -166,6 +187,14 @@ class BackgroundWriter:
         self._raise()
         for c in self._consumers:
             c.queue.put(piece)
+
+    def after(self, action: Callable[[], object]) -> None:
+        """Run ``action`` (in a writer thread) once every piece put so far is hashed
+        and written."""
+        self._raise()
+        barrier = _Barrier(action, len(self._consumers))
+        for c in self._consumers:
+            c.queue.put(barrier)
 
     def _stop(self) -> None:
         for c in self._consumers:

@@ -252,8 +252,8 @@ Encoded = np.ndarray | Future[np.ndarray]
 
 def stream_tensors(tensors: Sequence[tuple[PlannedTensor, Callable[[np.ndarray], Encoded],
                                            int]],
-                   put: Callable[[bytes | memoryview], None], progress: ProgressCallback,
-                   status: str, lookahead: int = 0) -> None:
+                   out: BackgroundWriter, progress: ProgressCallback, status: str,
+                   lookahead: int = 0) -> None:
     """Write each tensor's encoded chunks in order, check its size, pad it, release its
     source. An encoder may return a Future (work done in a pool): up to ``lookahead``
     chunks are then in flight ahead of the writer."""
@@ -268,13 +268,18 @@ def stream_tensors(tensors: Sequence[tuple[PlannedTensor, Callable[[np.ndarray],
             p, _, n_bytes = tensors[i]
             if item is not None:
                 data = np.ascontiguousarray(item.result() if isinstance(item, Future) else item)
-                put(memoryview(data).cast("B"))  # type: ignore[arg-type]
+                out.put(memoryview(data).cast("B"))  # type: ignore[arg-type]
                 written += data.nbytes
                 continue
             if written != n_bytes:  # pragma: no cover - a planning bug
                 raise ConvertError(f"{p.tensor.name}: wrote {written} bytes, planned {n_bytes}")
             written = 0
-            put(b"\0" * (pad(n_bytes, ALIGNMENT) - n_bytes))
+            out.put(b"\0" * (pad(n_bytes, ALIGNMENT) - n_bytes))
+            if p.tensor.release is not None:
+                # Drop the source pages once nothing reads them any more: a chunk may be
+                # a view of them until it is pickled for a worker, hashed and written,
+                # and pages read back after an early release would stay resident.
+                out.after(p.tensor.release)
             progress(ProgressEvent(status, total=total, completed=i + 1, unit="tensors"))
 
     try:
@@ -283,10 +288,6 @@ def stream_tensors(tensors: Sequence[tuple[PlannedTensor, Callable[[np.ndarray],
                 queue.append((encode_chunk(chunk), i))
                 flush(lookahead)
             queue.append((None, i))
-            if p.tensor.release is not None:
-                # Drop the source pages; a chunk still queued as a view of them reads them
-                # back from the page cache (the map is read-only and file-backed).
-                p.tensor.release()
         flush(0)
     finally:
         for item, _ in queue:
@@ -299,7 +300,7 @@ def write_plan(plan: ConversionPlan, f: Writable,
     """Stream the GGUF into ``f``; returns its sha256."""
     with BackgroundWriter(f) as out:
         out.put(plan.header())
-        stream_tensors([(p, encoder(p.type), p.n_bytes) for p in plan.tensors], out.put,
+        stream_tensors([(p, encoder(p.type), p.n_bytes) for p in plan.tensors], out,
                        progress, "converting tensors")
         return out.finish()
 

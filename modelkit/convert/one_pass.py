@@ -150,9 +150,9 @@ def write_quantized(plan: QuantizedPlan, f: Writable,
         out.put(plan.header())
         if n <= 1:
             stream_tensors([(o.source, _encoder(o, None), o.n_bytes) for o in plan.tensors],
-                           out.put, progress, status)
+                           out, progress, status)
             return out.finish()
         with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
             stream_tensors([(o.source, _encoder(o, pool), o.n_bytes) for o in plan.tensors],
-                           out.put, progress, status, lookahead=2 * n)
+                           out, progress, status, lookahead=2 * n)
         return out.finish()
