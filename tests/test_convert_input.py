@@ -198,10 +198,11 @@ def _every_bf16_pattern(repeats: int) -> np.ndarray:
     return np.random.default_rng(5).permutation(bits).reshape(-1, 512)
 
 
-def test_bf16_shortcuts_match_the_float32_route() -> None:
-    """The BF16 -> F16 / F16-as-float32 / BF16 conversions from the stored bits give
-    exactly what widening to float32 and numpy's (or ggml's) cast give, for every BF16
-    value, in every position of a multi-piece array, and for a non-contiguous view."""
+def test_float_shortcuts_match_numpy_casts() -> None:
+    """The BF16 -> F16 / F16-as-float32 / BF16 conversions from the stored bits, and the
+    F16 -> float32 widening, give exactly what numpy's (or ggml's) casts give, for every
+    16-bit pattern, in every position of a multi-piece array, and for a non-contiguous
+    view."""
     from modelkit.quant.kernels.floats import (
         bf16_requantized,
         bf16_to_f16_bits,
@@ -220,6 +221,13 @@ def test_bf16_shortcuts_match_the_float32_route() -> None:
                                       f16.astype(np.float32).view(np.uint32))
         np.testing.assert_array_equal(bf16_requantized(bits),
                                       fp32_to_bf16(bf16_to_f32(bits)))
+    halves = _every_bf16_pattern(3)  # the same 16-bit patterns, read as float16
+    from modelkit.quant.kernels.floats import decode_floats, f16_to_f32_values
+    for h in (halves.view(np.float16), halves[:, ::-1].T.view(np.float16)):
+        want = h.astype(np.float32).view(np.uint32)
+        np.testing.assert_array_equal(f16_to_f32_values(h).view(np.uint32), want)
+        np.testing.assert_array_equal(
+            decode_floats(gguf.GGMLQuantizationType.F16, h).view(np.uint32), want)
     # edges of the shortcut: +-0, 2**-15 (an F16 subnormal), 2**-14 (the least normal),
     # 65280 (the largest BF16 below 2**16), 2**16 and inf (both overflow to inf)
     edges = np.array([0x0000, 0x8000, 0x3800, 0x3880, 0x477F, 0x4780, 0xFF80], np.uint16)

@@ -84,6 +84,8 @@ def decode_floats(qtype: GGMLQuantizationType, data: np.ndarray) -> F32Array:
         arr = arr.view({T.F32: "<f4", T.F16: "<f2", T.BF16: "<u2"}[qtype])
     if qtype == T.BF16:
         return bf16_to_f32(arr)
+    if arr.dtype == np.float16:
+        return f16_to_f32_values(arr)
     return arr.astype(np.float32)
 
 
@@ -157,4 +159,35 @@ def bf16_requantized(bits: np.ndarray) -> U16Array:
     nan = np.flatnonzero((out & np.uint16(0x7FFF)) > np.uint16(0x7F80))
     if nan.size:
         out.reshape(-1)[nan] |= np.uint16(64)
+    return out
+
+
+# F16 -> F32 likewise: a normal float16 (exponent field 1..30) widens exactly by moving
+# its fields up 13 bits and rebasing the exponent from 15 to 127; the sign comes along
+# through sign extension (int16 -> int32, then shifted into bit 31). Zeros, subnormals,
+# inf and NaN take numpy's cast.
+_F16_NORMAL_BITS_LO, _F16_NORMAL_BITS_HI = 0x0400, 0x7C00
+_F32_OF_F16_KEEP = 0x8FFFE000  # the sign bit and the 15 shifted exponent/mantissa bits
+
+
+def f16_to_f32_values(values: np.ndarray) -> F32Array:
+    """``values.astype(np.float32)`` for float16 values (or their uint16 bit patterns),
+    bit for bit, without numpy's scalar float16 cast."""
+    src = np.ascontiguousarray(values).view(np.int16)
+    flat = src.reshape(-1)
+    out: F32Array = np.empty(src.shape, dtype=np.float32)
+    dst = out.reshape(-1).view(np.uint32)
+    scratch = np.empty(min(flat.size, _PIECE), dtype=np.uint16)
+    for lo in range(0, flat.size, _PIECE):
+        h, o = flat[lo:lo + _PIECE], dst[lo:lo + _PIECE]
+        s = scratch[:h.size]
+        np.copyto(o, h, casting="unsafe")  # sign-extended: 0xFFFF8000 | bits if negative
+        np.left_shift(o, 13, out=o)
+        np.bitwise_and(o, _F32_OF_F16_KEEP, out=o)
+        np.add(o, (127 - 15) << 23, out=o)
+        np.bitwise_and(h.view(np.uint16), 0x7FFF, out=s)
+        np.subtract(s, _F16_NORMAL_BITS_LO, out=s)
+        odd = np.flatnonzero(s >= _F16_NORMAL_BITS_HI - _F16_NORMAL_BITS_LO)
+        if odd.size:
+            o[odd] = h[odd].view(np.float16).astype(np.float32).view(np.uint32)
     return out
