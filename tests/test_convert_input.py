@@ -228,6 +228,18 @@ def test_float_shortcuts_match_numpy_casts() -> None:
         np.testing.assert_array_equal(f16_to_f32_values(h).view(np.uint32), want)
         np.testing.assert_array_equal(
             decode_floats(gguf.GGMLQuantizationType.F16, h).view(np.uint32), want)
+    from modelkit.quant.kernels.floats import f32_to_f16_values
+    lo, hi = 0x38800000, 0x477FF000  # the integer path: 2**-14 <= |x| < 65520
+    rng = np.random.default_rng(6)
+    u = np.concatenate([np.arange(lo - 5000, lo + 5000), np.arange(hi - 5000, hi + 5000),
+                        rng.integers(0, 1 << 32, 1 << 20),  # any pattern (NaN, inf, ...)
+                        rng.integers(lo, hi, 1 << 20)]).astype(np.uint32)
+    u[::2] |= np.uint32(0x80000000)
+    for x in (u.view(np.float32), u.view(np.float32).reshape(-1, 32)[:, ::-1].T):
+        with np.errstate(over="ignore", invalid="ignore"):
+            want = x.astype(np.float16)
+        np.testing.assert_array_equal(f32_to_f16_values(x).view(np.uint16),
+                                      want.view(np.uint16))
     # edges of the shortcut: +-0, 2**-15 (an F16 subnormal), 2**-14 (the least normal),
     # 65280 (the largest BF16 below 2**16), 2**16 and inf (both overflow to inf)
     edges = np.array([0x0000, 0x8000, 0x3800, 0x3880, 0x477F, 0x4780, 0xFF80], np.uint16)

@@ -38,6 +38,7 @@ from modelkit.quant.kernels.floats import (
     bf16_requantized,
     bf16_to_f16_bits,
     bf16_to_f32,
+    f32_to_f16_values,
     fp32_to_bf16_bits,
 )
 
@@ -214,6 +215,8 @@ def encode(values: np.ndarray, qtype: GGMLQuantizationType) -> np.ndarray:
     if qtype == Q.F32:
         return np.ascontiguousarray(values, dtype=np.float32)
     if qtype == Q.F16:
+        if values.dtype == np.float32:
+            return f32_to_f16_values(values)
         return np.ascontiguousarray(values.astype(np.float16, copy=False))
     if qtype == Q.BF16:
         return fp32_to_bf16_bits(values)

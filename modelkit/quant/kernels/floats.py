@@ -191,3 +191,43 @@ def f16_to_f32_values(values: np.ndarray) -> F32Array:
         if odd.size:
             o[odd] = h[odd].view(np.float16).astype(np.float32).view(np.uint32)
     return out
+
+
+# F32 -> F16 (numpy's cast, not ggml's: the reference converter uses numpy): a value
+# whose magnitude rounds to a normal float16 (2**-14 <= |x| < 65520) is its top bits
+# rebased from exponent 127 to 15 and rounded half to even on the 13 dropped bits (a
+# carry into the exponent is right); everything else takes numpy's cast.
+_F32_F16_NORMAL_LO, _F32_F16_NORMAL_HI = 0x38800000, 0x477FF000
+_F32_F16_REBASE = (0xFFF - ((127 - 15) << 23)) & 0xFFFFFFFF  # round bias minus rebase
+
+
+def f32_to_f16_values(values: np.ndarray) -> np.ndarray:
+    """``values.astype(np.float16)`` for float32 values, bit for bit, without numpy's
+    scalar float16 cast."""
+    src = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    flat = src.reshape(-1)
+    out = np.empty(src.shape, dtype=np.float16)
+    dst = out.reshape(-1).view(np.uint16)
+    n = min(flat.size, _PIECE)
+    mag, work, sign = (np.empty(n, np.uint32), np.empty(n, np.uint32),
+                       np.empty(n, np.uint16))
+    for lo in range(0, flat.size, _PIECE):
+        u, o = flat[lo:lo + _PIECE], dst[lo:lo + _PIECE]
+        a, t, s = mag[:u.size], work[:u.size], sign[:u.size]
+        np.bitwise_and(u, 0x7FFFFFFF, out=a)
+        np.right_shift(a, 13, out=t)
+        np.bitwise_and(t, 1, out=t)
+        np.add(t, a, out=t)
+        np.add(t, _F32_F16_REBASE, out=t)
+        np.right_shift(t, 13, out=t)
+        np.copyto(o, t, casting="unsafe")
+        np.right_shift(u, 16, out=t)
+        np.copyto(s, t, casting="unsafe")
+        np.bitwise_and(s, 0x8000, out=s)
+        np.bitwise_or(o, s, out=o)
+        np.subtract(a, _F32_F16_NORMAL_LO, out=a)
+        odd = np.flatnonzero(a >= _F32_F16_NORMAL_HI - _F32_F16_NORMAL_LO)
+        if odd.size:
+            with np.errstate(over="ignore", invalid="ignore"):
+                o[odd] = u[odd].view(np.float32).astype(np.float16).view(np.uint16)
+    return out
