@@ -79,6 +79,26 @@ def test_a_refused_direct_write_falls_back(tmp_path: Path,
     assert path.read_bytes() == b"".join(_pieces(2))
 
 
+def test_a_file_system_refusing_the_flag_gets_plain_writes(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            ) -> None:
+    import fcntl
+    real = fcntl.fcntl
+
+    def no_direct(fd: int, cmd: int, arg: int = 0) -> int:
+        if cmd == fcntl.F_SETFL and arg & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(fd, cmd, arg)
+
+    monkeypatch.setattr(fcntl, "fcntl", no_direct)
+    path = tmp_path / "o.bin"
+    with open(path, "wb") as f, BackgroundWriter(f) as out:
+        for p in _pieces(5):
+            out.put(p)
+        out.finish()
+    assert path.read_bytes() == b"".join(_pieces(5))
+
+
 def test_a_failing_disk_is_raised_and_the_flags_restored(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch,
                                                          ) -> None:

@@ -57,8 +57,11 @@ class DirectFileWriter:
         self._offset: int = f.tell()
         self._flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
         assert _O_DIRECT is not None
-        fcntl.fcntl(self._fd, fcntl.F_SETFL, self._flags | _O_DIRECT)
-        self._direct = True
+        try:
+            fcntl.fcntl(self._fd, fcntl.F_SETFL, self._flags | _O_DIRECT)
+            self._direct = True
+        except OSError:  # a file system without O_DIRECT: staged plain writes
+            self._direct = False
         self._stage = mmap.mmap(-1, _STAGE_BYTES)  # anonymous maps are page-aligned
         self._view = memoryview(self._stage)
         self._fill = 0
@@ -115,8 +118,8 @@ class DirectFileWriter:
         finally:
             self._plain()
             self._file.seek(self._offset)
-            self._view.release()
-            with contextlib.suppress(BufferError):  # a failure's traceback still holds a slice
+            with contextlib.suppress(BufferError):  # a failure's traceback holds a slice
+                self._view.release()
                 self._stage.close()
 
 
