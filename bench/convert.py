@@ -10,8 +10,9 @@ and against the I/O floor.
    vocabulary padded to 32000 by config.json), BF16 weights in 2 safetensors shards with
    ``model.safetensors.index.json``, written tensor by tensor.
 2. Times ``modelkit convert --outtype f16``, ``--outtype q8_0`` and the one-pass
-   ``--outtype q4_K_M``, each in its own process, with the peak resident memory of the
-   process tree (sampled from /proc every 20 ms).
+   ``--outtype q4_K_M``, each in its own process, with its CPU time (user + system,
+   children included) and the peak resident memory of the process tree (sampled from
+   /proc every 20 ms).
 3. When the reference tools are found (on PATH or by the --reference flags), times
    ``convert_hf_to_gguf.py --outtype f16|q8_0`` and, for q4_K_M, convert f16 followed by
    ``llama-quantize`` (two steps, the F16 file on disk in between).
@@ -27,6 +28,7 @@ import argparse
 import io
 import json
 import os
+import resource
 import shutil
 import struct
 import sys
@@ -154,8 +156,14 @@ def main() -> int:
     rows: list[dict[str, object]] = []
 
     def run(tool: str, outtype: str, cmd: list[str], out: Path | None) -> None:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         secs, rss, rc = measure(cmd, env)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # user + system time of the command and every process it waited for (a pool's
+        # workers, torch's threads): the figure that a busy machine distorts least
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         row = {"tool": tool, "outtype": outtype, "seconds": round(secs, 2),
+               "cpu_seconds": round(cpu, 2),
                "peak_rss_mib": round(rss / 1024, 1), "ok": rc == 0,
                "output_bytes": out.stat().st_size if out and out.exists() else None}
         rows.append(row)

@@ -106,6 +106,18 @@ def test_llama_sharded_bf16_permutes_q_and_k(tmp_path: Path) -> None:
     want_v = bf16_round(w["model.layers.0.self_attn.v_proj.weight"])
     np.testing.assert_array_equal(values(tensors["blk.0.attn_v.weight"]), want_v)
     assert tensors["blk.0.attn_norm.weight"].tensor_type == Q.F32
+    # f16 from BF16 goes straight from the stored bits, q/k permuted as bits
+    out16 = tmp_path / "out16.gguf"
+    convert(src, out16, "f16")
+    _, t16, _ = read(out16)
+    for name, hf, heads in (("blk.1.attn_q.weight", "model.layers.1.self_attn.q_proj.weight", 4),
+                            ("blk.0.attn_k.weight", "model.layers.0.self_attn.k_proj.weight", 2),
+                            ("blk.0.ffn_down.weight", "model.layers.0.mlp.down_proj.weight", 0)):
+        assert t16[name].tensor_type == Q.F16
+        want = bf16_round(w[hf]).astype(np.float16)
+        want = interleave_heads(want, heads) if heads else want
+        np.testing.assert_array_equal(np.asarray(t16[name].data).view(np.uint16),
+                                      want.view(np.uint16).reshape(t16[name].data.shape))
     # order: shards by file name, names sorted as strings within each shard
     index = json.loads((src / "model.safetensors.index.json").read_text())["weight_map"]
     plan = plan_conversion(src, "f16")

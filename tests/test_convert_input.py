@@ -191,6 +191,62 @@ def test_bf16_rounding_rule() -> None:
     assert fp32_to_bf16(np.array([1.00390625], np.float32))[0] == 0x3F80  # tie to even
 
 
+def _every_bf16_pattern(repeats: int) -> np.ndarray:
+    """All 65536 BF16 bit patterns, shuffled, ``repeats`` times (several cache-sized
+    pieces of the converters), as a (rows, 512) matrix."""
+    bits = np.tile(np.arange(1 << 16, dtype=np.uint32).astype(np.uint16), repeats)
+    return np.random.default_rng(5).permutation(bits).reshape(-1, 512)
+
+
+def test_float_shortcuts_match_numpy_casts() -> None:
+    """The BF16 -> F16 / F16-as-float32 / BF16 conversions from the stored bits, and the
+    F16 -> float32 widening, give exactly what numpy's (or ggml's) casts give, for every
+    16-bit pattern, in every position of a multi-piece array, and for a non-contiguous
+    view."""
+    from modelkit.quant.kernels.floats import (
+        bf16_requantized,
+        bf16_to_f16_bits,
+        bf16_to_f16_to_f32,
+        bf16_to_f32,
+    )
+    for bits in (_every_bf16_pattern(3), _every_bf16_pattern(1)[:, ::-1].T):
+        with np.errstate(over="ignore", invalid="ignore"):
+            f16 = bf16_to_f32(bits).astype(np.float16)
+        got = bf16_to_f16_bits(bits)
+        assert got.shape == bits.shape and got.dtype == np.uint16
+        np.testing.assert_array_equal(got, f16.view(np.uint16))
+        wide = bf16_to_f16_to_f32(bits)
+        assert wide.shape == bits.shape
+        np.testing.assert_array_equal(wide.view(np.uint32),
+                                      f16.astype(np.float32).view(np.uint32))
+        np.testing.assert_array_equal(bf16_requantized(bits),
+                                      fp32_to_bf16(bf16_to_f32(bits)))
+    halves = _every_bf16_pattern(3)  # the same 16-bit patterns, read as float16
+    from modelkit.quant.kernels.floats import decode_floats, f16_to_f32_values
+    for h in (halves.view(np.float16), halves[:, ::-1].T.view(np.float16)):
+        want = h.astype(np.float32).view(np.uint32)
+        np.testing.assert_array_equal(f16_to_f32_values(h).view(np.uint32), want)
+        np.testing.assert_array_equal(
+            decode_floats(gguf.GGMLQuantizationType.F16, h).view(np.uint32), want)
+    from modelkit.quant.kernels.floats import f32_to_f16_values
+    lo, hi = 0x38800000, 0x477FF000  # the integer path: 2**-14 <= |x| < 65520
+    rng = np.random.default_rng(6)
+    u = np.concatenate([np.arange(lo - 5000, lo + 5000), np.arange(hi - 5000, hi + 5000),
+                        rng.integers(0, 1 << 32, 1 << 20),  # any pattern (NaN, inf, ...)
+                        rng.integers(lo, hi, 1 << 20)]).astype(np.uint32)
+    u[::2] |= np.uint32(0x80000000)
+    for x in (u.view(np.float32), u.view(np.float32).reshape(-1, 32)[:, ::-1].T):
+        with np.errstate(over="ignore", invalid="ignore"):
+            want = x.astype(np.float16)
+        np.testing.assert_array_equal(f32_to_f16_values(x).view(np.uint16),
+                                      want.view(np.uint16))
+    # edges of the shortcut: +-0, 2**-15 (an F16 subnormal), 2**-14 (the least normal),
+    # 65280 (the largest BF16 below 2**16), 2**16 and inf (both overflow to inf)
+    edges = np.array([0x0000, 0x8000, 0x3800, 0x3880, 0x477F, 0x4780, 0xFF80], np.uint16)
+    np.testing.assert_array_equal(bf16_to_f16_bits(edges),
+                                  [0x0000, 0x8000, 0x0200, 0x0400, 0x7BF8, 0x7C00, 0xFC00])
+
+
 @pytest.mark.parametrize("outtype", ["bf16", "q8_0", "auto"])
 def test_outtypes(outtype: str, tmp_path: Path) -> None:
     src = tmp_path / "o"
@@ -320,3 +376,30 @@ def test_auto_skips_f32_matrices(tmp_path: Path) -> None:
     plan = plan_conversion(src, "auto")
     plan.model.close()
     assert plan.file_type == gguf.LlamaFileType.MOSTLY_BF16
+
+
+@pytest.mark.parametrize("outtype", ["f16", "q4_K_M"])
+def test_a_failing_write_is_raised_in_the_caller(outtype: str, tmp_path: Path) -> None:
+    """The output is hashed and written in a thread: its error (a full disk) still
+    reaches the caller as itself, and the thread is gone afterwards."""
+    import errno
+    import io
+    import threading
+
+    from modelkit.convert import plan as plan_any
+
+    class FullDisk(io.BytesIO):
+        def write(self, data: object, /) -> int:
+            if self.tell() > 4096:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(data)  # type: ignore[arg-type]
+
+    src = tmp_path / "l"
+    make_llama(src, dtype="BF16")
+    conv = plan_any(src, outtype)
+    try:
+        with pytest.raises(OSError, match="No space left"):
+            conv.write(FullDisk())
+    finally:
+        conv.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("gguf-")]

@@ -11,7 +11,8 @@ Modules: ``safetensors_file`` (header reader, memory-mapped tensors, shards),
 rules and the registry) with one module per family (``llama``, ``qwen``, ``gemma``,
 ``phi3``, ``bert``), ``tokenizer`` / ``special_tokens`` (vocabulary KVs),
 ``metadata`` (general.* KVs), ``converter`` (plan, then stream), ``one_pass``
-(convert + quantize).
+(convert + quantize), ``background_writer`` (the output hashed and written in threads,
+with O_DIRECT to a regular file).
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from modelkit.convert.background_writer import Writable
 from modelkit.convert.converter import (
     OUTTYPES,
     ConversionPlan,
     ConvertResult,
-    Writable,
     plan_conversion,
     supported_architectures,
     write_plan,

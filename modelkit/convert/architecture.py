@@ -60,6 +60,14 @@ class Source:
         """F16 and F32 as stored; any other dtype widened to float32 (BF16 exactly)."""
         return self.rows(0, self.shape[0] if self.shape else None)
 
+    @property
+    def is_bf16(self) -> bool:
+        return self.entry.dtype == "BF16"
+
+    def stored_rows(self, lo: int, hi: int | None) -> np.ndarray:
+        """Rows ``lo:hi`` (all with ``None``) as stored, BF16 as uint16 bit patterns."""
+        return self.model.raw(self.entry.name, lo, hi)
+
     def rows(self, lo: int, hi: int | None) -> np.ndarray:
         a = self.model.array(self.entry.name, lo, hi)
         if a.dtype not in (np.float16, np.float32):
@@ -81,6 +89,11 @@ class OutTensor:
     # transform); the writer then streams a large tensor in row chunks.
     rows: Callable[[int, int], np.ndarray] | None = None
     release: Callable[[], None] | None = None  # drop the source pages once written
+    # A BF16 source (through a transform that only moves values, if any): rows lo:hi of
+    # the output as BF16 bit patterns (uint16), so the writer converts the stored bits
+    # straight to the output type without widening them to float32 first. Called for
+    # row chunks only when ``rows`` is set, else once with (0, shape[0]).
+    bf16_rows: Callable[[int, int], np.ndarray] | None = None
 
 
 def block_id(name: str) -> int | None:
@@ -170,12 +183,21 @@ class Architecture:
         return [self.out(self.map_name(src.name), src)]
 
     def out(self, name: str, src: Source, transform: Callable[[np.ndarray], np.ndarray]
-            | None = None, *, f16: bool | None = None) -> OutTensor:
+            | None = None, *, f16: bool | None = None, moves_only: bool = False,
+            ) -> OutTensor:
+        """``src`` under GGUF ``name``, through ``transform`` if given; ``moves_only``:
+        the transform only rearranges values (any dtype), never computes with them."""
         self.check_shape(name, src)
         load: Loader = src.load if transform is None else (lambda: transform(src.load()))
+        bf16_rows: Callable[[int, int], np.ndarray] | None = None
+        if src.is_bf16 and src.shape:
+            if transform is None:
+                bf16_rows = src.stored_rows
+            elif moves_only:
+                bf16_rows = lambda lo, hi: transform(src.stored_rows(lo, hi))  # noqa: E731
         return OutTensor(name, src.shape, src.keeps_f16 if f16 is None else f16, load,
                          src.entry.name, src.rows if transform is None and src.shape else None,
-                         src.release)
+                         src.release, bf16_rows)
 
     def finish(self) -> None:
         """Called after the last source: complain about anything left half-done."""

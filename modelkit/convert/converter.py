@@ -11,14 +11,12 @@ f16 (also when every tensor is F32).
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
 
 import gguf
 import numpy as np
@@ -26,6 +24,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType, Keys, Ll
 
 from modelkit.convert import bert, gemma, llama, phi3, qwen  # noqa: F401 - they register
 from modelkit.convert.architecture import REGISTRY, Architecture, OutTensor, Source
+from modelkit.convert.background_writer import BackgroundWriter, Writable
 from modelkit.convert.hf_folder import HFFolder, open_folder
 from modelkit.convert.kvs import KVList
 from modelkit.convert.metadata import general_kvs, load_metadata, sampling_kvs
@@ -35,7 +34,13 @@ from modelkit.gguf_file import KV, TensorSlot, encode_header
 from modelkit.gguf_file.format import pad
 from modelkit.progress import ProgressCallback, ProgressEvent, ignore_progress
 from modelkit.quant import kernels
-from modelkit.quant.kernels.floats import fp32_to_bf16_bits
+from modelkit.quant.kernels.floats import (
+    bf16_requantized,
+    bf16_to_f16_bits,
+    bf16_to_f32,
+    f32_to_f16_values,
+    fp32_to_bf16_bits,
+)
 
 Q = GGMLQuantizationType
 ALIGNMENT = 32
@@ -46,12 +51,6 @@ OUTTYPES: dict[str, LlamaFileType] = {
 }
 _TENSOR_TYPE = {LlamaFileType.ALL_F32: Q.F32, LlamaFileType.MOSTLY_F16: Q.F16,
                 LlamaFileType.MOSTLY_BF16: Q.BF16, LlamaFileType.MOSTLY_Q8_0: Q.Q8_0}
-
-
-class Writable(Protocol):
-    """Where a GGUF is streamed: a file, a store BlobWriter, a BytesIO."""
-
-    def write(self, data: Any, /) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -204,9 +203,20 @@ def plan_conversion(src: Path, outtype: str = "auto", pre: str | None = None,
 
 
 def encode(values: np.ndarray, qtype: GGMLQuantizationType) -> np.ndarray:
+    """float32/float16 values, or BF16 bit patterns (uint16: a BF16 source read as
+    stored, see ``OutTensor.bf16_rows``) -> the tensor's data as ``qtype``. BF16 to
+    F16/BF16 goes straight from the bits (the same bytes as through float32)."""
+    if values.dtype == np.uint16:
+        if qtype == Q.F16:
+            return bf16_to_f16_bits(values).view(np.float16)
+        if qtype == Q.BF16:
+            return bf16_requantized(values)
+        values = bf16_to_f32(values)
     if qtype == Q.F32:
         return np.ascontiguousarray(values, dtype=np.float32)
     if qtype == Q.F16:
+        if values.dtype == np.float32:
+            return f32_to_f16_values(values)
         return np.ascontiguousarray(values.astype(np.float16, copy=False))
     if qtype == Q.BF16:
         return fp32_to_bf16_bits(values)
@@ -221,21 +231,23 @@ def encoder(qtype: GGMLQuantizationType) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def value_chunks(p: PlannedTensor) -> Iterator[np.ndarray]:
-    """A tensor's values in file order: whole, or in row chunks of about
-    ``CHUNK_ELEMENTS`` when it can be produced piecewise (so memory follows the chunk)."""
+    """A tensor's values in file order (BF16 bit patterns when ``bf16_rows`` gives them):
+    whole, or in row chunks of about ``CHUNK_ELEMENTS`` when it can be produced piecewise
+    (so memory follows the chunk)."""
     t = p.tensor
     n = p.n_elements
     if t.rows is None or len(t.shape) < 2 or n <= CHUNK_ELEMENTS:
-        values = t.load()
+        values = t.load() if t.bf16_rows is None else t.bf16_rows(0, t.shape[0])
         if tuple(values.shape) != tuple(t.shape):
             raise ConvertError(f"tensor {t.source!r}: produced shape {list(values.shape)}, "
                                f"planned {list(t.shape)}")
         yield values
         return
+    read = t.rows if t.bf16_rows is None else t.bf16_rows
     rows = t.shape[0]
     step = max(1, CHUNK_ELEMENTS // (n // rows))
     for lo in range(0, rows, step):
-        yield t.rows(lo, min(rows, lo + step))
+        yield read(lo, min(rows, lo + step))
 
 
 Encoded = np.ndarray | Future[np.ndarray]
@@ -243,8 +255,8 @@ Encoded = np.ndarray | Future[np.ndarray]
 
 def stream_tensors(tensors: Sequence[tuple[PlannedTensor, Callable[[np.ndarray], Encoded],
                                            int]],
-                   put: Callable[[bytes | memoryview], None], progress: ProgressCallback,
-                   status: str, lookahead: int = 0) -> None:
+                   out: BackgroundWriter, progress: ProgressCallback, status: str,
+                   lookahead: int = 0) -> None:
     """Write each tensor's encoded chunks in order, check its size, pad it, release its
     source. An encoder may return a Future (work done in a pool): up to ``lookahead``
     chunks are then in flight ahead of the writer."""
@@ -259,13 +271,18 @@ def stream_tensors(tensors: Sequence[tuple[PlannedTensor, Callable[[np.ndarray],
             p, _, n_bytes = tensors[i]
             if item is not None:
                 data = np.ascontiguousarray(item.result() if isinstance(item, Future) else item)
-                put(memoryview(data).cast("B"))  # type: ignore[arg-type]
+                out.put(memoryview(data).cast("B"))  # type: ignore[arg-type]
                 written += data.nbytes
                 continue
             if written != n_bytes:  # pragma: no cover - a planning bug
                 raise ConvertError(f"{p.tensor.name}: wrote {written} bytes, planned {n_bytes}")
             written = 0
-            put(b"\0" * (pad(n_bytes, ALIGNMENT) - n_bytes))
+            out.put(b"\0" * (pad(n_bytes, ALIGNMENT) - n_bytes))
+            if p.tensor.release is not None:
+                # Drop the source pages once nothing reads them any more: a chunk may be
+                # a view of them until it is pickled for a worker, hashed and written,
+                # and pages read back after an early release would stay resident.
+                out.after(p.tensor.release)
             progress(ProgressEvent(status, total=total, completed=i + 1, unit="tensors"))
 
     try:
@@ -274,10 +291,6 @@ def stream_tensors(tensors: Sequence[tuple[PlannedTensor, Callable[[np.ndarray],
                 queue.append((encode_chunk(chunk), i))
                 flush(lookahead)
             queue.append((None, i))
-            if p.tensor.release is not None:
-                # Drop the source pages; a chunk still queued as a view of them reads them
-                # back from the page cache (the map is read-only and file-backed).
-                p.tensor.release()
         flush(0)
     finally:
         for item, _ in queue:
@@ -288,16 +301,11 @@ def stream_tensors(tensors: Sequence[tuple[PlannedTensor, Callable[[np.ndarray],
 def write_plan(plan: ConversionPlan, f: Writable,
                progress: ProgressCallback = ignore_progress) -> str:
     """Stream the GGUF into ``f``; returns its sha256."""
-    h = hashlib.sha256()
-
-    def put(b: bytes | memoryview) -> None:
-        h.update(b)
-        f.write(b)
-
-    put(plan.header())
-    stream_tensors([(p, encoder(p.type), p.n_bytes) for p in plan.tensors], put, progress,
-                   "converting tensors")
-    return h.hexdigest()
+    with BackgroundWriter(f) as out:
+        out.put(plan.header())
+        stream_tensors([(p, encoder(p.type), p.n_bytes) for p in plan.tensors], out,
+                       progress, "converting tensors")
+        return out.finish()
 
 
 def outtype_sizes(plan: ConversionPlan) -> dict[str, int]:

@@ -89,7 +89,7 @@ class Llama(Architecture):
             raise ConvertError(f"{src.entry.path}: tensor {src.entry.name!r}: {src.shape[0]} "
                                f"rows cannot be split into {heads} heads")
         n = heads
-        return [self.out(gguf_name, src, lambda w: permute(w, n))]
+        return [self.out(gguf_name, src, lambda w: permute(w, n), moves_only=True)]
 
     def _expert(self, src: Source, name: str, bid: int) -> list[OutTensor]:
         return self.stack_expert(src, name, bid, int(self.hp["num_local_experts"]), tuple(

@@ -12,22 +12,22 @@ quantized, or copied when the policy keeps their type.
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 import os
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from gguf import GGML_QUANT_VERSION, GGMLQuantizationType, GGUFValueType, Keys
 
+from modelkit.convert.background_writer import BackgroundWriter, Writable
 from modelkit.convert.converter import (
     ALIGNMENT,
     ConversionPlan,
     Encoded,
     PlannedTensor,
-    Writable,
     encode,
     stream_tensors,
 )
@@ -37,6 +37,7 @@ from modelkit.gguf_file.format import pad
 from modelkit.progress import ProgressCallback, ignore_progress
 from modelkit.quant import kernels
 from modelkit.quant.file_types import FileTypeId, GGMLType, row_bytes
+from modelkit.quant.kernels.floats import bf16_to_f16_to_f32
 from modelkit.quant.policy import ModelHParams, QuantPlan, TensorSpec, plan_quantization
 
 _MOVED = (Keys.General.QUANTIZATION_VERSION, Keys.General.FILE_TYPE)
@@ -97,6 +98,13 @@ def quantize_chunk(f16_file: np.ndarray, src: GGMLQuantizationType,
     return kernels.quantize(dst, x.reshape(-1, ne0))
 
 
+def quantize_bf16_chunk(bits: np.ndarray, dst: GGMLType, ne0: int) -> np.ndarray:
+    """Rows of a BF16 source (bit patterns) planned F16 -> ``dst`` bytes: the same as
+    ``quantize_chunk`` of their F16-file values, without making that F16 file."""
+    x = bf16_to_f16_to_f32(bits)
+    return kernels.quantize(dst, x.reshape(-1, ne0))
+
+
 def _encoder(o: _Out, pool: Executor | None) -> Callable[[np.ndarray], Encoded]:
     """Values -> the bytes of the output: the F16 file's bytes, quantized when the
     policy says so (from those bytes, as llama-quantize reads them), in ``pool``."""
@@ -104,13 +112,17 @@ def _encoder(o: _Out, pool: Executor | None) -> Callable[[np.ndarray], Encoded]:
     ne0 = p.tensor.shape[-1] if p.tensor.shape else 1
 
     def run(values: np.ndarray) -> Encoded:
-        f16_file = encode(values, p.type)
         if not o.quantize:
-            return f16_file
-        if pool is None:
-            return quantize_chunk(f16_file, p.type, o.type, ne0)
-        return pool.submit(quantize_chunk, np.ascontiguousarray(f16_file), p.type, o.type,
-                           ne0)
+            return encode(values, p.type)
+        if values.dtype == np.uint16 and p.type == GGMLQuantizationType.F16:
+            # BF16 bits (see converter.encode): widened to the F16 file's float32 values
+            # in the worker, which also ships half the bytes of float32.
+            job: Callable[[], np.ndarray] = partial(
+                quantize_bf16_chunk, np.ascontiguousarray(values), o.type, ne0)
+        else:
+            job = partial(quantize_chunk, np.ascontiguousarray(encode(values, p.type)), p.type,
+                          o.type, ne0)
+        return job() if pool is None else pool.submit(job)
     return run
 
 
@@ -127,21 +139,16 @@ def write_quantized(plan: QuantizedPlan, f: Writable,
     """Stream the quantized GGUF into ``f``; returns its sha256. Quantization runs in
     ``workers`` processes (default: every core; in-process for small models); the
     bytes are the same for any count."""
-    h = hashlib.sha256()
-
-    def put(b: bytes | memoryview) -> None:
-        h.update(b)
-        f.write(b)
-
-    put(plan.header())
     work = sum(o.source.n_elements for o in plan.tensors if o.quantize)
     n = workers if workers is not None else (_cpu_count() if work >= POOL_MIN_ELEMENTS else 1)
     status = "converting and quantizing tensors"
-    if n <= 1:
-        stream_tensors([(o.source, _encoder(o, None), o.n_bytes) for o in plan.tensors], put,
-                       progress, status)
-        return h.hexdigest()
-    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
-        stream_tensors([(o.source, _encoder(o, pool), o.n_bytes) for o in plan.tensors], put,
-                       progress, status, lookahead=2 * n)
-    return h.hexdigest()
+    with BackgroundWriter(f) as out:
+        out.put(plan.header())
+        if n <= 1:
+            stream_tensors([(o.source, _encoder(o, None), o.n_bytes) for o in plan.tensors],
+                           out, progress, status)
+            return out.finish()
+        with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
+            stream_tensors([(o.source, _encoder(o, pool), o.n_bytes) for o in plan.tensors],
+                           out, progress, status, lookahead=2 * n)
+        return out.finish()

@@ -259,6 +259,9 @@ class ShardedModel:
     def array(self, name: str, lo: int = 0, hi: int | None = None) -> np.ndarray:
         return self.where[name].array(name, lo, hi)
 
+    def raw(self, name: str, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        return self.where[name].raw(name, lo, hi)
+
     def release(self, name: str) -> None:
         self.where[name].release(name)
 
