@@ -118,6 +118,29 @@ def test_search_tables_equal_ggml_quantize_init(qtype: str) -> None:
     assert iq_tables.search_tables("IQ1_M") is iq_tables.search_tables("IQ1_S")
 
 
+@pytest.mark.slow
+def test_shipped_search_tables_are_their_derivation(tmp_path: Path) -> None:
+    """data/iq_search_tables.npz is what tools/make_iq_search_tables.py writes now: the
+    tables computed from the shipped grids, byte for byte."""
+    import importlib.util
+    import sys
+    sys.path.insert(0, str(REPO / "tools"))
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "make_iq_search_tables", REPO / "tools" / "make_iq_search_tables.py")
+        assert spec and spec.loader
+        tool = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(tool)
+    finally:
+        sys.path.remove(str(REPO / "tools"))
+    out = tmp_path / "tables.npz"
+    assert tool.main([str(out)]) == 0
+    assert out.read_bytes() == iq_tables.SEARCH_DATA.read_bytes()
+    kmap, neighbours = iq_tables.compute_search_tables("IQ3_S")
+    assert np.array_equal(iq_tables.search_tables("IQ3_S").kmap, kmap)
+    assert np.array_equal(iq_tables.search_tables("IQ3_S").neighbours, neighbours)
+
+
 def test_make_iq_tables_is_deterministic_and_reads_the_source(tmp_path: Path) -> None:
     """The generator script parses C table blocks (a tiny synthetic source here)."""
     import importlib.util
