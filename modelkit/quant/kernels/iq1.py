@@ -45,7 +45,7 @@ X_P = np.array([-1 + 0.125, 0.125, 1 + 0.125], dtype=np.float32)
 X_M = np.array([-1 - 0.125, -0.125, 1 - 0.125], dtype=np.float32)
 _FLT_MAX = F32(np.finfo(np.float32).max)
 _OVERFLOW_SAFE = 1e15  # |sumqx| below this: sumqx^2 and best*sumq2 stay finite
-_MARGIN = 0.99  # a candidate far below the best ratio so far cannot win (see _first_best)
+_MARGIN = F32(0.99)  # a candidate far below the best ratio so far cannot win (see _first_best)
 
 
 def _first_best(qx: F32Array, q2: F32Array, scale0: F32Array) -> tuple[I64Array, F32Array]:
@@ -56,28 +56,35 @@ def _first_best(qx: F32Array, q2: F32Array, scale0: F32Array) -> tuple[I64Array,
     comes within 1% of the best ratio before them are replayed: C's ``best`` tracks that
     maximum up to float32 rounding, so the others cannot be taken."""
     valid = q2 > 0
-    ratio = np.where(valid, qx.astype(np.float64) ** 2 / np.where(valid, q2, 1), -np.inf)
-    before = np.maximum.accumulate(ratio, axis=0)
-    before = np.concatenate([np.full((1, ratio.shape[1]), -np.inf), before[:-1]])
+    # sumqx^2/sumq2 as C's ``best`` would hold it after taking the candidate
+    ratio = qx / np.where(valid, q2, F32(1))
+    ratio *= qx
+    ratio[~valid] = -np.inf
+    # the best ratio strictly before each candidate (a row loop: numpy's accumulate along
+    # the non-contiguous axis is several times slower)
+    before = np.empty_like(ratio)
+    before[0] = -np.inf
+    for k in range(1, ratio.shape[0]):
+        np.maximum(before[k - 1], ratio[k - 1], out=before[k])
     keep = valid & ((before == -np.inf) | ((ratio > 0) & (ratio >= before * _MARGIN)))
     # near float32 overflow (sumqx^2 or best*sumq2 -> inf) C's comparisons stop tracking
     # the ratio: such columns replay every candidate
     risky = ~(np.abs(qx) < _OVERFLOW_SAFE).all(axis=0) | ~(q2 < _OVERFLOW_SAFE**2).all(axis=0)
     keep[:, risky] = valid[:, risky]
-    col, cand = np.nonzero(keep.T)
-    n = qx.shape[1]
+    ncand, n = qx.shape
+    col, cand = np.divmod(np.flatnonzero(np.ascontiguousarray(keep.T)), ncand)
     counts = np.bincount(col, minlength=n)
     rank = np.arange(col.size) - np.concatenate([[0], np.cumsum(counts)[:-1]])[col]
     order = np.full((int(counts.max(initial=0)), n), -1, dtype=np.int64)
     order[rank, col] = cand
+    # the kept candidates of each column in order, row by row; padding has sumq2 = 0
+    a_all = qx[np.maximum(order, 0), np.arange(n)]
+    b_all = np.where(order >= 0, q2[np.maximum(order, 0), np.arange(n)], F32(0))
     best = np.full(n, -_FLT_MAX, dtype=np.float32)
     scale = scale0.copy()
     winner = np.full(n, -1, dtype=np.int64)
-    cols = np.arange(n)
-    for c in order:
-        cc = np.maximum(c, 0)
-        a, b = qx[cc, cols], q2[cc, cols]
-        take = (c >= 0) & (b > 0) & (a * a > best * b)
+    for c, a, b in zip(order, a_all, b_all, strict=True):
+        take = (b > 0) & (a * a > best * b)
         s = a / b
         scale = np.where(take, s, scale)
         best = np.where(take, s * a, best)
