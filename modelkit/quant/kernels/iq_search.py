@@ -24,6 +24,12 @@ from modelkit.quant.kernels.common import nearest_int as _nearest_int
 from modelkit.quant.kernels.common import seq_sum as _seq_sum
 from modelkit.quant.kernels.iq_tables import SearchTables
 
+# best_neighbour's pre-ranking: sums of 8 float32 terms >= 0 added in two orders differ
+# by at most ~11 roundings (2**-24 each) of the sum; 64 leave a wide margin
+_NEAR_BEST = F32(2.0**-18)
+_SUM_SAFE = F32(1e37)  # a least sum below this: the margin cannot overflow
+_PRE_RANK_FROM = 16  # candidates per point (IQ2_S has ~10, IQ2_XXS ~27, IQ1 ~90)
+
 
 def whole_blocks(a: F32Array, per_block: int) -> F32Array:
     """(elements, groups) -> (elements*per_block, blocks): each block's values in order,
@@ -58,17 +64,45 @@ def best_neighbour(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array,
     points at once.
 
     ``u`` (M,) packed indices with ``kmap[u] < 0``; ``xs``, ``ws`` (M, width) values and
-    weights; ``scale`` (M,). Minimises ``sum_i ws*(scale*q - x)^2`` (summed in order) over
-    the neighbour list of each point; the first minimum wins. ``q`` is the grid coordinate
-    ``2l+1``, or ``values[m, l]`` when a (M, levels) table is given.
+    weights; ``scale`` (M,). Minimises ``d2 = sum_i ws*(scale*q - x)^2`` (summed in
+    order, float32) over the neighbour list of each point; the first minimum wins (C's
+    strict ``<``). ``q`` is the grid coordinate ``2l+1``, or ``values[m, l]`` when a
+    (M, levels) table is given.
+
+    With long neighbour lists (the 8-wide grids but IQ2_S) each term, which depends only
+    on the point, the coordinate and its level, is computed once, and the candidates are
+    ranked by sums of pre-added coordinate pairs: those are within a few float32
+    roundings of C's sequential ``d2`` when all terms are >= 0, so only candidates within
+    ``_NEAR_BEST`` of the least one can be C's minimum, and only those (one per point,
+    nearly always) are summed in C's order.
     """
-    off = -t.kmap[u].astype(np.int64) - 1
-    counts = t.neighbours[off].astype(np.int64)
+    m, width = xs.shape
+    off = -t.kmap[u].astype(np.intp) - 1
+    counts = t.neighbours[off].astype(np.intp)
     total = int(counts.sum())
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    # candidates are grouped by point: repeating each point's row gathers its data
+    starts = np.zeros(m, dtype=np.intp)
+    np.cumsum(counts[:-1], out=starts[1:])
+    # candidates are grouped by point, in list order
     pos = np.arange(total) + np.repeat(off + 1 - starts, counts)
-    cand = t.neighbours[pos].astype(np.int64)
+    cand = t.neighbours[pos].astype(np.intp)
+    if width == 8 and total > _PRE_RANK_FROM * m:
+        cand, per, d2 = _near_best_d2(t, cand, counts, starts, xs, ws, scale, values)
+    else:
+        per, d2 = counts, _all_d2(t, cand, counts, xs, ws, scale, values)
+    n = d2.size
+    first_of = np.zeros(m, dtype=np.intp)
+    np.cumsum(per[:-1], out=first_of[1:])
+    best = np.fmin.reduceat(d2, first_of)  # C's '<' never takes a NaN
+    first = np.minimum.reduceat(np.where(d2 == np.repeat(best, per), np.arange(n), n),
+                                first_of)
+    out: I64Array = cand[np.minimum(first, n - 1)].astype(np.int64)
+    return out
+
+
+def _all_d2(t: SearchTables, cand: npt.NDArray[np.intp], counts: npt.NDArray[np.intp],
+            xs: F32Array, ws: F32Array, scale: F32Array, values: F32Array | None
+            ) -> F32Array:
+    """C's d2 of every candidate: each point's row repeated over its candidates."""
     if values is None:
         q = t.fcoords[cand]  # (total, width)
     else:
@@ -76,14 +110,42 @@ def best_neighbour(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array,
     diff = np.repeat(scale, counts)[:, None] * q
     diff -= np.repeat(xs, counts, axis=0)
     diff *= np.repeat(ws, counts, axis=0) * diff  # (w*diff)*diff: products commute
-    d2 = np.zeros(total, dtype=np.float32)
+    d2 = np.zeros(cand.size, dtype=np.float32)
     for i in range(q.shape[1]):  # summed in coordinate order
         d2 += diff[:, i]
-    best = np.minimum.reduceat(d2, starts)
-    first = np.minimum.reduceat(np.where(d2 == np.repeat(best, counts), np.arange(total),
-                                         total), starts)
-    out: I64Array = cand[np.minimum(first, total - 1)]
-    return out
+    return d2
+
+
+def _near_best_d2(t: SearchTables, cand: npt.NDArray[np.intp], counts: npt.NDArray[np.intp],
+                  starts: npt.NDArray[np.intp], xs: F32Array, ws: F32Array, scale: F32Array,
+                  values: F32Array | None
+                  ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], F32Array]:
+    """C's d2 of the candidates that can be a point's least: (those candidates, how many
+    per point, their d2). A point's (width, levels) terms are computed once; candidates
+    are ranked by sums of pre-added coordinate pairs (half the gathers)."""
+    m, width = xs.shape
+    q = t.level_coords if values is None else values
+    diff = (scale[:, None] * q)[:, None, :] - xs[:, :, None]
+    terms = (ws[:, :, None] * diff) * diff  # (M, width, levels): C's weight*diff*diff
+    pairs = (terms[:, 1::2, :, None] + terms[:, 0::2, None, :]).reshape(m, -1)
+    flat_pairs = pairs.reshape(-1)
+    at = np.repeat(np.arange(0, m * pairs.shape[1], pairs.shape[1]), counts)
+    approx = flat_pairs[at + t.pair_codes[0][cand]]
+    for p in range(1, width // 2):
+        approx += flat_pairs[at + t.pair_codes[p][cand]]
+    lo = np.fmin.reduceat(approx, starts)
+    limit = lo + lo * _NEAR_BEST
+    # the bound needs terms >= 0 and finite sums: other points keep every candidate
+    limit[~((ws >= 0).all(axis=1) & (lo < _SUM_SAFE))] = np.inf
+    sel = np.flatnonzero(~(approx > np.repeat(limit, counts)))
+    owner = np.searchsorted(starts, sel, side="right") - 1
+    cand = cand[sel]
+    flat = terms.reshape(-1)
+    at = owner * terms[0].size
+    d2 = flat[at + t.term_codes[0][cand]]
+    for i in range(1, width):  # summed in coordinate order
+        d2 += flat[at + t.term_codes[i][cand]]
+    return cand, np.bincount(owner, minlength=m), d2
 
 
 def project(t: SearchTables, xval: F32Array, waux: F32Array, inv: F32Array,

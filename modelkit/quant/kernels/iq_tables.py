@@ -74,6 +74,34 @@ class SearchTables:
         """(G, width) the level l of each coordinate 2l+1."""
         return ((self.coords - 1) // 2).astype(np.intp)
 
+    @functools.cached_property
+    def nlevels(self) -> int:
+        """How many levels a coordinate takes (3 on the 8-wide grids, 8 on IQ3's)."""
+        return int(self.levels.max()) + 1
+
+    @functools.cached_property
+    def level_coords(self) -> npt.NDArray[np.float32]:
+        """(nlevels,) the coordinate 2l+1 of each level, float32."""
+        return (2 * np.arange(self.nlevels) + 1).astype(np.float32)
+
+    @functools.cached_property
+    def term_codes(self) -> npt.NDArray[np.intp]:
+        """(width, G): where coordinate i of grid point g finds its term in a point's
+        (width, nlevels) table of per-coordinate terms, flattened: ``i*nlevels + l``."""
+        width = self.coords.shape[1]
+        codes: npt.NDArray[np.intp] = (np.arange(width) * self.nlevels + self.levels).T
+        return np.ascontiguousarray(codes)
+
+    @functools.cached_property
+    def pair_codes(self) -> npt.NDArray[np.intp]:
+        """(width/2, G): where grid point g finds the sum of its terms for coordinates 2p
+        and 2p+1 in a point's (width/2, nlevels, nlevels) table of pair sums, flattened:
+        ``(p*nlevels + l[2p+1])*nlevels + l[2p]``."""
+        width, nl = self.coords.shape[1], self.nlevels
+        lv = self.levels
+        codes = (np.arange(width // 2) * nl + lv[:, 1::2]) * nl + lv[:, 0::2]
+        return np.ascontiguousarray(codes.T.astype(np.intp))
+
 
 def _distinct_cut(d2: npt.NDArray[np.int16], nwant: int) -> npt.NDArray[np.int16]:
     """Per row, the nwant-th smallest distinct value (or the largest there is)."""
