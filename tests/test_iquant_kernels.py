@@ -223,21 +223,26 @@ def test_iq1_split_search_pruning_matches_a_full_replay() -> None:
     assert np.array_equal(got.view(np.uint32), scale.view(np.uint32))
 
 
-@pytest.mark.parametrize("qtype", ["IQ2_XXS", "IQ1_S"])
-def test_best_neighbour_matches_the_c_loop(qtype: str) -> None:
-    """iq_search.best_neighbour (pre-ranked by pair sums on these long lists) picks what
-    C's loop picks: the first least float32 d2, also with exact ties (values on the
-    midpoints between levels, equal weights), negative weights and zero weights."""
+@pytest.mark.parametrize("pre_rank", [True, False])
+@pytest.mark.parametrize("qtype", ["IQ2_XXS", "IQ1_S", "IQ3_S"])
+def test_best_neighbour_matches_the_c_loop(qtype: str, pre_rank: bool,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """iq_search.best_neighbour, pre-ranking by pair sums (8-wide grids) or evaluating
+    every candidate, picks what C's loop picks: the first least float32 d2, also with
+    exact ties (values on the midpoints between levels, equal weights), negative weights
+    and zero weights."""
     from modelkit.quant.kernels import iq_search
 
+    monkeypatch.setattr(iq_search, "_PRE_RANK_FROM", 0 if pre_rank else 10**9)
     t = iq_tables.search_tables(qtype)
     rng = np.random.default_rng(3)
     off_grid = np.flatnonzero(t.kmap < 0)
     m = 240
     u = rng.choice(off_grid, m).astype(np.int64)
     scale = (rng.random(m) + np.float32(0.5)).astype(np.float32)
-    xs = (rng.random((m, 8)) * 6 * scale[:, None]).astype(np.float32)
-    ws = rng.random((m, 8)).astype(np.float32)
+    width = t.coords.shape[1]
+    xs = (rng.random((m, width)) * 2 * t.nlevels * scale[:, None]).astype(np.float32)
+    ws = rng.random((m, width)).astype(np.float32)
     xs[:60] = 2 * scale[:60, None]  # midway between coordinates 1 and 3: ties
     xs[30:60, ::2] = 4 * scale[30:60, None]
     ws[:60] = 1
@@ -252,7 +257,7 @@ def test_best_neighbour_matches_the_c_loop(qtype: str) -> None:
         best, pick = np.float32(np.finfo(np.float32).max), -1
         for g in t.neighbours[at + 1:at + 1 + int(t.neighbours[at])]:
             d2 = np.float32(0)
-            for i in range(8):
+            for i in range(width):
                 q = t.fcoords[g, i] if values is None else values[k, t.levels[g, i]]
                 diff = scale[k] * q - xs[k, i]
                 d2 = d2 + ws[k, i] * diff * diff

@@ -89,30 +89,36 @@ def best_neighbour(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array,
         cand, per, d2 = _near_best_d2(t, cand, counts, starts, xs, ws, scale, values)
     else:
         per, d2 = counts, _all_d2(t, cand, counts, xs, ws, scale, values)
-    n = d2.size
     first_of = np.zeros(m, dtype=np.intp)
     np.cumsum(per[:-1], out=first_of[1:])
     best = np.fmin.reduceat(d2, first_of)  # C's '<' never takes a NaN
-    first = np.minimum.reduceat(np.where(d2 == np.repeat(best, per), np.arange(n), n),
-                                first_of)
-    out: I64Array = cand[np.minimum(first, n - 1)].astype(np.int64)
+    hits = np.append(np.flatnonzero(d2 == np.repeat(best, per)), d2.size)
+    first = hits[np.searchsorted(hits, first_of)]
+    # all-NaN lists (C aborts there): the first candidate
+    first = np.where(first < first_of + per, first, first_of)
+    out: I64Array = cand[first].astype(np.int64)
     return out
 
 
 def _all_d2(t: SearchTables, cand: npt.NDArray[np.intp], counts: npt.NDArray[np.intp],
             xs: F32Array, ws: F32Array, scale: F32Array, values: F32Array | None
             ) -> F32Array:
-    """C's d2 of every candidate: each point's row repeated over its candidates."""
-    if values is None:
-        q = t.fcoords[cand]  # (total, width)
-    else:
-        q = np.take_along_axis(np.repeat(values, counts, axis=0), t.levels[cand], axis=1)
-    diff = np.repeat(scale, counts)[:, None] * q
-    diff -= np.repeat(xs, counts, axis=0)
-    diff *= np.repeat(ws, counts, axis=0) * diff  # (w*diff)*diff: products commute
-    d2 = np.zeros(cand.size, dtype=np.float32)
-    for i in range(q.shape[1]):  # summed in coordinate order
-        d2 += diff[:, i]
+    """C's d2 of every candidate, one coordinate at a time over all candidates (contiguous
+    columns: each point's value repeated over its candidates)."""
+    s = np.repeat(scale, counts)
+    rows = None if values is None else np.repeat(values, counts, axis=0)
+    x_cols, w_cols = np.ascontiguousarray(xs.T), np.ascontiguousarray(ws.T)
+    d2: F32Array | None = None
+    for i in range(xs.shape[1]):  # summed in coordinate order
+        if rows is None:
+            q = t.coord_columns[i][cand]
+        else:
+            q = np.take_along_axis(rows, t.levels[cand, i][:, None], axis=1)[:, 0]
+        diff = s * q
+        diff -= np.repeat(x_cols[i], counts)
+        diff *= np.repeat(w_cols[i], counts) * diff  # (w*diff)*diff: products commute
+        d2 = diff if d2 is None else d2 + diff  # C's 0 + first term: the first term
+    assert d2 is not None
     return d2
 
 

@@ -70,6 +70,11 @@ class SearchTables:
         return self.coords.astype(np.float32)
 
     @functools.cached_property
+    def coord_columns(self) -> npt.NDArray[np.float32]:
+        """(width, G) ``fcoords`` transposed: coordinate i of every grid point, contiguous."""
+        return np.ascontiguousarray(self.fcoords.T)
+
+    @functools.cached_property
     def levels(self) -> npt.NDArray[np.intp]:
         """(G, width) the level l of each coordinate 2l+1."""
         return ((self.coords - 1) // 2).astype(np.intp)
