@@ -130,10 +130,14 @@ def _near_best_d2(t: SearchTables, cand: npt.NDArray[np.intp], counts: npt.NDArr
     per point, their d2). A point's (width, levels) terms are computed once; candidates
     are ranked by sums of pre-added coordinate pairs (half the gathers)."""
     m, width = xs.shape
-    q = t.level_coords if values is None else values
-    diff = (scale[:, None] * q)[:, None, :] - xs[:, :, None]
-    terms = (ws[:, :, None] * diff) * diff  # (M, width, levels): C's weight*diff*diff
-    pairs = (terms[:, 1::2, :, None] + terms[:, 0::2, None, :]).reshape(m, -1)
+    # built with the points on the last axis (long contiguous loops), then transposed so
+    # that each point's entries are together for the gathers
+    q = t.level_coords[:, None] if values is None else values.T
+    diff = (q * scale)[None, :, :] - xs.T[:, None, :]
+    by_coord = (ws.T[:, None, :] * diff) * diff  # (width, levels, M): C's weight*diff*diff
+    by_pair = by_coord[1::2, :, None, :] + by_coord[0::2, None, :, :]
+    terms = np.ascontiguousarray(by_coord.transpose(2, 0, 1))  # (M, width, levels)
+    pairs = np.ascontiguousarray(by_pair.reshape(-1, m).T)  # (M, width/2 * levels^2)
     flat_pairs = pairs.reshape(-1)
     at = np.repeat(np.arange(0, m * pairs.shape[1], pairs.shape[1]), counts)
     approx = flat_pairs[at + t.pair_codes[0][cand]]
