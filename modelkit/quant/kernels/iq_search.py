@@ -105,18 +105,27 @@ def _all_d2(t: SearchTables, cand: npt.NDArray[np.intp], counts: npt.NDArray[np.
             ) -> F32Array:
     """C's d2 of every candidate, one coordinate at a time over all candidates (contiguous
     columns: each point's value repeated over its candidates)."""
-    s = np.repeat(scale, counts)
+    width = xs.shape[1]
+    # each point's values over its candidates: measured faster as a gather by owner on
+    # the 4-wide grids, as np.repeat on the 8-wide ones
+    owner = np.repeat(np.arange(counts.size), counts) if width == 4 else None
+
+    def spread(a: F32Array) -> F32Array:
+        out: F32Array = np.repeat(a, counts) if owner is None else a.take(owner)
+        return out
+
+    s = spread(scale)
     rows = None if values is None else np.repeat(values, counts, axis=0)
     x_cols, w_cols = np.ascontiguousarray(xs.T), np.ascontiguousarray(ws.T)
     d2: F32Array | None = None
-    for i in range(xs.shape[1]):  # summed in coordinate order
+    for i in range(width):  # summed in coordinate order
         if rows is None:
-            q = t.coord_columns[i][cand]
+            q = t.coord_columns[i].take(cand)
         else:
             q = np.take_along_axis(rows, t.levels[cand, i][:, None], axis=1)[:, 0]
         diff = s * q
-        diff -= np.repeat(x_cols[i], counts)
-        diff *= np.repeat(w_cols[i], counts) * diff  # (w*diff)*diff: products commute
+        diff -= spread(x_cols[i])
+        diff *= spread(w_cols[i]) * diff  # (w*diff)*diff: products commute
         d2 = diff if d2 is None else d2 + diff  # C's 0 + first term: the first term
     assert d2 is not None
     return d2
