@@ -84,7 +84,7 @@ def best_neighbour(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array,
     np.cumsum(counts[:-1], out=starts[1:])
     # candidates are grouped by point, in list order
     pos = np.arange(total) + np.repeat(off + 1 - starts, counts)
-    cand = t.neighbours[pos].astype(np.intp)
+    cand = t.neighbours.take(pos).astype(np.intp)  # ndarray.take: faster than [] here
     if width == 8 and total > _PRE_RANK_FROM * m:
         cand, per, d2 = _near_best_d2(t, cand, counts, starts, xs, ws, scale, values)
     else:
@@ -149,9 +149,9 @@ def _near_best_d2(t: SearchTables, cand: npt.NDArray[np.intp], counts: npt.NDArr
     pairs = np.ascontiguousarray(by_pair.reshape(-1, m).T)  # (M, width/2 * levels^2)
     flat_pairs = pairs.reshape(-1)
     at = np.repeat(np.arange(0, m * pairs.shape[1], pairs.shape[1]), counts)
-    approx = flat_pairs[at + t.pair_codes[0][cand]]
+    approx = flat_pairs.take(at + t.pair_codes[0].take(cand))
     for p in range(1, width // 2):
-        approx += flat_pairs[at + t.pair_codes[p][cand]]
+        approx += flat_pairs.take(at + t.pair_codes[p].take(cand))
     lo = np.fmin.reduceat(approx, starts)
     limit = lo + lo * _NEAR_BEST
     # the bound needs terms >= 0 and finite sums: other points keep every candidate
@@ -161,9 +161,9 @@ def _near_best_d2(t: SearchTables, cand: npt.NDArray[np.intp], counts: npt.NDArr
     cand = cand[sel]
     flat = terms.reshape(-1)
     at = owner * terms[0].size
-    d2 = flat[at + t.term_codes[0][cand]]
+    d2 = flat.take(at + t.term_codes[0].take(cand))
     for i in range(1, width):  # summed in coordinate order
-        d2 += flat[at + t.term_codes[i][cand]]
+        d2 += flat.take(at + t.term_codes[i].take(cand))
     return cand, np.bincount(owner, minlength=m), d2
 
 
