@@ -195,7 +195,8 @@ def test_fp4_nearest_entry_matches_the_c_loop_on_ties_and_random_values() -> Non
 
 def test_iq1_split_search_pruning_matches_a_full_replay() -> None:
     """iq1._first_best replays only near-best candidates; it must pick what C's loop over
-    every candidate picks, also with exact ties, zero and negative sums and near-overflow."""
+    every candidate picks, also with exact ties, ratios within rounding of each other and of
+    the near-top margin, zero and negative sums and near-overflow."""
     from modelkit.quant.kernels import iq1
 
     rng = np.random.default_rng(5)
@@ -207,6 +208,11 @@ def test_iq1_split_search_pruning_matches_a_full_replay() -> None:
     qx[::7] = qx[3]  # exact ties with an earlier candidate
     q2[::7] = q2[3]
     qx[:, :20] *= np.float32(3e18)  # sumqx^2 overflows float32
+    # ratios a few float32 roundings to ~1e-5 apart: around the near-top band's edge
+    q2[:, 20:100] = (rng.random((c, 80)) + 0.5).astype(np.float32)
+    near = rng.standard_normal((c, 40))
+    qx[:, 20:60] = np.sqrt(q2[:, 20:60] * (1 + near * 1e-5)).astype(np.float32)
+    qx[:, 60:100] = np.sqrt(q2[:, 60:100] * (1 + near * 1e-7)).astype(np.float32)
     scale0 = np.abs(qx).max(axis=0)
     best = np.full(n, -np.finfo(np.float32).max, dtype=np.float32)
     scale, winner = scale0.copy(), np.full(n, -1)

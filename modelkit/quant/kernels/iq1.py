@@ -45,31 +45,33 @@ X_P = np.array([-1 + 0.125, 0.125, 1 + 0.125], dtype=np.float32)
 X_M = np.array([-1 - 0.125, -0.125, 1 - 0.125], dtype=np.float32)
 _FLT_MAX = F32(np.finfo(np.float32).max)
 _OVERFLOW_SAFE = 1e15  # |sumqx| below this: sumqx^2 and best*sumq2 stay finite
-_MARGIN = F32(0.99)  # a candidate far below the best ratio so far cannot win (see _first_best)
+_NEAR_TOP = F32(1 - 2.0**-16)  # ratios this close to a column's largest can win
+_TINY_TOP = F32(1e-30)  # a largest ratio below this: products may underflow, replay all
 
 
 def _first_best(qx: F32Array, q2: F32Array, scale0: F32Array) -> tuple[I64Array, F32Array]:
     """C's ``if (sumq2 > 0 && sumqx*sumqx > best*sumq2) {scale = sumqx/sumq2; best =
     scale*sumqx;}`` over candidates (C, n) in order, from ``best = -FLT_MAX``.
 
-    Returns (winning candidate or -1, scale). Only candidates whose ratio sumqx^2/sumq2
-    comes within 1% of the best ratio before them are replayed: C's ``best`` tracks that
-    maximum up to float32 rounding, so the others cannot be taken."""
+    Returns (winning candidate or -1, scale). Only candidates whose ratio
+    ``(sumqx/sumq2)*sumqx`` (C's ``best`` once taken) is within ``_NEAR_TOP`` of the
+    column's largest are replayed. C takes a candidate only when its ratio exceeds
+    ``best`` (up to a few float32 roundings), so ``best`` only grows and ends at the
+    largest ratio: the last candidate taken is near the top. The first candidate near the
+    top is taken whatever came before (all earlier ratios are lower), and so is the first
+    one within rounding of the top, after which ``best`` is at the top and only candidates
+    near it can be taken: replaying the near-top candidates alone gives C's winner and
+    scale."""
     valid = q2 > 0
-    # sumqx^2/sumq2 as C's ``best`` would hold it after taking the candidate
     ratio = qx / np.where(valid, q2, F32(1))
     ratio *= qx
     ratio[~valid] = -np.inf
-    # the best ratio strictly before each candidate (a row loop: numpy's accumulate along
-    # the non-contiguous axis is several times slower)
-    before = np.empty_like(ratio)
-    before[0] = -np.inf
-    for k in range(1, ratio.shape[0]):
-        np.maximum(before[k - 1], ratio[k - 1], out=before[k])
-    keep = valid & ((before == -np.inf) | ((ratio > 0) & (ratio >= before * _MARGIN)))
-    # near float32 overflow (sumqx^2 or best*sumq2 -> inf) C's comparisons stop tracking
-    # the ratio: such columns replay every candidate
-    risky = ~(np.abs(qx) < _OVERFLOW_SAFE).all(axis=0) | ~(q2 < _OVERFLOW_SAFE**2).all(axis=0)
+    top = ratio.max(axis=0)
+    keep = valid & (ratio >= top * _NEAR_TOP)
+    # near float32 overflow (sumqx^2 or best*sumq2 -> inf) or underflow, and with NaN,
+    # C's comparisons stop tracking the ratio: such columns replay every candidate
+    risky = (~(np.abs(qx) < _OVERFLOW_SAFE).all(axis=0) | ~(q2 < _OVERFLOW_SAFE**2).all(axis=0)
+             | ~(top > _TINY_TOP))
     keep[:, risky] = valid[:, risky]
     ncand, n = qx.shape
     col, cand = np.divmod(np.flatnonzero(np.ascontiguousarray(keep.T)), ncand)
