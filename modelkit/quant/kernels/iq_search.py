@@ -78,21 +78,27 @@ def best_neighbour(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array,
     """
     m, width = xs.shape
     off = -t.kmap[u].astype(np.intp) - 1
-    counts = t.neighbours[off].astype(np.intp)
+    counts = t.neighbours[off].astype(np.intp)  # >= 1 (ggml asserts it)
     total = int(counts.sum())
     starts = np.zeros(m, dtype=np.intp)
     np.cumsum(counts[:-1], out=starts[1:])
-    # candidates are grouped by point, in list order
-    pos = np.arange(total) + np.repeat(off + 1 - starts, counts)
+    # candidates are grouped by point, in list order: running sums of steps (1 within a
+    # list, a jump to the next list at each start) are much faster than np.repeat here
+    pos = np.ones(total, dtype=np.intp)
+    pos[0] = off[0] + 1
+    pos[starts[1:]] = off[1:] + 1 - (off[:-1] + counts[:-1])
+    np.cumsum(pos, out=pos)
     cand = t.neighbours.take(pos).astype(np.intp)  # ndarray.take: faster than [] here
+    owner = _segment_ids(starts, total)
     if width == 8 and total > _PRE_RANK_FROM * m:
-        cand, per, d2 = _near_best_d2(t, cand, counts, starts, xs, ws, scale, values)
+        cand, owner, d2 = _near_best_d2(t, cand, owner, starts, xs, ws, scale, values)
+        per = np.bincount(owner, minlength=m)
     else:
-        per, d2 = counts, _all_d2(t, cand, counts, xs, ws, scale, values)
+        per, d2 = counts, _all_d2(t, cand, counts, owner, xs, ws, scale, values)
     first_of = np.zeros(m, dtype=np.intp)
     np.cumsum(per[:-1], out=first_of[1:])
     best = np.fmin.reduceat(d2, first_of)  # C's '<' never takes a NaN
-    hits = np.append(np.flatnonzero(d2 == np.repeat(best, per)), d2.size)
+    hits = np.append(np.flatnonzero(d2 == best.take(owner)), d2.size)
     first = hits[np.searchsorted(hits, first_of)]
     # all-NaN lists (C aborts there): the first candidate
     first = np.where(first < first_of + per, first, first_of)
@@ -100,18 +106,26 @@ def best_neighbour(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array,
     return out
 
 
+def _segment_ids(starts: npt.NDArray[np.intp], total: int) -> npt.NDArray[np.intp]:
+    """For each of ``total`` items, the index of its segment (segments start at the
+    strictly increasing ``starts``, the first at 0)."""
+    ids = np.zeros(total, dtype=np.intp)
+    ids[starts[1:]] = 1
+    np.cumsum(ids, out=ids)
+    return ids
+
+
 def _all_d2(t: SearchTables, cand: npt.NDArray[np.intp], counts: npt.NDArray[np.intp],
-            xs: F32Array, ws: F32Array, scale: F32Array, values: F32Array | None
-            ) -> F32Array:
+            owner: npt.NDArray[np.intp], xs: F32Array, ws: F32Array, scale: F32Array,
+            values: F32Array | None) -> F32Array:
     """C's d2 of every candidate, one coordinate at a time over all candidates (contiguous
     columns: each point's value repeated over its candidates)."""
     width = xs.shape[1]
-    # each point's values over its candidates: measured faster as a gather by owner on
-    # the 4-wide grids, as np.repeat on the 8-wide ones
-    owner = np.repeat(np.arange(counts.size), counts) if width == 4 else None
 
     def spread(a: F32Array) -> F32Array:
-        out: F32Array = np.repeat(a, counts) if owner is None else a.take(owner)
+        """A point's value for each of its candidates: measured faster as a gather by
+        owner on the 4-wide grids, as np.repeat on the 8-wide ones."""
+        out: F32Array = a.take(owner) if width == 4 else np.repeat(a, counts)
         return out
 
     s = spread(scale)
@@ -131,12 +145,12 @@ def _all_d2(t: SearchTables, cand: npt.NDArray[np.intp], counts: npt.NDArray[np.
     return d2
 
 
-def _near_best_d2(t: SearchTables, cand: npt.NDArray[np.intp], counts: npt.NDArray[np.intp],
+def _near_best_d2(t: SearchTables, cand: npt.NDArray[np.intp], owner: npt.NDArray[np.intp],
                   starts: npt.NDArray[np.intp], xs: F32Array, ws: F32Array, scale: F32Array,
                   values: F32Array | None
                   ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], F32Array]:
-    """C's d2 of the candidates that can be a point's least: (those candidates, how many
-    per point, their d2). A point's (width, levels) terms are computed once; candidates
+    """C's d2 of the candidates that can be a point's least: (those candidates, their
+    points, their d2). A point's (width, levels) terms are computed once; candidates
     are ranked by sums of pre-added coordinate pairs (half the gathers)."""
     m, width = xs.shape
     # built with the points on the last axis (long contiguous loops), then transposed so
@@ -148,7 +162,7 @@ def _near_best_d2(t: SearchTables, cand: npt.NDArray[np.intp], counts: npt.NDArr
     terms = np.ascontiguousarray(by_coord.transpose(2, 0, 1))  # (M, width, levels)
     pairs = np.ascontiguousarray(by_pair.reshape(-1, m).T)  # (M, width/2 * levels^2)
     flat_pairs = pairs.reshape(-1)
-    at = np.repeat(np.arange(0, m * pairs.shape[1], pairs.shape[1]), counts)
+    at = owner * pairs.shape[1]
     approx = flat_pairs.take(at + t.pair_codes[0].take(cand))
     for p in range(1, width // 2):
         approx += flat_pairs.take(at + t.pair_codes[p].take(cand))
@@ -156,15 +170,14 @@ def _near_best_d2(t: SearchTables, cand: npt.NDArray[np.intp], counts: npt.NDArr
     limit = lo + lo * _NEAR_BEST
     # the bound needs terms >= 0 and finite sums: other points keep every candidate
     limit[~((ws >= 0).all(axis=1) & (lo < _SUM_SAFE))] = np.inf
-    sel = np.flatnonzero(~(approx > np.repeat(limit, counts)))
-    owner = np.searchsorted(starts, sel, side="right") - 1
-    cand = cand[sel]
+    sel = np.flatnonzero(~(approx > limit.take(owner)))
+    owner, cand = owner.take(sel), cand.take(sel)
     flat = terms.reshape(-1)
     at = owner * terms[0].size
     d2 = flat.take(at + t.term_codes[0].take(cand))
     for i in range(1, width):  # summed in coordinate order
         d2 += flat.take(at + t.term_codes[i].take(cand))
-    return cand, np.bincount(owner, minlength=m), d2
+    return cand, owner, d2
 
 
 def project(t: SearchTables, xval: F32Array, waux: F32Array, inv: F32Array,
