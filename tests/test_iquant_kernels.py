@@ -257,7 +257,8 @@ def test_best_neighbour_matches_the_c_loop(qtype: str, pre_rank: bool,
     values = None
     if qtype == "IQ1_S":
         values = np.sort(rng.standard_normal((m, 3)), axis=1).astype(np.float32)
-    got = iq_search.best_neighbour(t, u, xs, ws, scale, values)
+    got = iq_search.best_neighbour(t, u, np.ascontiguousarray(xs.T), np.ascontiguousarray(ws.T),
+                                   scale, values)
     for k in range(m):
         at = -int(t.kmap[u[k]]) - 1
         best, pick = np.float32(np.finfo(np.float32).max), -1

@@ -132,9 +132,9 @@ def _on_grid(t: SearchTables, levels: npt.NDArray[np.int8], xt: F32Array, w: F32
     on = gidx >= 0
     if not on.all():
         p_idx, c_idx = np.nonzero(~on)
-        xs = xt.reshape(-1, 8, xt.shape[1])[p_idx, :, c_idx]
-        ws = w.reshape(-1, 8, w.shape[1])[p_idx, :, c_idx]
-        gidx[p_idx, c_idx] = srch.best_neighbour(t, u[p_idx, c_idx], xs, ws, scale[c_idx],
+        at = srch.point_elements(p_idx, c_idx, 8, xt.shape[1])
+        gidx[p_idx, c_idx] = srch.best_neighbour(t, u[p_idx, c_idx], xt.take(at), w.take(at),
+                                                 scale[c_idx],
                                                  values[p_idx, c_idx])
     all_on: BoolArray = np.asarray(on.all(axis=0))
     return gidx, all_on

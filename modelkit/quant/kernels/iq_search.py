@@ -58,16 +58,26 @@ def pack_points(levels: npt.NDArray[np.integer], t: SearchTables) -> I64Array:
     return u
 
 
+def point_elements(p_idx: npt.NDArray[np.intp], g_idx: npt.NDArray[np.intp], width: int,
+                   groups: int) -> npt.NDArray[np.intp]:
+    """Flat indices (width, M) of the elements of points ``p_idx`` in columns ``g_idx`` of
+    an (elements, groups) array: ``a.take`` of them gives each point's values as a
+    column (what ``best_neighbour`` takes)."""
+    first = p_idx * (width * groups) + g_idx
+    out: npt.NDArray[np.intp] = first + (np.arange(width) * groups)[:, None]
+    return out
+
+
 def best_neighbour(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array,
                    scale: F32Array, values: F32Array | None = None) -> I64Array:
     """``iq*_find_best_neighbour`` (IQ1: ``iq1_find_best_neighbour2``) for M off-grid
     points at once.
 
-    ``u`` (M,) packed indices with ``kmap[u] < 0``; ``xs``, ``ws`` (M, width) values and
-    weights; ``scale`` (M,). Minimises ``d2 = sum_i ws*(scale*q - x)^2`` (summed in
-    order, float32) over the neighbour list of each point; the first minimum wins (C's
-    strict ``<``). ``q`` is the grid coordinate ``2l+1``, or ``values[m, l]`` when a
-    (M, levels) table is given.
+    ``u`` (M,) packed indices with ``kmap[u] < 0``; ``xs``, ``ws`` (width, M) values and
+    weights (each point a column: ``point_elements``); ``scale`` (M,). Minimises
+    ``d2 = sum_i ws*(scale*q - x)^2`` (summed in order, float32) over the neighbour list of
+    each point; the first minimum wins (C's strict ``<``). ``q`` is the grid coordinate
+    ``2l+1``, or ``values[m, l]`` when a (M, levels) table is given.
 
     With long neighbour lists (the 8-wide grids but IQ2_S) each term, which depends only
     on the point, the coordinate and its level, is computed once, and the candidates are
@@ -76,7 +86,7 @@ def best_neighbour(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array,
     ``_NEAR_BEST`` of the least one can be C's minimum, and only those (one per point,
     nearly always) are summed in C's order.
     """
-    m, width = xs.shape
+    width, m = xs.shape
     off = -t.kmap[u].astype(np.intp) - 1
     counts = t.neighbours[off].astype(np.intp)  # >= 1 (ggml asserts it)
     total = int(counts.sum())
@@ -120,7 +130,7 @@ def _all_d2(t: SearchTables, cand: npt.NDArray[np.intp], counts: npt.NDArray[np.
             values: F32Array | None) -> F32Array:
     """C's d2 of every candidate, one coordinate at a time over all candidates (contiguous
     columns: each point's value repeated over its candidates)."""
-    width = xs.shape[1]
+    width = xs.shape[0]
 
     def spread(a: F32Array) -> F32Array:
         """A point's value for each of its candidates: measured faster as a gather by
@@ -130,7 +140,6 @@ def _all_d2(t: SearchTables, cand: npt.NDArray[np.intp], counts: npt.NDArray[np.
 
     s = spread(scale)
     rows = None if values is None else np.repeat(values, counts, axis=0)
-    x_cols, w_cols = np.ascontiguousarray(xs.T), np.ascontiguousarray(ws.T)
     d2: F32Array | None = None
     for i in range(width):  # summed in coordinate order
         if rows is None:
@@ -138,8 +147,8 @@ def _all_d2(t: SearchTables, cand: npt.NDArray[np.intp], counts: npt.NDArray[np.
         else:
             q = np.take_along_axis(rows, t.levels[cand, i][:, None], axis=1)[:, 0]
         diff = s * q
-        diff -= spread(x_cols[i])
-        diff *= spread(w_cols[i]) * diff  # (w*diff)*diff: products commute
+        diff -= spread(xs[i])
+        diff *= spread(ws[i]) * diff  # (w*diff)*diff: products commute
         d2 = diff if d2 is None else d2 + diff  # C's 0 + first term: the first term
     assert d2 is not None
     return d2
@@ -152,12 +161,12 @@ def _near_best_d2(t: SearchTables, cand: npt.NDArray[np.intp], owner: npt.NDArra
     """C's d2 of the candidates that can be a point's least: (those candidates, their
     points, their d2). A point's (width, levels) terms are computed once; candidates
     are ranked by sums of pre-added coordinate pairs (half the gathers)."""
-    m, width = xs.shape
+    width, m = xs.shape
     # built with the points on the last axis (long contiguous loops), then transposed so
     # that each point's entries are together for the gathers
     q = t.level_coords[:, None] if values is None else values.T
-    diff = (q * scale)[None, :, :] - xs.T[:, None, :]
-    by_coord = (ws.T[:, None, :] * diff) * diff  # (width, levels, M): C's weight*diff*diff
+    diff = (q * scale)[None, :, :] - xs[:, None, :]
+    by_coord = (ws[:, None, :] * diff) * diff  # (width, levels, M): C's weight*diff*diff
     by_pair = by_coord[1::2, :, None, :] + by_coord[0::2, None, :, :]
     terms = np.ascontiguousarray(by_coord.transpose(2, 0, 1))  # (M, width, levels)
     pairs = np.ascontiguousarray(by_pair.reshape(-1, m).T)  # (M, width/2 * levels^2)
@@ -169,7 +178,7 @@ def _near_best_d2(t: SearchTables, cand: npt.NDArray[np.intp], owner: npt.NDArra
     lo = np.fmin.reduceat(approx, starts)
     limit = lo + lo * _NEAR_BEST
     # the bound needs terms >= 0 and finite sums: other points keep every candidate
-    limit[~((ws >= 0).all(axis=1) & (lo < _SUM_SAFE))] = np.inf
+    limit[~((ws >= 0).all(axis=0) & (lo < _SUM_SAFE))] = np.inf
     sel = np.flatnonzero(~(approx > limit.take(owner)))
     owner, cand = owner.take(sel), cand.take(sel)
     flat = terms.reshape(-1)
@@ -194,14 +203,12 @@ def project(t: SearchTables, xval: F32Array, waux: F32Array, inv: F32Array,
     gidx = t.kmap[u].astype(np.int64)
     on = gidx >= 0
     if not on.all():
-        width = t.coords.shape[1]
         p_idx, g_idx = np.nonzero(~on)
-        xs = xval.reshape(-1, width, xval.shape[-1])[p_idx, :, g_idx]
-        ws = waux.reshape(-1, width, waux.shape[-1])[p_idx, :, g_idx]
-        found = best_neighbour(t, u[p_idx, g_idx], xs, ws, scale[g_idx])
+        at = point_elements(p_idx, g_idx, t.coords.shape[1], xval.shape[1])
+        found = best_neighbour(t, u[p_idx, g_idx], xval.take(at), waux.take(at),
+                               scale.take(g_idx))
         gidx[p_idx, g_idx] = found
-        lv3 = lv.reshape(-1, width, lv.shape[-1])
-        lv3[p_idx, :, g_idx] = (t.coords[found] - 1) // 2
+        np.put(lv, at, t.levels[found].T)
     return lv, gidx, on
 
 
