@@ -107,13 +107,24 @@ def best_neighbour(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array,
         per, d2 = counts, _all_d2(t, cand, counts, owner, xs, ws, scale, values)
     first_of = np.zeros(m, dtype=np.intp)
     np.cumsum(per[:-1], out=first_of[1:])
-    best = np.fmin.reduceat(d2, first_of)  # C's '<' never takes a NaN
-    hits = np.append(np.flatnonzero(d2 == best.take(owner)), d2.size)
-    first = hits[np.searchsorted(hits, first_of)]
-    # all-NaN lists (C aborts there): the first candidate
-    first = np.where(first < first_of + per, first, first_of)
-    out: I64Array = cand[first].astype(np.int64)
+    out: I64Array = cand.take(_first_least(d2, first_of)).astype(np.int64)
     return out
+
+
+def _first_least(d2: F32Array, first_of: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+    """Per segment (starting at ``first_of``), the position of the first least d2, as C's
+    ``if (d2 < best_d2)`` from ``FLT_MAX`` finds it: NaN never wins (it counts as +inf
+    here; a list without a finite d2 makes C abort, here it gives its first candidate).
+
+    One ``minimum.reduceat`` over int64 keys ``float order << 32 | position``: the float32
+    bits made order-preserving (negative values flipped, -0 made +0)."""
+    v = np.fmin(d2, F32(np.inf)) + F32(0)
+    bits = v.view(np.int32).astype(np.int64)
+    bits = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    keys = (bits << 32) | np.arange(d2.size, dtype=np.int64)
+    first: npt.NDArray[np.intp] = (np.minimum.reduceat(keys, first_of) & 0xFFFFFFFF).astype(
+        np.intp)
+    return first
 
 
 def _segment_ids(starts: npt.NDArray[np.intp], total: int) -> npt.NDArray[np.intp]:
