@@ -117,6 +117,29 @@ def test_search_tables_equal_ggml_quantize_init(qtype: str) -> None:
     assert iq_tables.search_tables("IQ1_M") is iq_tables.search_tables("IQ1_S")
 
 
+@pytest.mark.slow
+def test_shipped_search_tables_are_their_derivation(tmp_path: Path) -> None:
+    """data/iq_search_tables.npz is what tools/make_iq_search_tables.py writes now: the
+    tables computed from the shipped grids, byte for byte."""
+    import importlib.util
+    import sys
+    sys.path.insert(0, str(REPO / "tools"))
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "make_iq_search_tables", REPO / "tools" / "make_iq_search_tables.py")
+        assert spec and spec.loader
+        tool = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(tool)
+    finally:
+        sys.path.remove(str(REPO / "tools"))
+    out = tmp_path / "tables.npz"
+    assert tool.main([str(out)]) == 0
+    assert out.read_bytes() == iq_tables.SEARCH_DATA.read_bytes()
+    kmap, neighbours = iq_tables.compute_search_tables("IQ3_S")
+    assert np.array_equal(iq_tables.search_tables("IQ3_S").kmap, kmap)
+    assert np.array_equal(iq_tables.search_tables("IQ3_S").neighbours, neighbours)
+
+
 def test_make_iq_tables_is_deterministic_and_reads_the_source(tmp_path: Path) -> None:
     """The generator script parses C table blocks (a tiny synthetic source here)."""
     import importlib.util
@@ -171,7 +194,8 @@ def test_fp4_nearest_entry_matches_the_c_loop_on_ties_and_random_values() -> Non
 
 def test_iq1_split_search_pruning_matches_a_full_replay() -> None:
     """iq1._first_best replays only near-best candidates; it must pick what C's loop over
-    every candidate picks, also with exact ties, zero and negative sums and near-overflow."""
+    every candidate picks, also with exact ties, ratios within rounding of each other and of
+    the near-top margin, zero and negative sums and near-overflow."""
     from modelkit.quant.kernels import iq1
 
     rng = np.random.default_rng(5)
@@ -183,6 +207,11 @@ def test_iq1_split_search_pruning_matches_a_full_replay() -> None:
     qx[::7] = qx[3]  # exact ties with an earlier candidate
     q2[::7] = q2[3]
     qx[:, :20] *= np.float32(3e18)  # sumqx^2 overflows float32
+    # ratios a few float32 roundings to ~1e-5 apart: around the near-top band's edge
+    q2[:, 20:100] = (rng.random((c, 80)) + 0.5).astype(np.float32)
+    near = rng.standard_normal((c, 40))
+    qx[:, 20:60] = np.sqrt(q2[:, 20:60] * (1 + near * 1e-5)).astype(np.float32)
+    qx[:, 60:100] = np.sqrt(q2[:, 60:100] * (1 + near * 1e-7)).astype(np.float32)
     scale0 = np.abs(qx).max(axis=0)
     best = np.full(n, -np.finfo(np.float32).max, dtype=np.float32)
     scale, winner = scale0.copy(), np.full(n, -1)
@@ -197,3 +226,49 @@ def test_iq1_split_search_pruning_matches_a_full_replay() -> None:
             winner = np.where(take, k, winner)
     assert np.array_equal(win, winner)
     assert np.array_equal(got.view(np.uint32), scale.view(np.uint32))
+
+
+@pytest.mark.parametrize("pre_rank", [True, False])
+@pytest.mark.parametrize("qtype", ["IQ2_XXS", "IQ1_S", "IQ3_S"])
+def test_best_neighbour_matches_the_c_loop(qtype: str, pre_rank: bool,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """iq_search.best_neighbour, pre-ranking by pair sums (8-wide grids) or evaluating
+    every candidate, picks what C's loop picks: the first least float32 d2, also with
+    exact ties (values on the midpoints between levels, equal weights), negative weights
+    and zero weights, NaN level values."""
+    from modelkit.quant.kernels import iq_search
+
+    monkeypatch.setattr(iq_search, "_PRE_RANK_FROM", 0 if pre_rank else 10**9)
+    t = iq_tables.search_tables(qtype)
+    rng = np.random.default_rng(3)
+    off_grid = np.flatnonzero(t.kmap < 0)
+    m = 240
+    u = rng.choice(off_grid, m).astype(np.int64)
+    scale = (rng.random(m) + np.float32(0.5)).astype(np.float32)
+    width = t.coords.shape[1]
+    xs = (rng.random((m, width)) * 2 * t.nlevels * scale[:, None]).astype(np.float32)
+    ws = rng.random((m, width)).astype(np.float32)
+    xs[:60] = 2 * scale[:60, None]  # midway between coordinates 1 and 3: ties
+    xs[30:60, ::2] = 4 * scale[30:60, None]
+    ws[:60] = 1
+    ws[60:90, 3] = -ws[60:90, 3]  # the pre-ranking bound needs terms >= 0
+    ws[90:120, :5] = 0
+    values = None
+    if qtype == "IQ1_S":
+        values = np.sort(rng.standard_normal((m, 3)), axis=1).astype(np.float32)
+        values[120:150, 2] = np.nan  # candidates using level 2 have a NaN d2: never taken
+    got = iq_search.best_neighbour(t, u, np.ascontiguousarray(xs.T), np.ascontiguousarray(ws.T),
+                                   scale, values)
+    for k in range(m):
+        at = -int(t.kmap[u[k]]) - 1
+        best, pick = np.float32(np.finfo(np.float32).max), -1
+        for g in t.neighbours[at + 1:at + 1 + int(t.neighbours[at])]:
+            d2 = np.float32(0)
+            for i in range(width):
+                q = t.fcoords[g, i] if values is None else values[k, t.levels[g, i]]
+                diff = scale[k] * q - xs[k, i]
+                d2 = d2 + ws[k, i] * diff * diff
+            if d2 < best:
+                best, pick = d2, int(g)
+        if pick >= 0:  # else C aborts
+            assert got[k] == pick, k

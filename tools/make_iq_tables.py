@@ -88,15 +88,18 @@ def kgrid_tables(text: str) -> dict[str, np.ndarray]:
     return tables
 
 
-def write_npz(path: Path, tables: dict[str, np.ndarray]) -> None:
+def write_npz(path: Path, tables: dict[str, np.ndarray],
+              compression: int = zipfile.ZIP_DEFLATED) -> None:
+    """An .npz (numpy reads any zip compression) with fixed timestamps: same tables, same
+    bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+    with zipfile.ZipFile(path, "w", compression) as zf:
         for name in sorted(tables):
             buf = io.BytesIO()
             np.lib.format.write_array(buf, np.ascontiguousarray(tables[name]),
                                       allow_pickle=False)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
+            info.compress_type = compression
             zf.writestr(info, buf.getvalue())
 
 

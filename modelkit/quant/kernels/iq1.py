@@ -45,39 +45,48 @@ X_P = np.array([-1 + 0.125, 0.125, 1 + 0.125], dtype=np.float32)
 X_M = np.array([-1 - 0.125, -0.125, 1 - 0.125], dtype=np.float32)
 _FLT_MAX = F32(np.finfo(np.float32).max)
 _OVERFLOW_SAFE = 1e15  # |sumqx| below this: sumqx^2 and best*sumq2 stay finite
-_MARGIN = 0.99  # a candidate far below the best ratio so far cannot win (see _first_best)
+_NEAR_TOP = F32(1 - 2.0**-16)  # ratios this close to a column's largest can win
+_TINY_TOP = F32(1e-30)  # a largest ratio below this: products may underflow, replay all
 
 
 def _first_best(qx: F32Array, q2: F32Array, scale0: F32Array) -> tuple[I64Array, F32Array]:
     """C's ``if (sumq2 > 0 && sumqx*sumqx > best*sumq2) {scale = sumqx/sumq2; best =
     scale*sumqx;}`` over candidates (C, n) in order, from ``best = -FLT_MAX``.
 
-    Returns (winning candidate or -1, scale). Only candidates whose ratio sumqx^2/sumq2
-    comes within 1% of the best ratio before them are replayed: C's ``best`` tracks that
-    maximum up to float32 rounding, so the others cannot be taken."""
+    Returns (winning candidate or -1, scale). Only candidates whose ratio
+    ``(sumqx/sumq2)*sumqx`` (C's ``best`` once taken) is within ``_NEAR_TOP`` of the
+    column's largest are replayed. C takes a candidate only when its ratio exceeds
+    ``best`` (up to a few float32 roundings), so ``best`` only grows and ends at the
+    largest ratio: the last candidate taken is near the top. The first candidate near the
+    top is taken whatever came before (all earlier ratios are lower), and so is the first
+    one within rounding of the top, after which ``best`` is at the top and only candidates
+    near it can be taken: replaying the near-top candidates alone gives C's winner and
+    scale."""
     valid = q2 > 0
-    ratio = np.where(valid, qx.astype(np.float64) ** 2 / np.where(valid, q2, 1), -np.inf)
-    before = np.maximum.accumulate(ratio, axis=0)
-    before = np.concatenate([np.full((1, ratio.shape[1]), -np.inf), before[:-1]])
-    keep = valid & ((before == -np.inf) | ((ratio > 0) & (ratio >= before * _MARGIN)))
-    # near float32 overflow (sumqx^2 or best*sumq2 -> inf) C's comparisons stop tracking
-    # the ratio: such columns replay every candidate
-    risky = ~(np.abs(qx) < _OVERFLOW_SAFE).all(axis=0) | ~(q2 < _OVERFLOW_SAFE**2).all(axis=0)
+    ratio = qx / np.where(valid, q2, F32(1))
+    ratio *= qx
+    ratio[~valid] = -np.inf
+    top = ratio.max(axis=0)
+    keep = valid & (ratio >= top * _NEAR_TOP)
+    # near float32 overflow (sumqx^2 or best*sumq2 -> inf) or underflow, and with NaN,
+    # C's comparisons stop tracking the ratio: such columns replay every candidate
+    risky = (~(np.abs(qx) < _OVERFLOW_SAFE).all(axis=0) | ~(q2 < _OVERFLOW_SAFE**2).all(axis=0)
+             | ~(top > _TINY_TOP))
     keep[:, risky] = valid[:, risky]
-    col, cand = np.nonzero(keep.T)
-    n = qx.shape[1]
+    ncand, n = qx.shape
+    col, cand = np.divmod(np.flatnonzero(np.ascontiguousarray(keep.T)), ncand)
     counts = np.bincount(col, minlength=n)
     rank = np.arange(col.size) - np.concatenate([[0], np.cumsum(counts)[:-1]])[col]
     order = np.full((int(counts.max(initial=0)), n), -1, dtype=np.int64)
     order[rank, col] = cand
+    # the kept candidates of each column in order, row by row; padding has sumq2 = 0
+    a_all = qx[np.maximum(order, 0), np.arange(n)]
+    b_all = np.where(order >= 0, q2[np.maximum(order, 0), np.arange(n)], F32(0))
     best = np.full(n, -_FLT_MAX, dtype=np.float32)
     scale = scale0.copy()
     winner = np.full(n, -1, dtype=np.int64)
-    cols = np.arange(n)
-    for c in order:
-        cc = np.maximum(c, 0)
-        a, b = qx[cc, cols], q2[cc, cols]
-        take = (c >= 0) & (b > 0) & (a * a > best * b)
+    for c, a, b in zip(order, a_all, b_all, strict=True):
+        take = (b > 0) & (a * a > best * b)
         s = a / b
         scale = np.where(take, s, scale)
         best = np.where(take, s * a, best)
@@ -123,9 +132,9 @@ def _on_grid(t: SearchTables, levels: npt.NDArray[np.int8], xt: F32Array, w: F32
     on = gidx >= 0
     if not on.all():
         p_idx, c_idx = np.nonzero(~on)
-        xs = xt.reshape(-1, 8, xt.shape[1])[p_idx, :, c_idx]
-        ws = w.reshape(-1, 8, w.shape[1])[p_idx, :, c_idx]
-        gidx[p_idx, c_idx] = srch.best_neighbour(t, u[p_idx, c_idx], xs, ws, scale[c_idx],
+        at = srch.point_elements(p_idx, c_idx, 8, xt.shape[1])
+        gidx[p_idx, c_idx] = srch.best_neighbour(t, u[p_idx, c_idx], xt.take(at), w.take(at),
+                                                 scale[c_idx],
                                                  values[p_idx, c_idx])
     all_on: BoolArray = np.asarray(on.all(axis=0))
     return gidx, all_on

@@ -24,6 +24,12 @@ from modelkit.quant.kernels.common import nearest_int as _nearest_int
 from modelkit.quant.kernels.common import seq_sum as _seq_sum
 from modelkit.quant.kernels.iq_tables import SearchTables
 
+# best_neighbour's pre-ranking: sums of 8 float32 terms >= 0 added in two orders differ
+# by at most ~11 roundings (2**-24 each) of the sum; 64 leave a wide margin
+_NEAR_BEST = F32(2.0**-18)
+_SUM_SAFE = F32(1e37)  # a least sum below this: the margin cannot overflow
+_PRE_RANK_FROM = 16  # candidates per point (IQ2_S has ~10, IQ2_XXS ~27, IQ1 ~90)
+
 
 def whole_blocks(a: F32Array, per_block: int) -> F32Array:
     """(elements, groups) -> (elements*per_block, blocks): each block's values in order,
@@ -52,38 +58,146 @@ def pack_points(levels: npt.NDArray[np.integer], t: SearchTables) -> I64Array:
     return u
 
 
+def point_elements(p_idx: npt.NDArray[np.intp], g_idx: npt.NDArray[np.intp], width: int,
+                   groups: int) -> npt.NDArray[np.intp]:
+    """Flat indices (width, M) of the elements of points ``p_idx`` in columns ``g_idx`` of
+    an (elements, groups) array: ``a.take`` of them gives each point's values as a
+    column (what ``best_neighbour`` takes)."""
+    first = p_idx * (width * groups) + g_idx
+    out: npt.NDArray[np.intp] = first + (np.arange(width) * groups)[:, None]
+    return out
+
+
 def best_neighbour(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array,
                    scale: F32Array, values: F32Array | None = None) -> I64Array:
     """``iq*_find_best_neighbour`` (IQ1: ``iq1_find_best_neighbour2``) for M off-grid
     points at once.
 
-    ``u`` (M,) packed indices with ``kmap[u] < 0``; ``xs``, ``ws`` (M, width) values and
-    weights; ``scale`` (M,). Minimises ``sum_i ws*(scale*q - x)^2`` (summed in order) over
-    the neighbour list of each point; the first minimum wins. ``q`` is the grid coordinate
+    ``u`` (M,) packed indices with ``kmap[u] < 0``; ``xs``, ``ws`` (width, M) values and
+    weights (each point a column: ``point_elements``); ``scale`` (M,). Minimises
+    ``d2 = sum_i ws*(scale*q - x)^2`` (summed in order, float32) over the neighbour list of
+    each point; the first minimum wins (C's strict ``<``). ``q`` is the grid coordinate
     ``2l+1``, or ``values[m, l]`` when a (M, levels) table is given.
+
+    With long neighbour lists (the 8-wide grids but IQ2_S) each term, which depends only
+    on the point, the coordinate and its level, is computed once, and the candidates are
+    ranked by sums of pre-added coordinate pairs: those are within a few float32
+    roundings of C's sequential ``d2`` when all terms are >= 0, so only candidates within
+    ``_NEAR_BEST`` of the least one can be C's minimum, and only those (one per point,
+    nearly always) are summed in C's order.
     """
-    off = -t.kmap[u].astype(np.int64) - 1
-    counts = t.neighbours[off].astype(np.int64)
+    width, m = xs.shape
+    off = -t.kmap[u].astype(np.intp) - 1
+    counts = t.neighbours[off].astype(np.intp)  # >= 1 (ggml asserts it)
     total = int(counts.sum())
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    # candidates are grouped by point: repeating each point's row gathers its data
-    pos = np.arange(total) + np.repeat(off + 1 - starts, counts)
-    cand = t.neighbours[pos].astype(np.int64)
-    if values is None:
-        q = t.fcoords[cand]  # (total, width)
+    starts = np.zeros(m, dtype=np.intp)
+    np.cumsum(counts[:-1], out=starts[1:])
+    # candidates are grouped by point, in list order: running sums of steps (1 within a
+    # list, a jump to the next list at each start) are much faster than np.repeat here
+    pos = np.ones(total, dtype=np.intp)
+    pos[0] = off[0] + 1
+    pos[starts[1:]] = off[1:] + 1 - (off[:-1] + counts[:-1])
+    np.cumsum(pos, out=pos)
+    cand = t.neighbours.take(pos).astype(np.intp)  # ndarray.take: faster than [] here
+    owner = _segment_ids(starts, total)
+    if width == 8 and total > _PRE_RANK_FROM * m:
+        cand, owner, d2 = _near_best_d2(t, cand, owner, starts, xs, ws, scale, values)
+        per = np.bincount(owner, minlength=m)
     else:
-        q = np.take_along_axis(np.repeat(values, counts, axis=0), t.levels[cand], axis=1)
-    diff = np.repeat(scale, counts)[:, None] * q
-    diff -= np.repeat(xs, counts, axis=0)
-    diff *= np.repeat(ws, counts, axis=0) * diff  # (w*diff)*diff: products commute
-    d2 = np.zeros(total, dtype=np.float32)
-    for i in range(q.shape[1]):  # summed in coordinate order
-        d2 += diff[:, i]
-    best = np.minimum.reduceat(d2, starts)
-    first = np.minimum.reduceat(np.where(d2 == np.repeat(best, counts), np.arange(total),
-                                         total), starts)
-    out: I64Array = cand[np.minimum(first, total - 1)]
+        per, d2 = counts, _all_d2(t, cand, counts, owner, xs, ws, scale, values)
+    first_of = np.zeros(m, dtype=np.intp)
+    np.cumsum(per[:-1], out=first_of[1:])
+    out: I64Array = cand.take(_first_least(d2, first_of)).astype(np.int64)
     return out
+
+
+def _first_least(d2: F32Array, first_of: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+    """Per segment (starting at ``first_of``), the position of the first least d2, as C's
+    ``if (d2 < best_d2)`` from ``FLT_MAX`` finds it: NaN never wins (it counts as +inf
+    here; a list without a finite d2 makes C abort, here it gives its first candidate).
+
+    One ``minimum.reduceat`` over int64 keys ``float order << 32 | position``: the float32
+    bits made order-preserving (negative values flipped, -0 made +0)."""
+    v = np.fmin(d2, F32(np.inf)) + F32(0)
+    bits = v.view(np.int32).astype(np.int64)
+    bits = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    keys = (bits << 32) | np.arange(d2.size, dtype=np.int64)
+    first: npt.NDArray[np.intp] = (np.minimum.reduceat(keys, first_of) & 0xFFFFFFFF).astype(
+        np.intp)
+    return first
+
+
+def _segment_ids(starts: npt.NDArray[np.intp], total: int) -> npt.NDArray[np.intp]:
+    """For each of ``total`` items, the index of its segment (segments start at the
+    strictly increasing ``starts``, the first at 0)."""
+    ids = np.zeros(total, dtype=np.intp)
+    ids[starts[1:]] = 1
+    np.cumsum(ids, out=ids)
+    return ids
+
+
+def _all_d2(t: SearchTables, cand: npt.NDArray[np.intp], counts: npt.NDArray[np.intp],
+            owner: npt.NDArray[np.intp], xs: F32Array, ws: F32Array, scale: F32Array,
+            values: F32Array | None) -> F32Array:
+    """C's d2 of every candidate, one coordinate at a time over all candidates (contiguous
+    columns: each point's value repeated over its candidates)."""
+    width = xs.shape[0]
+
+    def spread(a: F32Array) -> F32Array:
+        """A point's value for each of its candidates: measured faster as a gather by
+        owner on the 4-wide grids, as np.repeat on the 8-wide ones."""
+        out: F32Array = a.take(owner) if width == 4 else np.repeat(a, counts)
+        return out
+
+    s = spread(scale)
+    rows = None if values is None else np.repeat(values, counts, axis=0)
+    d2: F32Array | None = None
+    for i in range(width):  # summed in coordinate order
+        if rows is None:
+            q = t.coord_columns[i].take(cand)
+        else:
+            q = np.take_along_axis(rows, t.levels[cand, i][:, None], axis=1)[:, 0]
+        diff = s * q
+        diff -= spread(xs[i])
+        diff *= spread(ws[i]) * diff  # (w*diff)*diff: products commute
+        d2 = diff if d2 is None else d2 + diff  # C's 0 + first term: the first term
+    assert d2 is not None
+    return d2
+
+
+def _near_best_d2(t: SearchTables, cand: npt.NDArray[np.intp], owner: npt.NDArray[np.intp],
+                  starts: npt.NDArray[np.intp], xs: F32Array, ws: F32Array, scale: F32Array,
+                  values: F32Array | None
+                  ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], F32Array]:
+    """C's d2 of the candidates that can be a point's least: (those candidates, their
+    points, their d2). A point's (width, levels) terms are computed once; candidates
+    are ranked by sums of pre-added coordinate pairs (half the gathers)."""
+    width, m = xs.shape
+    # built with the points on the last axis (long contiguous loops), then transposed so
+    # that each point's entries are together for the gathers
+    q = t.level_coords[:, None] if values is None else values.T
+    diff = (q * scale)[None, :, :] - xs[:, None, :]
+    by_coord = (ws[:, None, :] * diff) * diff  # (width, levels, M): C's weight*diff*diff
+    by_pair = by_coord[1::2, :, None, :] + by_coord[0::2, None, :, :]
+    terms = np.ascontiguousarray(by_coord.transpose(2, 0, 1))  # (M, width, levels)
+    pairs = np.ascontiguousarray(by_pair.reshape(-1, m).T)  # (M, width/2 * levels^2)
+    flat_pairs = pairs.reshape(-1)
+    at = owner * pairs.shape[1]
+    approx = flat_pairs.take(at + t.pair_codes[0].take(cand))
+    for p in range(1, width // 2):
+        approx += flat_pairs.take(at + t.pair_codes[p].take(cand))
+    lo = np.fmin.reduceat(approx, starts)
+    limit = lo + lo * _NEAR_BEST
+    # the bound needs terms >= 0 and finite sums: other points keep every candidate
+    limit[~((ws >= 0).all(axis=0) & (lo < _SUM_SAFE))] = np.inf
+    sel = np.flatnonzero(~(approx > limit.take(owner)))
+    owner, cand = owner.take(sel), cand.take(sel)
+    flat = terms.reshape(-1)
+    at = owner * terms[0].size
+    d2 = flat.take(at + t.term_codes[0].take(cand))
+    for i in range(1, width):  # summed in coordinate order
+        d2 += flat.take(at + t.term_codes[i].take(cand))
+    return cand, owner, d2
 
 
 def project(t: SearchTables, xval: F32Array, waux: F32Array, inv: F32Array,
@@ -100,14 +214,12 @@ def project(t: SearchTables, xval: F32Array, waux: F32Array, inv: F32Array,
     gidx = t.kmap[u].astype(np.int64)
     on = gidx >= 0
     if not on.all():
-        width = t.coords.shape[1]
         p_idx, g_idx = np.nonzero(~on)
-        xs = xval.reshape(-1, width, xval.shape[-1])[p_idx, :, g_idx]
-        ws = waux.reshape(-1, width, waux.shape[-1])[p_idx, :, g_idx]
-        found = best_neighbour(t, u[p_idx, g_idx], xs, ws, scale[g_idx])
+        at = point_elements(p_idx, g_idx, t.coords.shape[1], xval.shape[1])
+        found = best_neighbour(t, u[p_idx, g_idx], xval.take(at), waux.take(at),
+                               scale.take(g_idx))
         gidx[p_idx, g_idx] = found
-        lv3 = lv.reshape(-1, width, lv.shape[-1])
-        lv3[p_idx, :, g_idx] = (t.coords[found] - 1) // 2
+        np.put(lv, at, t.levels[found].T)
     return lv, gidx, on
 
 

@@ -9,8 +9,10 @@ or 3-bit (IQ3) fields ``l``, coordinate 0 in the lowest bits. The quantizers sea
 coordinates ``2*l + 1``.
 
 **Search tables** are what ``ggml_quantize_init`` builds once per process
-(``iq2xs_init_impl`` / ``iq3xs_init_impl``) and are computed here the same way, at first
-use, then cached:
+(``iq2xs_init_impl`` / ``iq3xs_init_impl``). ``compute_search_tables`` derives them the same
+way (a few seconds of numpy for all six grids); ``tools/make_iq_search_tables.py`` stores
+its result in ``data/iq_search_tables.npz``, which is what the kernels load (once per
+process, a fraction of the compute time), and a test recomputes and compares it:
 
 * ``kmap`` (int32, one entry per packed point: 43692 for the 8-wide grids, 4096 for IQ3):
   the grid position of a point that is on the grid, else ``-(offset + 1)``;
@@ -30,9 +32,10 @@ import numpy as np
 import numpy.typing as npt
 
 DATA = Path(__file__).resolve().parent / "data" / "iq_grids.npz"
+SEARCH_DATA = DATA.with_name("iq_search_tables.npz")
 
 # type -> (dequantizer grid, kgrid table, coordinates per point, bits per coordinate, nwant)
-_SPECS: dict[str, tuple[str, str, int, int, int]] = {
+SPECS: dict[str, tuple[str, str, int, int, int]] = {
     "IQ2_XXS": ("iq2xxs_grid", "quant__iq2xs_init_impl__kgrid_2bit_256", 8, 2, 2),
     "IQ2_XS": ("iq2xs_grid", "quant__iq2xs_init_impl__kgrid_2bit_512", 8, 2, 2),
     "IQ2_S": ("iq2s_grid", "quant__iq2xs_init_impl__kgrid_2bit_1024", 8, 2, 1),
@@ -67,9 +70,42 @@ class SearchTables:
         return self.coords.astype(np.float32)
 
     @functools.cached_property
+    def coord_columns(self) -> npt.NDArray[np.float32]:
+        """(width, G) ``fcoords`` transposed: coordinate i of every grid point, contiguous."""
+        return np.ascontiguousarray(self.fcoords.T)
+
+    @functools.cached_property
     def levels(self) -> npt.NDArray[np.intp]:
         """(G, width) the level l of each coordinate 2l+1."""
         return ((self.coords - 1) // 2).astype(np.intp)
+
+    @functools.cached_property
+    def nlevels(self) -> int:
+        """How many levels a coordinate takes (3 on the 8-wide grids, 8 on IQ3's)."""
+        return int(self.levels.max()) + 1
+
+    @functools.cached_property
+    def level_coords(self) -> npt.NDArray[np.float32]:
+        """(nlevels,) the coordinate 2l+1 of each level, float32."""
+        return (2 * np.arange(self.nlevels) + 1).astype(np.float32)
+
+    @functools.cached_property
+    def term_codes(self) -> npt.NDArray[np.intp]:
+        """(width, G): where coordinate i of grid point g finds its term in a point's
+        (width, nlevels) table of per-coordinate terms, flattened: ``i*nlevels + l``."""
+        width = self.coords.shape[1]
+        codes: npt.NDArray[np.intp] = (np.arange(width) * self.nlevels + self.levels).T
+        return np.ascontiguousarray(codes)
+
+    @functools.cached_property
+    def pair_codes(self) -> npt.NDArray[np.intp]:
+        """(width/2, G): where grid point g finds the sum of its terms for coordinates 2p
+        and 2p+1 in a point's (width/2, nlevels, nlevels) table of pair sums, flattened:
+        ``(p*nlevels + l[2p+1])*nlevels + l[2p]``."""
+        width, nl = self.coords.shape[1], self.nlevels
+        lv = self.levels
+        codes = (np.arange(width // 2) * nl + lv[:, 1::2]) * nl + lv[:, 0::2]
+        return np.ascontiguousarray(codes.T.astype(np.intp))
 
 
 def _distinct_cut(d2: npt.NDArray[np.int16], nwant: int) -> npt.NDArray[np.int16]:
@@ -85,21 +121,38 @@ def _distinct_cut(d2: npt.NDArray[np.int16], nwant: int) -> npt.NDArray[np.int16
 
 def search_tables(qtype: str) -> SearchTables:
     """The tables ``ggml_quantize_init`` builds for ``qtype`` (IQ1_M uses IQ1_S's)."""
-    return _build("IQ1_S" if qtype == "IQ1_M" else qtype)
+    return _load("IQ1_S" if qtype == "IQ1_M" else qtype)
+
+
+def _grid_levels(qtype: str) -> npt.NDArray[np.int64]:
+    """(G, width) the level l of each coordinate of each ``kgrid`` point."""
+    _, kname, width, bits, _ = SPECS[qtype]
+    kgrid = fixed_tables()[kname].astype(np.int64)
+    levels: npt.NDArray[np.int64] = (kgrid[:, None] >> (bits * np.arange(width))) & (
+        (1 << bits) - 1)
+    return levels
 
 
 @functools.cache
-def _build(qtype: str) -> SearchTables:
-    gname, kname, width, bits, nwant = _SPECS[qtype]
-    fixed = fixed_tables()
-    grid = np.ascontiguousarray(fixed[gname]).view(np.uint8).reshape(-1, width)
-    kgrid = fixed[kname].astype(np.int64)
+def _load(qtype: str) -> SearchTables:
+    gname, _, width, bits, _ = SPECS[qtype]
+    grid = np.ascontiguousarray(fixed_tables()[gname]).view(np.uint8).reshape(-1, width)
+    coords = (2 * _grid_levels(qtype) + 1).astype(np.int8)
+    with np.load(SEARCH_DATA) as z:
+        kmap, neighbours = z[f"{qtype}__kmap"], z[f"{qtype}__neighbours"]
+    return SearchTables(grid, coords, kmap, neighbours, bits)
+
+
+def compute_search_tables(qtype: str) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.uint16]]:
+    """``kmap`` and ``neighbours`` of ``qtype``, derived from its ``kgrid`` table as
+    ``iq2xs_init_impl`` / ``iq3xs_init_impl`` do (what ``data/iq_search_tables.npz`` holds)."""
+    _, _, width, bits, nwant = SPECS[qtype]
+    levels = _grid_levels(qtype)
     shifts = bits * np.arange(width)
-    levels = (kgrid[:, None] >> shifts) & ((1 << bits) - 1)  # (G, width)
     coords = (2 * levels + 1).astype(np.int8)
     size = _KMAP_SIZE[width]
     kmap = np.full(size, -1, dtype=np.int32)
-    kmap[(levels << shifts).sum(axis=1)] = np.arange(len(kgrid), dtype=np.int32)
+    kmap[(levels << shifts).sum(axis=1)] = np.arange(len(levels), dtype=np.int32)
 
     off = np.flatnonzero(kmap < 0)
     pos = (2 * ((off[:, None] >> shifts) & ((1 << bits) - 1)) + 1).astype(np.float32)
@@ -125,4 +178,4 @@ def _build(qtype: str) -> SearchTables:
     rank = np.arange(len(rows)) - np.concatenate([[0], np.cumsum(counts)[:-1]])[rows]
     neighbours[offsets[rows] + 1 + rank] = cols
     kmap[off] = -(offsets + 1)
-    return SearchTables(grid, coords, kmap, neighbours, bits)
+    return kmap, neighbours
