@@ -367,3 +367,41 @@ def test_bf16_rounds_half_to_even_and_keeps_nan_quiet() -> None:
                     dtype=np.uint32)
     q = quantize(GGMLQuantizationType.BF16, bits.view(np.float32)[None, :])
     assert list(q.view("<u2")[0]) == [0x3F80, 0x3F82, 0x3F81, 0x7F80, 0x7FC0, 0xFF80]
+
+
+@pytest.mark.parametrize("name", ["Q4_0", "Q5_0"])
+def test_nan_is_skipped_by_the_block_maximum(name: str) -> None:
+    """ggml's ``if (amax < fabsf(v))`` never takes a NaN: a block with a NaN gets the
+    scale of its other values, and only the NaN's own level differs from the same block
+    with a 0 there (numpy's max would propagate the NaN into the scale)."""
+    qtype = GGMLQuantizationType[name]
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 32)).astype(np.float32)
+    x[:, 0] = 0  # every block's largest value stays elsewhere
+    with_nan = x.copy()
+    with_nan[:, 0] = np.nan
+    q_zero, q_nan = quantize(qtype, x), quantize(qtype, with_nan)
+    assert np.array_equal(q_nan[:, :2], q_zero[:, :2])  # the scale d
+    deq_zero = dequantize(qtype, q_zero)
+    deq_nan = dequantize(qtype, q_nan)
+    assert np.array_equal(deq_nan[:, 1:], deq_zero[:, 1:])
+    assert np.all(np.isfinite(deq_nan))
+
+
+def test_q3_k_sub_block_whose_sums_overflow_keeps_the_block_scale() -> None:
+    """A sub-block of huge values (x^2 overflows: make_q3_quants returns NaN) is skipped
+    by quantize_row_q3_K_ref's ``fabsf(scale) > amax``: its 6-bit scale is 0 and the
+    others, and d, are those of the same block with that sub-block all zero."""
+    qtype = GGMLQuantizationType.Q3_K
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((4, 256)).astype(np.float32)
+    huge = x.copy()
+    huge[:, 16:32] = 3e30 * np.sign(x[:, 16:32])
+    zero = x.copy()
+    zero[:, 16:32] = 0
+    q_huge, q_zero = quantize(qtype, huge), quantize(qtype, zero)
+    assert np.array_equal(q_huge[:, 96:110], q_zero[:, 96:110])  # scales and d
+    deq_huge, deq_zero = dequantize(qtype, q_huge), dequantize(qtype, q_zero)
+    assert np.array_equal(deq_huge[:, 16:32], np.zeros((4, 16), np.float32))
+    assert np.array_equal(np.delete(deq_huge, np.s_[16:32], axis=1),
+                          np.delete(deq_zero, np.s_[16:32], axis=1))

@@ -106,10 +106,15 @@ def first_zero_fix(ext: F32Array, x: F32Array, axis: int) -> F32Array:
 
 def signed_absmax(x: F32Array, axis: int) -> F32Array:
     """The first value with the largest |x| along ``axis``, or +0.0 if all are zero
-    (C: ``amax = max = 0; if (fabsf(v) > amax) { amax = fabsf(v); max = v; }``)."""
+    (C: ``amax = max = 0; if (fabsf(v) > amax) { amax = fabsf(v); max = v; }``, which
+    never takes a NaN: NaN values are skipped)."""
     mx, mn = max_min(x, axis)
     out = np.where(mx >= -mn, mx, mn)
     out += F32(0.0)  # all-zero groups: +0.0, whichever zero numpy picked
+    nan = np.isnan(out)  # numpy's max and min propagate NaN
+    if nan.any():
+        sub = np.compress(nan, x, axis=1 - axis)
+        out[nan] = signed_absmax(np.where(np.isnan(sub), F32(0.0), sub), axis)
     tie = (mx == -mn) & (mx > 0)  # both +a and -a occur: the first one wins
     if tie.any():
         sub = np.compress(tie, x, axis=1 - axis)
