@@ -129,11 +129,12 @@ class _Legacy(BlockFormat):
             # np.minimum with a scalar is several times slower than with an array
             np.minimum(q, np.full(shape, top, dtype=np.uint8), out=q)
             out[b0:b1, 0:2] = fp16_bytes(d)
+            # the output bytes seen in the tile layout: [tile, byte, block]
+            dst = out[b0:b1].reshape(t.shape[0], t.shape[2], -1).transpose(0, 2, 1)
             if self.fifth_bit:  # bit j of qh is L[j] >> 4: byte k = sum 2^(j - 8k) * bit j
                 high = np.matmul(_BIT_WEIGHTS, (q >> np.uint8(4)).astype(np.float32))
-                out[b0:b1, qh:qs] = high.astype(np.uint8).transpose(0, 2, 1).reshape(-1, 4)
-            packed = (q[:, :16] & np.uint8(0x0F)) | (q[:, 16:] << np.uint8(4))
-            out[b0:b1, qs:] = packed.transpose(0, 2, 1).reshape(-1, 16)
+                np.copyto(dst[:, qh:qs], high, casting="unsafe")
+            np.bitwise_or(q[:, :16] & np.uint8(0x0F), q[:, 16:] << np.uint8(4), out=dst[:, qs:])
         return out
 
     def _decode(self, q: U8Array) -> F32Array:
