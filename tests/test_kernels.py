@@ -369,23 +369,35 @@ def test_bf16_rounds_half_to_even_and_keeps_nan_quiet() -> None:
     assert list(q.view("<u2")[0]) == [0x3F80, 0x3F82, 0x3F81, 0x7F80, 0x7FC0, 0xFF80]
 
 
-@pytest.mark.parametrize("name", ["Q4_0", "Q5_0"])
-def test_nan_is_skipped_by_the_block_maximum(name: str) -> None:
-    """ggml's ``if (amax < fabsf(v))`` never takes a NaN: a block with a NaN gets the
-    scale of its other values, and only the NaN's own level differs from the same block
-    with a 0 there (numpy's max would propagate the NaN into the scale)."""
+@pytest.mark.parametrize("name", ["Q4_0", "Q5_0", "Q4_1", "Q5_1", "Q8_0"])
+def test_nan_is_skipped_by_the_block_extremes(name: str) -> None:
+    """ggml's ``if (amax < fabsf(v))`` / ``if (v < min)`` / ``if (v > max)`` never take a
+    NaN (Q8_0's MAX chain restarts after it): a block starting with a NaN gets the scale
+    of its other values, and only the NaN's own level differs from the same block with a
+    copy of its second value there (numpy's max would propagate the NaN)."""
     qtype = GGMLQuantizationType[name]
     rng = np.random.default_rng(3)
     x = rng.standard_normal((4, 32)).astype(np.float32)
-    x[:, 0] = 0  # every block's largest value stays elsewhere
+    x[:, 0] = x[:, 1]  # the extremes do not depend on element 0
     with_nan = x.copy()
     with_nan[:, 0] = np.nan
-    q_zero, q_nan = quantize(qtype, x), quantize(qtype, with_nan)
-    assert np.array_equal(q_nan[:, :2], q_zero[:, :2])  # the scale d
-    deq_zero = dequantize(qtype, q_zero)
+    q_copy, q_nan = quantize(qtype, x), quantize(qtype, with_nan)
+    head = 4 if name in ("Q4_1", "Q5_1") else 2  # d (and m)
+    assert np.array_equal(q_nan[:, :head], q_copy[:, :head])
+    deq_copy = dequantize(qtype, q_copy)
     deq_nan = dequantize(qtype, q_nan)
-    assert np.array_equal(deq_nan[:, 1:], deq_zero[:, 1:])
+    assert np.array_equal(deq_nan[:, 1:], deq_copy[:, 1:])
     assert np.all(np.isfinite(deq_nan))
+
+
+def test_q8_0_block_ending_in_nan_has_a_nan_scale() -> None:
+    """Q8_0's ``amax = MAX(amax, fabsf(v))`` ends as NaN when the last value is NaN: d is
+    NaN and every quant 0 (1/d is NaN, which C converts to int8 0)."""
+    x = np.random.default_rng(5).standard_normal((3, 32)).astype(np.float32)
+    x[:, 31] = np.nan
+    q = quantize(GGMLQuantizationType.Q8_0, x)
+    assert np.all(q[:, 2:] == 0)
+    assert np.all(np.isnan(dequantize(GGMLQuantizationType.Q8_0, q)))
 
 
 def test_q3_k_sub_block_whose_sums_overflow_keeps_the_block_scale() -> None:

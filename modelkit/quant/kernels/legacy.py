@@ -108,6 +108,7 @@ class _Legacy(BlockFormat):
             shape = (t.shape[0], 1, t.shape[2])  # one value per block, broadcast over 32
             mx, mn = t.max(axis=1).reshape(-1), t.min(axis=1).reshape(-1)
             if self.affine:
+                _skip_nan(mx, mn, xb)
                 xmax = first_zero_fix(mx, xb, axis=1)
                 xmin = first_zero_fix(mn, xb, axis=1)
                 d = (xmax - xmin) / nm
@@ -151,6 +152,18 @@ class _Legacy(BlockFormat):
         return signed.astype(np.float32) * d[:, None]  # type: ignore[no-any-return]
 
 
+def _skip_nan(mx: F32Array, mn: F32Array, x: F32Array) -> None:
+    """C's ``if (v < min) min = v; if (v > max) max = v;`` from min = FLT_MAX, max =
+    -FLT_MAX never takes a NaN (numpy's max and min propagate it): in place, the blocks
+    (rows of ``x``) with a NaN get the max and min of their other values."""
+    nan = np.isnan(mx)
+    if nan.any():
+        sub = x[nan]
+        big = F32(np.finfo(np.float32).max)
+        mx[nan] = np.where(np.isnan(sub), -big, sub).max(axis=1)
+        mn[nan] = np.where(np.isnan(sub), big, sub).min(axis=1)
+
+
 def _inverse(d: F32Array) -> tuple[F32Array, BoolArray]:
     """C's ``id = d ? 1.0f/d : 0.0f``, and where 1/d overflowed (inf/NaN in C)."""
     inv = F32(1.0) / d
@@ -175,6 +188,14 @@ class Q8_0(BlockFormat):
         mx, mn = max_min(x, axis=1)  # the imatrix is ignored, as in quantize_q8_0
         amax = np.maximum(mx, -mn)
         amax += F32(0.0)  # C's MAX(0.0f, |v|) chain never yields -0.0
+        nan = np.isnan(amax)
+        if nan.any():
+            # C's amax = MAX(amax, fabsf(v)) = amax > |v| ? amax : |v| becomes NaN at a
+            # NaN and restarts from the next value: the max of |v| after the last NaN
+            sub = np.abs(x[nan])
+            after_last = np.cumsum(np.isnan(sub)[:, ::-1], axis=1)[:, ::-1] == 0
+            last_is_nan = ~after_last[:, -1]
+            amax[nan] = np.where(last_is_nan, np.nan, np.where(after_last, sub, 0).max(axis=1))
         d = amax / F32(127.0)
         inv = F32(1.0) / d
         # 1/d = 0 when d = 0; where 1/d overflows, C converts inf/NaN to int8 and gets 0,
