@@ -417,3 +417,16 @@ def test_q3_k_sub_block_whose_sums_overflow_keeps_the_block_scale() -> None:
     assert np.array_equal(deq_huge[:, 16:32], np.zeros((4, 16), np.float32))
     assert np.array_equal(np.delete(deq_huge, np.s_[16:32], axis=1),
                           np.delete(deq_zero, np.s_[16:32], axis=1))
+
+
+def test_iq4_nl_blocks_with_nan_or_inf_quantize_like_ggml() -> None:
+    """NaN and +-inf used to crash the table lookup. ggml: best_index_int8 sends NaN to
+    index 15; a NaN makes every try's sums NaN, so the block's d is 0 (``sumq2 > 0``
+    fails); the other blocks of the row are unaffected."""
+    qtype = GGMLQuantizationType.IQ4_NL
+    x = np.random.default_rng(6).standard_normal((3, 64)).astype(np.float32)
+    bad = x.copy()
+    bad[:, 5] = [np.nan, np.inf, -np.inf]
+    q, q_clean = quantize(qtype, bad), quantize(qtype, x)
+    assert np.array_equal(q[:, 18:], q_clean[:, 18:])
+    assert np.all(dequantize(qtype, q[:1])[0, :32] == 0)
