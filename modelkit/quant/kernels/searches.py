@@ -445,6 +445,9 @@ def _refine_by_moves(x: F32Array, levels: F32Array, products: tuple[F32Array, F3
     wxa = wa * xa
     pick = pick[act]
     rnd = np.zeros(act.size, dtype=np.intp)  # the round of each column's move
+    # the finished columns' (column, levels, sumlx, suml2), written back at the end in
+    # one scatter each (a strided scatter per step is slow)
+    done: list[tuple[IntpArray, F32Array, F32Array, F32Array]] = []
     while True:
         k = act.size
         pos = elem[pick]
@@ -463,14 +466,17 @@ def _refine_by_moves(x: F32Array, levels: F32Array, products: tuple[F32Array, F3
         rnd += ~later
         go = has & (rnd < 5)
         if not go.all():
-            fin = ~go
-            levels[:, act[fin]] = la[fin].T
-            sumlx[act[fin]] = sx[fin]
-            suml2[act[fin]] = s2[fin]
-            if not go.any():
+            fin = np.flatnonzero(~go)  # integer gathers: a boolean mask is slower
+            done.append((act[fin], la[fin], sx[fin], s2[fin]))
+            keep = np.flatnonzero(go)
+            if keep.size == 0:
                 break
-            act, pick, rnd = act[go], pick[go], rnd[go]
-            xa, wa, wxa, la = xa[go], wa[go], wxa[go], la[go]
+            act, pick, rnd = act[keep], pick[keep], rnd[keep]
+            xa, wa, wxa, la = xa[keep], wa[keep], wxa[keep], la[keep]
+    cols = np.concatenate([d[0] for d in done])
+    levels[:, cols] = np.concatenate([d[1] for d in done]).T
+    sumlx[cols] = np.concatenate([d[2] for d in done])
+    suml2[cols] = np.concatenate([d[3] for d in done])
     return sumlx, suml2
 
 
