@@ -367,3 +367,66 @@ def test_bf16_rounds_half_to_even_and_keeps_nan_quiet() -> None:
                     dtype=np.uint32)
     q = quantize(GGMLQuantizationType.BF16, bits.view(np.float32)[None, :])
     assert list(q.view("<u2")[0]) == [0x3F80, 0x3F82, 0x3F81, 0x7F80, 0x7FC0, 0xFF80]
+
+
+@pytest.mark.parametrize("name", ["Q4_0", "Q5_0", "Q4_1", "Q5_1", "Q8_0"])
+def test_nan_is_skipped_by_the_block_extremes(name: str) -> None:
+    """ggml's ``if (amax < fabsf(v))`` / ``if (v < min)`` / ``if (v > max)`` never take a
+    NaN (Q8_0's MAX chain restarts after it): a block starting with a NaN gets the scale
+    of its other values, and only the NaN's own level differs from the same block with a
+    copy of its second value there (numpy's max would propagate the NaN)."""
+    qtype = GGMLQuantizationType[name]
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 32)).astype(np.float32)
+    x[:, 0] = x[:, 1]  # the extremes do not depend on element 0
+    with_nan = x.copy()
+    with_nan[:, 0] = np.nan
+    q_copy, q_nan = quantize(qtype, x), quantize(qtype, with_nan)
+    head = 4 if name in ("Q4_1", "Q5_1") else 2  # d (and m)
+    assert np.array_equal(q_nan[:, :head], q_copy[:, :head])
+    deq_copy = dequantize(qtype, q_copy)
+    deq_nan = dequantize(qtype, q_nan)
+    assert np.array_equal(deq_nan[:, 1:], deq_copy[:, 1:])
+    assert np.all(np.isfinite(deq_nan))
+
+
+def test_q8_0_block_ending_in_nan_has_a_nan_scale() -> None:
+    """Q8_0's ``amax = MAX(amax, fabsf(v))`` ends as NaN when the last value is NaN: d is
+    NaN and every quant 0 (1/d is NaN, which C converts to int8 0)."""
+    x = np.random.default_rng(5).standard_normal((3, 32)).astype(np.float32)
+    x[:, 31] = np.nan
+    q = quantize(GGMLQuantizationType.Q8_0, x)
+    assert np.all(q[:, 2:] == 0)
+    assert np.all(np.isnan(dequantize(GGMLQuantizationType.Q8_0, q)))
+
+
+def test_q3_k_sub_block_whose_sums_overflow_keeps_the_block_scale() -> None:
+    """A sub-block of huge values (x^2 overflows: make_q3_quants returns NaN) is skipped
+    by quantize_row_q3_K_ref's ``fabsf(scale) > amax``: its 6-bit scale is 0 and the
+    others, and d, are those of the same block with that sub-block all zero."""
+    qtype = GGMLQuantizationType.Q3_K
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((4, 256)).astype(np.float32)
+    huge = x.copy()
+    huge[:, 16:32] = 3e30 * np.sign(x[:, 16:32])
+    zero = x.copy()
+    zero[:, 16:32] = 0
+    q_huge, q_zero = quantize(qtype, huge), quantize(qtype, zero)
+    assert np.array_equal(q_huge[:, 96:110], q_zero[:, 96:110])  # scales and d
+    deq_huge, deq_zero = dequantize(qtype, q_huge), dequantize(qtype, q_zero)
+    assert np.array_equal(deq_huge[:, 16:32], np.zeros((4, 16), np.float32))
+    assert np.array_equal(np.delete(deq_huge, np.s_[16:32], axis=1),
+                          np.delete(deq_zero, np.s_[16:32], axis=1))
+
+
+def test_iq4_nl_blocks_with_nan_or_inf_quantize_like_ggml() -> None:
+    """NaN and +-inf used to crash the table lookup. ggml: best_index_int8 sends NaN to
+    index 15; a NaN makes every try's sums NaN, so the block's d is 0 (``sumq2 > 0``
+    fails); the other blocks of the row are unaffected."""
+    qtype = GGMLQuantizationType.IQ4_NL
+    x = np.random.default_rng(6).standard_normal((3, 64)).astype(np.float32)
+    bad = x.copy()
+    bad[:, 5] = [np.nan, np.inf, -np.inf]
+    q, q_clean = quantize(qtype, bad), quantize(qtype, x)
+    assert np.array_equal(q[:, 18:], q_clean[:, 18:])
+    assert np.all(dequantize(qtype, q[:1])[0, :32] == 0)

@@ -106,10 +106,21 @@ def first_zero_fix(ext: F32Array, x: F32Array, axis: int) -> F32Array:
 
 def signed_absmax(x: F32Array, axis: int) -> F32Array:
     """The first value with the largest |x| along ``axis``, or +0.0 if all are zero
-    (C: ``amax = max = 0; if (fabsf(v) > amax) { amax = fabsf(v); max = v; }``)."""
+    (C: ``amax = max = 0; if (fabsf(v) > amax) { amax = fabsf(v); max = v; }``, which
+    never takes a NaN: NaN values are skipped)."""
     mx, mn = max_min(x, axis)
+    return signed_absmax_of(mx, mn, x, axis)
+
+
+def signed_absmax_of(mx: F32Array, mn: F32Array, x: F32Array, axis: int) -> F32Array:
+    """``signed_absmax`` from the groups' max and min (as numpy gives them); ``x`` is
+    only read for the groups with a tie or a NaN."""
     out = np.where(mx >= -mn, mx, mn)
     out += F32(0.0)  # all-zero groups: +0.0, whichever zero numpy picked
+    nan = np.isnan(out)  # numpy's max and min propagate NaN
+    if nan.any():
+        sub = np.compress(nan, x, axis=1 - axis)
+        out[nan] = signed_absmax(np.where(np.isnan(sub), F32(0.0), sub), axis)
     tie = (mx == -mn) & (mx > 0)  # both +a and -a occur: the first one wins
     if tie.any():
         sub = np.compress(tie, x, axis=1 - axis)
@@ -165,15 +176,6 @@ def final_levels(x: F32Array, offset: F32Array | None, d: F32Array, lo: int, hi:
     if keep.any():
         v[:, keep] = search_levels[:, keep]
     return v
-
-
-def c_trunc_to_byte(v: F32Array, overflowed: BoolArray) -> U8Array:
-    """``(int8_t)`` / ``(uint8_t)`` of float (n, 32): truncate toward zero. Blocks
-    whose ``1/d`` ``overflowed`` hold inf/NaN in C, which x86-64 converts to INT_MIN:
-    low byte 0. ``v`` is in [0, 32) everywhere else."""
-    if overflowed.any():
-        v[overflowed] = 0
-    return v.astype(np.uint8)
 
 
 def pack_nibbles(levels: U8Array) -> U8Array:

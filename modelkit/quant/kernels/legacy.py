@@ -10,21 +10,27 @@ from gguf import GGMLQuantizationType
 from modelkit.quant.kernels.block import BlockFormat
 from modelkit.quant.kernels.common import (
     F32,
+    TILE,
+    BoolArray,
     F32Array,
     U8Array,
     as_columns,
-    c_trunc_to_byte,
     first_zero_fix,
     from_columns,
     max_min,
     pack_nibbles,
-    signed_absmax,
+    signed_absmax_of,
     unpack_nibbles,
 )
 from modelkit.quant.kernels.floats import fp16_bytes, fp16_to_f32
 from modelkit.quant.kernels.searches import fit_scale_min, fit_symmetric
 
 _NEARLY_HALF_BITS = np.uint32(0x3EFFFFFF)  # bits of 0.49999997f, the float below 0.5
+# (4, 32): row k weighs the bits j = 8k..8k+7 by 2^(j - 8k); sums < 256 are exact in
+# float32, so a matmul packs the 32 fifth bits of a block into its 4 qh bytes (packbits
+# along a middle axis is much slower)
+_BIT_WEIGHTS = np.array([[2.0 ** (j - 8 * k) if j // 8 == k else 0.0 for j in range(32)]
+                         for k in range(4)], dtype=np.float32)
 
 
 def _pack_fifth_bits(levels: U8Array) -> U8Array:
@@ -62,17 +68,74 @@ class _Legacy(BlockFormat):
         return qh, qh + (4 if self.fifth_bit else 0)
 
     def _encode(self, x: F32Array, qw: F32Array | None, sigma2: F32Array | None) -> U8Array:
+        if qw is None:
+            return self._encode_ref(x)
         out = np.empty((x.shape[0], self.block_bytes), dtype=np.uint8)
-        if self.affine:
-            d, m, q = self._scale_min_and_levels(x, qw, sigma2)
-            out[:, 2:4] = fp16_bytes(m)
-        else:
-            d, q = self._scale_and_levels(x, qw, sigma2)
+        xc = as_columns(x, 32)
+        w = _legacy_weights(xc, qw, sigma2)
+        if self.affine:  # quantize_row_q4_1_impl / q5_1_impl
+            d, the_min, levels = fit_scale_min(xc, w, self.nmax, -0.9, 0.05, 36)
+            out[:, 2:4] = fp16_bytes(-the_min)
+        else:  # quantize_row_q4_0_impl / q5_0_impl
+            d, levels = fit_symmetric(xc, w, self.nmax)
+        q = from_columns(levels, 32)
         out[:, 0:2] = fp16_bytes(d)
         qh, qs = self._offsets()
         if self.fifth_bit:
             out[:, qh:qs] = _pack_fifth_bits(q)
         out[:, qs:] = pack_nibbles(q)
+        return out
+
+    def _encode_ref(self, x: F32Array) -> U8Array:
+        """quantize_row_q4_0_ref .. q5_1_ref. Symmetric: d = max / -nmax, q =
+        (int8_t)(x/d + nmax + 0.5) capped at 2*nmax - 1; affine: d = (max - min) / nmax,
+        q = (int)((x - min)/d + 0.5) capped at nmax. Worked on tiles of TILE blocks
+        transposed to (32, TILE), so that every operation runs along rows of TILE values
+        (per-block rows of 32 are slow in numpy); the last n % TILE blocks as one tile."""
+        n = x.shape[0]
+        out = np.empty((n, self.block_bytes), dtype=np.uint8)
+        full = n - n % TILE
+        parts: list[tuple[int, int, F32Array]] = []
+        if full:
+            parts.append((0, full, np.ascontiguousarray(
+                x[:full].reshape(-1, TILE, 32).transpose(0, 2, 1))))
+        if full < n:
+            parts.append((full, n, np.ascontiguousarray(x[full:].T)[None]))
+        qh, qs = self._offsets()
+        nm = F32(self.nmax)
+        for b0, b1, t in parts:
+            xb = x[b0:b1]
+            shape = (t.shape[0], 1, t.shape[2])  # one value per block, broadcast over 32
+            mx, mn = t.max(axis=1).reshape(-1), t.min(axis=1).reshape(-1)
+            if self.affine:
+                _skip_nan(mx, mn, xb)
+                xmax = first_zero_fix(mx, xb, axis=1)
+                xmin = first_zero_fix(mn, xb, axis=1)
+                d = (xmax - xmin) / nm
+                inv, overflowed = _inverse(d)
+                v = np.subtract(t, xmin.reshape(shape))
+                v *= inv.reshape(shape)
+                v += F32(0.5)
+                top = self.nmax
+                out[b0:b1, 2:4] = fp16_bytes(xmin)
+            else:
+                d = signed_absmax_of(mx, mn, xb, axis=1) / -nm
+                inv, overflowed = _inverse(d)
+                v = np.multiply(t, inv.reshape(shape))
+                v += nm + F32(0.5)
+                top = 2 * self.nmax - 1
+            if overflowed.any():  # C converts inf/NaN to INT_MIN: low byte 0
+                np.copyto(v, F32(0.0), where=overflowed.reshape(shape))
+            q = v.astype(np.uint8)  # v is in [0, 32) (truncation toward zero)
+            # np.minimum with a scalar is several times slower than with an array
+            np.minimum(q, np.full(shape, top, dtype=np.uint8), out=q)
+            out[b0:b1, 0:2] = fp16_bytes(d)
+            # the output bytes seen in the tile layout: [tile, byte, block]
+            dst = out[b0:b1].reshape(t.shape[0], t.shape[2], -1).transpose(0, 2, 1)
+            if self.fifth_bit:  # bit j of qh is L[j] >> 4: byte k = sum 2^(j - 8k) * bit j
+                high = np.matmul(_BIT_WEIGHTS, (q >> np.uint8(4)).astype(np.float32))
+                np.copyto(dst[:, qh:qs], high, casting="unsafe")
+            np.bitwise_or(q[:, :16] & np.uint8(0x0F), q[:, 16:] << np.uint8(4), out=dst[:, qs:])
         return out
 
     def _decode(self, q: U8Array) -> F32Array:
@@ -88,41 +151,26 @@ class _Legacy(BlockFormat):
         signed = levels.astype(np.int8) - np.int8(self.nmax)
         return signed.astype(np.float32) * d[:, None]  # type: ignore[no-any-return]
 
-    def _scale_and_levels(self, x: F32Array, qw: F32Array | None,
-                          sigma2: F32Array | None) -> tuple[F32Array, U8Array]:
-        if qw is not None:  # quantize_row_q4_0_impl / q5_0_impl
-            xc = as_columns(x, 32)
-            d, levels = fit_symmetric(xc, _legacy_weights(xc, qw, sigma2), self.nmax)
-            return d, from_columns(levels, 32)
-        nm = F32(self.nmax)
-        d = signed_absmax(x, axis=1) / -nm
-        inv = F32(1.0) / d
-        overflowed = ~np.isfinite(inv) & (d != 0)
-        inv[~np.isfinite(inv)] = 0  # C: id = d ? 1/d : 0
-        v = x * inv[:, None]
-        v += nm + F32(0.5)
-        q = c_trunc_to_byte(v, overflowed)
-        return d, np.minimum(q, 2 * self.nmax - 1)
 
-    def _scale_min_and_levels(self, x: F32Array, qw: F32Array | None,
-                              sigma2: F32Array | None) -> tuple[F32Array, F32Array, U8Array]:
-        if qw is not None:  # quantize_row_q4_1_impl / q5_1_impl
-            xc = as_columns(x, 32)
-            w = _legacy_weights(xc, qw, sigma2)
-            d, the_min, levels = fit_scale_min(xc, w, self.nmax, -0.9, 0.05, 36)
-            return d, -the_min, from_columns(levels, 32)
-        xmax, xmin = max_min(x, axis=1)
-        xmax = first_zero_fix(xmax, x, axis=1)
-        xmin = first_zero_fix(xmin, x, axis=1)
-        d = (xmax - xmin) / F32(self.nmax)
-        inv = F32(1.0) / d
-        overflowed = ~np.isfinite(inv) & (d != 0)
-        inv[~np.isfinite(inv)] = 0  # C: id = d ? 1/d : 0
-        v = x - xmin[:, None]
-        v *= inv[:, None]
-        v += F32(0.5)
-        q = c_trunc_to_byte(v, overflowed)
-        return d, xmin, np.minimum(q, self.nmax)
+def _skip_nan(mx: F32Array, mn: F32Array, x: F32Array) -> None:
+    """C's ``if (v < min) min = v; if (v > max) max = v;`` from min = FLT_MAX, max =
+    -FLT_MAX never takes a NaN (numpy's max and min propagate it): in place, the blocks
+    (rows of ``x``) with a NaN get the max and min of their other values."""
+    nan = np.isnan(mx)
+    if nan.any():
+        sub = x[nan]
+        big = F32(np.finfo(np.float32).max)
+        mx[nan] = np.where(np.isnan(sub), -big, sub).max(axis=1)
+        mn[nan] = np.where(np.isnan(sub), big, sub).min(axis=1)
+
+
+def _inverse(d: F32Array) -> tuple[F32Array, BoolArray]:
+    """C's ``id = d ? 1.0f/d : 0.0f``, and where 1/d overflowed (inf/NaN in C)."""
+    inv = F32(1.0) / d
+    bad = ~np.isfinite(inv)
+    overflowed = bad & (d != 0)
+    inv[bad] = 0
+    return inv, overflowed
 
 
 #   Q8_0: 34 bytes per 32 values
@@ -140,6 +188,14 @@ class Q8_0(BlockFormat):
         mx, mn = max_min(x, axis=1)  # the imatrix is ignored, as in quantize_q8_0
         amax = np.maximum(mx, -mn)
         amax += F32(0.0)  # C's MAX(0.0f, |v|) chain never yields -0.0
+        nan = np.isnan(amax)
+        if nan.any():
+            # C's amax = MAX(amax, fabsf(v)) = amax > |v| ? amax : |v| becomes NaN at a
+            # NaN and restarts from the next value: the max of |v| after the last NaN
+            sub = np.abs(x[nan])
+            after_last = np.cumsum(np.isnan(sub)[:, ::-1], axis=1)[:, ::-1] == 0
+            last_is_nan = ~after_last[:, -1]
+            amax[nan] = np.where(last_is_nan, np.nan, np.where(after_last, sub, 0).max(axis=1))
         d = amax / F32(127.0)
         inv = F32(1.0) / d
         # 1/d = 0 when d = 0; where 1/d overflows, C converts inf/NaN to int8 and gets 0,

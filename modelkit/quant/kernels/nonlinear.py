@@ -51,19 +51,18 @@ _LUT_VALUE = _KV[_LUT_INDEX]
 
 
 def _lut_keys(v2: F32Array) -> npt.NDArray[np.intp]:
-    """floor(v2) clipped to the table's range, as (possibly negative) table indices;
-    ``v2`` (2v, which must not be NaN) is overwritten."""
+    """floor(v2) clipped to the table's range, as (possibly negative) table indices, NaN
+    to the top one (the C binary search ends at index 15); ``v2`` (2v) is overwritten."""
     np.floor(v2, out=v2)
-    np.clip(v2, F32(_LUT_LO), F32(_LUT_HI), out=v2)
+    np.fmin(v2, F32(_LUT_HI), out=v2)  # fmin: NaN -> _LUT_HI
+    np.maximum(v2, F32(_LUT_LO), out=v2)
     return v2.astype(np.intp)
 
 
 def best_index(v: F32Array) -> U8Array:
     """``best_index_int8(16, kvalues_iq4nl, v)`` elementwise: the index of the nearest
     table value, the larger one on a tie (NaN -> 15, as the C binary search ends)."""
-    nan = np.isnan(v)
-    v2 = np.where(nan, F32(2 * _LUT_HI), v * F32(2.0))
-    return np.take(_LUT_INDEX, _lut_keys(v2))
+    return np.take(_LUT_INDEX, _lut_keys(v * F32(2.0)))
 
 
 def _weights(xc: F32Array, qw: F32Array | None, sigma2: F32Array | None,

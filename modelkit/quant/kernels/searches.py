@@ -334,6 +334,152 @@ def _refine_levels(x: F32Array, w: F32Array, wx: F32Array, levels: F32Array,
     return sumlx, suml2
 
 
+IntpArray = npt.NDArray[np.intp]
+_BIAS = 0x00400000  # nearest_int's offset: (bits & 0x7FFFFF) - _BIAS is the integer
+
+
+def _screen_moves(x: F32Array, wxl: F32Array, wll: F32Array, lv: F32Array, sx: F32Array,
+                  s2: F32Array, out: BoolArray) -> None:
+    """out = the elements make_q3_quants would try to move against the sums sx, s2
+    (broadcast): slx > 0 and nearest_int(x*sl2/slx) != L before the clamp, a superset
+    (x*sl2/slx + MAGIC equals L + MAGIC only if it rounds to L; huge, infinite and NaN
+    quotients are kept). ``wxl``, ``wll``: w*x*L and w*L*L."""
+    slx = np.subtract(sx, wxl)
+    t = np.subtract(s2, wll)
+    np.multiply(x, t, out=t)
+    np.divide(t, slx, out=t)
+    t += MAGIC
+    np.not_equal(t, np.add(lv, MAGIC), out=out)
+    out &= slx > 0
+
+
+def _try_moves(x: F32Array, lv: F32Array, sx: F32Array, s2: F32Array, lo: int,
+               hi: int) -> tuple[BoolArray, F32Array, F32Array, F32Array]:
+    """One element's move in make_q3_quants, for 1-D arrays of (x, L, sumlx, suml2), in
+    C's float order. Returns (accepted, the new level, the new sumlx, the new suml2)."""
+    w = x * x
+    wx = w * x
+    slx = sx - wx * lv
+    wl = w * lv
+    wl *= lv
+    sl2 = s2 - wl
+    t = x * sl2
+    t /= slx
+    t += MAGIC
+    raw = t.view(np.int32)
+    raw &= 0x007FFFFF
+    np.maximum(raw, lo + _BIAS, out=raw)
+    np.minimum(raw, hi + _BIAS, out=raw)
+    raw -= _BIAS
+    new_l = raw.astype(np.float32)
+    new_lx = wx * new_l
+    new_lx += slx
+    new_l2 = w * new_l
+    new_l2 *= new_l
+    new_l2 += sl2
+    ok = slx > 0
+    ok &= new_l != lv
+    ok &= new_l2 > 0
+    lhs = new_lx * new_lx
+    lhs *= s2
+    rhs = sx * sx
+    rhs *= new_l2
+    ok &= lhs > rhs
+    return ok, new_l, new_lx, new_l2
+
+
+def _next_moves(ok: BoolArray, col: IntpArray, elem: IntpArray, pos: IntpArray, k: int,
+                n: int) -> tuple[IntpArray, BoolArray, BoolArray]:
+    """Per column, from the candidates' (ok, column, element): the candidate C moves
+    next, the first accepted one after ``pos`` (``later``), else the first accepted one
+    (in the next round); ``has``: whether there is one. Returns (candidate, has, later)."""
+    idx = np.flatnonzero(ok)
+    c = col[idx]
+    e = elem[idx]
+    # one minimum per column of (next round?, element, candidate) packed in an int64
+    key = np.less_equal(e, pos[c]).astype(np.int64)
+    key *= n
+    key += e
+    key <<= 32
+    key |= idx
+    none = np.iinfo(np.int64).max
+    best = np.full(k, none)
+    np.minimum.at(best, c, key)
+    has = best < none
+    later = best < (n << 32)
+    best &= 0xFFFFFFFF
+    return best, has, later
+
+
+def _refine_by_moves(x: F32Array, levels: F32Array, products: tuple[F32Array, F32Array],
+                     sums: tuple[F32Array, F32Array], lo: int,
+                     hi: int) -> tuple[F32Array, F32Array]:
+    """make_q3_quants' coordinate descent (``_refine_levels`` with a lower bound, weights
+    x^2), in place on ``levels``, one accepted move at a time instead of one element at
+    a time: most columns never move and the rest move a few times. ``products``: w*x*L
+    and w*L*L of the starting levels. Returns the final (sumlx, suml2).
+
+    Until a column's next move its sums stay fixed, so the element C visits next that
+    moves is the first accepted one after the last move's position in this round, else
+    the first accepted one in the next round (if any round is left); a column without
+    one has finished (a round without change, or the 5 rounds used). The first step
+    screens every element row by row (arrays that stay in cache), then tries only the
+    few candidates."""
+    n, m = x.shape
+    sumlx, suml2 = sums[0].copy(), sums[1].copy()
+    cand = np.empty((n, m), dtype=np.bool_)
+    for i in range(n):
+        _screen_moves(x[i], products[0][i], products[1][i], levels[i], sumlx, suml2,
+                      cand[i])
+    flat = np.flatnonzero(cand)
+    elem, col = np.divmod(flat, m)
+    ok, new_l, new_lx, new_l2 = _try_moves(x.reshape(-1)[flat], levels.reshape(-1)[flat],
+                                           sumlx[col], suml2[col], lo, hi)
+    pick, has, _ = _next_moves(ok, col, elem, np.full(m, -1), m, n)
+    act = np.flatnonzero(has)
+    if act.size == 0:
+        return sumlx, suml2
+    # the moving columns, compacted into (column, element) rows
+    xa, la = (np.ascontiguousarray(a[:, act].T) for a in (x, levels))
+    wa = xa * xa
+    wxa = wa * xa
+    pick = pick[act]
+    rnd = np.zeros(act.size, dtype=np.intp)  # the round of each column's move
+    # the finished columns' (column, levels, sumlx, suml2), written back at the end in
+    # one scatter each (a strided scatter per step is slow)
+    done: list[tuple[IntpArray, F32Array, F32Array, F32Array]] = []
+    while True:
+        k = act.size
+        pos = elem[pick]
+        la[np.arange(k), pos] = new_l[pick]
+        sx, s2 = new_lx[pick], new_l2[pick]
+        wxl = wxa * la
+        wll = wa * la
+        wll *= la
+        cand = np.empty((k, n), dtype=np.bool_)
+        _screen_moves(xa, wxl, wll, la, sx[:, None], s2[:, None], cand)
+        flat = np.flatnonzero(cand)
+        col, elem = np.divmod(flat, n)
+        ok, new_l, new_lx, new_l2 = _try_moves(xa.reshape(-1)[flat], la.reshape(-1)[flat],
+                                               sx[col], s2[col], lo, hi)
+        pick, has, later = _next_moves(ok, col, elem, pos, k, n)
+        rnd += ~later
+        go = has & (rnd < 5)
+        if not go.all():
+            fin = np.flatnonzero(~go)  # integer gathers: a boolean mask is slower
+            done.append((act[fin], la[fin], sx[fin], s2[fin]))
+            keep = np.flatnonzero(go)
+            if keep.size == 0:
+                break
+            act, pick, rnd = act[keep], pick[keep], rnd[keep]
+            xa, wa, wxa, la = xa[keep], wa[keep], wxa[keep], la[keep]
+    cols = np.concatenate([d[0] for d in done])
+    levels[:, cols] = np.concatenate([d[1] for d in done]).T
+    sumlx[cols] = np.concatenate([d[2] for d in done])
+    suml2[cols] = np.concatenate([d[3] for d in done])
+    return sumlx, suml2
+
+
 def fit_q3(x: F32Array, nmax: int) -> tuple[F32Array, F32Array]:
     """make_q3_quants with do_rmse (weights x^2): levels L in [0, 2*nmax) with
     x ~ d * (L - nmax), from the first guess -nmax/max refined by coordinate descent.
@@ -344,8 +490,9 @@ def fit_q3(x: F32Array, nmax: int) -> tuple[F32Array, F32Array]:
     levels = np.clip(nearest_int(x * iscale), -nmax, nmax - 1).astype(np.float32)
     w = x * x
     wx = w * x
-    sums = seq_sum(wx * levels), seq_sum((w * levels) * levels)
-    sumlx, suml2 = _refine_levels(x, w, wx, levels, sums, -nmax, nmax - 1)
+    products = wx * levels, (w * levels) * levels
+    sums = seq_sum(products[0]), seq_sum(products[1])
+    sumlx, suml2 = _refine_by_moves(x, levels, products, sums, -nmax, nmax - 1)
     scale = np.where(suml2 > 0, sumlx / suml2, F32(0.0))
     scale[zero] = 0
     out = levels + F32(nmax)
