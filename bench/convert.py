@@ -28,7 +28,6 @@ import argparse
 import io
 import json
 import os
-import resource
 import shutil
 import struct
 import sys
@@ -156,12 +155,9 @@ def main() -> int:
     rows: list[dict[str, object]] = []
 
     def run(tool: str, outtype: str, cmd: list[str], out: Path | None) -> None:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        secs, rss, rc = measure(cmd, env)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        # user + system time of the command and every process it waited for (a pool's
-        # workers, torch's threads): the figure that a busy machine distorts least
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        # cpu: user + system time of the command and every process it waited for (a
+        # pool's workers, torch's threads): the figure that a busy machine distorts least
+        secs, cpu, rss, rc = measure(cmd, env)
         row = {"tool": tool, "outtype": outtype, "seconds": round(secs, 2),
                "cpu_seconds": round(cpu, 2),
                "peak_rss_mib": round(rss / 1024, 1), "ok": rc == 0,
