@@ -15,7 +15,8 @@ and against the I/O floor.
    /proc every 20 ms).
 3. When the reference tools are found (on PATH or by the --reference flags), times
    ``convert_hf_to_gguf.py --outtype f16|q8_0`` and, for q4_K_M, convert f16 followed by
-   ``llama-quantize`` (two steps, the F16 file on disk in between).
+   ``llama-quantize`` (two steps, the F16 file on disk in between), and says whether
+   modelkit's output is byte-identical to the reference's (sha256 of the whole file).
 4. Measures ``cp`` + ``sha256sum`` of the shards as the I/O floor.
 
 Targets (from the issue): faster than the reference for f16 and q8_0, the one-pass q4_K_M
@@ -38,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quantize import measure, synthetic_dims  # noqa: E402
+from quantize import measure, sha256_file, synthetic_dims  # noqa: E402
 
 from modelkit.quant.kernels.floats import fp32_to_bf16_bits  # noqa: E402
 
@@ -180,8 +181,8 @@ def main() -> int:
         out = work / f"modelkit-{outtype}.gguf"
         run("modelkit", outtype, [sys.executable, "-m", "modelkit", "convert", str(src), "-o",
                                   str(out), "--outtype", outtype], out)
-        out.unlink(missing_ok=True)
         if ref_convert is None:
+            out.unlink(missing_ok=True)
             continue
         ref_out = work / f"reference-{outtype}.gguf"
         if outtype in ("f16", "q8_0", "bf16", "f32"):
@@ -194,6 +195,11 @@ def main() -> int:
                       f"{ref_quantize} {f16} {ref_out} {outtype}")
             run("convert_hf_to_gguf+llama-quantize", outtype, ["sh", "-c", script], ref_out)
             f16.unlink(missing_ok=True)
+        if out.exists() and ref_out.exists():
+            same = sha256_file(out) == sha256_file(ref_out)
+            print(f"{outtype}: output identical to the reference's: {same}", flush=True)
+            rows[-1]["identical"] = same
+        out.unlink(missing_ok=True)
         ref_out.unlink(missing_ok=True)
     if ref_convert is None:
         print("reference convert_hf_to_gguf.py not found: only modelkit was timed")
