@@ -25,8 +25,7 @@ def fp32_to_fp16_bits(f: np.ndarray) -> U16Array:
     """``GGML_FP32_TO_FP16`` of each value: numpy's IEEE cast (the same rounding) with
     ggml's NaN."""
     f = np.asarray(f, dtype=np.float32)
-    with np.errstate(over="ignore", invalid="ignore"):
-        bits: U16Array = f.astype(np.float16).view(np.uint16)
+    bits: U16Array = f32_to_f16_values(f).view(np.uint16)
     nan = np.isnan(f)
     if nan.any():
         sign = (f.view(np.uint32) >> np.uint32(16)).astype(np.uint16) & np.uint16(0x8000)
@@ -41,7 +40,7 @@ def fp16_bytes(f: F32Array) -> U8Array:
 
 def fp16_to_f32(b: U8Array) -> F32Array:
     """(n, 2) little-endian fp16 bytes -> float32 (n,), an exact widening."""
-    return np.ascontiguousarray(b).view("<f2")[:, 0].astype(np.float32)
+    return f16_to_f32_values(np.ascontiguousarray(b).view("<f2")[:, 0])
 
 
 def fp32_to_bf16_bits(f: np.ndarray) -> U16Array:
