@@ -4,7 +4,7 @@
 Values are taken in groups of 8 (a point: 8 magnitudes, coordinates ``2l+1`` with l in 0..2)
 plus 8 signs. Each sub-block (32 values for IQ2_XXS, 16 for IQ2_XS/IQ2_S) tries a range of
 scales, projects each point onto the grid (off-grid points take their best neighbour) and
-keeps the scale with the largest ``sumqx^2/sumq2`` (``iq_search.fit_scale``). IQ2_XXS and
+keeps the scale with the largest ``sumqx^2/sumq2`` (``iq_scale.fit_scale``). IQ2_XXS and
 IQ2_XS store 7 signs per point and force an even count of negatives (the 8th sign is the
 parity); they need an importance matrix. Weights: ``imatrix * sqrt(sigma2 + x^2)`` (sigma2 =
 mean x^2 of the block, doubled for IQ2_S); IQ2_S without one: ``sigma2/4 + x^2``.
@@ -39,6 +39,7 @@ import numpy.typing as npt
 from gguf import GGMLQuantizationType
 from gguf.constants import QK_K
 
+from modelkit.quant.kernels import iq_scale
 from modelkit.quant.kernels import iq_search as srch
 from modelkit.quant.kernels.common import F32, F32Array, U8Array
 from modelkit.quant.kernels.floats import fp16_bytes as _fp16_bytes
@@ -46,9 +47,9 @@ from modelkit.quant.kernels.floats import fp16_to_f32 as _fp16_to_f32
 from modelkit.quant.kernels.iq_tables import fixed_tables, search_tables
 from modelkit.quant.kernels.searches import fit_unsigned as _fit_unsigned
 
-_XXS = srch.ScaleSearch(kmaxq=3, steps=range(-6, 7), step=0.1, start_on_grid=True,
+_XXS = iq_scale.ScaleSearch(kmaxq=3, steps=range(-6, 7), step=0.1, start_on_grid=True,
                         refine="always")
-_XS = srch.ScaleSearch(kmaxq=3, steps=range(-9, 10), step=0.1, start_on_grid=True,
+_XS = iq_scale.ScaleSearch(kmaxq=3, steps=range(-9, 10), step=0.1, start_on_grid=True,
                        refine="off-grid")
 
 
@@ -79,7 +80,7 @@ def _encode_xxs(x: F32Array, qw: F32Array | None) -> U8Array:
     scale0, _ = _fit_unsigned(xval, w, 4)  # make_qp_quants(32, kMaxQ+1, ...)
     eff_max = scale0 * F32(3)
     active = ~(xval.max(axis=0) < F32(1e-15)) & ~(eff_max <= 0)
-    levels, scales = srch.fit_scale(t, xval, w, eff_max, scale0, active, _XXS)
+    levels, scales = iq_scale.fit_scale(t, xval, w, eff_max, scale0, active, _XXS)
     gidx = t.kmap[srch.pack_points(levels, t)].astype(np.uint32)  # (4, n)
     signs = np.where(scales < 0, ~signs & np.uint8(127), signs).astype(np.uint32)
     signs[:, ~active] = 0
@@ -102,7 +103,7 @@ def _fit16(name: str, xval: F32Array, w: F32Array, eps: float
     t = search_tables(name)
     mx = xval.max(axis=0)
     active = ~(mx < F32(eps))
-    levels, scales = srch.fit_scale(t, xval, w, mx, mx / F32(5), active, _XS)
+    levels, scales = iq_scale.fit_scale(t, xval, w, mx, mx / F32(5), active, _XS)
     return t.kmap[srch.pack_points(levels, t)].astype(np.int64), scales, active
 
 

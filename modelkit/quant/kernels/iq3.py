@@ -37,6 +37,7 @@ import numpy.typing as npt
 from gguf import GGMLQuantizationType
 from gguf.constants import QK_K
 
+from modelkit.quant.kernels import iq_scale
 from modelkit.quant.kernels import iq_search as srch
 from modelkit.quant.kernels.common import F32, BoolArray, F32Array, U8Array
 from modelkit.quant.kernels.floats import fp16_bytes as _fp16_bytes
@@ -44,9 +45,9 @@ from modelkit.quant.kernels.floats import fp16_to_f32 as _fp16_to_f32
 from modelkit.quant.kernels.iq_tables import fixed_tables, search_tables
 
 SUB = 32
-_XXS = srch.ScaleSearch(kmaxq=8, steps=range(-15, 16), step=0.2, start_on_grid=True,
+_XXS = iq_scale.ScaleSearch(kmaxq=8, steps=range(-15, 16), step=0.2, start_on_grid=True,
                         refine="off-grid")
-_S = srch.ScaleSearch(kmaxq=8, steps=range(-9, 10), step=0.2, start_on_grid=False,
+_S = iq_scale.ScaleSearch(kmaxq=8, steps=range(-9, 10), step=0.2, start_on_grid=False,
                       refine="all")
 
 
@@ -58,11 +59,11 @@ def _prepare(x: F32Array, qw: F32Array | None) -> tuple[F32Array, F32Array]:
 
 
 def _search(name: str, xval: F32Array, w: F32Array, active: BoolArray,
-            how: srch.ScaleSearch) -> tuple[npt.NDArray[np.int64], F32Array]:
+            how: iq_scale.ScaleSearch) -> tuple[npt.NDArray[np.int64], F32Array]:
     """Fit every sub-block; (grid positions (8, n), scales (n,), made non-negative)."""
     t = search_tables(name)
     mx = xval.max(axis=0)
-    levels, scales = srch.fit_scale(t, xval, w, mx, mx / F32(15), active, how)
+    levels, scales = iq_scale.fit_scale(t, xval, w, mx, mx / F32(15), active, how)
     return t.kmap[srch.pack_points(levels, t)].astype(np.int64), scales
 
 

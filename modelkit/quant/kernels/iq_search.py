@@ -10,7 +10,6 @@ selects a ``kmap`` entry: a grid position, or a list of neighbours to search
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -86,6 +85,43 @@ def best_neighbour(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array,
     ``_NEAR_BEST`` of the least one can be C's minimum, and only those (one per point,
     nearly always) are summed in C's order.
     """
+    return _in_chunks(t, u, xs, ws, scale, values, False)[0]
+
+
+def best_neighbour_gap(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array,
+                       scale: F32Array, values: F32Array | None = None
+                       ) -> tuple[I64Array, F32Array, F32Array]:
+    """``best_neighbour``, with each point's least C d2 and a lower bound of C's d2 for
+    every other candidate (+inf for a list of one): how far the winner is from losing,
+    which ``iq_scale`` needs to carry a winner over to the scales between two trials."""
+    found, least, second = _in_chunks(t, u, xs, ws, scale, values, True)
+    assert least is not None and second is not None
+    return found, least, second
+
+
+_CHUNK_POINTS = 8192  # points per search: its tables stay in cache (measured best)
+
+
+def _in_chunks(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array, scale: F32Array,
+               values: F32Array | None, with_gap: bool
+               ) -> tuple[I64Array, F32Array | None, F32Array | None]:
+    m = u.size
+    if m <= _CHUNK_POINTS:
+        return _candidates_d2(t, u, xs, ws, scale, values, with_gap)
+    parts = [_candidates_d2(t, u[i:i + _CHUNK_POINTS], xs[:, i:i + _CHUNK_POINTS],
+                            ws[:, i:i + _CHUNK_POINTS], scale[i:i + _CHUNK_POINTS],
+                            None if values is None else values[i:i + _CHUNK_POINTS],
+                            with_gap) for i in range(0, m, _CHUNK_POINTS)]
+    found = np.concatenate([p[0] for p in parts])
+    if not with_gap:
+        return found, None, None
+    return (found, np.concatenate([p[1] for p in parts if p[1] is not None]),
+            np.concatenate([p[2] for p in parts if p[2] is not None]))
+
+
+def _candidates_d2(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array,
+                   scale: F32Array, values: F32Array | None, with_gap: bool = False
+                   ) -> tuple[I64Array, F32Array | None, F32Array | None]:
     width, m = xs.shape
     off = -t.kmap[u].astype(np.intp) - 1
     counts = t.neighbours[off].astype(np.intp)  # >= 1 (ggml asserts it)
@@ -100,31 +136,61 @@ def best_neighbour(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array,
     np.cumsum(pos, out=pos)
     cand = t.neighbours.take(pos).astype(np.intp)  # ndarray.take: faster than [] here
     owner = _segment_ids(starts, total)
+    dropped: F32Array | None = None
     if width == 8 and total > _PRE_RANK_FROM * m:
-        cand, owner, d2 = _near_best_d2(t, cand, owner, starts, xs, ws, scale, values)
-        per = np.bincount(owner, minlength=m)
+        cand, owner, d2, dropped = _near_best_d2(t, cand, owner, starts, xs, ws, scale,
+                                                 values, with_gap)
+    elif width == 4:
+        d2 = _table_d2(t, cand, owner, xs, ws, scale, values)
     else:
-        per, d2 = counts, _all_d2(t, cand, counts, owner, xs, ws, scale, values)
-    first_of = np.zeros(m, dtype=np.intp)
-    np.cumsum(per[:-1], out=first_of[1:])
-    out: I64Array = cand.take(_first_least(d2, first_of)).astype(np.int64)
+        d2 = _all_d2(t, cand, counts, owner, xs, ws, scale, values)
+    keys = _order_keys(d2)
+    first = _per_point_min(keys, owner, m)
+    at = (first & 0xFFFFFFFF).astype(np.intp)
+    found: I64Array = cand.take(at).astype(np.int64)
+    if not with_gap:
+        return found, None, None
+    least = _key_values(first)
+    keys[at] = _NO_KEY
+    second = _key_values(_per_point_min(keys, owner, m))
+    if dropped is not None:
+        # candidates the pre-ranking left out: their approximate d2 is within a few
+        # roundings of C's (all terms >= 0 there), so 2**-18 below it bounds C's d2
+        second = np.fmin(second, dropped * (F32(1) - _NEAR_BEST))
+    return found, least, second
+
+
+_NO_KEY = np.iinfo(np.int64).max
+
+
+def _order_keys(d2: F32Array) -> I64Array:
+    """int64 keys ``float order << 32 | position`` of each d2: the float32 bits made
+    order-preserving (negative values flipped, -0 made +0; NaN counts as +inf)."""
+    v = np.fmin(d2, F32(np.inf))
+    v += F32(0)
+    bits = v.view(np.int32)
+    keys: I64Array = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits).astype(np.int64)
+    keys <<= 32
+    keys |= np.arange(d2.size, dtype=np.int64)
+    return keys
+
+
+def _per_point_min(keys: I64Array, owner: npt.NDArray[np.intp], m: int) -> I64Array:
+    """The least key of each of the ``m`` points (``_NO_KEY`` for none): with positions in
+    list order, C's first least d2 (``if (d2 < best_d2)`` from ``FLT_MAX``: NaN never
+    wins; a list without a finite d2 makes C abort, here it gives its first candidate).
+    ``np.minimum.at`` is about 3x faster than ``reduceat`` on such short segments."""
+    least = np.full(m, _NO_KEY, dtype=np.int64)
+    np.minimum.at(least, owner, keys)
+    return least
+
+
+def _key_values(keys: I64Array) -> F32Array:
+    """The d2 of ``_order_keys`` keys (+inf for ``_NO_KEY``)."""
+    hi = (keys >> 32).astype(np.int32)
+    hi = np.where(hi < 0, hi ^ 0x7FFFFFFF, hi)
+    out: F32Array = np.where(keys == _NO_KEY, F32(np.inf), hi.view(np.float32))
     return out
-
-
-def _first_least(d2: F32Array, first_of: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
-    """Per segment (starting at ``first_of``), the position of the first least d2, as C's
-    ``if (d2 < best_d2)`` from ``FLT_MAX`` finds it: NaN never wins (it counts as +inf
-    here; a list without a finite d2 makes C abort, here it gives its first candidate).
-
-    One ``minimum.reduceat`` over int64 keys ``float order << 32 | position``: the float32
-    bits made order-preserving (negative values flipped, -0 made +0)."""
-    v = np.fmin(d2, F32(np.inf)) + F32(0)
-    bits = v.view(np.int32).astype(np.int64)
-    bits = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
-    keys = (bits << 32) | np.arange(d2.size, dtype=np.int64)
-    first: npt.NDArray[np.intp] = (np.minimum.reduceat(keys, first_of) & 0xFFFFFFFF).astype(
-        np.intp)
-    return first
 
 
 def _segment_ids(starts: npt.NDArray[np.intp], total: int) -> npt.NDArray[np.intp]:
@@ -165,13 +231,31 @@ def _all_d2(t: SearchTables, cand: npt.NDArray[np.intp], counts: npt.NDArray[np.
     return d2
 
 
+def _table_d2(t: SearchTables, cand: npt.NDArray[np.intp], owner: npt.NDArray[np.intp],
+              xs: F32Array, ws: F32Array, scale: F32Array, values: F32Array | None) -> F32Array:
+    """C's d2 of every candidate from a table of each point's terms, (coordinate, level)
+    -> ``w*diff*diff``, built once per point (32 terms on IQ3's 4-wide grids), then
+    gathered and summed in coordinate order: fewer gathers than ``_all_d2``."""
+    width, m = xs.shape
+    q = t.level_coords[:, None] if values is None else values.T
+    diff = (q * scale)[None, :, :] - xs[:, None, :]
+    terms = ((ws[:, None, :] * diff) * diff).reshape(-1)  # (width, levels, M) flattened
+    codes = t.term_codes * m  # coordinate i, level l of a grid point -> (i*levels + l)*M
+    d2: F32Array = terms.take(codes[0].take(cand) + owner)
+    for i in range(1, width):  # summed in coordinate order
+        d2 += terms.take(codes[i].take(cand) + owner)
+    return d2
+
+
 def _near_best_d2(t: SearchTables, cand: npt.NDArray[np.intp], owner: npt.NDArray[np.intp],
                   starts: npt.NDArray[np.intp], xs: F32Array, ws: F32Array, scale: F32Array,
-                  values: F32Array | None
-                  ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], F32Array]:
+                  values: F32Array | None, with_gap: bool
+                  ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], F32Array,
+                             F32Array | None]:
     """C's d2 of the candidates that can be a point's least: (those candidates, their
-    points, their d2). A point's (width, levels) terms are computed once; candidates
-    are ranked by sums of pre-added coordinate pairs (half the gathers)."""
+    points, their d2, and with ``with_gap`` the least approximate d2 of the others per
+    point). A point's (width, levels) terms are computed once; candidates are ranked by
+    sums of pre-added coordinate pairs (half the gathers)."""
     width, m = xs.shape
     # built with the points on the last axis (long contiguous loops), then transposed so
     # that each point's entries are together for the gathers
@@ -190,14 +274,19 @@ def _near_best_d2(t: SearchTables, cand: npt.NDArray[np.intp], owner: npt.NDArra
     limit = lo + lo * _NEAR_BEST
     # the bound needs terms >= 0 and finite sums: other points keep every candidate
     limit[~((ws >= 0).all(axis=0) & (lo < _SUM_SAFE))] = np.inf
-    sel = np.flatnonzero(~(approx > limit.take(owner)))
+    kept = ~(approx > limit.take(owner))
+    dropped: F32Array | None = None
+    if with_gap:
+        dropped = np.full(m, np.inf, dtype=np.float32)
+        np.minimum.at(dropped, owner, np.where(kept, F32(np.inf), approx))
+    sel = np.flatnonzero(kept)
     owner, cand = owner.take(sel), cand.take(sel)
     flat = terms.reshape(-1)
     at = owner * terms[0].size
     d2 = flat.take(at + t.term_codes[0].take(cand))
     for i in range(1, width):  # summed in coordinate order
         d2 += flat.take(at + t.term_codes[i].take(cand))
-    return cand, owner, d2
+    return cand, owner, d2, dropped
 
 
 def project(t: SearchTables, xval: F32Array, waux: F32Array, inv: F32Array,
@@ -255,70 +344,6 @@ def sign_bytes(neg: BoolArray) -> npt.NDArray[np.uint8]:
     bit = np.uint8(1) << np.arange(8, dtype=np.uint8)[:, None]
     out: npt.NDArray[np.uint8] = np.bitwise_or.reduce(np.where(neg, bit, np.uint8(0)), axis=1)
     return out
-
-
-@dataclass(frozen=True)
-class ScaleSearch:
-    """How one IQ type searches its sub-block scale (the C constants)."""
-
-    kmaxq: int             # levels 0..kmaxq-1, coordinates 2l+1
-    steps: range           # the ``is`` loop
-    step: float            # id = (2*kmaxq - 1 + is*step) / base
-    start_on_grid: bool    # is_on_grid[] before the loop
-    refine: str            # "off-grid": re-project off-grid points; "all": every point
-                           # when any is off grid; "always": every point, no tracking
-
-
-def fit_scale(t: SearchTables, xval: F32Array, weight: F32Array, base: F32Array,
-              scale0: F32Array, active: BoolArray, how: ScaleSearch
-              ) -> tuple[npt.NDArray[np.int8], F32Array]:
-    """The scale search of one sub-block per column: levels (elements, n) and scales (n,).
-
-    ``base`` is the value the trial inverse scales divide (the sub-block max, or IQ2_XXS's
-    effective max), ``scale0`` the scale kept when no trial improves; inactive columns get
-    zero levels and scale 0."""
-    e, n = xval.shape
-    levels = np.zeros((e, n), dtype=np.int8)
-    scales = np.zeros(n, dtype=np.float32)
-    cols = np.flatnonzero(active)
-    if cols.size == 0:
-        return levels, scales
-    xv, w, m = xval[:, cols], weight[:, cols], base[cols]
-    waux = np.sqrt(w)
-    width = t.coords.shape[1]
-    best = np.zeros(cols.size, dtype=np.float32)
-    scale = scale0[cols]
-    L = np.zeros_like(xv, dtype=np.int8)
-    on_grid = np.full((e // width, cols.size), how.start_on_grid)
-    top = F32(2 * how.kmaxq - 1)
-    for step in how.steps:
-        inv = (top + F32(step) * F32(how.step)) / m
-        lv, _, on = project(t, xv, waux, inv, F32(1) / inv, how.kmaxq - 1)
-        q = F32(2) * lv.astype(np.float32) + F32(1)
-        sumqx = _seq_sum(w * xv * q)
-        sumq2 = _seq_sum(w * q * q)
-        better = (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
-        scale = np.where(better, sumqx / sumq2, scale)
-        best = np.where(better, scale * sumqx, best)
-        L = np.where(better, lv, L)
-        on_grid = np.where(better, on, on_grid)
-    redo = scale > 0
-    if how.refine != "always":
-        redo &= (~on_grid).any(axis=0)
-    if redo.any():
-        r = np.flatnonzero(redo)
-        lv, _, _ = project(t, xv[:, r], waux[:, r], F32(1) / scale[r], scale[r],
-                           how.kmaxq - 1)
-        if how.refine == "off-grid":
-            lv = np.where(np.repeat(on_grid[:, r], width, axis=0), L[:, r], lv)
-        L[:, r] = lv
-        q = F32(2) * lv.astype(np.float32) + F32(1)
-        sumqx = _seq_sum(w[:, r] * xv[:, r] * q)
-        sumq2 = _seq_sum(w[:, r] * q * q)
-        scale[r] = np.where(sumq2 > 0, sumqx / sumq2, scale[r])
-    levels[:, cols] = L
-    scales[cols] = scale
-    return levels, scales
 
 
 def super_scales(scales: F32Array, per_block: int, lmax: int = 15

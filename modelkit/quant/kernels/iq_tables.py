@@ -80,6 +80,11 @@ class SearchTables:
         return ((self.coords - 1) // 2).astype(np.intp)
 
     @functools.cached_property
+    def level_bytes(self) -> npt.NDArray[np.int8]:
+        """``levels`` as int8."""
+        return self.levels.astype(np.int8)
+
+    @functools.cached_property
     def nlevels(self) -> int:
         """How many levels a coordinate takes (3 on the 8-wide grids, 8 on IQ3's)."""
         return int(self.levels.max()) + 1
