@@ -144,15 +144,14 @@ def _candidates_d2(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array,
         d2 = _table_d2(t, cand, owner, xs, ws, scale, values)
     else:
         d2 = _all_d2(t, cand, counts, owner, xs, ws, scale, values)
-    keys = _order_keys(d2)
-    first = _per_point_min(keys, owner, m)
-    at = (first & 0xFFFFFFFF).astype(np.intp)
+    v = np.fmin(d2, F32(np.inf))  # NaN counts as +inf
+    least = _per_point_min(v, owner, m)
+    at = _first_at(v, least, owner)
     found: I64Array = cand.take(at).astype(np.int64)
     if not with_gap:
         return found, None, None
-    least = _key_values(first)
-    keys[at] = _NO_KEY
-    second = _key_values(_per_point_min(keys, owner, m))
+    v[at] = np.inf
+    second = _per_point_min(v, owner, m)
     if dropped is not None:
         # candidates the pre-ranking left out: their approximate d2 is within a few
         # roundings of C's (all terms >= 0 there), so 2**-18 below it bounds C's d2
@@ -160,36 +159,25 @@ def _candidates_d2(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array,
     return found, least, second
 
 
-_NO_KEY = np.iinfo(np.int64).max
-
-
-def _order_keys(d2: F32Array) -> I64Array:
-    """int64 keys ``float order << 32 | position`` of each d2: the float32 bits made
-    order-preserving (negative values flipped, -0 made +0; NaN counts as +inf)."""
-    v = np.fmin(d2, F32(np.inf))
-    v += F32(0)
-    bits = v.view(np.int32)
-    keys: I64Array = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits).astype(np.int64)
-    keys <<= 32
-    keys |= np.arange(d2.size, dtype=np.int64)
-    return keys
-
-
-def _per_point_min(keys: I64Array, owner: npt.NDArray[np.intp], m: int) -> I64Array:
-    """The least key of each of the ``m`` points (``_NO_KEY`` for none): with positions in
-    list order, C's first least d2 (``if (d2 < best_d2)`` from ``FLT_MAX``: NaN never
-    wins; a list without a finite d2 makes C abort, here it gives its first candidate).
-    ``np.minimum.at`` is about 3x faster than ``reduceat`` on such short segments."""
-    least = np.full(m, _NO_KEY, dtype=np.int64)
-    np.minimum.at(least, owner, keys)
+def _per_point_min(v: F32Array, owner: npt.NDArray[np.intp], m: int) -> F32Array:
+    """The least of each of the ``m`` points' values (+inf for none); ``np.minimum.at``
+    is about 3x faster than ``reduceat`` on such short segments."""
+    least = np.full(m, np.inf, dtype=np.float32)
+    np.minimum.at(least, owner, v)
     return least
 
 
-def _key_values(keys: I64Array) -> F32Array:
-    """The d2 of ``_order_keys`` keys (+inf for ``_NO_KEY``)."""
-    hi = (keys >> 32).astype(np.int32)
-    hi = np.where(hi < 0, hi ^ 0x7FFFFFFF, hi)
-    out: F32Array = np.where(keys == _NO_KEY, F32(np.inf), hi.view(np.float32))
+def _first_at(v: F32Array, least: F32Array, owner: npt.NDArray[np.intp]
+              ) -> npt.NDArray[np.intp]:
+    """Each point's first candidate (in list order) whose value is its least: C's ``if
+    (d2 < best_d2)`` from ``FLT_MAX`` (NaN, made +inf by the caller, never wins; a list
+    without a finite d2 makes C abort, here it gives its first candidate). Candidates are
+    grouped by point, points in increasing order, each point has one."""
+    hits = np.flatnonzero(v == least.take(owner))
+    at_owner = owner.take(hits)
+    first = np.ones(hits.size, dtype=bool)
+    np.not_equal(at_owner[1:], at_owner[:-1], out=first[1:])
+    out: npt.NDArray[np.intp] = hits[first]
     return out
 
 
