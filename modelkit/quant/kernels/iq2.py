@@ -48,9 +48,9 @@ from modelkit.quant.kernels.iq_tables import fixed_tables, search_tables
 from modelkit.quant.kernels.searches import fit_unsigned as _fit_unsigned
 
 _XXS = iq_scale.ScaleSearch(kmaxq=3, steps=range(-6, 7), step=0.1, start_on_grid=True,
-                        refine="always")
+                            refine="always")
 _XS = iq_scale.ScaleSearch(kmaxq=3, steps=range(-9, 10), step=0.1, start_on_grid=True,
-                       refine="off-grid")
+                           refine="off-grid")
 
 
 def _weights(x: F32Array, qw: F32Array | None, name: str, sub: int, factor: int

@@ -46,9 +46,9 @@ from modelkit.quant.kernels.iq_tables import fixed_tables, search_tables
 
 SUB = 32
 _XXS = iq_scale.ScaleSearch(kmaxq=8, steps=range(-15, 16), step=0.2, start_on_grid=True,
-                        refine="off-grid")
+                            refine="off-grid")
 _S = iq_scale.ScaleSearch(kmaxq=8, steps=range(-9, 10), step=0.2, start_on_grid=False,
-                      refine="all")
+                          refine="all")
 
 
 def _prepare(x: F32Array, qw: F32Array | None) -> tuple[F32Array, F32Array]:
