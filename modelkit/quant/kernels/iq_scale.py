@@ -32,14 +32,14 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from modelkit.quant.kernels.common import F32, RINT_SAFE, BoolArray, F32Array
-from modelkit.quant.kernels.common import nearest_int as _nearest_int
+from modelkit.quant.kernels.common import F32, BoolArray, F32Array
 from modelkit.quant.kernels.common import seq_sum as _seq_sum
 from modelkit.quant.kernels.iq_search import (
     best_neighbour_gap,
     pack_points,
     point_elements,
     project,
+    rounded_levels,
 )
 from modelkit.quant.kernels.iq_tables import SearchTables
 
@@ -127,7 +127,7 @@ def _project_trials(t: SearchTables, xv: F32Array, waux: F32Array, inv: F32Array
     trials = inv.shape[0]
     e, nc = xv.shape
     width = t.coords.shape[1]
-    lv = _rounded_levels(inv[:, None, :] * xv, lmax)
+    lv = rounded_levels(inv[:, None, :] * xv, lmax)
     u = pack_points(lv.reshape(trials * e, nc), t).reshape(trials, e // width, nc)
     gidx = t.kmap[u].astype(np.int64)
     on: BoolArray = gidx >= 0
@@ -150,8 +150,7 @@ def _project_trials(t: SearchTables, xv: F32Array, waux: F32Array, inv: F32Array
     open_ = t_b - t_a >= 2
     t_a, t_b, column = t_a[open_], t_b[open_], column[open_]
     while t_a.size:
-        carry = runs.carries(column + t_a * per_trial, column + t_b * per_trial,
-                             scale.reshape(-1), nc)
+        carry = runs.carries(column + t_a * per_trial, column + t_b * per_trial)
         runs.fill(t_a[carry], t_b[carry], column[carry])
         t_a, t_b, column = t_a[~carry], t_b[~carry], column[~carry]
         mid = (t_a + t_b) // 2
@@ -163,20 +162,6 @@ def _project_trials(t: SearchTables, xv: F32Array, waux: F32Array, inv: F32Array
     # every point's levels from its grid position (on-grid ones: their rounding)
     by_point = t.level_bytes.take(runs.gidx, axis=0).reshape(trials, e // width, nc, width)
     return np.ascontiguousarray(by_point.transpose(0, 1, 3, 2)).reshape(trials, e, nc), on
-
-
-def _rounded_levels(v: F32Array, lmax: int) -> npt.NDArray[np.int8]:
-    """``clamp(nearest_int(0.5*(v - 1)), 0, lmax)`` (``v`` = id * x), in place of ``v``:
-    np.rint (also half to even) when every value is small enough, which it is but for
-    inf/NaN input."""
-    v -= F32(1)
-    v *= F32(0.5)
-    if not (v.max(initial=F32(0)) < RINT_SAFE and v.min(initial=F32(0)) > -RINT_SAFE):
-        out: npt.NDArray[np.int8] = np.clip(_nearest_int(v), 0, lmax).astype(np.int8)
-        return out
-    np.rint(v, out=v)
-    np.clip(v, F32(0), F32(lmax), out=v)
-    return v.astype(np.int8)
 
 
 def margin(xs: F32Array, ws: F32Array, s: F32Array, least: F32Array, second: F32Array,
@@ -233,15 +218,14 @@ class _Runs:
         self.err[pos], self.ratio[pos] = margin(xs, ws, s, least, second,
                                                 float(self.t.level_coords[-1]))
 
-    def carries(self, a: npt.NDArray[np.intp], b: npt.NDArray[np.intp],
-                scale: F32Array, nc: int) -> BoolArray:
+    def carries(self, a: npt.NDArray[np.intp], b: npt.NDArray[np.intp]) -> BoolArray:
         """Whether the winner at positions ``a`` (searched) provably wins at every trial
         up to ``b`` (searched, same point and index)."""
-        per_trial = self.points * nc
-        c = a % nc
+        per_trial = self.points * self.nc
+        c = a % self.nc
         return carries(self.gidx.take(a), self.gidx.take(b),
-                       scale.take((a // per_trial) * nc + c),
-                       scale.take((b // per_trial) * nc + c),
+                       self.scale.take((a // per_trial) * self.nc + c),
+                       self.scale.take((b // per_trial) * self.nc + c),
                        (self.err.take(a), self.ratio.take(a)),
                        (self.err.take(b), self.ratio.take(b)))
 

@@ -18,7 +18,7 @@ from gguf import GGMLQuantizationType
 from gguf.constants import GGML_QUANT_SIZES, QK_K
 
 from modelkit.quant.kernels.block import BlockFormat
-from modelkit.quant.kernels.common import F32, BoolArray, F32Array, I64Array
+from modelkit.quant.kernels.common import F32, RINT_SAFE, BoolArray, F32Array, I64Array
 from modelkit.quant.kernels.common import nearest_int as _nearest_int
 from modelkit.quant.kernels.common import seq_sum as _seq_sum
 from modelkit.quant.kernels.iq_tables import SearchTables
@@ -144,7 +144,7 @@ def _candidates_d2(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array,
     elif width == 4:
         d2 = _table_d2(t, cand, owner, xs, ws, scale, values)
     else:
-        d2 = _all_d2(t, cand, counts, owner, xs, ws, scale, values)
+        d2 = _all_d2(t, cand, counts, xs, ws, scale, values)
     v = np.fmin(d2, F32(np.inf))  # NaN counts as +inf
     least = _per_point_min(v, owner, m)
     at = _first_at(v, least, owner)
@@ -192,16 +192,15 @@ def _segment_ids(starts: npt.NDArray[np.intp], total: int) -> npt.NDArray[np.int
 
 
 def _all_d2(t: SearchTables, cand: npt.NDArray[np.intp], counts: npt.NDArray[np.intp],
-            owner: npt.NDArray[np.intp], xs: F32Array, ws: F32Array, scale: F32Array,
-            values: F32Array | None) -> F32Array:
-    """C's d2 of every candidate, one coordinate at a time over all candidates (contiguous
-    columns: each point's value repeated over its candidates)."""
+            xs: F32Array, ws: F32Array, scale: F32Array, values: F32Array | None) -> F32Array:
+    """C's d2 of every candidate of the 8-wide grids' short lists, one coordinate at a
+    time over all candidates (contiguous columns: each point's value repeated over its
+    candidates)."""
     width = xs.shape[0]
 
     def spread(a: F32Array) -> F32Array:
-        """A point's value for each of its candidates: measured faster as a gather by
-        owner on the 4-wide grids, as np.repeat on the 8-wide ones."""
-        out: F32Array = a.take(owner) if width == 4 else np.repeat(a, counts)
+        """A point's value for each of its candidates."""
+        out: F32Array = np.repeat(a, counts)
         return out
 
     s = spread(scale)
@@ -278,6 +277,20 @@ def _near_best_d2(t: SearchTables, cand: npt.NDArray[np.intp], owner: npt.NDArra
     return cand, owner, d2, dropped
 
 
+def rounded_levels(v: F32Array, lmax: int) -> npt.NDArray[np.int8]:
+    """``clamp(nearest_int(0.5*(v - 1)), 0, lmax)`` (``v`` = id * x), computed in place of
+    ``v``: np.rint (also half to even) when every value is small enough, which it is but
+    for inf/NaN input."""
+    v -= F32(1)
+    v *= F32(0.5)
+    if not (v.max(initial=F32(0)) < RINT_SAFE and v.min(initial=F32(0)) > -RINT_SAFE):
+        out: npt.NDArray[np.int8] = np.clip(_nearest_int(v), 0, lmax).astype(np.int8)
+        return out
+    np.rint(v, out=v)
+    np.clip(v, F32(0), F32(lmax), out=v)
+    return v.astype(np.int8)
+
+
 def project(t: SearchTables, xval: F32Array, waux: F32Array, inv: F32Array,
             scale: F32Array, lmax: int) -> tuple[npt.NDArray[np.int8], I64Array, BoolArray]:
     """Round every point to ``nearest_int(0.5*(inv*x - 1))`` clamped to 0..lmax; points that
@@ -287,7 +300,7 @@ def project(t: SearchTables, xval: F32Array, waux: F32Array, inv: F32Array,
     (elements, groups), grid positions (points, groups) and whether each point was on the
     grid before the neighbour search.
     """
-    lv = np.clip(_nearest_int(F32(0.5) * (inv * xval - F32(1))), 0, lmax).astype(np.int8)
+    lv = rounded_levels(inv * xval, lmax)
     u = pack_points(lv, t)
     gidx = t.kmap[u].astype(np.int64)
     on = gidx >= 0
