@@ -1,5 +1,5 @@
-"""iq_scale.fit_scale, which searches the neighbours of a run of trials only where the
-winner can change, against a plain trial-by-trial replay of ggml's scale loop."""
+"""iq_scale.fit_scale, which takes a run of trials' neighbour winners from the candidates'
+lines where it can prove them, against a plain trial-by-trial replay of ggml's scale loop."""
 
 from __future__ import annotations
 
@@ -89,65 +89,60 @@ def test_fit_scale_matches_a_trial_by_trial_replay(qtype: str) -> None:
     assert not got_l[:, ~active].any() and not got_s[~active].any()
 
 
-@pytest.mark.parametrize("pre_rank", [True, False])
-@pytest.mark.parametrize("qtype", ["IQ2_XXS", "IQ3_S"])
-def test_best_neighbour_gap_bounds_every_other_candidate(qtype: str, pre_rank: bool,
-                                                         monkeypatch: pytest.MonkeyPatch
-                                                         ) -> None:
-    """The winner's C d2 exactly, and a lower bound of C's d2 of every other candidate
-    (exactly the second least when every candidate is summed)."""
-    monkeypatch.setattr(iq_search, "_PRE_RANK_FROM", 0 if pre_rank else 10**9)
-    t = iq_tables.search_tables(qtype)
-    rng = np.random.default_rng(4)
-    m, width = 300, t.coords.shape[1]
-    u = rng.choice(np.flatnonzero(t.kmap < 0), m).astype(np.int64)
-    scale = (rng.random(m) + 0.5).astype(np.float32)
-    xs = (rng.random((width, m)) * 2 * t.nlevels * scale).astype(np.float32)
-    ws = rng.random((width, m)).astype(np.float32)
-    xs[:, :50] = 2 * scale[:50]  # ties
-    ws[:, :50] = 1
-    found, least, second = iq_search.best_neighbour_gap(t, u, xs, ws, scale)
-    for k in range(m):
-        at = -int(t.kmap[u[k]]) - 1
-        d2s = {}
-        for g in t.neighbours[at + 1:at + 1 + int(t.neighbours[at])]:
-            d2 = np.float32(0)
-            for i in range(width):
-                diff = scale[k] * t.fcoords[g, i] - xs[i, k]
-                d2 = d2 + ws[i, k] * diff * diff
-            d2s.setdefault(int(g), d2)
-        assert least[k] == d2s[int(found[k])] == min(d2s.values())
-        others = [v for g, v in d2s.items() if g != found[k]]
-        lowest = min(others, default=np.float32(np.inf))
-        assert second[k] <= lowest
-        if not pre_rank:
-            assert second[k] == lowest
-
-
-@pytest.mark.parametrize("qtype", ["IQ2_XXS", "IQ3_XXS", "IQ3_S"])
-def test_a_carried_winner_wins_at_every_scale_in_between(qtype: str) -> None:
-    """Points whose two best candidates swap places near the interval's ends (crossings
-    just inside or outside it): wherever ``carries`` accepts the ends' winner, the C loop
-    picks it at 40 scales in between; and near-crossings do occur and get refused."""
+@pytest.mark.parametrize("qtype", ["IQ2_XXS", "IQ2_S", "IQ3_XXS", "IQ3_S"])
+def test_run_winners_are_the_c_winners_at_every_scale_of_their_parts(qtype: str) -> None:
+    """Runs over which the best neighbour changes once or more, or nearly (values between
+    the grid coordinates, ties, zero weights): wherever ``run_winners`` proves a part,
+    the C loop (``best_neighbour``) picks its winner at each of the part's trial scales
+    and at 12 scales between each two; same-winner runs, split runs and unproven parts
+    all occur."""
     t = iq_tables.search_tables(qtype)
     rng = np.random.default_rng(8)
-    m, width = 4000, t.coords.shape[1]
+    m, width, trials = 3000, t.coords.shape[1], 19
     u = rng.choice(np.flatnonzero(t.kmap < 0), m).astype(np.int64)
-    s1 = (rng.random(m) + 0.5).astype(np.float32)
-    s2 = (s1 * (1 + rng.random(m) * 0.1)).astype(np.float32)
-    # values between the grid coordinates at s1: the best neighbour changes with s
-    xs = ((rng.random((width, m)) * 2 * (t.nlevels - 1) + 1) * s1).astype(np.float32)
+    top = (rng.random(m) + 0.5).astype(np.float32)
+    # decreasing trial scales, up to ~20% apart over a run
+    steps = np.sort(rng.random((trials, m)), axis=0) * rng.random(m) * 0.2
+    scales = (top * (1 - steps)).astype(np.float32)
+    xs = ((rng.random((width, m)) * 2 * (t.nlevels - 1) + 1) * top).astype(np.float32)
     ws = (rng.random((width, m)) + 0.01).astype(np.float32)
-    qmax = float(t.level_coords[-1])
-    wins, margins = [], []
-    for s in (s1, s2):
-        found, least, second = iq_search.best_neighbour_gap(t, u, xs, ws, s)
-        wins.append(found)
-        margins.append(iq_scale.margin(xs, ws, s, least, second, qmax))
-    ok = iq_scale.carries(wins[0], wins[1], s1, s2, margins[0], margins[1])
-    same = wins[0] == wins[1]
-    assert ok.any() and (same & ~ok).any()  # both outcomes occur
-    for f in np.linspace(0, 1, 40, dtype=np.float32):
-        s = (s1 + (s2 - s1) * f).astype(np.float32)
-        found = iq_search.best_neighbour(t, u, xs, ws, s)
-        assert np.array_equal(found[ok], wins[0][ok])
+    xs[:, :300] = 2 * top[:300]  # ties
+    ws[:, :300] = 1
+    ws[: width // 2, 300:400] = 0
+    t_a = rng.integers(0, trials - 1, m)
+    t_b = np.minimum(t_a + rng.integers(1, 10, m), trials - 1)
+    first = iq_scale.run_winners(t, u, xs, ws, scales, t_a, t_b)
+    # near-crossings: the last trial of a split run's first part moved onto the float32
+    # rounding of the exact crossing (where float32 may pick either candidate)
+    split = np.flatnonzero(first.end_a < t_b)
+    q_a, q_b = (t.fcoords[w].T.astype(np.float64) for w in (first.winner_a, first.winner_b))
+    w64, x64 = ws.astype(np.float64), xs.astype(np.float64)
+    da = (w64 * (q_b * q_b - q_a * q_a)).sum(axis=0)
+    db = (w64 * x64 * (q_b - q_a)).sum(axis=0)
+    with np.errstate(all="ignore"):
+        cross = (2 * db / da).astype(np.float32)
+    near = split[(cross[split] < scales[first.end_a[split], split])
+                 & (cross[split] > scales[np.minimum(first.end_a[split] + 1, trials - 1),
+                                          split])]
+    scales[first.end_a[near], near] = np.nextafter(cross[near],
+                                                   np.float32(np.inf) * (near % 2 - 0.5))
+    got = iq_scale.run_winners(t, u, xs, ws, scales, t_a, t_b)
+    split = got.end_a < t_b
+    assert near.size > 30
+    assert got.proven_a.any() and (~got.proven_a).any()
+    assert (split & got.proven_b).any() and (~split & got.proven_a).any()
+    assert not got.proven_b[~split].any()
+    cols = np.arange(m)
+    for lo, hi, winner, ok in ((t_a, got.end_a, got.winner_a, got.proven_a),
+                               (got.end_a + 1, t_b, got.winner_b, got.proven_b)):
+        for trial in range(trials):
+            inside = ok & (lo <= trial) & (trial <= hi)
+            s_here = scales[trial]
+            s_next = scales[min(trial + 1, trials - 1)]
+            fractions = [0.0] if trial == trials - 1 else np.linspace(0, 1, 12)
+            for f in fractions:
+                s = (s_here + (s_next - s_here) * np.float32(f)).astype(np.float32)
+                if f > 0:  # between two trials of the part
+                    inside &= trial + 1 <= hi
+                found = iq_search.best_neighbour(t, u, xs, ws, s)
+                assert np.array_equal(found[cols[inside]], winner[inside])

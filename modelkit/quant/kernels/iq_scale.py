@@ -7,22 +7,21 @@ ggml tries a range of scales per sub-block (the ``is`` loop): each trial rounds 
 trial's scale (``iq_search.best_neighbour``), and keeps the trial with the largest
 ``sumqx^2/sumq2``. The neighbour searches are nearly all of the cost. Levels are
 nondecreasing in the trial's inverse scale, so a point's packed index changes only a few
-times over the trials (runs of about 5-6 trials): each run of one off-grid index is
-searched at its two ends, and the trials in between take the ends' winner when it
-provably wins there too; otherwise they are searched as well.
+times over the trials (runs of about 5-6 trials). Within a run the candidates are fixed and
+each is a line in the scale (below), so a run's winners follow from the lines at a few
+scales (``run_winners``): one or two winners, proven over their trials. Runs of one trial
+and whatever is not proven are searched trial by trial.
 
-Why the carried-over winner is C's: for a point with values ``x``, weights ``w`` and
-candidates ``c`` (coordinates ``q_c``), let ``f_c(s) = sum_i w_i (s q_ci - x_i)^2`` in exact
-arithmetic. ``f_c(s) - f_k(s) = s * ((A_c - A_k) s - 2 (B_c - B_k))`` (``A = sum w q^2``,
-``B = sum w q x``) is ``s`` times a linear function of ``s``: if it is positive at two
-scales ``s1, s2 > 0`` it is at least ``s * min(D(s1)/s1, D(s2)/s2)`` in between. C's
-float32 ``d2`` differs from ``f_c(s)`` by less than ``E(s) = 2**-18 * sum_i |w_i| (2 s
-qmax + |x_i|)^2`` (about ten roundings of each term, with a wide margin), which grows with
-``s``. So when both ends pick the same winner ``k`` and every other candidate's C ``d2``
-is more than ``2 E`` above it at each end (``R = min over ends (gap - 2 E)/s``), then in
-between every other candidate's C ``d2`` exceeds ``k``'s whenever ``s_lo * R > 2 E(s_hi)``:
-C's strict ``<`` picks ``k`` there. NaN or infinite values fail the test (and are
-searched).
+Why the proven winner is C's: for a point with values ``x``, weights ``w`` and candidates
+``c`` (coordinates ``q_c``), let ``f_c(s) = sum_i w_i (s q_ci - x_i)^2`` in exact
+arithmetic: ``f_c(s) = s L_c(s) + sum w x^2`` with the line ``L_c(s) = A_c s - 2 B_c``
+(``A = sum w q^2``, ``B = sum w q x``). C's float32 ``d2`` differs from ``f_c(s)`` by less
+than ``E(s) = 2**-18 * sum_i |w_i| (2 s qmax + |x_i|)^2`` (about ten roundings of each
+term, with a wide margin), which grows with ``s``. ``L_c - L_k`` is linear: if it exceeds
+``2 E(s_hi) / s_lo`` at both ends of ``[s_lo, s_hi]`` it does in between, so there every
+other candidate's C ``d2`` exceeds ``k``'s and C's strict ``<`` picks ``k``. The lines
+are summed in float64 (within about 2**-50 of exact, far inside the margin). NaN or
+infinite values fail the test (and are searched).
 """
 
 from __future__ import annotations
@@ -35,7 +34,8 @@ import numpy.typing as npt
 from modelkit.quant.kernels.common import F32, BoolArray, F32Array
 from modelkit.quant.kernels.common import seq_sum as _seq_sum
 from modelkit.quant.kernels.iq_search import (
-    best_neighbour_gap,
+    best_neighbour,
+    expand_lists,
     pack_points,
     point_elements,
     project,
@@ -43,6 +43,7 @@ from modelkit.quant.kernels.iq_search import (
 )
 from modelkit.quant.kernels.iq_tables import SearchTables
 
+_CHUNK_RUNS = 8192  # runs per run_winner call (its float64 tables stay in cache)
 _ERR = 2.0**-18  # E(s)'s factor: far above the ~10 float32 roundings (2**-24 each) of a term
 
 
@@ -121,9 +122,9 @@ def _project_trials(t: SearchTables, xv: F32Array, waux: F32Array, inv: F32Array
     (trials, elements, n) with off-grid points at their best neighbour, and whether each
     point was on the grid (trials, points, n).
 
-    Each run of one off-grid index over consecutive trials is searched at its ends; the
-    trials in between take the ends' winner where it provably wins (module docstring),
-    else the middle trial is searched and both halves are tried again."""
+    Each run of one off-grid index over two or more consecutive trials gets its winners
+    from ``run_winners``; what that cannot prove, and runs of one trial, are searched
+    trial by trial."""
     trials = inv.shape[0]
     e, nc = xv.shape
     width = t.coords.shape[1]
@@ -133,8 +134,6 @@ def _project_trials(t: SearchTables, xv: F32Array, waux: F32Array, inv: F32Array
     on: BoolArray = gidx >= 0
     if on.all():
         return lv, on
-    runs = _Runs(t, xv, waux, scale, u, gidx)
-    off = ~on
     same_prev = np.zeros_like(on)
     same_prev[1:] = u[1:] == u[:-1]
     steps = np.arange(trials)[:, None, None]
@@ -142,101 +141,154 @@ def _project_trials(t: SearchTables, xv: F32Array, waux: F32Array, inv: F32Array
     last = np.minimum.accumulate(np.where(same_prev[1:], trials - 1, steps[:-1])[::-1],
                                  axis=0)[::-1]
     last = np.concatenate([last, np.full((1, *on.shape[1:]), trials - 1)]).reshape(-1)
-    first = np.flatnonzero(off & ~same_prev)
+    first = np.flatnonzero(~on & ~same_prev)
     per_trial = on[0].size
     t_a, column = np.divmod(first, per_trial)
     t_b = last.take(first)
-    runs.search(np.concatenate([first, (column + t_b * per_trial)[t_b > t_a]]))
-    open_ = t_b - t_a >= 2
-    t_a, t_b, column = t_a[open_], t_b[open_], column[open_]
-    while t_a.size:
-        carry = runs.carries(column + t_a * per_trial, column + t_b * per_trial)
-        runs.fill(t_a[carry], t_b[carry], column[carry])
-        t_a, t_b, column = t_a[~carry], t_b[~carry], column[~carry]
-        mid = (t_a + t_b) // 2
-        runs.search(column + mid * per_trial)
-        t_a, t_b, column = np.concatenate([t_a, mid]), np.concatenate([mid, t_b]), \
-            np.concatenate([column, column])
-        open_ = t_b - t_a >= 2
-        t_a, t_b, column = t_a[open_], t_b[open_], column[open_]
+    flat_u, flat_gidx = u.reshape(-1), gidx.reshape(-1)
+    single = t_b == t_a
+    todo = [first[single]]
+    multi = np.flatnonzero(~single)
+    c_of = column % nc
+    for i in range(0, multi.size, _CHUNK_RUNS):
+        r = multi[i:i + _CHUNK_RUNS]
+        ta, tb, col = t_a.take(r), t_b.take(r), column.take(r)
+        at = point_elements(col // nc, c_of.take(r), width, nc)
+        found = run_winners(t, flat_u.take(first.take(r)), xv.take(at), waux.take(at),
+                            scale[:, c_of.take(r)], ta, tb)
+        for lo, hi, winner, ok in ((ta, found.end_a, found.winner_a, found.proven_a),
+                                   (found.end_a + 1, tb, found.winner_b, found.proven_b)):
+            pos, n = _trial_positions(lo, hi, col, per_trial)
+            done = np.repeat(ok, n)
+            flat_gidx[pos[done]] = np.repeat(winner[ok], n[ok])
+            todo.append(pos[~done])
+    pos = np.concatenate(todo)
+    if pos.size:
+        tp, c = np.divmod(pos, nc)
+        trial, p = np.divmod(tp, e // width)
+        at = point_elements(p, c, width, nc)
+        flat_gidx[pos] = best_neighbour(t, flat_u.take(pos), xv.take(at), waux.take(at),
+                                        scale.reshape(-1).take(trial * nc + c))
     # every point's levels from its grid position (on-grid ones: their rounding)
-    by_point = t.level_bytes.take(runs.gidx, axis=0).reshape(trials, e // width, nc, width)
+    by_point = t.level_bytes.take(gidx, axis=0).reshape(trials, e // width, nc, width)
     return np.ascontiguousarray(by_point.transpose(0, 1, 3, 2)).reshape(trials, e, nc), on
 
 
-def margin(xs: F32Array, ws: F32Array, s: F32Array, least: F32Array, second: F32Array,
-           qmax: float) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """A searched point's ``E(s)`` (the bound of C's rounding of any candidate's d2) and
-    ``R = (second - least - 2 E) / s`` (``best_neighbour_gap``'s least d2 and its bound
-    of the others'): a lower bound of ``(f_c(s) - f_winner(s)) / s`` over the others."""
-    s64 = s.astype(np.float64)
-    err = _ERR * (np.abs(ws.astype(np.float64))
-                  * (2 * s64 * qmax + np.abs(xs.astype(np.float64))) ** 2).sum(axis=0)
-    ratio: npt.NDArray[np.float64] = (second.astype(np.float64) - least - 2 * err) / s64
-    return err, ratio
+def _trial_positions(lo: npt.NDArray[np.intp], hi: npt.NDArray[np.intp],
+                     column: npt.NDArray[np.intp], per_trial: int
+                     ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """The flat positions of trials ``lo..hi`` (inclusive; none where ``hi < lo``) of
+    each point ``column`` (its flat position within a trial), one range after another,
+    and each range's length."""
+    n = np.maximum(hi - lo + 1, 0)
+    step = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+    pos: npt.NDArray[np.intp] = np.repeat(column + lo * per_trial, n) + step * per_trial
+    return pos, n
 
 
-def carries(win_a: npt.NDArray[np.int64], win_b: npt.NDArray[np.int64], s_a: F32Array,
-            s_b: F32Array, at_a: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]],
-            at_b: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]) -> BoolArray:
-    """Whether one point's winner at scales ``s_a`` and ``s_b`` (with ``margin``'s
-    ``(E, R)`` there) is C's winner at every scale between them: the same winner, and
-    ``s_lo * min(R) > 2 * E(s_hi)`` (module docstring). NaN fails."""
-    s_lo = np.minimum(s_a, s_b).astype(np.float64)
-    r = np.minimum(at_a[1], at_b[1])
-    ok: BoolArray = ((win_a == win_b) & (s_lo > 0) & np.isfinite(s_lo)
-                     & (r * s_lo > 2 * np.maximum(at_a[0], at_b[0])))
-    return ok
+@dataclass(frozen=True)
+class RunWinners:
+    """``run_winners``' answer for R runs: trials ``t_a..end_a`` take ``winner_a`` where
+    ``proven_a``; trials ``end_a+1..t_b`` (none when ``end_a == t_b``) take ``winner_b``
+    where ``proven_b``. Unproven parts must be searched."""
+
+    winner_a: npt.NDArray[np.int64]
+    end_a: npt.NDArray[np.intp]
+    proven_a: BoolArray
+    winner_b: npt.NDArray[np.int64]
+    proven_b: BoolArray
 
 
-class _Runs:
-    """The neighbour searches of ``_project_trials`` over flat (trial, point, column)
-    positions, with each searched position's winner, error bound ``E`` and ratio ``R``."""
+def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32Array,
+                scales: F32Array, t_a: npt.NDArray[np.intp], t_b: npt.NDArray[np.intp]
+                ) -> RunWinners:
+    """C's neighbour-search winners over R runs, each one off-grid packed index ``u``
+    (R,) of one point (values, weights ``xs``, ``ws`` (width, R)) over trials ``t_a`` to
+    ``t_b`` (R,) of its column's trial scales ``scales`` (trials, R), which do not grow
+    with the trial.
 
-    def __init__(self, t: SearchTables, xv: F32Array, waux: F32Array, scale: F32Array,
-                 u: npt.NDArray[np.int64], gidx: npt.NDArray[np.int64]) -> None:
-        self.t, self.xv, self.waux = t, xv, waux
-        self.scale = scale.reshape(-1)
-        self.u = u.reshape(-1)
-        self.gidx = gidx.reshape(-1)
-        self.nc = xv.shape[1]
-        self.points = u.shape[1]
-        self.err = np.zeros(u.size)
-        self.ratio = np.zeros(u.size)
+    Every candidate's ``L_c(s) = A_c s - 2 B_c`` is a line (module docstring), summed
+    from float64 tables. The least line at the first trial (``k_a``) and at the last
+    (``k_b``) split the run where their lines cross; each part is proven when every other
+    candidate's line is above its winner's by ``2 E(s_hi) / s_lo`` at both of its ends."""
+    width, m = xs.shape
+    cand, owner, starts, _ = expand_lists(t, u)
+    q = t.level_coords.astype(np.float64)[:, None]
+    x64, w64 = xs.astype(np.float64), ws.astype(np.float64)
+    wq = w64[:, None, :] * q  # (width, levels, R): exact products
+    lines = np.empty(wq.shape, dtype=np.complex128)  # A terms + i * B terms
+    lines.real = wq * q
+    lines.imag = wq * x64[:, None, :]
+    ab = _candidate_sums(t, lines, cand, owner, m)
+    a, b = ab.real, ab.imag
+    s64 = scales.astype(np.float64)
+    r = np.arange(m)
+    s_a, s_b = s64[t_a, r], s64[t_b, r]
 
-    def search(self, pos: npt.NDArray[np.intp]) -> None:
-        if not pos.size:
-            return
-        width = self.t.coords.shape[1]
-        tp, c = np.divmod(pos, self.nc)
-        trial, p = np.divmod(tp, self.points)
-        at = point_elements(p, c, width, self.nc)
-        xs, ws = self.xv.take(at), self.waux.take(at)
-        s = self.scale.take(trial * self.nc + c)
-        found, least, second = best_neighbour_gap(self.t, self.u.take(pos), xs, ws, s)
-        self.gidx[pos] = found
-        self.err[pos], self.ratio[pos] = margin(xs, ws, s, least, second,
-                                                float(self.t.level_coords[-1]))
+    def line_at(s: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        out: npt.NDArray[np.float64] = a * s.take(owner) - 2 * b
+        return out
 
-    def carries(self, a: npt.NDArray[np.intp], b: npt.NDArray[np.intp]) -> BoolArray:
-        """Whether the winner at positions ``a`` (searched) provably wins at every trial
-        up to ``b`` (searched, same point and index)."""
-        per_trial = self.points * self.nc
-        c = a % self.nc
-        return carries(self.gidx.take(a), self.gidx.take(b),
-                       self.scale.take((a // per_trial) * self.nc + c),
-                       self.scale.take((b // per_trial) * self.nc + c),
-                       (self.err.take(a), self.ratio.take(a)),
-                       (self.err.take(b), self.ratio.take(b)))
+    l_a, l_b = line_at(s_a), line_at(s_b)
+    k_a, k_b = _least(l_a, starts), _least(l_b, starts)
+    # where k_b's line crosses k_a's: the trials above it (larger scales) are k_a's
+    with np.errstate(all="ignore"):
+        cross = 2 * (b.take(k_b) - b.take(k_a)) / (a.take(k_b) - a.take(k_a))
+    trial = np.arange(s64.shape[0])[:, None]
+    above = ((s64 > cross) & (trial >= t_a) & (trial <= t_b)).sum(axis=0)
+    end_a = np.where(k_a == k_b, t_b, np.clip(t_a + above - 1, t_a, t_b))
+    start_b = np.minimum(end_a + 1, t_b)
+    s_end_a, s_start_b = s64[end_a, r], s64[start_b, r]
+    qmax = float(t.level_coords[-1])
+    proven_a = _proven(l_a, line_at(s_end_a), k_a, owner, x64, w64, s_a, s_end_a, qmax)
+    proven_b = _proven(line_at(s_start_b), l_b, k_b, owner, x64, w64, s_start_b, s_b, qmax)
+    return RunWinners(cand.take(k_a).astype(np.int64), end_a, proven_a,
+                      cand.take(k_b).astype(np.int64), proven_b & (end_a < t_b))
 
-    def fill(self, t_a: npt.NDArray[np.intp], t_b: npt.NDArray[np.intp],
-             column: npt.NDArray[np.intp]) -> None:
-        """Trials strictly between ``t_a`` and ``t_b`` take the winner at ``t_a``."""
-        n = t_b - t_a - 1
-        if not n.size:
-            return
-        per_trial = self.points * self.nc
-        winner = self.gidx.take(column + t_a * per_trial)
-        k = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
-        self.gidx[np.repeat(column + t_a * per_trial, n) + (k + 1) * per_trial] = np.repeat(
-            winner, n)
+
+def _candidate_sums(t: SearchTables, terms: npt.NDArray[np.complex128],
+                    cand: npt.NDArray[np.intp], owner: npt.NDArray[np.intp], m: int
+                    ) -> npt.NDArray[np.complex128]:
+    """Each candidate's sum of its coordinates' ``terms`` (width, levels, M); on the
+    8-wide grids through pre-added coordinate pairs (half the gathers)."""
+    if terms.shape[0] == 8:
+        pairs = terms[1::2, :, None, :] + terms[0::2, None, :, :]
+        flat, codes = pairs.reshape(-1), t.pair_codes * m
+    else:
+        flat, codes = terms.reshape(-1), t.term_codes * m
+    total: npt.NDArray[np.complex128] = flat.take(codes[0].take(cand) + owner)
+    for i in range(1, codes.shape[0]):
+        total += flat.take(codes[i].take(cand) + owner)
+    return total
+
+
+def _least(v: npt.NDArray[np.float64], starts: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+    """Each list's position of its least value, by one reduction of (ordered float32
+    bits, position) keys: a near tie may give another candidate, which ``_proven``
+    then rejects."""
+    bits = v.astype(np.float32).view(np.int32).astype(np.int64)
+    bits = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # float order as integer order
+    key = (bits << 32) | np.arange(v.size, dtype=np.int64)
+    out: npt.NDArray[np.intp] = (np.minimum.reduceat(key, starts) & 0xFFFFFFFF).astype(np.intp)
+    return out
+
+
+def _proven(l_1: npt.NDArray[np.float64], l_2: npt.NDArray[np.float64],
+            k: npt.NDArray[np.intp], owner: npt.NDArray[np.intp],
+            xs: npt.NDArray[np.float64], ws: npt.NDArray[np.float64],
+            s_1: npt.NDArray[np.float64], s_2: npt.NDArray[np.float64],
+            qmax: float) -> BoolArray:
+    """Whether candidate ``k`` of each list is C's winner at every scale from ``s_1`` to
+    ``s_2``, given every candidate's line there (``l_1``, ``l_2``): every other line above
+    ``k``'s by more than ``2 E(s_hi) / s_lo`` at both ends (with a 2**-20 allowance for the
+    float64 sums). NaN, infinite or non-positive scales fail."""
+    s_lo, s_hi = np.minimum(s_1, s_2), np.maximum(s_1, s_2)
+    err = _ERR * (np.abs(ws) * (2 * s_hi * qmax + np.abs(xs)) ** 2).sum(axis=0)
+    with np.errstate(all="ignore"):
+        thr = 2 * err / s_lo * (1 + 2.0**-20)
+    at_thr, k_of = thr.take(owner), k.take(owner)
+    ok = ((l_1 - l_1.take(k_of)) > at_thr) & ((l_2 - l_2.take(k_of)) > at_thr)
+    # k itself fails (0 > thr >= 0 is false): proven when it is the only one
+    fails = np.bincount(owner[~ok], minlength=s_1.size)
+    proven: BoolArray = (fails == 1) & (s_lo > 0) & np.isfinite(thr)
+    return proven

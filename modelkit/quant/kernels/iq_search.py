@@ -85,18 +85,7 @@ def best_neighbour(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array,
     ``_NEAR_BEST`` of the least one can be C's minimum, and only those (one per point,
     nearly always) are summed in C's order.
     """
-    return _in_chunks(t, u, xs, ws, scale, values, False)[0]
-
-
-def best_neighbour_gap(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array,
-                       scale: F32Array, values: F32Array | None = None
-                       ) -> tuple[I64Array, F32Array, F32Array]:
-    """``best_neighbour``, with each point's least C d2 and a lower bound of C's d2 for
-    every other candidate (+inf for a list of one): how far the winner is from losing,
-    which ``iq_scale`` needs to carry a winner over to the scales between two trials."""
-    found, least, second = _in_chunks(t, u, xs, ws, scale, values, True)
-    assert least is not None and second is not None
-    return found, least, second
+    return _in_chunks(t, u, xs, ws, scale, values)
 
 
 _CHUNK_POINTS = 8192  # points per search call: one call over a whole chunk of trials (40k+
@@ -104,26 +93,38 @@ _CHUNK_POINTS = 8192  # points per search call: one call over a whole chunk of t
 
 
 def _in_chunks(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array, scale: F32Array,
-               values: F32Array | None, with_gap: bool
-               ) -> tuple[I64Array, F32Array | None, F32Array | None]:
+               values: F32Array | None) -> I64Array:
     m = u.size
     if m <= _CHUNK_POINTS:
-        return _candidates_d2(t, u, xs, ws, scale, values, with_gap)
-    parts = [_candidates_d2(t, u[i:i + _CHUNK_POINTS], xs[:, i:i + _CHUNK_POINTS],
-                            ws[:, i:i + _CHUNK_POINTS], scale[i:i + _CHUNK_POINTS],
-                            None if values is None else values[i:i + _CHUNK_POINTS],
-                            with_gap) for i in range(0, m, _CHUNK_POINTS)]
-    found = np.concatenate([p[0] for p in parts])
-    if not with_gap:
-        return found, None, None
-    return (found, np.concatenate([p[1] for p in parts if p[1] is not None]),
-            np.concatenate([p[2] for p in parts if p[2] is not None]))
+        return _candidates_d2(t, u, xs, ws, scale, values)
+    return np.concatenate([
+        _candidates_d2(t, u[i:i + _CHUNK_POINTS], xs[:, i:i + _CHUNK_POINTS],
+                       ws[:, i:i + _CHUNK_POINTS], scale[i:i + _CHUNK_POINTS],
+                       None if values is None else values[i:i + _CHUNK_POINTS])
+        for i in range(0, m, _CHUNK_POINTS)])
 
 
 def _candidates_d2(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array,
-                   scale: F32Array, values: F32Array | None, with_gap: bool = False
-                   ) -> tuple[I64Array, F32Array | None, F32Array | None]:
+                   scale: F32Array, values: F32Array | None) -> I64Array:
     width, m = xs.shape
+    cand, owner, starts, counts = expand_lists(t, u)
+    if width == 8 and cand.size > _PRE_RANK_FROM * m:
+        cand, owner, d2 = _near_best_d2(t, cand, owner, starts, xs, ws, scale, values)
+    elif width == 4:
+        d2 = _table_d2(t, cand, owner, xs, ws, scale, values)
+    else:
+        d2 = _all_d2(t, cand, counts, xs, ws, scale, values)
+    v = np.fmin(d2, F32(np.inf))  # NaN counts as +inf
+    least = _per_point_min(v, owner, m)
+    found: I64Array = cand.take(_first_at(v, least, owner)).astype(np.int64)
+    return found
+
+
+def expand_lists(t: SearchTables, u: I64Array) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp],
+                                                   npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """The neighbour lists of off-grid packed indices ``u`` (M,), one after another:
+    (candidates, the point each belongs to, where each point's list starts, list lengths)."""
+    m = u.size
     off = -t.kmap[u].astype(np.intp) - 1
     counts = t.neighbours[off].astype(np.intp)  # >= 1 (ggml asserts it)
     total = int(counts.sum())
@@ -136,28 +137,7 @@ def _candidates_d2(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array,
     pos[starts[1:]] = off[1:] + 1 - (off[:-1] + counts[:-1])
     np.cumsum(pos, out=pos)
     cand = t.neighbours.take(pos).astype(np.intp)  # ndarray.take: faster than [] here
-    owner = _segment_ids(starts, total)
-    dropped: F32Array | None = None
-    if width == 8 and total > _PRE_RANK_FROM * m:
-        cand, owner, d2, dropped = _near_best_d2(t, cand, owner, starts, xs, ws, scale,
-                                                 values, with_gap)
-    elif width == 4:
-        d2 = _table_d2(t, cand, owner, xs, ws, scale, values)
-    else:
-        d2 = _all_d2(t, cand, counts, xs, ws, scale, values)
-    v = np.fmin(d2, F32(np.inf))  # NaN counts as +inf
-    least = _per_point_min(v, owner, m)
-    at = _first_at(v, least, owner)
-    found: I64Array = cand.take(at).astype(np.int64)
-    if not with_gap:
-        return found, None, None
-    v[at] = np.inf
-    second = _per_point_min(v, owner, m)
-    if dropped is not None:
-        # candidates the pre-ranking left out: their approximate d2 is within a few
-        # roundings of C's (all terms >= 0 there), so 2**-18 below it bounds C's d2
-        second = np.fmin(second, dropped * (F32(1) - _NEAR_BEST))
-    return found, least, second
+    return cand, _segment_ids(starts, total), starts, counts
 
 
 def _per_point_min(v: F32Array, owner: npt.NDArray[np.intp], m: int) -> F32Array:
@@ -237,12 +217,10 @@ def _table_d2(t: SearchTables, cand: npt.NDArray[np.intp], owner: npt.NDArray[np
 
 def _near_best_d2(t: SearchTables, cand: npt.NDArray[np.intp], owner: npt.NDArray[np.intp],
                   starts: npt.NDArray[np.intp], xs: F32Array, ws: F32Array, scale: F32Array,
-                  values: F32Array | None, with_gap: bool
-                  ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], F32Array,
-                             F32Array | None]:
+                  values: F32Array | None
+                  ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], F32Array]:
     """C's d2 of the candidates that can be a point's least: (those candidates, their
-    points, their d2, and with ``with_gap`` the least approximate d2 of the others per
-    point). A point's (width, levels) terms are computed once; candidates are ranked by
+    points, their d2). A point's (width, levels) terms are computed once; candidates are ranked by
     sums of pre-added coordinate pairs (half the gathers)."""
     width, m = xs.shape
     # built with the points on the last axis (long contiguous loops), then transposed so
@@ -263,10 +241,6 @@ def _near_best_d2(t: SearchTables, cand: npt.NDArray[np.intp], owner: npt.NDArra
     # the bound needs terms >= 0 and finite sums: other points keep every candidate
     limit[~((ws >= 0).all(axis=0) & (lo < _SUM_SAFE))] = np.inf
     kept = ~(approx > limit.take(owner))
-    dropped: F32Array | None = None
-    if with_gap:
-        dropped = np.full(m, np.inf, dtype=np.float32)
-        np.minimum.at(dropped, owner, np.where(kept, F32(np.inf), approx))
     sel = np.flatnonzero(kept)
     owner, cand = owner.take(sel), cand.take(sel)
     flat = terms.reshape(-1)
@@ -274,7 +248,7 @@ def _near_best_d2(t: SearchTables, cand: npt.NDArray[np.intp], owner: npt.NDArra
     d2 = flat.take(at + t.term_codes[0].take(cand))
     for i in range(1, width):  # summed in coordinate order
         d2 += flat.take(at + t.term_codes[i].take(cand))
-    return cand, owner, d2, dropped
+    return cand, owner, d2
 
 
 def rounded_levels(v: F32Array, lmax: int) -> npt.NDArray[np.int8]:
