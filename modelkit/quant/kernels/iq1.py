@@ -70,7 +70,7 @@ def _first_best(qx: F32Array, q2: F32Array, scale0: F32Array) -> tuple[I64Array,
     keep = valid & (ratio >= top * _NEAR_TOP)
     # near float32 overflow (sumqx^2 or best*sumq2 -> inf) or underflow, and with NaN,
     # C's comparisons stop tracking the ratio: such columns replay every candidate
-    risky = (~(np.abs(qx) < _OVERFLOW_SAFE).all(axis=0) | ~(q2 < _OVERFLOW_SAFE**2).all(axis=0)
+    risky = (~(np.abs(qx).max(axis=0) < _OVERFLOW_SAFE) | ~(q2.max(axis=0) < _OVERFLOW_SAFE**2)
              | ~(top > _TINY_TOP))
     keep[:, risky] = valid[:, risky]
     ncand, n = qx.shape
@@ -252,8 +252,11 @@ def _encode_m(x: F32Array, qw: F32Array | None) -> U8Array:
         qxm.append(px[h][16] * m2 - sx)
         q2p.append((pw[h][16] * p2 * p2 + pw[h][i1] * cp1) + pw[h][i2] * cp2)
         q2m.append((pw[h][16] * m2 * m2 + pw[h][i1] * cm1) + pw[h][i2] * cm2)
-    qx = np.stack([qxp[0] + qxp[1], qxp[0] + qxm[1], qxm[0] + qxp[1], qxm[0] + qxm[1]], axis=1)
-    q2 = np.stack([q2p[0] + q2p[1], q2p[0] + q2m[1], q2m[0] + q2p[1], q2m[0] + q2m[1]], axis=1)
+    qx = np.empty((i1.size, 4, n), dtype=np.float32)
+    q2 = np.empty_like(qx)
+    for k, (a, b) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):  # shifts ++ +- -+ --
+        np.add((qxp, qxm)[a][0], (qxp, qxm)[b][1], out=qx[:, k])
+        np.add((q2p, q2m)[a][0], (q2p, q2m)[b][1], out=q2[:, k])
     win, scale = _first_best(qx.reshape(-1, n), q2.reshape(-1, n), mx)
     found = ~(mx < F32(1e-7)) & (win >= 0)
     win = np.maximum(win, 0)
