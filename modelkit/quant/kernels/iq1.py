@@ -254,9 +254,9 @@ def _encode_m(x: F32Array, qw: F32Array | None) -> U8Array:
         q2m.append((pw[h][16] * m2 * m2 + pw[h][i1] * cm1) + pw[h][i2] * cm2)
     qx = np.empty((i1.size, 4, n), dtype=np.float32)
     q2 = np.empty_like(qx)
-    for k, (a, b) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):  # shifts ++ +- -+ --
-        np.add((qxp, qxm)[a][0], (qxp, qxm)[b][1], out=qx[:, k])
-        np.add((q2p, q2m)[a][0], (q2p, q2m)[b][1], out=q2[:, k])
+    for combo, (a, b) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):  # shifts ++ +- -+ --
+        np.add((qxp, qxm)[a][0], (qxp, qxm)[b][1], out=qx[:, combo])
+        np.add((q2p, q2m)[a][0], (q2p, q2m)[b][1], out=q2[:, combo])
     win, scale = _first_best(qx.reshape(-1, n), q2.reshape(-1, n), mx)
     found = ~(mx < F32(1e-7)) & (win >= 0)
     win = np.maximum(win, 0)

@@ -230,6 +230,18 @@ def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32
         return out
 
     l_a, l_b = line_at(s_a), line_at(s_b)
+    qmax = float(t.level_coords[-1])
+    # a candidate above its list's first by more than the run's margin at both ends (so
+    # in between) is neither least nor failing any part's test: only the rest go on
+    thr = _margin(x64, w64, s_a, s_b, qmax).take(owner)
+    keep = ~(((l_a - l_a.take(starts).take(owner)) > thr)
+             & ((l_b - l_b.take(starts).take(owner)) > thr))
+    keep[starts] = True
+    sel = np.flatnonzero(keep)
+    cand, owner, l_a, l_b = cand.take(sel), owner.take(sel), l_a.take(sel), l_b.take(sel)
+    a, b = a.take(sel), b.take(sel)
+    starts = np.zeros(m, dtype=np.intp)
+    np.cumsum(np.bincount(owner, minlength=m)[:-1], out=starts[1:])
     k_a, k_b = _least(l_a, starts), _least(l_b, starts)
     # where k_b's line crosses k_a's: the trials above it (larger scales) are k_a's
     with np.errstate(all="ignore"):
@@ -239,7 +251,6 @@ def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32
     end_a = np.where(k_a == k_b, t_b, np.clip(t_a + above - 1, t_a, t_b))
     start_b = np.minimum(end_a + 1, t_b)
     s_end_a, s_start_b = s64[end_a, r], s64[start_b, r]
-    qmax = float(t.level_coords[-1])
     proven_a = _proven(l_a, line_at(s_end_a), k_a, owner, x64, w64, s_a, s_end_a, qmax)
     proven_b = _proven(line_at(s_start_b), l_b, k_b, owner, x64, w64, s_start_b, s_b, qmax)
     return RunWinners(cand.take(k_a).astype(np.int64), end_a, proven_a,
@@ -282,13 +293,23 @@ def _proven(l_1: npt.NDArray[np.float64], l_2: npt.NDArray[np.float64],
     ``s_2``, given every candidate's line there (``l_1``, ``l_2``): every other line above
     ``k``'s by more than ``2 E(s_hi) / s_lo`` at both ends (with a 2**-20 allowance for the
     float64 sums). NaN, infinite or non-positive scales fail."""
-    s_lo, s_hi = np.minimum(s_1, s_2), np.maximum(s_1, s_2)
-    err = _ERR * (np.abs(ws) * (2 * s_hi * qmax + np.abs(xs)) ** 2).sum(axis=0)
-    with np.errstate(all="ignore"):
-        thr = 2 * err / s_lo * (1 + 2.0**-20)
+    thr = _margin(xs, ws, s_1, s_2, qmax)
     at_thr, k_of = thr.take(owner), k.take(owner)
     ok = ((l_1 - l_1.take(k_of)) > at_thr) & ((l_2 - l_2.take(k_of)) > at_thr)
     # k itself fails (0 > thr >= 0 is false): proven when it is the only one
     fails = np.bincount(owner[~ok], minlength=s_1.size)
-    proven: BoolArray = (fails == 1) & (s_lo > 0) & np.isfinite(thr)
+    proven: BoolArray = (fails == 1) & (np.minimum(s_1, s_2) > 0) & np.isfinite(thr)
     return proven
+
+
+def _margin(xs: npt.NDArray[np.float64], ws: npt.NDArray[np.float64],
+            s_1: npt.NDArray[np.float64], s_2: npt.NDArray[np.float64],
+            qmax: float) -> npt.NDArray[np.float64]:
+    """``2 E(s_hi) / s_lo`` over ``[s_lo, s_hi]`` (the ends ``s_1``, ``s_2`` in either
+    order), with a 2**-20 allowance for the float64 sums: how far every other line must
+    be above the winner's at both ends (module docstring)."""
+    s_lo, s_hi = np.minimum(s_1, s_2), np.maximum(s_1, s_2)
+    err = _ERR * (np.abs(ws) * (2 * s_hi * qmax + np.abs(xs)) ** 2).sum(axis=0)
+    with np.errstate(all="ignore"):
+        thr: npt.NDArray[np.float64] = 2 * err / s_lo * (1 + 2.0**-20)
+    return thr
