@@ -148,20 +148,34 @@ def _project_trials(t: SearchTables, xv: F32Array, waux: F32Array, inv: F32Array
     flat_u, flat_gidx = u.reshape(-1), gidx.reshape(-1)
     single = t_b == t_a
     todo = [first[single]]
-    multi = np.flatnonzero(~single)
-    c_of = column % nc
-    for i in range(0, multi.size, _CHUNK_RUNS):
-        r = multi[i:i + _CHUNK_RUNS]
-        ta, tb, col = t_a.take(r), t_b.take(r), column.take(r)
-        at = point_elements(col // nc, c_of.take(r), width, nc)
-        found = run_winners(t, flat_u.take(first.take(r)), xv.take(at), waux.take(at),
-                            scale[:, c_of.take(r)], ta, tb)
-        for lo, hi, winner, ok in ((ta, found.end_a, found.winner_a, found.proven_a),
-                                   (found.end_a + 1, tb, found.winner_b, found.proven_b)):
-            pos, n = _trial_positions(lo, hi, col, per_trial)
-            done = np.repeat(ok, n)
-            flat_gidx[pos[done]] = np.repeat(winner[ok], n[ok])
-            todo.append(pos[~done])
+    lo, hi, col = t_a[~single], t_b[~single], column[~single]
+    for last_round in (False, True):
+        retry: list[tuple[npt.NDArray[np.intp], ...]] = []
+        for i in range(0, lo.size, _CHUNK_RUNS):
+            ta, tb, cc = lo[i:i + _CHUNK_RUNS], hi[i:i + _CHUNK_RUNS], col[i:i + _CHUNK_RUNS]
+            at = point_elements(cc // nc, cc % nc, width, nc)
+            found = run_winners(t, flat_u.take(cc + ta * per_trial), xv.take(at),
+                                waux.take(at), scale[:, cc % nc], ta, tb)
+            split = found.end_a < tb
+            for side, p_lo, p_hi, winner, ok in (
+                    (0, ta, found.end_a, found.winner_a, found.proven_a),
+                    (1, found.end_a + 1, tb, found.winner_b, found.proven_b)):
+                pos, n = _trial_positions(p_lo, p_hi, cc, per_trial)
+                done = np.repeat(ok, n)
+                flat_gidx[pos[done]] = np.repeat(winner[ok], n[ok])
+                again = ~ok & split & (not last_round)
+                todo.append(pos[~done & np.repeat(~again, n)])
+                # a failing part of a split run: nearly always a near-tie at its trial
+                # next to the crossing, or a third winner; that trial is searched and
+                # the rest tried once more
+                edge = (p_hi if side == 0 else p_lo)[again]
+                todo.append(cc[again] + edge * per_trial)
+                retry.append((p_lo[again] + side, p_hi[again] - (1 - side), cc[again]))
+        lo, hi, col = (np.concatenate([r[k] for r in retry]) if retry
+                       else np.zeros(0, dtype=np.intp) for k in range(3))
+        one = lo == hi
+        todo.append(col[one] + lo[one] * per_trial)
+        lo, hi, col = lo[hi > lo], hi[hi > lo], col[hi > lo]
     pos = np.concatenate(todo)
     if pos.size:
         tp, c = np.divmod(pos, nc)
