@@ -36,10 +36,9 @@ from modelkit.quant.kernels.common import seq_sum as _seq_sum
 from modelkit.quant.kernels.iq_search import (
     best_neighbour,
     expand_lists,
-    pack_points,
+    packed_levels,
     point_elements,
     project,
-    rounded_levels,
 )
 from modelkit.quant.kernels.iq_tables import SearchTables
 
@@ -128,12 +127,9 @@ def _project_trials(t: SearchTables, xv: F32Array, waux: F32Array, inv: F32Array
     trials = inv.shape[0]
     e, nc = xv.shape
     width = t.coords.shape[1]
-    lv = rounded_levels(inv[:, None, :] * xv, lmax)
-    u = pack_points(lv.reshape(trials * e, nc), t).reshape(trials, e // width, nc)
+    u = packed_levels(inv[:, None, :] * xv, lmax, t).reshape(trials, e // width, nc)
     gidx = t.kmap[u].astype(np.int64)
     on: BoolArray = gidx >= 0
-    if on.all():
-        return lv, on
     same_prev = np.zeros_like(on)
     same_prev[1:] = u[1:] == u[:-1]
     steps = np.arange(trials)[:, None, None]

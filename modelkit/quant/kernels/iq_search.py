@@ -265,6 +265,25 @@ def rounded_levels(v: F32Array, lmax: int) -> npt.NDArray[np.int8]:
     return v.astype(np.int8)
 
 
+def packed_levels(v: F32Array, lmax: int, t: SearchTables) -> I64Array:
+    """``pack_points(rounded_levels(v, lmax), t)`` for ``v`` (..., elements, groups),
+    flattened to (points, groups), packed in float32 (exact: at most 16 bits) without
+    the int8 levels. ``v`` is overwritten."""
+    width, n = t.coords.shape[1], v.shape[-1]
+    v -= F32(1)
+    v *= F32(0.5)
+    if not (v.max(initial=F32(0)) < RINT_SAFE and v.min(initial=F32(0)) > -RINT_SAFE):
+        return pack_points(np.clip(_nearest_int(v), 0, lmax).reshape(-1, n), t)
+    np.rint(v, out=v)
+    np.clip(v, F32(0), F32(lmax), out=v)
+    lv = v.reshape(-1, width, n)
+    u = lv[:, width - 1].copy()
+    for i in range(width - 2, -1, -1):  # Horner: coordinate 0 lowest
+        u *= F32(1 << t.bits)
+        u += lv[:, i]
+    return u.astype(np.int64)
+
+
 def project(t: SearchTables, xval: F32Array, waux: F32Array, inv: F32Array,
             scale: F32Array, lmax: int) -> tuple[npt.NDArray[np.int8], I64Array, BoolArray]:
     """Round every point to ``nearest_int(0.5*(inv*x - 1))`` clamped to 0..lmax; points that
