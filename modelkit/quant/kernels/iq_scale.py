@@ -225,10 +225,9 @@ def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32
     cand, owner, starts, _ = expand_lists(t, u)
     q = t.level_coords.astype(np.float64)[:, None]
     x64, w64 = xs.astype(np.float64), ws.astype(np.float64)
-    wq = w64[:, None, :] * q  # (width, levels, R): exact products
-    lines = np.empty(wq.shape, dtype=np.complex128)  # A terms + i * B terms
-    lines.real = wq * q
-    lines.imag = wq * x64[:, None, :]
+    # (width, levels, R) A terms + i * B terms: w q * (q + i x), each part one exact
+    # product (the other's 0 * term adds nothing; an infinite x makes NaN: unproven)
+    lines = (w64[:, None, :] * q) * (q + 1j * x64[:, None, :])
     ab = _candidate_sums(t, lines, cand, owner, m)
     a, b = ab.real, ab.imag
     s64 = scales.astype(np.float64)
