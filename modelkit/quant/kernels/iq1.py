@@ -63,9 +63,10 @@ def _first_best(qx: F32Array, q2: F32Array, scale0: F32Array) -> tuple[I64Array,
     near it can be taken: replaying the near-top candidates alone gives C's winner and
     scale."""
     valid = q2 > 0
-    ratio = qx / np.where(valid, q2, F32(1))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ratio = qx / q2
     ratio *= qx
-    ratio[~valid] = -np.inf
+    ratio = np.where(valid, ratio, F32(-np.inf))
     top = ratio.max(axis=0)
     keep = valid & (ratio >= top * _NEAR_TOP)
     # near float32 overflow (sumqx^2 or best*sumq2 -> inf) or underflow, and with NaN,
