@@ -227,7 +227,7 @@ def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32
     x64, w64 = xs.astype(np.float64), ws.astype(np.float64)
     # (width, levels, R) A terms + i * B terms: w q * (q + i x), each part one exact
     # product (the other's 0 * term adds nothing; an infinite x makes NaN: unproven)
-    lines = (w64[:, None, :] * q) * (q + 1j * x64[:, None, :])
+    lines = np.asarray((w64[:, None, :] * q) * (q + 1j * x64[:, None, :]), dtype=np.complex128)
     ab = _candidate_sums(t, lines, cand, owner, m)
     a, b = ab.real, ab.imag
     s64 = scales.astype(np.float64)

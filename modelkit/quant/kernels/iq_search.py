@@ -281,7 +281,8 @@ def packed_levels(v: F32Array, lmax: int, t: SearchTables) -> I64Array:
     for i in range(width - 2, -1, -1):  # Horner: coordinate 0 lowest
         u *= F32(1 << t.bits)
         u += lv[:, i]
-    return u.astype(np.int64)
+    packed: I64Array = u.astype(np.int64)
+    return packed
 
 
 def project(t: SearchTables, xval: F32Array, waux: F32Array, inv: F32Array,
