@@ -270,10 +270,12 @@ def _candidate_sums(t: SearchTables, terms: npt.NDArray[np.complex128],
                     cand: npt.NDArray[np.intp], owner: npt.NDArray[np.intp], m: int
                     ) -> npt.NDArray[np.complex128]:
     """Each candidate's sum of its coordinates' ``terms`` (width, levels, M); on the
-    8-wide grids through pre-added coordinate pairs (half the gathers)."""
-    if terms.shape[0] == 8:
-        pairs = terms[1::2, :, None, :] + terms[0::2, None, :, :]
-        flat, codes = pairs.reshape(-1), t.pair_codes * m
+    8-wide grids through pre-added groups of four coordinates (a quarter of the
+    gathers)."""
+    if terms.shape[0] == 8:  # quads: two gathers; the table is cheap, the gathers not
+        pairs = terms[1::2, :, None, :] + terms[0::2, None, :, :]  # (4, nl, nl, M)
+        quads = pairs[1::2, :, :, None, None, :] + pairs[0::2, None, None, :, :, :]
+        flat, codes = quads.reshape(-1), t.quad_codes * m
     else:
         flat, codes = terms.reshape(-1), t.term_codes * m
     total: npt.NDArray[np.complex128] = flat.take(codes[0].take(cand) + owner)

@@ -113,6 +113,19 @@ class SearchTables:
         return np.ascontiguousarray(codes.T.astype(np.intp))
 
 
+    @functools.cached_property
+    def quad_codes(self) -> npt.NDArray[np.intp]:
+        """(width/4, G): where grid point g finds the sum of its terms for coordinates
+        4h..4h+3 in a point's (width/4, nlevels^4) table of quad sums, flattened:
+        ``((h*nl + l[4h+3])*nl + l[4h+2])*nl^2 + l[4h+1]*nl + l[4h]`` (pairs of
+        ``pair_codes``' pairs)."""
+        nl, lv = self.nlevels, self.levels
+        h = np.arange(self.coords.shape[1] // 4)
+        codes = (((h * nl + lv[:, 3::4]) * nl + lv[:, 2::4]) * nl * nl
+                 + lv[:, 1::4] * nl + lv[:, 0::4])
+        return np.ascontiguousarray(codes.T.astype(np.intp))
+
+
 def _distinct_cut(d2: npt.NDArray[np.int16], nwant: int) -> npt.NDArray[np.int16]:
     """Per row, the nwant-th smallest distinct value (or the largest there is)."""
     cut = d2.min(axis=1)
