@@ -47,10 +47,13 @@ from modelkit.quant.kernels.floats import fp16_to_f32 as _fp16_to_f32
 from modelkit.quant.kernels.iq_tables import fixed_tables, search_tables
 from modelkit.quant.kernels.searches import fit_unsigned as _fit_unsigned
 
+# neighbour lists of ~27 (IQ2_XXS) and ~58 (IQ2_XS) candidates: 4096 runs a call measured
+# 4-9% faster than 8192 (with the requantizer's malloc settings); the shorter lists of the
+# other grids keep 8192
 _XXS = iq_scale.ScaleSearch(kmaxq=3, steps=range(-6, 7), step=0.1, start_on_grid=True,
-                            refine="always")
+                            refine="always", runs_per_call=4096)
 _XS = iq_scale.ScaleSearch(kmaxq=3, steps=range(-9, 10), step=0.1, start_on_grid=True,
-                           refine="off-grid")
+                           refine="off-grid", runs_per_call=4096)
 
 
 def _weights(x: F32Array, qw: F32Array | None, name: str, sub: int, factor: int

@@ -42,7 +42,6 @@ from modelkit.quant.kernels.iq_search import (
 )
 from modelkit.quant.kernels.iq_tables import SearchTables
 
-_CHUNK_RUNS = 8192  # runs per run_winner call (its float64 tables stay in cache)
 _ERR = 2.0**-18  # E(s)'s factor: far above the ~10 float32 roundings (2**-24 each) of a term
 
 
@@ -56,6 +55,8 @@ class ScaleSearch:
     start_on_grid: bool    # is_on_grid[] before the loop
     refine: str            # "off-grid": re-project off-grid points; "all": every point
                            # when any is off grid; "always": every point, no tracking
+    runs_per_call: int = 8192  # runs per run_winners call, so that its per-candidate
+                               # arrays stay in cache: fewer for long neighbour lists
 
 
 def fit_scale(t: SearchTables, xval: F32Array, weight: F32Array, base: F32Array,
@@ -78,7 +79,7 @@ def fit_scale(t: SearchTables, xval: F32Array, weight: F32Array, base: F32Array,
     nc = cols.size
     steps = np.array([F32(s) * F32(how.step) for s in how.steps], dtype=np.float32)
     inv = (F32(2 * how.kmaxq - 1) + steps)[:, None] / m  # (trials, nc): C's id
-    lv, on = _project_trials(t, xv, waux, inv, F32(1) / inv, how.kmaxq - 1)
+    lv, on = _project_trials(t, xv, waux, inv, F32(1) / inv, how.kmaxq - 1, how.runs_per_call)
     best = np.zeros(nc, dtype=np.float32)
     scale = scale0[cols]
     pick = np.full(nc, -1, dtype=np.intp)
@@ -115,7 +116,7 @@ def fit_scale(t: SearchTables, xval: F32Array, weight: F32Array, base: F32Array,
 
 
 def _project_trials(t: SearchTables, xv: F32Array, waux: F32Array, inv: F32Array,
-                    scale: F32Array, lmax: int
+                    scale: F32Array, lmax: int, per_call: int
                     ) -> tuple[npt.NDArray[np.int8], BoolArray]:
     """``iq_search.project`` of every trial: ``inv``, ``scale`` (trials, n) -> levels
     (trials, elements, n) with off-grid points at their best neighbour, and whether each
@@ -147,8 +148,8 @@ def _project_trials(t: SearchTables, xv: F32Array, waux: F32Array, inv: F32Array
     lo, hi, col = t_a[~single], t_b[~single], column[~single]
     for last_round in (False, True):
         retry: list[tuple[npt.NDArray[np.intp], ...]] = []
-        for i in range(0, lo.size, _CHUNK_RUNS):
-            ta, tb, cc = lo[i:i + _CHUNK_RUNS], hi[i:i + _CHUNK_RUNS], col[i:i + _CHUNK_RUNS]
+        for i in range(0, lo.size, per_call):
+            ta, tb, cc = lo[i:i + per_call], hi[i:i + per_call], col[i:i + per_call]
             at = point_elements(cc // nc, cc % nc, width, nc)
             found = run_winners(t, flat_u.take(cc + ta * per_trial), xv.take(at),
                                 waux.take(at), scale[:, cc % nc], ta, tb)
