@@ -327,5 +327,7 @@ class IQ1_S(srch.GridFormat):
 
 class IQ1_M(srch.GridFormat):
     qtype = GGMLQuantizationType.IQ1_M
-    chunk_blocks = weighted_chunk_blocks = 32  # the split search holds ~1000 x 256 floats
+    # the split search holds ~600 x 1024 floats (16-value sub-blocks): 64 blocks measured
+    # 3% faster than 32, 128 slower
+    chunk_blocks = weighted_chunk_blocks = 64
     codec = (_encode_m, _decode_m)
