@@ -5,7 +5,9 @@
 For each type, quantizes a deterministic float32 matrix (rows of 4096 values, about
 ``--mib`` MiB, normal * 0.02) without and with an importance matrix, single-threaded,
 and prints the best of ``--repeat`` runs as MB of float32 input per second; then the
-dequantizer's throughput (MB of float32 output per second).
+dequantizer's throughput (MB of float32 output per second). glibc keeps freed memory for
+reuse, as in the requantizer (``streaming.keep_freed_memory``), so that each internal
+chunk's arrays do not page-fault in again.
 
 ``--ggml-lib``: a shared library exporting ggml's ``quantize_<type>`` functions (e.g.
 llama-cpp-python's ``libggml-base.so``, or ``ggml-quants.c`` compiled alone with ``gcc -O3
@@ -27,6 +29,7 @@ import numpy as np
 
 from modelkit.quant import kernels
 from modelkit.quant.file_types import GGMLType, parse_ggml_type
+from modelkit.quant.streaming import keep_freed_memory
 
 N_PER_ROW = 4096
 
@@ -79,6 +82,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--ggml-lib", default=None)
     args = ap.parse_args()
+    keep_freed_memory()  # as the requantizer runs the kernels: no page faults per chunk
     rows = max(1, int(args.mib * 2**20 / 4 / N_PER_ROW))
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((rows, N_PER_ROW)) * 0.02).astype(np.float32)
