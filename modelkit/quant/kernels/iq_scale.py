@@ -147,12 +147,19 @@ def _project_trials(t: SearchTables, xv: F32Array, waux: F32Array, inv: F32Array
     todo = [first[single]]
     lo, hi, col = t_a[~single], t_b[~single], column[~single]
     for last_round in (False, True):
+        # a point's runs side by side: its lines table is built once for all of them
+        by_point = np.argsort(col, kind="stable")
+        lo, hi, col = lo.take(by_point), hi.take(by_point), col.take(by_point)
         retry: list[tuple[npt.NDArray[np.intp], ...]] = []
         for i in range(0, lo.size, per_call):
             ta, tb, cc = lo[i:i + per_call], hi[i:i + per_call], col[i:i + per_call]
-            at = point_elements(cc // nc, cc % nc, width, nc)
+            new_point = np.ones(cc.size, dtype=bool)
+            np.not_equal(cc[1:], cc[:-1], out=new_point[1:])
+            points = cc[new_point]
+            at = point_elements(points // nc, points % nc, width, nc)
             found = run_winners(t, flat_u.take(cc + ta * per_trial), xv.take(at),
-                                waux.take(at), scale[:, cc % nc], ta, tb)
+                                waux.take(at), scale[:, cc % nc], ta, tb,
+                                np.cumsum(new_point) - 1)
             split = found.end_a < tb
             for side, p_lo, p_hi, winner, ok in (
                     (0, ta, found.end_a, found.winner_a, found.proven_a),
@@ -211,25 +218,30 @@ class RunWinners:
 
 
 def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32Array,
-                scales: F32Array, t_a: npt.NDArray[np.intp], t_b: npt.NDArray[np.intp]
-                ) -> RunWinners:
+                scales: F32Array, t_a: npt.NDArray[np.intp], t_b: npt.NDArray[np.intp],
+                point: npt.NDArray[np.intp] | None = None) -> RunWinners:
     """C's neighbour-search winners over R runs, each one off-grid packed index ``u``
-    (R,) of one point (values, weights ``xs``, ``ws`` (width, R)) over trials ``t_a`` to
-    ``t_b`` (R,) of its column's trial scales ``scales`` (trials, R), which do not grow
-    with the trial.
+    (R,) of one point over trials ``t_a`` to ``t_b`` (R,) of its column's trial scales
+    ``scales`` (trials, R), which do not grow with the trial. The points' values and
+    weights are ``xs``, ``ws`` (width, P); run r is of point ``point[r]`` (default: P = R,
+    run r of point r), so that runs of one point share its table of terms.
 
     Every candidate's ``L_c(s) = A_c s - 2 B_c`` is a line (module docstring), summed
     from float64 tables. The least line at the first trial (``k_a``) and at the last
     (``k_b``) split the run where their lines cross; each part is proven when every other
     candidate's line is above its winner's by ``2 E(s_hi) / s_lo`` at both of its ends."""
-    width, m = xs.shape
+    m = u.size
     cand, owner, starts, _ = expand_lists(t, u)
     q = t.level_coords.astype(np.float64)[:, None]
     x64, w64 = xs.astype(np.float64), ws.astype(np.float64)
     # (width, levels, R) A terms + i * B terms: w q * (q + i x), each part one exact
     # product (the other's 0 * term adds nothing; an infinite x makes NaN: unproven)
     lines = np.asarray((w64[:, None, :] * q) * (q + 1j * x64[:, None, :]), dtype=np.complex128)
-    ab = _candidate_sums(t, lines, cand, owner, m)
+    if point is None:
+        ab = _candidate_sums(t, lines, cand, owner, xs.shape[1])
+    else:
+        ab = _candidate_sums(t, lines, cand, point.take(owner), xs.shape[1])
+        x64, w64 = x64.take(point, axis=1), w64.take(point, axis=1)  # per run from here
     a, b = ab.real, ab.imag
     s64 = scales.astype(np.float64)
     r = np.arange(m)
