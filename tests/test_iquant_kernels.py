@@ -192,10 +192,13 @@ def test_fp4_nearest_entry_matches_the_c_loop_on_ties_and_random_values() -> Non
     assert np.array_equal(fp4._best_index(x, d), expected)
 
 
-def test_iq1_split_search_pruning_matches_a_full_replay() -> None:
+@pytest.mark.parametrize("plain", [False, True])
+def test_iq1_split_search_pruning_matches_a_full_replay(plain: bool) -> None:
     """iq1._first_best replays only near-best candidates; it must pick what C's loop over
     every candidate picks, also with exact ties, ratios within rounding of each other and of
-    the near-top margin, zero and negative sums and near-overflow."""
+    the near-top margin, zero and negative sums and near-overflow; ``plain``: every sumq2
+    positive and no sum near overflow (the path without per-candidate masks), with
+    columns whose ratios underflow."""
     from modelkit.quant.kernels import iq1
 
     rng = np.random.default_rng(5)
@@ -203,16 +206,19 @@ def test_iq1_split_search_pruning_matches_a_full_replay() -> None:
     qx = rng.standard_normal((c, n)).astype(np.float32)
     q2 = rng.random((c, n)).astype(np.float32) + np.float32(0.1)
     qx[rng.random((c, n)) < 0.2] = 0
-    q2[rng.random((c, n)) < 0.1] = 0
+    if not plain:
+        q2[rng.random((c, n)) < 0.1] = 0
     qx[::7] = qx[3]  # exact ties with an earlier candidate
     q2[::7] = q2[3]
-    qx[:, :20] *= np.float32(3e18)  # sumqx^2 overflows float32
+    # sumqx^2 overflows float32; plain: ratios below the tiny-top bound, down to 0
+    qx[:, :20] *= np.float32(3e-23 if plain else 3e18)
     # ratios a few float32 roundings to ~1e-5 apart: around the near-top band's edge
     q2[:, 20:100] = (rng.random((c, 80)) + 0.5).astype(np.float32)
     near = rng.standard_normal((c, 40))
     qx[:, 20:60] = np.sqrt(q2[:, 20:60] * (1 + near * 1e-5)).astype(np.float32)
     qx[:, 60:100] = np.sqrt(q2[:, 60:100] * (1 + near * 1e-7)).astype(np.float32)
     scale0 = np.abs(qx).max(axis=0)
+    assert plain == bool(q2.min() > 0 and np.abs(qx).max() < 1e15)
     best = np.full(n, -np.finfo(np.float32).max, dtype=np.float32)
     scale, winner = scale0.copy(), np.full(n, -1)
     with np.errstate(all="ignore"):

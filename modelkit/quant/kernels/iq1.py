@@ -62,18 +62,29 @@ def _first_best(qx: F32Array, q2: F32Array, scale0: F32Array) -> tuple[I64Array,
     one within rounding of the top, after which ``best`` is at the top and only candidates
     near it can be taken: replaying the near-top candidates alone gives C's winner and
     scale."""
-    valid = q2 > 0
+    # near float32 overflow (sumqx^2 or best*sumq2 -> inf) or underflow, and with NaN,
+    # C's comparisons stop tracking the ratio: such columns replay every candidate. The
+    # usual case, every sumq2 positive and every sum far from overflow, is told by four
+    # whole-array reductions (NaN fails them), and skips the per-candidate masks.
+    plain = bool(q2.min(initial=F32(1)) > 0 and q2.max(initial=F32(0)) < _OVERFLOW_SAFE**2
+                 and qx.max(initial=F32(0)) < _OVERFLOW_SAFE
+                 and qx.min(initial=F32(0)) > -_OVERFLOW_SAFE)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         ratio = qx / q2
     ratio *= qx
-    ratio = np.where(valid, ratio, F32(-np.inf))
-    top = ratio.max(axis=0)
-    keep = valid & (ratio >= top * _NEAR_TOP)
-    # near float32 overflow (sumqx^2 or best*sumq2 -> inf) or underflow, and with NaN,
-    # C's comparisons stop tracking the ratio: such columns replay every candidate
-    risky = (~(np.abs(qx).max(axis=0) < _OVERFLOW_SAFE) | ~(q2.max(axis=0) < _OVERFLOW_SAFE**2)
-             | ~(top > _TINY_TOP))
-    keep[:, risky] = valid[:, risky]
+    if plain:
+        top = ratio.max(axis=0)
+        keep = ratio >= top * _NEAR_TOP
+        risky = ~(top > _TINY_TOP)
+        keep[:, risky] = True
+    else:
+        valid = q2 > 0
+        ratio = np.where(valid, ratio, F32(-np.inf))
+        top = ratio.max(axis=0)
+        keep = valid & (ratio >= top * _NEAR_TOP)
+        risky = (~(np.abs(qx).max(axis=0) < _OVERFLOW_SAFE)
+                 | ~(q2.max(axis=0) < _OVERFLOW_SAFE**2) | ~(top > _TINY_TOP))
+        keep[:, risky] = valid[:, risky]
     ncand, n = qx.shape
     col, cand = np.divmod(np.flatnonzero(np.ascontiguousarray(keep.T)), ncand)
     counts = np.bincount(col, minlength=n)
