@@ -148,8 +148,8 @@ def _project_trials(t: SearchTables, xv: F32Array, waux: F32Array, inv: F32Array
     lo, hi, col = t_a[~single], t_b[~single], column[~single]
     for last_round in (False, True):
         # a point's runs side by side: its lines table is built once for all of them
-        by_point = np.argsort(col, kind="stable")
-        lo, hi, col = lo.take(by_point), hi.take(by_point), col.take(by_point)
+        point_order = np.argsort(col, kind="stable")
+        lo, hi, col = lo.take(point_order), hi.take(point_order), col.take(point_order)
         retry: list[tuple[npt.NDArray[np.intp], ...]] = []
         for i in range(0, lo.size, per_call):
             ta, tb, cc = lo[i:i + per_call], hi[i:i + per_call], col[i:i + per_call]
