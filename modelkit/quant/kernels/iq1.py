@@ -85,8 +85,12 @@ def _first_best(qx: F32Array, q2: F32Array, scale0: F32Array) -> tuple[I64Array,
         risky = (~(np.abs(qx).max(axis=0) < _OVERFLOW_SAFE)
                  | ~(q2.max(axis=0) < _OVERFLOW_SAFE**2) | ~(top > _TINY_TOP))
         keep[:, risky] = valid[:, risky]
-    ncand, n = qx.shape
-    col, cand = np.divmod(np.flatnonzero(np.ascontiguousarray(keep.T)), ncand)
+    n = qx.shape[1]
+    # the few kept per column, grouped by column in candidate order: a stable sort of
+    # the row-major hits (4x faster than scanning the transposed mask)
+    cand, col = np.divmod(np.flatnonzero(keep), n)
+    by_col = np.argsort(col, kind="stable")
+    cand, col = cand.take(by_col), col.take(by_col)
     counts = np.bincount(col, minlength=n)
     rank = np.arange(col.size) - np.concatenate([[0], np.cumsum(counts)[:-1]])[col]
     order = np.full((int(counts.max(initial=0)), n), -1, dtype=np.int64)
