@@ -147,7 +147,7 @@ def _on_grid(t: SearchTables, levels: npt.NDArray[np.int8], xt: F32Array, w: F32
     gidx = t.kmap[u].astype(np.int64)
     on = gidx >= 0
     if not on.all():
-        p_idx, c_idx = np.nonzero(~on)
+        p_idx, c_idx = np.divmod(np.flatnonzero(~on), on.shape[1])  # 3x np.nonzero's speed
         at = srch.point_elements(p_idx, c_idx, 8, xt.shape[1])
         gidx[p_idx, c_idx] = srch.best_neighbour(t, u[p_idx, c_idx], xt.take(at), w.take(at),
                                                  scale[c_idx],

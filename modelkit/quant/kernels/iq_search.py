@@ -299,7 +299,7 @@ def project(t: SearchTables, xval: F32Array, waux: F32Array, inv: F32Array,
     gidx = t.kmap[u].astype(np.int64)
     on = gidx >= 0
     if not on.all():
-        p_idx, g_idx = np.nonzero(~on)
+        p_idx, g_idx = np.divmod(np.flatnonzero(~on), on.shape[1])  # 3x np.nonzero's speed
         at = point_elements(p_idx, g_idx, t.coords.shape[1], xval.shape[1])
         found = best_neighbour(t, u[p_idx, g_idx], xval.take(at), waux.take(at),
                                scale.take(g_idx))
@@ -328,7 +328,7 @@ def even_signs(xt: F32Array, w: F32Array) -> tuple[F32Array, npt.NDArray[np.uint
     signs = sign_bytes(neg)
     odd = neg.sum(axis=1) % 2 == 1
     imin = np.argmin((w.reshape(e // 8, 8, n) * x8) * x8, axis=1)
-    k_idx, c_idx = np.nonzero(odd)
+    k_idx, c_idx = np.divmod(np.flatnonzero(odd), odd.shape[1])  # 3x np.nonzero's speed
     xval[k_idx, imin[k_idx, c_idx], c_idx] *= F32(-1)
     signs[k_idx, c_idx] ^= np.uint8(1) << imin[k_idx, c_idx].astype(np.uint8)
     out: npt.NDArray[np.uint8] = signs & np.uint8(127)
