@@ -130,14 +130,14 @@ def expand_lists(t: SearchTables, u: I64Array) -> tuple[npt.NDArray[np.intp], np
     total = int(counts.sum())
     starts = np.zeros(m, dtype=np.intp)
     np.cumsum(counts[:-1], out=starts[1:])
-    # candidates are grouped by point, in list order: running sums of steps (1 within a
-    # list, a jump to the next list at each start) are much faster than np.repeat here
-    pos = np.ones(total, dtype=np.intp)
-    pos[0] = off[0] + 1
-    pos[starts[1:]] = off[1:] + 1 - (off[:-1] + counts[:-1])
-    np.cumsum(pos, out=pos)
+    # candidates are grouped by point, in list order: candidate k of the whole is entry
+    # k - starts[p] + 1 of its point p's list (np.repeat and a gather: 1.6-1.8x faster
+    # than running sums of steps with numpy 2.4)
+    owner = np.repeat(np.arange(m), counts)
+    pos = np.arange(1, total + 1, dtype=np.intp)
+    pos += (off - starts).take(owner)
     cand = t.neighbours.take(pos).astype(np.intp)  # ndarray.take: faster than [] here
-    return cand, _segment_ids(starts, total), starts, counts
+    return cand, owner, starts, counts
 
 
 def _per_point_min(v: F32Array, owner: npt.NDArray[np.intp], m: int) -> F32Array:
@@ -160,15 +160,6 @@ def _first_at(v: F32Array, least: F32Array, owner: npt.NDArray[np.intp]
     np.not_equal(at_owner[1:], at_owner[:-1], out=first[1:])
     out: npt.NDArray[np.intp] = hits[first]
     return out
-
-
-def _segment_ids(starts: npt.NDArray[np.intp], total: int) -> npt.NDArray[np.intp]:
-    """For each of ``total`` items, the index of its segment (segments start at the
-    strictly increasing ``starts``, the first at 0)."""
-    ids = np.zeros(total, dtype=np.intp)
-    ids[starts[1:]] = 1
-    np.cumsum(ids, out=ids)
-    return ids
 
 
 def _all_d2(t: SearchTables, cand: npt.NDArray[np.intp], counts: npt.NDArray[np.intp],
