@@ -268,8 +268,8 @@ def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32
     # where k_b's line crosses k_a's: the trials above it (larger scales) are k_a's
     with np.errstate(all="ignore"):
         cross = 2 * (b.take(k_b) - b.take(k_a)) / (a.take(k_b) - a.take(k_a))
-    trial = np.arange(s64.shape[0])[:, None]
-    above = ((s64 > cross) & (trial >= t_a) & (trial <= t_b)).sum(axis=0)
+    # the scales do not grow with the trial: those above the crossing are the first ones
+    above = np.clip((s64 > cross).sum(axis=0) - t_a, 0, t_b - t_a + 1)
     end_a = np.where(k_a == k_b, t_b, np.clip(t_a + above - 1, t_a, t_b))
     start_b = np.minimum(end_a + 1, t_b)
     s_end_a, s_start_b = s64[end_a, r], s64[start_b, r]
