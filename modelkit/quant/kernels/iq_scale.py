@@ -19,9 +19,16 @@ arithmetic: ``f_c(s) = s L_c(s) + sum w x^2`` with the line ``L_c(s) = A_c s - 2
 than ``E(s) = 2**-18 * sum_i |w_i| (2 s qmax + |x_i|)^2`` (about ten roundings of each
 term, with a wide margin), which grows with ``s``. ``L_c - L_k`` is linear: if it exceeds
 ``2 E(s_hi) / s_lo`` at both ends of ``[s_lo, s_hi]`` it does in between, so there every
-other candidate's C ``d2`` exceeds ``k``'s and C's strict ``<`` picks ``k``. The lines
-are summed in float64 (within about 2**-50 of exact, far inside the margin). NaN or
-infinite values fail the test (and are searched).
+other candidate's C ``d2`` exceeds ``k``'s and C's strict ``<`` picks ``k``.
+
+The lines are computed in float32, so the test asks for 1.5 times that lead. With
+``N(s) = sum_i |w_i| (s qmax + |x_i|)^2``, every partial sum of a line is at most
+``N(s)/s`` in size; each term (``w q^2``, ``w q x``: exact in float64) is rounded once to
+float32, summed in at most three rounds (pairs and quads of terms, or in order), then
+``A s - 2 B`` and the difference of two lines round three times more: the difference is
+within ``26 * 2**-24 N(s)/s < 2**-19 N(s_hi)/s_lo`` of exact, below the extra half margin
+``2**-18 N(s_hi)/s_lo``. Margins under ``2**-100``, where float32 underflow could matter,
+and NaN or infinite values fail the test (and are searched).
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ from modelkit.quant.kernels.iq_search import (
 from modelkit.quant.kernels.iq_tables import SearchTables
 
 _ERR = 2.0**-18  # E(s)'s factor: far above the ~10 float32 roundings (2**-24 each) of a term
+_SLACK = 1.5  # the lead asked of a winner's line, over 2 E(s_hi) / s_lo: float32 lines
+_MIN_MARGIN = 2.0**-100  # smaller margins prove nothing (float32 underflow)
 
 
 @dataclass(frozen=True)
@@ -227,28 +236,30 @@ def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32
     run r of point r), so that runs of one point share its table of terms.
 
     Every candidate's ``L_c(s) = A_c s - 2 B_c`` is a line (module docstring), summed
-    from float64 tables. The least line at the first trial (``k_a``) and at the last
-    (``k_b``) split the run where their lines cross; each part is proven when every other
-    candidate's line is above its winner's by ``2 E(s_hi) / s_lo`` at both of its ends."""
+    in float32 from a table of each point's terms. The least line at the first trial
+    (``k_a``) and at the last (``k_b``) split the run where their lines cross; each part
+    is proven when every other candidate's line is above its winner's by ``1.5 * 2
+    E(s_hi) / s_lo`` at both of its ends."""
     m = u.size
     cand, owner, starts, _ = expand_lists(t, u)
     q = t.level_coords.astype(np.float64)[:, None]
     x64, w64 = xs.astype(np.float64), ws.astype(np.float64)
     # (width, levels, R) A terms + i * B terms: w q * (q + i x), each part one exact
-    # product (the other's 0 * term adds nothing; an infinite x makes NaN: unproven)
-    lines = np.asarray((w64[:, None, :] * q) * (q + 1j * x64[:, None, :]), dtype=np.complex128)
+    # float64 product (the other's 0 * term adds nothing; an infinite x makes NaN:
+    # unproven), rounded once to float32
+    lines = np.asarray((w64[:, None, :] * q) * (q + 1j * x64[:, None, :]), dtype=np.complex64)
     if point is None:
         ab = _candidate_sums(t, lines, cand, owner, xs.shape[1])
     else:
         ab = _candidate_sums(t, lines, cand, point.take(owner), xs.shape[1])
         x64, w64 = x64.take(point, axis=1), w64.take(point, axis=1)  # per run from here
     a, b = ab.real, ab.imag
-    s64 = scales.astype(np.float64)
+    s32 = scales.astype(np.float32)
     r = np.arange(m)
-    s_a, s_b = s64[t_a, r], s64[t_b, r]
+    s_a, s_b = s32[t_a, r], s32[t_b, r]
 
-    def line_at(s: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        out: npt.NDArray[np.float64] = a * s.take(owner) - 2 * b
+    def line_at(s: F32Array) -> F32Array:
+        out: F32Array = a * s.take(owner) - 2 * b
         return out
 
     l_a, l_b = line_at(s_a), line_at(s_b)
@@ -269,19 +280,19 @@ def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32
     with np.errstate(all="ignore"):
         cross = 2 * (b.take(k_b) - b.take(k_a)) / (a.take(k_b) - a.take(k_a))
     # the scales do not grow with the trial: those above the crossing are the first ones
-    above = np.clip((s64 > cross).sum(axis=0) - t_a, 0, t_b - t_a + 1)
+    above = np.clip((s32 > cross).sum(axis=0) - t_a, 0, t_b - t_a + 1)
     end_a = np.where(k_a == k_b, t_b, np.clip(t_a + above - 1, t_a, t_b))
     start_b = np.minimum(end_a + 1, t_b)
-    s_end_a, s_start_b = s64[end_a, r], s64[start_b, r]
+    s_end_a, s_start_b = s32[end_a, r], s32[start_b, r]
     proven_a = _proven(l_a, line_at(s_end_a), k_a, owner, x64, w64, s_a, s_end_a, qmax)
     proven_b = _proven(line_at(s_start_b), l_b, k_b, owner, x64, w64, s_start_b, s_b, qmax)
     return RunWinners(cand.take(k_a).astype(np.int64), end_a, proven_a,
                       cand.take(k_b).astype(np.int64), proven_b & (end_a < t_b))
 
 
-def _candidate_sums(t: SearchTables, terms: npt.NDArray[np.complex128],
+def _candidate_sums(t: SearchTables, terms: npt.NDArray[np.complex64],
                     cand: npt.NDArray[np.intp], owner: npt.NDArray[np.intp], m: int
-                    ) -> npt.NDArray[np.complex128]:
+                    ) -> npt.NDArray[np.complex64]:
     """Each candidate's sum of its coordinates' ``terms`` (width, levels, M); on the
     8-wide grids through pre-added groups of four coordinates (a quarter of the
     gathers)."""
@@ -291,13 +302,13 @@ def _candidate_sums(t: SearchTables, terms: npt.NDArray[np.complex128],
         flat, codes = quads.reshape(-1), t.quad_codes * m
     else:
         flat, codes = terms.reshape(-1), t.term_codes * m
-    total: npt.NDArray[np.complex128] = flat.take(codes[0].take(cand) + owner)
+    total: npt.NDArray[np.complex64] = flat.take(codes[0].take(cand) + owner)
     for i in range(1, codes.shape[0]):
         total += flat.take(codes[i].take(cand) + owner)
     return total
 
 
-def _least(v: npt.NDArray[np.float64], starts: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+def _least(v: F32Array, starts: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
     """Each list's position of its least value, by one reduction of (ordered float32
     bits, position) keys: a near tie may give another candidate, which ``_proven``
     then rejects."""
@@ -308,32 +319,32 @@ def _least(v: npt.NDArray[np.float64], starts: npt.NDArray[np.intp]) -> npt.NDAr
     return out
 
 
-def _proven(l_1: npt.NDArray[np.float64], l_2: npt.NDArray[np.float64],
+def _proven(l_1: F32Array, l_2: F32Array,
             k: npt.NDArray[np.intp], owner: npt.NDArray[np.intp],
             xs: npt.NDArray[np.float64], ws: npt.NDArray[np.float64],
-            s_1: npt.NDArray[np.float64], s_2: npt.NDArray[np.float64],
-            qmax: float) -> BoolArray:
+            s_1: F32Array, s_2: F32Array, qmax: float) -> BoolArray:
     """Whether candidate ``k`` of each list is C's winner at every scale from ``s_1`` to
     ``s_2``, given every candidate's line there (``l_1``, ``l_2``): every other line above
-    ``k``'s by more than ``2 E(s_hi) / s_lo`` at both ends (with a 2**-20 allowance for the
-    float64 sums). NaN, infinite or non-positive scales fail."""
+    ``k``'s by more than the margin (``_margin``) at both ends. NaN, infinite or
+    non-positive scales, and margins below ``_MIN_MARGIN``, fail."""
     thr = _margin(xs, ws, s_1, s_2, qmax)
     at_thr, k_of = thr.take(owner), k.take(owner)
     ok = ((l_1 - l_1.take(k_of)) > at_thr) & ((l_2 - l_2.take(k_of)) > at_thr)
     # k itself fails (0 > thr >= 0 is false): proven when it is the only one
     fails = np.bincount(owner[~ok], minlength=s_1.size)
-    proven: BoolArray = (fails == 1) & (np.minimum(s_1, s_2) > 0) & np.isfinite(thr)
+    proven: BoolArray = ((fails == 1) & (np.minimum(s_1, s_2) > 0) & np.isfinite(thr)
+                         & (thr > _MIN_MARGIN))
     return proven
 
 
 def _margin(xs: npt.NDArray[np.float64], ws: npt.NDArray[np.float64],
-            s_1: npt.NDArray[np.float64], s_2: npt.NDArray[np.float64],
-            qmax: float) -> npt.NDArray[np.float64]:
-    """``2 E(s_hi) / s_lo`` over ``[s_lo, s_hi]`` (the ends ``s_1``, ``s_2`` in either
-    order), with a 2**-20 allowance for the float64 sums: how far every other line must
-    be above the winner's at both ends (module docstring)."""
-    s_lo, s_hi = np.minimum(s_1, s_2), np.maximum(s_1, s_2)
+            s_1: F32Array, s_2: F32Array, qmax: float) -> F32Array:
+    """``1.5 * 2 E(s_hi) / s_lo`` over ``[s_lo, s_hi]`` (the ends ``s_1``, ``s_2`` in
+    either order), in float64 then float32: how far every other line must be above the
+    winner's at both ends (module docstring: the extra half covers the float32 lines)."""
+    s_lo = np.minimum(s_1, s_2).astype(np.float64)
+    s_hi = np.maximum(s_1, s_2).astype(np.float64)
     err = _ERR * (np.abs(ws) * (2 * s_hi * qmax + np.abs(xs)) ** 2).sum(axis=0)
     with np.errstate(all="ignore"):
-        thr: npt.NDArray[np.float64] = 2 * err / s_lo * (1 + 2.0**-20)
+        thr: F32Array = (_SLACK * 2 * err / s_lo).astype(np.float32)
     return thr
