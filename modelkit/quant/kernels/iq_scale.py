@@ -244,10 +244,12 @@ def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32
     cand, owner, starts, _ = expand_lists(t, u)
     q = t.level_coords.astype(np.float64)[:, None]
     x64, w64 = xs.astype(np.float64), ws.astype(np.float64)
-    # (width, levels, R) A terms + i * B terms: w q * (q + i x), each part one exact
-    # float64 product (the other's 0 * term adds nothing; an infinite x makes NaN:
-    # unproven), rounded once to float32
-    lines = np.asarray((w64[:, None, :] * q) * (q + 1j * x64[:, None, :]), dtype=np.complex64)
+    # (width, levels, P) A terms + i * B terms: (w q) q and (w q) x, each an exact float64
+    # product rounded once to float32, written into the halves of one complex table
+    wq = w64[:, None, :] * q
+    lines = np.empty(wq.shape, dtype=np.complex64)
+    np.multiply(wq, q, out=lines.real)
+    np.multiply(wq, x64[:, None, :], out=lines.imag)
     if point is None:
         ab = _candidate_sums(t, lines, cand, owner, xs.shape[1])
     else:
@@ -280,7 +282,9 @@ def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32
     with np.errstate(all="ignore"):
         cross = 2 * (b.take(k_b) - b.take(k_a)) / (a.take(k_b) - a.take(k_a))
     # the scales do not grow with the trial: those above the crossing are the first ones
-    above = np.clip((s32 > cross).sum(axis=0) - t_a, 0, t_b - t_a + 1)
+    # (counted in bytes: at most 255 trials)
+    count = (s32 > cross).view(np.uint8).sum(axis=0, dtype=np.uint8).astype(np.intp)
+    above = np.clip(count - t_a, 0, t_b - t_a + 1)
     end_a = np.where(k_a == k_b, t_b, np.clip(t_a + above - 1, t_a, t_b))
     start_b = np.minimum(end_a + 1, t_b)
     s_end_a, s_start_b = s32[end_a, r], s32[start_b, r]
