@@ -143,15 +143,17 @@ def _project_trials(t: SearchTables, xv: F32Array, waux: F32Array, inv: F32Array
     on: BoolArray = gidx >= 0
     same_prev = np.zeros_like(on)
     same_prev[1:] = u[1:] == u[:-1]
-    steps = np.arange(trials)[:, None, None]
+    steps = np.arange(trials, dtype=np.int8)[:, None, None]  # trials <= 31
     # the last trial of the run each entry belongs to
-    last = np.minimum.accumulate(np.where(same_prev[1:], trials - 1, steps[:-1])[::-1],
-                                 axis=0)[::-1]
-    last = np.concatenate([last, np.full((1, *on.shape[1:]), trials - 1)]).reshape(-1)
+    last = np.empty(on.shape, dtype=np.int8)
+    last[-1] = trials - 1
+    np.minimum.accumulate(np.where(same_prev[1:], np.int8(trials - 1), steps[:-1])[::-1],
+                          axis=0, out=last[-2::-1])
+    last = last.reshape(-1)
     first = np.flatnonzero(~on & ~same_prev)
     per_trial = on[0].size
     t_a, column = np.divmod(first, per_trial)
-    t_b = last.take(first)
+    t_b = last.take(first).astype(np.intp)
     flat_u, flat_gidx = u.reshape(-1), gidx.reshape(-1)
     single = t_b == t_a
     todo = [first[single]]
