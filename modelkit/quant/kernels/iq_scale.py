@@ -145,11 +145,11 @@ def _project_trials(t: SearchTables, xv: F32Array, waux: F32Array, inv: F32Array
     same_prev[1:] = u[1:] == u[:-1]
     steps = np.arange(trials, dtype=np.int8)[:, None, None]  # trials <= 31
     # the last trial of the run each entry belongs to
-    last = np.empty(on.shape, dtype=np.int8)
-    last[-1] = trials - 1
+    last_of = np.empty(on.shape, dtype=np.int8)
+    last_of[-1] = trials - 1
     np.minimum.accumulate(np.where(same_prev[1:], np.int8(trials - 1), steps[:-1])[::-1],
-                          axis=0, out=last[-2::-1])
-    last = last.reshape(-1)
+                          axis=0, out=last_of[-2::-1])
+    last = last_of.reshape(-1)
     first = np.flatnonzero(~on & ~same_prev)
     per_trial = on[0].size
     t_a, column = np.divmod(first, per_trial)
