@@ -176,11 +176,11 @@ def _project_trials(t: SearchTables, xv: F32Array, waux: F32Array, inv: F32Array
             for side, p_lo, p_hi, winner, ok in (
                     (0, ta, found.end_a, found.winner_a, found.proven_a),
                     (1, found.end_a + 1, tb, found.winner_b, found.proven_b)):
-                pos, n = _trial_positions(p_lo, p_hi, cc, per_trial)
-                done = np.repeat(ok, n)
-                flat_gidx[pos[done]] = np.repeat(winner[ok], n[ok])
+                pos, n = _trial_positions(p_lo[ok], p_hi[ok], cc[ok], per_trial)
+                flat_gidx[pos] = np.repeat(winner[ok], n)
                 again = ~ok & split & (not last_round)
-                todo.append(pos[~done & np.repeat(~again, n)])
+                rest = ~ok & ~again
+                todo.append(_trial_positions(p_lo[rest], p_hi[rest], cc[rest], per_trial)[0])
                 # a failing part of a split run: nearly always a near-tie at its trial
                 # next to the crossing, or a third winner; that trial is searched and
                 # the rest tried once more
