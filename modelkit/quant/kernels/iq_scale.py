@@ -211,8 +211,11 @@ def _trial_positions(lo: npt.NDArray[np.intp], hi: npt.NDArray[np.intp],
     each point ``column`` (its flat position within a trial), one range after another,
     and each range's length."""
     n = np.maximum(hi - lo + 1, 0)
-    step = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
-    pos: npt.NDArray[np.intp] = np.repeat(column + lo * per_trial, n) + step * per_trial
+    # entry k of range r: column[r] + (lo[r] + k - start[r]) * per_trial, start[r] the
+    # number of entries before range r
+    total = int(n.sum())
+    pos: npt.NDArray[np.intp] = np.arange(0, total * per_trial, per_trial, dtype=np.intp)
+    pos += np.repeat(column + (lo - (np.cumsum(n) - n)) * per_trial, n)
     return pos, n
 
 
