@@ -256,11 +256,13 @@ def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32
     lines = np.empty(wq.shape, dtype=np.complex64)
     np.multiply(wq, q, out=lines.real)
     np.multiply(wq, x64[:, None, :], out=lines.imag)
+    qmax = float(t.level_coords[-1])
+    err = _error_terms(x64, w64, qmax)
     if point is None:
         ab = _candidate_sums(t, lines, cand, owner, xs.shape[1])
     else:
         ab = _candidate_sums(t, lines, cand, point.take(owner), xs.shape[1])
-        x64, w64 = x64.take(point, axis=1), w64.take(point, axis=1)  # per run from here
+        err = err.take(point, axis=1)  # per run from here
     a, b = ab.real, ab.imag
     s32 = scales.astype(np.float32)
     r = np.arange(m)
@@ -271,10 +273,9 @@ def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32
         return out
 
     l_a, l_b = line_at(s_a), line_at(s_b)
-    qmax = float(t.level_coords[-1])
     # a candidate above its list's first by more than the run's margin at both ends (so
     # in between) is neither least nor failing any part's test: only the rest go on
-    thr = _margin(x64, w64, s_a, s_b, qmax).take(owner)
+    thr = _margin(err, s_a, s_b).take(owner)
     keep = ~(((l_a - l_a.take(starts).take(owner)) > thr)
              & ((l_b - l_b.take(starts).take(owner)) > thr))
     keep[starts] = True
@@ -294,8 +295,8 @@ def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32
     end_a = np.where(k_a == k_b, t_b, np.clip(t_a + above - 1, t_a, t_b))
     start_b = np.minimum(end_a + 1, t_b)
     s_end_a, s_start_b = s32[end_a, r], s32[start_b, r]
-    proven_a = _proven(l_a, line_at(s_end_a), k_a, owner, x64, w64, s_a, s_end_a, qmax)
-    proven_b = _proven(line_at(s_start_b), l_b, k_b, owner, x64, w64, s_start_b, s_b, qmax)
+    proven_a = _proven(l_a, line_at(s_end_a), k_a, owner, err, s_a, s_end_a)
+    proven_b = _proven(line_at(s_start_b), l_b, k_b, owner, err, s_start_b, s_b)
     return RunWinners(cand.take(k_a).astype(np.int64), end_a, proven_a,
                       cand.take(k_b).astype(np.int64), proven_b & (end_a < t_b))
 
@@ -331,13 +332,12 @@ def _least(v: F32Array, starts: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
 
 def _proven(l_1: F32Array, l_2: F32Array,
             k: npt.NDArray[np.intp], owner: npt.NDArray[np.intp],
-            xs: npt.NDArray[np.float64], ws: npt.NDArray[np.float64],
-            s_1: F32Array, s_2: F32Array, qmax: float) -> BoolArray:
+            err: npt.NDArray[np.float64], s_1: F32Array, s_2: F32Array) -> BoolArray:
     """Whether candidate ``k`` of each list is C's winner at every scale from ``s_1`` to
     ``s_2``, given every candidate's line there (``l_1``, ``l_2``): every other line above
     ``k``'s by more than the margin (``_margin``) at both ends. NaN, infinite or
     non-positive scales, and margins below ``_MIN_MARGIN``, fail."""
-    thr = _margin(xs, ws, s_1, s_2, qmax)
+    thr = _margin(err, s_1, s_2)
     at_thr, k_of = thr.take(owner), k.take(owner)
     ok = ((l_1 - l_1.take(k_of)) > at_thr) & ((l_2 - l_2.take(k_of)) > at_thr)
     # k itself fails (0 > thr >= 0 is false): proven when it is the only one
@@ -347,14 +347,26 @@ def _proven(l_1: F32Array, l_2: F32Array,
     return proven
 
 
-def _margin(xs: npt.NDArray[np.float64], ws: npt.NDArray[np.float64],
-            s_1: F32Array, s_2: F32Array, qmax: float) -> F32Array:
+def _error_terms(xs: npt.NDArray[np.float64], ws: npt.NDArray[np.float64],
+                 qmax: float) -> npt.NDArray[np.float64]:
+    """Each point's ``E(s)`` (module docstring) as a quadratic in ``s``: (3, points), the
+    coefficients of ``s**2``, ``s`` and 1 of ``2**-18 * sum_i |w_i| (2 s qmax + |x_i|)^2``
+    (float64 roundings are far inside the margin's slack)."""
+    aw, ax = np.abs(ws), np.abs(xs)
+    out: npt.NDArray[np.float64] = _ERR * np.stack([
+        4 * qmax * qmax * aw.sum(axis=0), 4 * qmax * (aw * ax).sum(axis=0),
+        (aw * ax * ax).sum(axis=0)])
+    return out
+
+
+def _margin(err: npt.NDArray[np.float64], s_1: F32Array, s_2: F32Array) -> F32Array:
     """``1.25 * 2 E(s_hi) / s_lo`` over ``[s_lo, s_hi]`` (the ends ``s_1``, ``s_2`` in
-    either order), in float64 then float32: how far every other line must be above the
-    winner's at both ends (module docstring: the extra quarter covers the float32 lines)."""
+    either order; ``E`` from ``_error_terms``), in float64 then float32: how far every
+    other line must be above the winner's at both ends (module docstring: the extra
+    quarter covers the float32 lines)."""
     s_lo = np.minimum(s_1, s_2).astype(np.float64)
     s_hi = np.maximum(s_1, s_2).astype(np.float64)
-    err = _ERR * (np.abs(ws) * (2 * s_hi * qmax + np.abs(xs)) ** 2).sum(axis=0)
+    e_hi = (err[0] * s_hi + err[1]) * s_hi + err[2]
     with np.errstate(all="ignore"):
-        thr: F32Array = (_SLACK * 2 * err / s_lo).astype(np.float32)
+        thr: F32Array = (_SLACK * 2 * e_hi / s_lo).astype(np.float32)
     return thr
