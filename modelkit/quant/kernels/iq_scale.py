@@ -323,7 +323,7 @@ def _least(v: F32Array, starts: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
     """Each list's position of its least value, by one reduction of (ordered float32
     bits, position) keys: a near tie may give another candidate, which ``_proven``
     then rejects."""
-    bits = v.astype(np.float32).view(np.int32).astype(np.int64)
+    bits = np.ascontiguousarray(v, dtype=np.float32).view(np.int32).astype(np.int64)
     bits = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # float order as integer order
     key = (bits << 32) | np.arange(v.size, dtype=np.int64)
     out: npt.NDArray[np.intp] = (np.minimum.reduceat(key, starts) & 0xFFFFFFFF).astype(np.intp)
