@@ -41,6 +41,13 @@ F32_TINY = F32(2.0**-125)  # c / span cannot overflow when span > c * 2**-125
 TILE = 128  # rows per transposed tile in max_min
 
 
+def hits_2d(mask: BoolArray) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """``np.nonzero`` of a 2-D mask (row-major order), by divmod of the flat hits: about
+    3x faster than ``np.nonzero`` on the kernels' masks (numpy 2.4)."""
+    rows, cols = np.divmod(np.flatnonzero(mask), mask.shape[1])
+    return rows, cols
+
+
 def nearest_int(v: F32Array) -> I32Array:
     """ggml's ``nearest_int``: the float trick, bit for bit (also for inf/NaN/huge v)."""
     bits = np.ascontiguousarray(v + MAGIC).view(np.int32)

@@ -37,7 +37,15 @@ from gguf import GGMLQuantizationType
 from gguf.constants import QK_K
 
 from modelkit.quant.kernels import iq_search as srch
-from modelkit.quant.kernels.common import F32, BoolArray, F32Array, I64Array, U8Array, seq_sum
+from modelkit.quant.kernels.common import (
+    F32,
+    BoolArray,
+    F32Array,
+    I64Array,
+    U8Array,
+    hits_2d,
+    seq_sum,
+)
 from modelkit.quant.kernels.floats import fp16_bytes, fp16_to_f32, fp32_to_fp16_bits
 from modelkit.quant.kernels.iq_tables import SearchTables, fixed_tables, search_tables
 
@@ -88,7 +96,7 @@ def _first_best(qx: F32Array, q2: F32Array, scale0: F32Array) -> tuple[I64Array,
     n = qx.shape[1]
     # the few kept per column, grouped by column in candidate order: a stable sort of
     # the row-major hits (4x faster than scanning the transposed mask)
-    cand, col = np.divmod(np.flatnonzero(keep), n)
+    cand, col = hits_2d(keep)
     by_col = np.argsort(col, kind="stable")
     cand, col = cand.take(by_col), col.take(by_col)
     counts = np.bincount(col, minlength=n)
@@ -147,7 +155,7 @@ def _on_grid(t: SearchTables, levels: npt.NDArray[np.int8], xt: F32Array, w: F32
     gidx = t.kmap[u].astype(np.int64)
     on = gidx >= 0
     if not on.all():
-        p_idx, c_idx = np.divmod(np.flatnonzero(~on), on.shape[1])  # 3x np.nonzero's speed
+        p_idx, c_idx = hits_2d(~on)
         at = srch.point_elements(p_idx, c_idx, 8, xt.shape[1])
         gidx[p_idx, c_idx] = srch.best_neighbour(t, u[p_idx, c_idx], xt.take(at), w.take(at),
                                                  scale[c_idx],

@@ -39,7 +39,7 @@ from gguf.constants import QK_K
 
 from modelkit.quant.kernels import iq_scale
 from modelkit.quant.kernels import iq_search as srch
-from modelkit.quant.kernels.common import F32, BoolArray, F32Array, U8Array
+from modelkit.quant.kernels.common import F32, BoolArray, F32Array, U8Array, hits_2d
 from modelkit.quant.kernels.floats import fp16_bytes as _fp16_bytes
 from modelkit.quant.kernels.floats import fp16_to_f32 as _fp16_to_f32
 from modelkit.quant.kernels.iq_tables import fixed_tables, search_tables
@@ -104,7 +104,7 @@ def _encode_s(x: F32Array, qw: F32Array | None) -> U8Array:
     slot = np.cumsum(written, axis=1) - 1
     qs = np.zeros((nb, 8, 8), dtype=np.uint8)
     sg = np.zeros((nb, 8, 4), dtype=np.uint8)
-    b_idx, s_idx = np.divmod(np.flatnonzero(written), written.shape[1])  # 3x np.nonzero's speed
+    b_idx, s_idx = hits_2d(written)
     col = b_idx * 8 + s_idx
     qs[b_idx, slot[b_idx, s_idx]] = (gidx[:, col] & 255).T.astype(np.uint8)
     sg[b_idx, slot[b_idx, s_idx]] = sign_bytes[:, col].T

@@ -18,7 +18,7 @@ from gguf import GGMLQuantizationType
 from gguf.constants import GGML_QUANT_SIZES, QK_K
 
 from modelkit.quant.kernels.block import BlockFormat
-from modelkit.quant.kernels.common import F32, RINT_SAFE, BoolArray, F32Array, I64Array
+from modelkit.quant.kernels.common import F32, RINT_SAFE, BoolArray, F32Array, I64Array, hits_2d
 from modelkit.quant.kernels.common import nearest_int as _nearest_int
 from modelkit.quant.kernels.common import seq_sum as _seq_sum
 from modelkit.quant.kernels.iq_tables import SearchTables
@@ -290,7 +290,7 @@ def project(t: SearchTables, xval: F32Array, waux: F32Array, inv: F32Array,
     gidx = t.kmap[u].astype(np.int64)
     on = gidx >= 0
     if not on.all():
-        p_idx, g_idx = np.divmod(np.flatnonzero(~on), on.shape[1])  # 3x np.nonzero's speed
+        p_idx, g_idx = hits_2d(~on)
         at = point_elements(p_idx, g_idx, t.coords.shape[1], xval.shape[1])
         found = best_neighbour(t, u[p_idx, g_idx], xval.take(at), waux.take(at),
                                scale.take(g_idx))
@@ -319,7 +319,7 @@ def even_signs(xt: F32Array, w: F32Array) -> tuple[F32Array, npt.NDArray[np.uint
     signs = sign_bytes(neg)
     odd = neg.sum(axis=1) % 2 == 1
     imin = np.argmin((w.reshape(e // 8, 8, n) * x8) * x8, axis=1)
-    k_idx, c_idx = np.divmod(np.flatnonzero(odd), odd.shape[1])  # 3x np.nonzero's speed
+    k_idx, c_idx = hits_2d(odd)
     xval[k_idx, imin[k_idx, c_idx], c_idx] *= F32(-1)
     signs[k_idx, c_idx] ^= np.uint8(1) << imin[k_idx, c_idx].astype(np.uint8)
     out: npt.NDArray[np.uint8] = signs & np.uint8(127)
