@@ -80,18 +80,18 @@ def _first_best(qx: F32Array, q2: F32Array, scale0: F32Array) -> tuple[I64Array,
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         ratio = qx / q2
     ratio *= qx
-    if plain:
-        top = ratio.max(axis=0)
-        keep = ratio >= top * _NEAR_TOP
-        risky = ~(top > _TINY_TOP)
+    valid = None if plain else q2 > 0
+    if valid is not None:
+        ratio = np.where(valid, ratio, F32(-np.inf))
+    top = ratio.max(axis=0)
+    keep = ratio >= top * _NEAR_TOP
+    risky = ~(top > _TINY_TOP)
+    if valid is None:
         keep[:, risky] = True
     else:
-        valid = q2 > 0
-        ratio = np.where(valid, ratio, F32(-np.inf))
-        top = ratio.max(axis=0)
-        keep = valid & (ratio >= top * _NEAR_TOP)
-        risky = (~(np.abs(qx).max(axis=0) < _OVERFLOW_SAFE)
-                 | ~(q2.max(axis=0) < _OVERFLOW_SAFE**2) | ~(top > _TINY_TOP))
+        keep &= valid
+        risky |= (~(np.abs(qx).max(axis=0) < _OVERFLOW_SAFE)
+                  | ~(q2.max(axis=0) < _OVERFLOW_SAFE**2))
         keep[:, risky] = valid[:, risky]
     n = qx.shape[1]
     # the few kept per column, grouped by column in candidate order: a stable sort of
