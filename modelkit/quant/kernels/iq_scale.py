@@ -258,11 +258,9 @@ def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32
     np.multiply(wq, x64[:, None, :], out=lines.imag)
     qmax = float(t.level_coords[-1])
     err = _error_terms(x64, w64, qmax)
-    if point is None:
-        ab = _candidate_sums(t, lines, cand, owner, xs.shape[1])
-    else:
-        ab = _candidate_sums(t, lines, cand, point.take(owner), xs.shape[1])
-        err = err.take(point, axis=1)  # per run from here
+    run_point = np.arange(m) if point is None else point
+    ab = _candidate_sums(t, lines, cand, run_point.take(owner), xs.shape[1])
+    err = err.take(run_point, axis=1)  # per run from here
     a, b = ab.real, ab.imag
     s32 = scales.astype(np.float32)
     r = np.arange(m)
