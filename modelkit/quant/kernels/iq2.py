@@ -53,7 +53,7 @@ from modelkit.quant.kernels.searches import fit_unsigned as _fit_unsigned
 _XXS = iq_scale.ScaleSearch(kmaxq=3, steps=range(-6, 7), step=0.1, start_on_grid=True,
                             refine="always", runs_per_call=4096)
 _XS = iq_scale.ScaleSearch(kmaxq=3, steps=range(-9, 10), step=0.1, start_on_grid=True,
-                           refine="off-grid", runs_per_call=4096)
+                           refine="off-grid", runs_per_call=4096, short_run=1)
 
 
 def _weights(x: F32Array, qw: F32Array | None, name: str, sub: int, factor: int

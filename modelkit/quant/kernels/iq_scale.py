@@ -9,8 +9,8 @@ trial's scale (``iq_search.best_neighbour``), and keeps the trial with the large
 nondecreasing in the trial's inverse scale, so a point's packed index changes only a few
 times over the trials (runs of about 5-6 trials). Within a run the candidates are fixed and
 each is a line in the scale (below), so a run's winners follow from the lines at a few
-scales (``run_winners``): one or two winners, proven over their trials. Runs of one trial
-and whatever is not proven are searched trial by trial.
+scales (``run_winners``): one or two winners, proven over their trials. Runs of one or
+two trials and whatever is not proven are searched trial by trial.
 
 Why the proven winner is C's: for a point with values ``x``, weights ``w`` and candidates
 ``c`` (coordinates ``q_c``), let ``f_c(s) = sum_i w_i (s q_ci - x_i)^2`` in exact
@@ -67,6 +67,9 @@ class ScaleSearch:
                            # when any is off grid; "always": every point, no tracking
     runs_per_call: int = 8192  # runs per run_winners call, so that its per-candidate
                                # arrays stay in cache: fewer for long neighbour lists
+    short_run: int = 2     # runs of at most this many trials are searched trial by trial,
+                           # which costs less than proving them (measured; IQ2_XS, with
+                           # ~58-candidate lists, only single trials)
 
 
 def fit_scale(t: SearchTables, xval: F32Array, weight: F32Array, base: F32Array,
@@ -89,7 +92,7 @@ def fit_scale(t: SearchTables, xval: F32Array, weight: F32Array, base: F32Array,
     nc = cols.size
     steps = np.array([F32(s) * F32(how.step) for s in how.steps], dtype=np.float32)
     inv = (F32(2 * how.kmaxq - 1) + steps)[:, None] / m  # (trials, nc): C's id
-    lv, on = _project_trials(t, xv, waux, inv, F32(1) / inv, how.kmaxq - 1, how.runs_per_call)
+    lv, on = _project_trials(t, xv, waux, inv, F32(1) / inv, how)
     best = np.zeros(nc, dtype=np.float32)
     scale = scale0[cols]
     pick = np.full(nc, -1, dtype=np.intp)
@@ -126,38 +129,45 @@ def fit_scale(t: SearchTables, xval: F32Array, weight: F32Array, base: F32Array,
 
 
 def _project_trials(t: SearchTables, xv: F32Array, waux: F32Array, inv: F32Array,
-                    scale: F32Array, lmax: int, per_call: int
+                    scale: F32Array, how: ScaleSearch
                     ) -> tuple[npt.NDArray[np.int8], BoolArray]:
     """``iq_search.project`` of every trial: ``inv``, ``scale`` (trials, n) -> levels
     (trials, elements, n) with off-grid points at their best neighbour, and whether each
     point was on the grid (trials, points, n).
 
-    Each run of one off-grid index over two or more consecutive trials gets its winners
-    from ``run_winners``; what that cannot prove, and runs of one trial, are searched
-    trial by trial."""
-    trials = inv.shape[0]
+    Each run of one off-grid index over more than ``how.short_run`` consecutive trials
+    gets its winners from ``run_winners``; what that cannot prove, and shorter runs, are
+    searched trial by trial. A run's later trials then copy the grid position of the
+    trial before them."""
+    trials, lmax, per_call = inv.shape[0], how.kmaxq - 1, how.runs_per_call
     e, nc = xv.shape
     width = t.coords.shape[1]
-    u = packed_levels(inv[:, None, :] * xv, lmax, t).reshape(trials, e // width, nc)
+    # |inv * x| <= max|inv| max|x| up to its float32 rounding; NaN or inf give no bound
+    bound = float(np.abs(inv).max(initial=0)) * float(np.abs(xv).max(initial=0)) * 1.01 + 1
+    u = packed_levels(inv[:, None, :] * xv, lmax, t, bound).reshape(trials, e // width, nc)
     gidx = t.kmap[u].astype(np.int64)
     on: BoolArray = gidx >= 0
     same_prev = np.zeros_like(on)
     same_prev[1:] = u[1:] == u[:-1]
-    steps = np.arange(trials, dtype=np.int8)[:, None, None]  # trials <= 31
-    # the last trial of the run each entry belongs to
+    # the last trial of the run each entry belongs to (a loop over the trials: numpy's
+    # accumulate along the first axis is several times slower)
     last_of = np.empty(on.shape, dtype=np.int8)
     last_of[-1] = trials - 1
-    np.minimum.accumulate(np.where(same_prev[1:], np.int8(trials - 1), steps[:-1])[::-1],
-                          axis=0, out=last_of[-2::-1])
+    for k in range(trials - 2, -1, -1):
+        last_of[k] = np.where(same_prev[k + 1], last_of[k + 1], np.int8(k))
     last = last_of.reshape(-1)
     first = np.flatnonzero(~on & ~same_prev)
     per_trial = on[0].size
     t_a, column = np.divmod(first, per_trial)
     t_b = last.take(first).astype(np.intp)
     flat_u, flat_gidx = u.reshape(-1), gidx.reshape(-1)
-    single = t_b == t_a
-    todo = [first[single]]
-    lo, hi, col = t_a[~single], t_b[~single], column[~single]
+    # an entry that is not a head takes the grid position of the trial before it: the
+    # rest of a run's trials after each part's first, which gets the part's winner
+    head = ~same_prev
+    flat_head = head.reshape(-1)
+    short = t_b - t_a < how.short_run
+    todo = [_trial_positions(t_a[short], t_b[short], column[short], per_trial)[0]]
+    lo, hi, col = t_a[~short], t_b[~short], column[~short]
     for last_round in (False, True):
         # a point's runs side by side: its lines table is built once for all of them
         point_order = np.argsort(col, kind="stable")
@@ -176,8 +186,9 @@ def _project_trials(t: SearchTables, xv: F32Array, waux: F32Array, inv: F32Array
             for side, p_lo, p_hi, winner, ok in (
                     (0, ta, found.end_a, found.winner_a, found.proven_a),
                     (1, found.end_a + 1, tb, found.winner_b, found.proven_b)):
-                pos, n = _trial_positions(p_lo[ok], p_hi[ok], cc[ok], per_trial)
-                flat_gidx[pos] = np.repeat(winner[ok], n)
+                part_first = cc[ok] + p_lo[ok] * per_trial
+                flat_gidx[part_first] = winner[ok]
+                flat_head[part_first] = True
                 again = ~ok & split & (not last_round)
                 rest = ~ok & ~again
                 todo.append(_trial_positions(p_lo[rest], p_hi[rest], cc[rest], per_trial)[0])
@@ -199,6 +210,10 @@ def _project_trials(t: SearchTables, xv: F32Array, waux: F32Array, inv: F32Array
         at = point_elements(p, c, width, nc)
         flat_gidx[pos] = best_neighbour(t, flat_u.take(pos), xv.take(at), waux.take(at),
                                         scale.reshape(-1).take(trial * nc + c))
+        flat_head[pos] = True
+    follows = ~head
+    for k in range(1, trials):
+        np.copyto(gidx[k], gidx[k - 1], where=follows[k])
     # every point's levels from its grid position (on-grid ones: their rounding)
     by_point = t.level_bytes.take(gidx, axis=0).reshape(trials, e // width, nc, width)
     return np.ascontiguousarray(by_point.transpose(0, 1, 3, 2)).reshape(trials, e, nc), on

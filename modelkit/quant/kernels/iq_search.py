@@ -256,14 +256,16 @@ def rounded_levels(v: F32Array, lmax: int) -> npt.NDArray[np.int8]:
     return v.astype(np.int8)
 
 
-def packed_levels(v: F32Array, lmax: int, t: SearchTables) -> I64Array:
+def packed_levels(v: F32Array, lmax: int, t: SearchTables, bound: float = np.inf) -> I64Array:
     """``pack_points(rounded_levels(v, lmax), t)`` for ``v`` (..., elements, groups),
     flattened to (points, groups), packed in float32 (exact: at most 16 bits) without
-    the int8 levels. ``v`` is overwritten."""
+    the int8 levels. ``v`` is overwritten. ``bound``: a bound on ``|v|`` the caller
+    knows, which spares the two passes that check ``v`` is in ``np.rint``'s safe range."""
     width, n = t.coords.shape[1], v.shape[-1]
     v -= F32(1)
     v *= F32(0.5)
-    if not (v.max(initial=F32(0)) < RINT_SAFE and v.min(initial=F32(0)) > -RINT_SAFE):
+    if not (bound < RINT_SAFE) and not (
+            v.max(initial=F32(0)) < RINT_SAFE and v.min(initial=F32(0)) > -RINT_SAFE):
         return pack_points(np.clip(_nearest_int(v), 0, lmax).reshape(-1, n), t)
     np.rint(v, out=v)
     np.clip(v, F32(0), F32(lmax), out=v)
