@@ -146,3 +146,45 @@ def test_run_winners_are_the_c_winners_at_every_scale_of_their_parts(qtype: str)
                     inside &= trial + 1 <= hi
                 found = iq_search.best_neighbour(t, u, xs, ws, s)
                 assert np.array_equal(found[cols[inside]], winner[inside])
+
+
+@pytest.mark.parametrize("qtype", ["IQ2_XXS", "IQ3_S"])
+def test_run_winners_prove_nothing_where_c_sums_may_overflow(qtype: str) -> None:
+    """Values near float32's limit: C's d2 can overflow (its error bound fails), so no
+    run is proven, though the lines (well inside float32) pick a clear least; the same
+    runs scaled down by 2**-40 are proven."""
+    t = iq_tables.search_tables(qtype)
+    rng = np.random.default_rng(5)
+    m, width, trials = 200, t.coords.shape[1], 6
+    u = rng.choice(np.flatnonzero(t.kmap < 0), m).astype(np.int64)
+    top = np.float32(1e30) / np.float32(t.level_coords[-1])
+    scales = np.repeat((top * np.linspace(1, 0.95, trials))[:, None], m, axis=1)
+    xs = (rng.random((width, m)) * 2 * t.level_coords[-1] * top).astype(np.float32)
+    ws = (rng.random((width, m)) + 0.5).astype(np.float32)
+    t_a, t_b = np.zeros(m, dtype=np.intp), np.full(m, trials - 1, dtype=np.intp)
+    small = np.float32(2.0**-40)
+    tame = iq_scale.run_winners(t, u, xs * small, ws, (scales * small).astype(np.float32),
+                                t_a, t_b)
+    assert tame.proven_a.sum() > m // 2
+    huge = iq_scale.run_winners(t, u, xs, ws, scales.astype(np.float32), t_a, t_b)
+    assert not huge.proven_a.any() and not huge.proven_b.any()
+
+
+def test_proven_between_takes_a_winner_only_inside_one_proven_part() -> None:
+    """The final-scale lookup: a hit needs the scale between two trials of one proven
+    part (trials 1-2 of column 0 here) and the same packed index; above the first
+    trial, below the last, outside a part or with another index it searches."""
+    trials, points, nc = 3, 1, 6
+    u = np.full((trials, points, nc), 5, dtype=np.int64)
+    gidx = np.full((trials, points, nc), 7, dtype=np.int64)
+    proven = np.ones((trials, points, nc), dtype=bool)
+    proven[0] = False  # trial 0 starts every part
+    proven[2, 0, 4] = False  # column 4: trials 1 and 2 are in different parts
+    trial_scale = np.repeat(np.array([[3.0], [2.0], [1.0]], dtype=np.float32), nc, axis=1)
+    scale = np.array([1.5, 1.5, 3.5, 0.5, 1.5, 2.5], dtype=np.float32)
+    known = iq_scale._proven_between(iq_scale.TrialPoints(u, gidx, proven), trial_scale,
+                                     scale, np.arange(nc))
+    packed = np.array([5, 6, 5, 5, 5, 5], dtype=np.int64)
+    hit, found = known(np.zeros(nc, dtype=np.intp), np.arange(nc), packed)
+    assert hit.tolist() == [True, False, False, False, False, True]
+    assert found[hit].tolist() == [7, 7]

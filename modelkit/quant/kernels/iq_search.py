@@ -278,14 +278,21 @@ def packed_levels(v: F32Array, lmax: int, t: SearchTables, bound: float = np.inf
     return packed
 
 
+KnownNeighbours = Callable[[npt.NDArray[np.intp], npt.NDArray[np.intp], I64Array],
+                           tuple[BoolArray, I64Array]]
+
+
 def project(t: SearchTables, xval: F32Array, waux: F32Array, inv: F32Array,
-            scale: F32Array, lmax: int) -> tuple[npt.NDArray[np.int8], I64Array, BoolArray]:
+            scale: F32Array, lmax: int, known: KnownNeighbours | None = None
+            ) -> tuple[npt.NDArray[np.int8], I64Array, BoolArray]:
     """Round every point to ``nearest_int(0.5*(inv*x - 1))`` clamped to 0..lmax; points that
     are off the grid take their best neighbour at ``scale``.
 
     ``xval``, ``waux`` (elements, groups); ``inv``, ``scale`` (groups,). Returns levels
     (elements, groups), grid positions (points, groups) and whether each point was on the
-    grid before the neighbour search.
+    grid before the neighbour search. ``known(points, groups, packed indices)`` of the
+    off-grid points, when given, says which best neighbours are already known (a mask)
+    and what they are; only the others are searched.
     """
     lv = rounded_levels(inv * xval, lmax)
     u = pack_points(lv, t)
@@ -294,8 +301,16 @@ def project(t: SearchTables, xval: F32Array, waux: F32Array, inv: F32Array,
     if not on.all():
         p_idx, g_idx = hits_2d(~on)
         at = point_elements(p_idx, g_idx, t.coords.shape[1], xval.shape[1])
-        found = best_neighbour(t, u[p_idx, g_idx], xval.take(at), waux.take(at),
-                               scale.take(g_idx))
+        u_off = u[p_idx, g_idx]
+        if known is None:
+            found = best_neighbour(t, u_off, xval.take(at), waux.take(at),
+                                   scale.take(g_idx))
+        else:
+            hit, found = known(p_idx, g_idx, u_off)
+            miss = np.flatnonzero(~hit)
+            at_miss = at[:, miss]
+            found[miss] = best_neighbour(t, u_off[miss], xval.take(at_miss),
+                                         waux.take(at_miss), scale.take(g_idx[miss]))
         gidx[p_idx, g_idx] = found
         np.put(lv, at, t.levels[found].T)
     return lv, gidx, on
