@@ -22,9 +22,9 @@ arithmetic: ``f_c(s) = s L_c(s) + sum w x^2`` with the line ``L_c(s) = A_c s - 2
 than ``E(s) = 2**-18 * sum_i |w_i| (2 s qmax + |x_i|)^2`` (about ten roundings of each
 term, with a wide margin), which grows with ``s``, as long as nothing overflows: every
 term and partial sum is at most ``N(s) <= 2**18 E(s)`` (below), so ``E(s) < 2**108``
-keeps them under ``2**126``; larger bounds prove nothing. ``L_c - L_k`` is linear: if it exceeds
-``2 E(s_hi) / s_lo`` at both ends of ``[s_lo, s_hi]`` it does in between, so there every
-other candidate's C ``d2`` exceeds ``k``'s and C's strict ``<`` picks ``k``.
+keeps them under ``2**126``; larger bounds prove nothing. ``L_c - L_k`` is linear: if
+it exceeds ``2 E(s_hi) / s_lo`` at both ends of ``[s_lo, s_hi]`` it does in between, so
+there every other candidate's C ``d2`` exceeds ``k``'s and C's strict ``<`` picks ``k``.
 
 The lines are computed in float32, so the test asks for 1.25 times that lead. With
 ``N(s) = sum_i |w_i| (s qmax + |x_i|)^2``, every partial sum of a line is at most
