@@ -323,7 +323,7 @@ def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32
     ab = _candidate_sums(t, lines, cand, run_point.take(owner), xs.shape[1])
     err = err.take(run_point, axis=1)  # per run from here
     a, b = ab.real, ab.imag
-    s32 = scales.astype(np.float32)
+    s32 = np.asarray(scales, dtype=np.float32)  # no copy: the callers' scales are float32
     r = np.arange(m)
     s_a, s_b = s32[t_a, r], s32[t_b, r]
 

@@ -302,15 +302,14 @@ def project(t: SearchTables, xval: F32Array, waux: F32Array, inv: F32Array,
         p_idx, g_idx = hits_2d(~on)
         at = point_elements(p_idx, g_idx, t.coords.shape[1], xval.shape[1])
         u_off = u[p_idx, g_idx]
-        if known is None:
-            found = best_neighbour(t, u_off, xval.take(at), waux.take(at),
-                                   scale.take(g_idx))
-        else:
+        found = np.empty(u_off.size, dtype=np.int64)
+        miss: slice | npt.NDArray[np.intp] = slice(None)  # all: views, no copies
+        if known is not None:
             hit, found = known(p_idx, g_idx, u_off)
             miss = np.flatnonzero(~hit)
-            at_miss = at[:, miss]
-            found[miss] = best_neighbour(t, u_off[miss], xval.take(at_miss),
-                                         waux.take(at_miss), scale.take(g_idx[miss]))
+        at_miss = at[:, miss]
+        found[miss] = best_neighbour(t, u_off[miss], xval.take(at_miss), waux.take(at_miss),
+                                     scale.take(g_idx[miss]))
         gidx[p_idx, g_idx] = found
         np.put(lv, at, t.levels[found].T)
     return lv, gidx, on
