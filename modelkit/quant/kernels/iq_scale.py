@@ -51,6 +51,7 @@ from modelkit.quant.kernels.iq_search import (
     KnownNeighbours,
     best_neighbour,
     expand_lists,
+    first_at,
     packed_levels,
     point_elements,
     project,
@@ -175,9 +176,13 @@ def _project_trials(t: SearchTables, xv: F32Array, waux: F32Array, inv: F32Array
     # rest of a run's trials after each part's first, which gets the part's winner
     head = ~same_prev
     flat_head = head.reshape(-1)
+    # masks become index arrays once: np.take is several times faster than boolean
+    # indexing, and most masks select from more than one array
     short = t_b - t_a < how.short_run
-    todo = [_trial_positions(t_a[short], t_b[short], column[short], per_trial)[0]]
-    lo, hi, col = t_a[~short], t_b[~short], column[~short]
+    sel = np.flatnonzero(short)
+    todo = [_trial_positions(t_a.take(sel), t_b.take(sel), column.take(sel), per_trial)[0]]
+    sel = np.flatnonzero(~short)
+    lo, hi, col = t_a.take(sel), t_b.take(sel), column.take(sel)
     for last_round in (False, True):
         # a point's runs side by side: its lines table is built once for all of them
         point_order = np.argsort(col, kind="stable")
@@ -196,23 +201,27 @@ def _project_trials(t: SearchTables, xv: F32Array, waux: F32Array, inv: F32Array
             for side, p_lo, p_hi, winner, ok in (
                     (0, ta, found.end_a, found.winner_a, found.proven_a),
                     (1, found.end_a + 1, tb, found.winner_b, found.proven_b)):
-                part_first = cc[ok] + p_lo[ok] * per_trial
-                flat_gidx[part_first] = winner[ok]
+                sel = np.flatnonzero(ok)
+                part_first = cc.take(sel) + p_lo.take(sel) * per_trial
+                flat_gidx[part_first] = winner.take(sel)
                 flat_head[part_first] = True
                 again = ~ok & split & (not last_round)
-                rest = ~ok & ~again
-                todo.append(_trial_positions(p_lo[rest], p_hi[rest], cc[rest], per_trial)[0])
+                sel = np.flatnonzero(~ok & ~again)
+                todo.append(_trial_positions(p_lo.take(sel), p_hi.take(sel), cc.take(sel),
+                                             per_trial)[0])
                 # a failing part of a split run: nearly always a near-tie at its trial
                 # next to the crossing, or a third winner; that trial is searched and
                 # the rest tried once more
-                edge = (p_hi if side == 0 else p_lo)[again]
-                todo.append(cc[again] + edge * per_trial)
-                retry.append((p_lo[again] + side, p_hi[again] - (1 - side), cc[again]))
+                sel = np.flatnonzero(again)
+                edge = (p_hi if side == 0 else p_lo).take(sel)
+                todo.append(cc.take(sel) + edge * per_trial)
+                retry.append((p_lo.take(sel) + side, p_hi.take(sel) - (1 - side), cc.take(sel)))
         lo, hi, col = (np.concatenate([r[k] for r in retry]) if retry
                        else np.zeros(0, dtype=np.intp) for k in range(3))
-        one = lo == hi
-        todo.append(col[one] + lo[one] * per_trial)
-        lo, hi, col = lo[hi > lo], hi[hi > lo], col[hi > lo]
+        sel = np.flatnonzero(lo == hi)
+        todo.append(col.take(sel) + lo.take(sel) * per_trial)
+        sel = np.flatnonzero(hi > lo)
+        lo, hi, col = lo.take(sel), hi.take(sel), col.take(sel)
     pos = np.concatenate(todo)
     if pos.size:
         tp, c = np.divmod(pos, nc)
@@ -311,24 +320,26 @@ def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32
     cand, owner, starts, _ = expand_lists(t, u)
     q = t.level_coords.astype(np.float64)[:, None]
     x64, w64 = xs.astype(np.float64), ws.astype(np.float64)
-    # (width, levels, P) A terms + i * B terms: (w q) q and (w q) x, each an exact float64
-    # product rounded once to float32, written into the halves of one complex table
+    # (width, levels, P) A terms + i * -2B terms: (w q) q and (w q) (-2 x), each an exact
+    # float64 product rounded once to float32 (the factor -2 is exact), written into the
+    # halves of one complex table
     wq = w64[:, None, :] * q
     lines = np.empty(wq.shape, dtype=np.complex64)
     np.multiply(wq, q, out=lines.real)
-    np.multiply(wq, x64[:, None, :], out=lines.imag)
+    np.multiply(wq, -2 * x64[:, None, :], out=lines.imag)
     qmax = float(t.level_coords[-1])
     err = _error_terms(x64, w64, qmax)
     run_point = np.arange(m) if point is None else point
     ab = _candidate_sums(t, lines, cand, run_point.take(owner), xs.shape[1])
     err = err.take(run_point, axis=1)  # per run from here
-    a, b = ab.real, ab.imag
+    a, b2 = ab.real, ab.imag  # A and -2B
     s32 = np.asarray(scales, dtype=np.float32)  # no copy: the callers' scales are float32
     r = np.arange(m)
     s_a, s_b = s32[t_a, r], s32[t_b, r]
 
     def line_at(s: F32Array) -> F32Array:
-        out: F32Array = a * s.take(owner) - 2 * b
+        out: F32Array = a * s.take(owner)
+        out += b2
         return out
 
     l_a, l_b = line_at(s_a), line_at(s_b)
@@ -340,13 +351,13 @@ def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32
     keep[starts] = True
     sel = np.flatnonzero(keep)
     cand, owner, l_a, l_b = cand.take(sel), owner.take(sel), l_a.take(sel), l_b.take(sel)
-    a, b = a.take(sel), b.take(sel)
+    a, b2 = a.take(sel), b2.take(sel)
     starts = np.zeros(m, dtype=np.intp)
     np.cumsum(np.bincount(owner, minlength=m)[:-1], out=starts[1:])
-    k_a, k_b = _least(l_a, starts), _least(l_b, starts)
+    k_a, k_b = _least(l_a, owner, starts), _least(l_b, owner, starts)
     # where k_b's line crosses k_a's: the trials above it (larger scales) are k_a's
     with np.errstate(all="ignore"):
-        cross = 2 * (b.take(k_b) - b.take(k_a)) / (a.take(k_b) - a.take(k_a))
+        cross = (b2.take(k_a) - b2.take(k_b)) / (a.take(k_b) - a.take(k_a))
     # the scales do not grow with the trial: those above the crossing are the first ones
     # (counted in bytes: at most 255 trials)
     count = (s32 > cross).view(np.uint8).sum(axis=0, dtype=np.uint8).astype(np.intp)
@@ -378,14 +389,17 @@ def _candidate_sums(t: SearchTables, terms: npt.NDArray[np.complex64],
     return total
 
 
-def _least(v: F32Array, starts: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
-    """Each list's position of its least value, by one reduction of (ordered float32
-    bits, position) keys: a near tie may give another candidate, which ``_proven``
-    then rejects."""
-    bits = np.ascontiguousarray(v, dtype=np.float32).view(np.int32).astype(np.int64)
-    bits = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # float order as integer order
-    key = (bits << 32) | np.arange(v.size, dtype=np.int64)
-    out: npt.NDArray[np.intp] = (np.minimum.reduceat(key, starts) & 0xFFFFFFFF).astype(np.intp)
+def _least(v: F32Array, owner: npt.NDArray[np.intp], starts: npt.NDArray[np.intp]
+           ) -> npt.NDArray[np.intp]:
+    """Each list's position of its first least value (lists grouped by ``owner``, in
+    order, starting at ``starts``); NaN is never least, and a list without a number gives
+    its first position. Any position would do where the answer is not the least: ``_proven``
+    rejects it."""
+    least = np.full(starts.size, np.inf, dtype=np.float32)
+    np.fmin.at(least, owner, v)
+    hits = first_at(v, least, owner)
+    out: npt.NDArray[np.intp] = starts.copy()
+    out[owner.take(hits)] = hits
     return out
 
 
@@ -401,7 +415,7 @@ def _proven(l_1: F32Array, l_2: F32Array,
     at_thr, k_of = thr.take(owner), k.take(owner)
     ok = ((l_1 - l_1.take(k_of)) > at_thr) & ((l_2 - l_2.take(k_of)) > at_thr)
     # k itself fails (0 > thr >= 0 is false): proven when it is the only one
-    fails = np.bincount(owner[~ok], minlength=s_1.size)
+    fails = np.bincount(owner.take(np.flatnonzero(~ok)), minlength=s_1.size)
     proven: BoolArray = ((fails == 1) & (np.minimum(s_1, s_2) > 0) & np.isfinite(thr)
                          & (thr > _MIN_MARGIN))
     return proven

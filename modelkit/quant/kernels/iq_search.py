@@ -116,7 +116,7 @@ def _candidates_d2(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array,
         d2 = _all_d2(t, cand, counts, xs, ws, scale, values)
     v = np.fmin(d2, F32(np.inf))  # NaN counts as +inf
     least = _per_point_min(v, owner, m)
-    found: I64Array = cand.take(_first_at(v, least, owner)).astype(np.int64)
+    found: I64Array = cand.take(first_at(v, least, owner)).astype(np.int64)
     return found
 
 
@@ -148,12 +148,13 @@ def _per_point_min(v: F32Array, owner: npt.NDArray[np.intp], m: int) -> F32Array
     return least
 
 
-def _first_at(v: F32Array, least: F32Array, owner: npt.NDArray[np.intp]
-              ) -> npt.NDArray[np.intp]:
+def first_at(v: F32Array, least: F32Array, owner: npt.NDArray[np.intp]
+             ) -> npt.NDArray[np.intp]:
     """Each point's first candidate (in list order) whose value is its least: C's ``if
-    (d2 < best_d2)`` from ``FLT_MAX`` (NaN, made +inf by the caller, never wins; a list
-    without a finite d2 makes C abort, here it gives its first candidate). Candidates are
-    grouped by point, points in increasing order, each point has one."""
+    (d2 < best_d2)`` from ``FLT_MAX``. Candidates are grouped by point, points in
+    increasing order; a point none of whose values equals its least (NaN) has no entry,
+    so ``best_neighbour`` makes NaN +inf first (it never wins; a list without a finite
+    d2 makes C abort, here it gives its first candidate)."""
     hits = np.flatnonzero(v == least.take(owner))
     at_owner = owner.take(hits)
     first = np.ones(hits.size, dtype=bool)
