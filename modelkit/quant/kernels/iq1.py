@@ -152,7 +152,7 @@ def _on_grid(t: SearchTables, levels: npt.NDArray[np.int8], xt: F32Array, w: F32
     neighbour (values (points, n, 3): the level values of each point); whether all were
     on the grid, per column."""
     u = srch.pack_points(levels, t)
-    gidx = t.kmap[u].astype(np.int64)
+    gidx = t.kmap64.take(u)
     on = gidx >= 0
     if not on.all():
         p_idx, c_idx = hits_2d(~on)

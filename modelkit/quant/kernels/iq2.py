@@ -107,7 +107,7 @@ def _fit16(name: str, xval: F32Array, w: F32Array, eps: float
     mx = xval.max(axis=0)
     active = ~(mx < F32(eps))
     levels, scales = iq_scale.fit_scale(t, xval, w, mx, mx / F32(5), active, _XS)
-    return t.kmap[srch.pack_points(levels, t)].astype(np.int64), scales, active
+    return t.kmap64.take(srch.pack_points(levels, t)), scales, active
 
 
 def _encode_xs(x: F32Array, qw: F32Array | None) -> U8Array:

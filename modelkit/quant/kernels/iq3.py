@@ -64,7 +64,7 @@ def _search(name: str, xval: F32Array, w: F32Array, active: BoolArray,
     t = search_tables(name)
     mx = xval.max(axis=0)
     levels, scales = iq_scale.fit_scale(t, xval, w, mx, mx / F32(15), active, how)
-    return t.kmap[srch.pack_points(levels, t)].astype(np.int64), scales
+    return t.kmap64.take(srch.pack_points(levels, t)), scales
 
 
 def _encode_xxs(x: F32Array, qw: F32Array | None) -> U8Array:

@@ -50,6 +50,7 @@ from modelkit.quant.kernels.common import seq_sum as _seq_sum
 from modelkit.quant.kernels.iq_search import (
     KnownNeighbours,
     best_neighbour,
+    best_neighbour_twice,
     expand_lists,
     first_at,
     packed_levels,
@@ -156,7 +157,7 @@ def _project_trials(t: SearchTables, xv: F32Array, waux: F32Array, inv: F32Array
     # |inv * x| <= max|inv| max|x| up to its float32 rounding; NaN or inf give no bound
     bound = float(np.abs(inv).max(initial=0)) * float(np.abs(xv).max(initial=0)) * 1.01 + 1
     u = packed_levels(inv[:, None, :] * xv, lmax, t, bound).reshape(trials, e // width, nc)
-    gidx = t.kmap[u].astype(np.int64)
+    gidx = t.kmap64.take(u)
     on: BoolArray = gidx >= 0
     same_prev = np.zeros_like(on)
     same_prev[1:] = u[1:] == u[:-1]
@@ -179,7 +180,19 @@ def _project_trials(t: SearchTables, xv: F32Array, waux: F32Array, inv: F32Array
     # masks become index arrays once: np.take is several times faster than boolean
     # indexing, and most masks select from more than one array
     short = t_b - t_a < how.short_run
-    sel = np.flatnonzero(short)
+    two = short & (t_b == t_a + 1) if width == 4 else np.zeros_like(short)
+    sel = np.flatnonzero(two)
+    if sel.size:  # runs of two trials on the 4-wide grids: both searches at once
+        at_a = column.take(sel) + t_a.take(sel) * per_trial
+        tp, c = np.divmod(at_a, nc)
+        trial, p = np.divmod(tp, e // width)
+        at = point_elements(p, c, width, nc)
+        pair = np.stack([trial * nc + c, (trial + 1) * nc + c])
+        both = np.stack([at_a, at_a + per_trial])
+        flat_gidx[both] = best_neighbour_twice(t, flat_u.take(at_a), xv.take(at), waux.take(at),
+                                               scale.reshape(-1).take(pair))
+        flat_head[both] = True
+    sel = np.flatnonzero(short & ~two)
     todo = [_trial_positions(t_a.take(sel), t_b.take(sel), column.take(sel), per_trial)[0]]
     sel = np.flatnonzero(~short)
     lo, hi, col = t_a.take(sel), t_b.take(sel), column.take(sel)

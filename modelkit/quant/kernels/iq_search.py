@@ -88,6 +88,40 @@ def best_neighbour(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array,
     return _in_chunks(t, u, xs, ws, scale, values)
 
 
+def best_neighbour_twice(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array,
+                         scales: F32Array) -> I64Array:
+    """``best_neighbour`` of the same M points at two scales (``scales`` (2, M)), on the
+    4-wide grids: (2, M). Each point's terms at both scales share one complex64 table
+    (real: the first scale), so one gather per coordinate serves both searches; complex
+    addition adds the halves apart, each in float32 and in C's order."""
+    out = np.empty((2, u.size), dtype=np.int64)
+    for i in range(0, u.size, _CHUNK_POINTS):
+        part = slice(i, i + _CHUNK_POINTS)
+        out[:, part] = _twice_d2(t, u[part], xs[:, part], ws[:, part], scales[:, part])
+    return out
+
+
+def _twice_d2(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array, scales: F32Array
+              ) -> I64Array:
+    width, m = xs.shape
+    cand, owner, _, _ = expand_lists(t, u)
+    q = t.level_coords[:, None]
+    terms = np.empty((width, q.size, m), dtype=np.complex64)
+    for half, scale in ((terms.real, scales[0]), (terms.imag, scales[1])):
+        diff = (q * scale)[None, :, :] - xs[:, None, :]
+        np.multiply(ws[:, None, :] * diff, diff, out=half)
+    flat = terms.reshape(-1)
+    codes = t.term_codes * m
+    d2 = flat.take(codes[0].take(cand) + owner)
+    for i in range(1, width):  # summed in coordinate order
+        d2 += flat.take(codes[i].take(cand) + owner)
+    found = np.empty((2, m), dtype=np.int64)
+    for k, half in enumerate((d2.real, d2.imag)):
+        v = np.fmin(half, F32(np.inf))  # NaN counts as +inf
+        found[k] = cand.take(first_at(v, _per_point_min(v, owner, m), owner))
+    return found
+
+
 _CHUNK_POINTS = 8192  # points per search call: one call over a whole chunk of trials (40k+
 # points) measured ~1.4x slower; 2048-16384 measured alike
 
@@ -125,7 +159,7 @@ def expand_lists(t: SearchTables, u: I64Array) -> tuple[npt.NDArray[np.intp], np
     """The neighbour lists of off-grid packed indices ``u`` (M,), one after another:
     (candidates, the point each belongs to, where each point's list starts, list lengths)."""
     m = u.size
-    off = -t.kmap[u].astype(np.intp) - 1
+    off = -t.kmap64.take(u) - 1
     counts = t.neighbours[off].astype(np.intp)  # >= 1 (ggml asserts it)
     total = int(counts.sum())
     starts = np.zeros(m, dtype=np.intp)
@@ -297,7 +331,7 @@ def project(t: SearchTables, xval: F32Array, waux: F32Array, inv: F32Array,
     """
     lv = rounded_levels(inv * xval, lmax)
     u = pack_points(lv, t)
-    gidx = t.kmap[u].astype(np.int64)
+    gidx = t.kmap64.take(u)
     on = gidx >= 0
     if not on.all():
         p_idx, g_idx = hits_2d(~on)

@@ -65,6 +65,12 @@ class SearchTables:
     bits: int                         # bits per packed coordinate
 
     @functools.cached_property
+    def kmap64(self) -> npt.NDArray[np.int64]:
+        """``kmap`` as int64: gathering int64 from it is about twice as fast as gathering
+        int32 and converting (the kernels index with what they look up)."""
+        return self.kmap.astype(np.int64)
+
+    @functools.cached_property
     def fcoords(self) -> npt.NDArray[np.float32]:
         """``coords`` as float32 (what the neighbour searches multiply)."""
         return self.coords.astype(np.float32)
