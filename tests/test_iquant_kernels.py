@@ -278,3 +278,30 @@ def test_best_neighbour_matches_the_c_loop(qtype: str, pre_rank: bool,
                 best, pick = d2, int(g)
         if pick >= 0:  # else C aborts
             assert got[k] == pick, k
+
+
+@pytest.mark.parametrize("qtype", ["IQ3_S", "IQ3_XXS"])
+def test_best_neighbour_twice_is_best_neighbour_at_each_scale(
+        qtype: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """iq_search.best_neighbour_twice (two scales through one complex table) answers what
+    best_neighbour answers at each scale, also with exact ties, zero and negative weights,
+    NaN values and chunks that split the points."""
+    from modelkit.quant.kernels import iq_search
+
+    monkeypatch.setattr(iq_search, "_CHUNK_POINTS", 70)
+    t = iq_tables.search_tables(qtype)
+    rng = np.random.default_rng(8)
+    m, width = 300, t.coords.shape[1]
+    u = rng.choice(np.flatnonzero(t.kmap < 0), m).astype(np.int64)
+    scales = (rng.random((2, m)) + np.float32(0.5)).astype(np.float32)
+    scales[1, :100] = scales[0, :100] * np.float32(0.98)
+    xs = (rng.random((width, m)) * 2 * t.nlevels * scales[0]).astype(np.float32)
+    ws = rng.random((width, m)).astype(np.float32)
+    xs[:, :40] = 2 * scales[0, :40]  # midway between coordinates 1 and 3 at the first scale
+    ws[:, :40] = 1
+    ws[1, 40:80] = 0
+    ws[2, 80:120] = -ws[2, 80:120]
+    xs[0, 120:130] = np.nan
+    got = iq_search.best_neighbour_twice(t, u, xs, ws, scales)
+    for k in range(2):
+        assert np.array_equal(got[k], iq_search.best_neighbour(t, u, xs, ws, scales[k]))
