@@ -30,8 +30,9 @@ The lines are computed in float32, so the test asks for 1.25 times that lead. Wi
 ``N(s) = sum_i |w_i| (s qmax + |x_i|)^2``, every partial sum of a line is at most
 ``N(s)/s`` in size; each term (``w q^2``, ``w q x``: exact in float64) is rounded once to
 float32, summed in at most three rounds (pairs and quads of terms, or in order), then
-``A s - 2 B`` and the difference of two lines round three times more: the difference is
-within ``26 * 2**-24 N(s)/s`` (``2**-19.3``) of exact, below the extra quarter margin
+``A s - 2 B`` rounds twice more, and the test, ``L_c > L_k + margin``, rounds that sum
+once (the margin is under ``2**-14 N(s)/s``): the test is off the exact one by less than
+``26 * 2**-24 N(s)/s`` (``2**-19.3``), below the extra quarter margin
 ``0.25 * 2 E(s_hi) / s_lo >= 2**-19 N(s_hi)/s_lo`` (``E(s) >= 2**-18 N(s)``). Margins
 under ``2**-100``, where float32 underflow could matter, and NaN or infinite values fail
 the test (and are searched).
@@ -358,9 +359,10 @@ def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32
     l_a, l_b = line_at(s_a), line_at(s_b)
     # a candidate above its list's first by more than the run's margin at both ends (so
     # in between) is neither least nor failing any part's test: only the rest go on
-    thr = _margin(err, s_a, s_b).take(owner)
-    keep = ~(((l_a - l_a.take(starts).take(owner)) > thr)
-             & ((l_b - l_b.take(starts).take(owner)) > thr))
+    # (compared as l > first + margin: the sum's rounding stands in for the difference's)
+    thr = _margin(err, s_a, s_b)
+    keep = ~((l_a > (l_a.take(starts) + thr).take(owner))
+             & (l_b > (l_b.take(starts) + thr).take(owner)))
     keep[starts] = True
     sel = np.flatnonzero(keep)
     cand, owner, l_a, l_b = cand.take(sel), owner.take(sel), l_a.take(sel), l_b.take(sel)
@@ -425,9 +427,8 @@ def _proven(l_1: F32Array, l_2: F32Array,
     non-positive scales, margins below ``_MIN_MARGIN`` and C sums that may overflow
     fail."""
     thr = _margin(err, s_1, s_2)
-    at_thr, k_of = thr.take(owner), k.take(owner)
-    ok = ((l_1 - l_1.take(k_of)) > at_thr) & ((l_2 - l_2.take(k_of)) > at_thr)
-    # k itself fails (0 > thr >= 0 is false): proven when it is the only one
+    ok = (l_1 > (l_1.take(k) + thr).take(owner)) & (l_2 > (l_2.take(k) + thr).take(owner))
+    # k itself fails (l_k > l_k + thr is false for thr >= 0): proven when it is the only one
     fails = np.bincount(owner.take(np.flatnonzero(~ok)), minlength=s_1.size)
     proven: BoolArray = ((fails == 1) & (np.minimum(s_1, s_2) > 0) & np.isfinite(thr)
                          & (thr > _MIN_MARGIN))
