@@ -28,12 +28,13 @@ there every other candidate's C ``d2`` exceeds ``k``'s and C's strict ``<`` pick
 
 The lines are computed in float32, so the test asks for 1.25 times that lead. With
 ``N(s) = sum_i |w_i| (s qmax + |x_i|)^2``, every partial sum of a line is at most
-``N(s)/s`` in size; each term (``w q^2``, ``w q x``: exact in float64) is rounded once to
-float32, summed in at most three rounds (pairs and quads of terms, or in order), then
-``A s - 2 B`` rounds twice more, and the test, ``L_c > L_k + margin``, rounds that sum
-once (the margin is under ``2**-14 N(s)/s``): the test is off the exact one by less than
-``26 * 2**-24 N(s)/s`` (``2**-19.3``), below the extra quarter margin
-``0.25 * 2 E(s_hi) / s_lo >= 2**-19 N(s_hi)/s_lo`` (``E(s) >= 2**-18 N(s)``). Margins
+``N(s)/s`` in size; each term (``(w q) q``, ``(w q) (-2x)``) rounds twice in float32, is
+summed in at most three rounds (pairs and quads of terms, or in order), then ``A s - 2 B``
+rounds twice more: a line is within ``7 * 2**-24 N(s)/s`` of exact. The test, ``L_c >
+L_k + margin``, rounds that sum once more (the margin is under ``2**-14 N(s)/s``): it is
+off the exact comparison by less than ``16 * 2**-24 N(s)/s`` (``2**-20``), below the
+extra quarter margin ``0.25 * 2 E(s_hi) / s_lo >= 2**-19 N(s_hi)/s_lo`` (``E(s) >= 2**-18
+N(s)``). Margins
 under ``2**-100``, where float32 underflow could matter, and NaN or infinite values fail
 the test (and are searched).
 """
@@ -332,17 +333,16 @@ def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32
     E(s_hi) / s_lo`` at both of its ends."""
     m = u.size
     cand, owner, starts, _ = expand_lists(t, u)
-    q = t.level_coords.astype(np.float64)[:, None]
-    x64, w64 = xs.astype(np.float64), ws.astype(np.float64)
-    # (width, levels, P) A terms + i * -2B terms: (w q) q and (w q) (-2 x), each an exact
-    # float64 product rounded once to float32 (the factor -2 is exact), written into the
-    # halves of one complex table
-    wq = w64[:, None, :] * q
+    q = t.level_coords[:, None]
+    # (width, levels, P) A terms + i * -2B terms: (w q) q and (w q) (-2 x) in float32
+    # (two roundings each; the factor -2 is exact), written into the halves of one complex
+    # table (float64 products cast into those halves cost about six times as much)
+    wq = ws[:, None, :] * q
     lines = np.empty(wq.shape, dtype=np.complex64)
     np.multiply(wq, q, out=lines.real)
-    np.multiply(wq, -2 * x64[:, None, :], out=lines.imag)
+    np.multiply(wq, F32(-2) * xs[:, None, :], out=lines.imag)
     qmax = float(t.level_coords[-1])
-    err = _error_terms(x64, w64, qmax)
+    err = _error_terms(xs.astype(np.float64), ws.astype(np.float64), qmax)
     run_point = np.arange(m) if point is None else point
     ab = _candidate_sums(t, lines, cand, run_point.take(owner), xs.shape[1])
     err = err.take(run_point, axis=1)  # per run from here
