@@ -158,7 +158,9 @@ def _project_trials(t: SearchTables, xv: F32Array, waux: F32Array, inv: F32Array
     width = t.coords.shape[1]
     # |inv * x| <= max|inv| max|x| up to its float32 rounding; NaN or inf give no bound
     bound = float(np.abs(inv).max(initial=0)) * float(np.abs(xv).max(initial=0)) * 1.01 + 1
-    u = packed_levels(inv[:, None, :] * xv, lmax, t, bound).reshape(trials, e // width, nc)
+    u = np.empty((trials, e // width, nc), dtype=np.int64)
+    for k in range(trials):  # one trial at a time: its (elements, n) floats stay in cache
+        u[k] = packed_levels(inv[k] * xv, lmax, t, bound)
     gidx = t.kmap64.take(u)
     on: BoolArray = gidx >= 0
     same_prev = np.zeros_like(on)
