@@ -47,7 +47,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from modelkit.quant.kernels.common import F32, BoolArray, F32Array, I64Array
+from modelkit.quant.kernels.common import F32, BoolArray, F32Array, I64Array, gather
 from modelkit.quant.kernels.common import seq_sum as _seq_sum
 from modelkit.quant.kernels.iq_search import (
     KnownNeighbours,
@@ -346,7 +346,7 @@ def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32
     qmax = float(t.level_coords[-1])
     err = _error_terms(xs.astype(np.float64), ws.astype(np.float64), qmax)
     run_point = np.arange(m) if point is None else point
-    ab = _candidate_sums(t, lines, cand, run_point.take(owner), xs.shape[1])
+    ab = _candidate_sums(t, lines, cand, gather(run_point, owner), xs.shape[1])
     err = err.take(run_point, axis=1)  # per run from here
     a, b2 = ab.real, ab.imag  # A and -2B
     s32 = np.asarray(scales, dtype=np.float32)  # no copy: the callers' scales are float32
@@ -354,7 +354,7 @@ def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32
     s_a, s_b = s32[t_a, r], s32[t_b, r]
 
     def line_at(s: F32Array) -> F32Array:
-        out: F32Array = a * s.take(owner)
+        out: F32Array = a * gather(s, owner)
         out += b2
         return out
 
@@ -363,18 +363,19 @@ def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32
     # in between) is neither least nor failing any part's test: only the rest go on
     # (compared as l > first + margin: the sum's rounding stands in for the difference's)
     thr = _margin(err, s_a, s_b)
-    keep = ~((l_a > (l_a.take(starts) + thr).take(owner))
-             & (l_b > (l_b.take(starts) + thr).take(owner)))
+    keep = ~((l_a > gather(gather(l_a, starts) + thr, owner))
+             & (l_b > gather(gather(l_b, starts) + thr, owner)))
     keep[starts] = True
     sel = np.flatnonzero(keep)
-    cand, owner, l_a, l_b = cand.take(sel), owner.take(sel), l_a.take(sel), l_b.take(sel)
-    a, b2 = a.take(sel), b2.take(sel)
+    cand, owner = gather(cand, sel), gather(owner, sel)
+    l_a, l_b = gather(l_a, sel), gather(l_b, sel)
+    a, b2 = gather(a, sel), gather(b2, sel)
     starts = np.zeros(m, dtype=np.intp)
     np.cumsum(np.bincount(owner, minlength=m)[:-1], out=starts[1:])
     k_a, k_b = _least(l_a, owner, starts), _least(l_b, owner, starts)
     # where k_b's line crosses k_a's: the trials above it (larger scales) are k_a's
     with np.errstate(all="ignore"):
-        cross = (b2.take(k_a) - b2.take(k_b)) / (a.take(k_b) - a.take(k_a))
+        cross = (gather(b2, k_a) - gather(b2, k_b)) / (gather(a, k_b) - gather(a, k_a))
     # the scales do not grow with the trial: those above the crossing are the first ones
     # (counted in bytes: at most 255 trials)
     count = (s32 > cross).view(np.uint8).sum(axis=0, dtype=np.uint8).astype(np.intp)
@@ -384,8 +385,8 @@ def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32
     s_end_a, s_start_b = s32[end_a, r], s32[start_b, r]
     proven_a = _proven(l_a, line_at(s_end_a), k_a, owner, err, s_a, s_end_a)
     proven_b = _proven(line_at(s_start_b), l_b, k_b, owner, err, s_start_b, s_b)
-    return RunWinners(cand.take(k_a).astype(np.int64), end_a, proven_a,
-                      cand.take(k_b).astype(np.int64), proven_b & (end_a < t_b))
+    return RunWinners(gather(cand, k_a).astype(np.int64), end_a, proven_a,
+                      gather(cand, k_b).astype(np.int64), proven_b & (end_a < t_b))
 
 
 def _candidate_sums(t: SearchTables, terms: npt.NDArray[np.complex64],
@@ -400,9 +401,9 @@ def _candidate_sums(t: SearchTables, terms: npt.NDArray[np.complex64],
         flat, codes = quads.reshape(-1), t.quad_codes * m
     else:
         flat, codes = terms.reshape(-1), t.term_codes * m
-    total: npt.NDArray[np.complex64] = flat.take(codes[0].take(cand) + owner)
+    total: npt.NDArray[np.complex64] = gather(flat, gather(codes[0], cand) + owner)
     for i in range(1, codes.shape[0]):
-        total += flat.take(codes[i].take(cand) + owner)
+        total += gather(flat, gather(codes[i], cand) + owner)
     return total
 
 
@@ -416,7 +417,7 @@ def _least(v: F32Array, owner: npt.NDArray[np.intp], starts: npt.NDArray[np.intp
     np.fmin.at(least, owner, v)
     hits = first_at(v, least, owner)
     out: npt.NDArray[np.intp] = starts.copy()
-    out[owner.take(hits)] = hits
+    out[gather(owner, hits)] = hits
     return out
 
 
@@ -429,9 +430,10 @@ def _proven(l_1: F32Array, l_2: F32Array,
     non-positive scales, margins below ``_MIN_MARGIN`` and C sums that may overflow
     fail."""
     thr = _margin(err, s_1, s_2)
-    ok = (l_1 > (l_1.take(k) + thr).take(owner)) & (l_2 > (l_2.take(k) + thr).take(owner))
+    ok = ((l_1 > gather(gather(l_1, k) + thr, owner))
+          & (l_2 > gather(gather(l_2, k) + thr, owner)))
     # k itself fails (l_k > l_k + thr is false for thr >= 0): proven when it is the only one
-    fails = np.bincount(owner.take(np.flatnonzero(~ok)), minlength=s_1.size)
+    fails = np.bincount(gather(owner, np.flatnonzero(~ok)), minlength=s_1.size)
     proven: BoolArray = ((fails == 1) & (np.minimum(s_1, s_2) > 0) & np.isfinite(thr)
                          & (thr > _MIN_MARGIN))
     return proven

@@ -18,7 +18,15 @@ from gguf import GGMLQuantizationType
 from gguf.constants import GGML_QUANT_SIZES, QK_K
 
 from modelkit.quant.kernels.block import BlockFormat
-from modelkit.quant.kernels.common import F32, RINT_SAFE, BoolArray, F32Array, I64Array, hits_2d
+from modelkit.quant.kernels.common import (
+    F32,
+    RINT_SAFE,
+    BoolArray,
+    F32Array,
+    I64Array,
+    gather,
+    hits_2d,
+)
 from modelkit.quant.kernels.common import nearest_int as _nearest_int
 from modelkit.quant.kernels.common import seq_sum as _seq_sum
 from modelkit.quant.kernels.iq_tables import SearchTables
@@ -112,13 +120,13 @@ def _twice_d2(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array, scales: 
         np.multiply(ws[:, None, :] * diff, diff, out=half)
     flat = terms.reshape(-1)
     codes = t.term_codes * m
-    d2 = flat.take(codes[0].take(cand) + owner)
+    d2 = gather(flat, gather(codes[0], cand) + owner)
     for i in range(1, width):  # summed in coordinate order
-        d2 += flat.take(codes[i].take(cand) + owner)
+        d2 += gather(flat, gather(codes[i], cand) + owner)
     found = np.empty((2, m), dtype=np.int64)
     for k, half in enumerate((d2.real, d2.imag)):
         v = np.fmin(half, F32(np.inf))  # NaN counts as +inf
-        found[k] = cand.take(first_at(v, _per_point_min(v, owner, m), owner))
+        found[k] = gather(cand, first_at(v, _per_point_min(v, owner, m), owner))
     return found
 
 
@@ -159,7 +167,7 @@ def expand_lists(t: SearchTables, u: I64Array) -> tuple[npt.NDArray[np.intp], np
     """The neighbour lists of off-grid packed indices ``u`` (M,), one after another:
     (candidates, the point each belongs to, where each point's list starts, list lengths)."""
     m = u.size
-    off = -t.kmap64.take(u) - 1
+    off = -gather(t.kmap64, u) - 1
     counts = t.neighbours[off].astype(np.intp)  # >= 1 (ggml asserts it)
     total = int(counts.sum())
     starts = np.zeros(m, dtype=np.intp)
@@ -169,8 +177,8 @@ def expand_lists(t: SearchTables, u: I64Array) -> tuple[npt.NDArray[np.intp], np
     # than running sums of steps with numpy 2.4)
     owner = np.repeat(np.arange(m), counts)
     pos = np.arange(1, total + 1, dtype=np.intp)
-    pos += (off - starts).take(owner)
-    cand = t.neighbours.take(pos).astype(np.intp)  # ndarray.take: faster than [] here
+    pos += gather(off - starts, owner)
+    cand = gather(t.neighbours, pos).astype(np.intp)
     return cand, owner, starts, counts
 
 
@@ -189,8 +197,8 @@ def first_at(v: F32Array, least: F32Array, owner: npt.NDArray[np.intp]
     increasing order; a point none of whose values equals its least (NaN) has no entry,
     so ``best_neighbour`` makes NaN +inf first (it never wins; a list without a finite
     d2 makes C abort, here it gives its first candidate)."""
-    hits = np.flatnonzero(v == least.take(owner))
-    at_owner = owner.take(hits)
+    hits = np.flatnonzero(v == gather(least, owner))
+    at_owner = gather(owner, hits)
     first = np.ones(hits.size, dtype=bool)
     np.not_equal(at_owner[1:], at_owner[:-1], out=first[1:])
     out: npt.NDArray[np.intp] = hits[first]
@@ -235,9 +243,9 @@ def _table_d2(t: SearchTables, cand: npt.NDArray[np.intp], owner: npt.NDArray[np
     diff = (q * scale)[None, :, :] - xs[:, None, :]
     terms = ((ws[:, None, :] * diff) * diff).reshape(-1)  # (width, levels, M) flattened
     codes = t.term_codes * m  # coordinate i, level l of a grid point -> (i*levels + l)*M
-    d2: F32Array = terms.take(codes[0].take(cand) + owner)
+    d2: F32Array = gather(terms, gather(codes[0], cand) + owner)
     for i in range(1, width):  # summed in coordinate order
-        d2 += terms.take(codes[i].take(cand) + owner)
+        d2 += gather(terms, gather(codes[i], cand) + owner)
     return d2
 
 
