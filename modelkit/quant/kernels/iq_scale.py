@@ -161,7 +161,7 @@ def _project_trials(t: SearchTables, xv: F32Array, waux: F32Array, inv: F32Array
     u = np.empty((trials, e // width, nc), dtype=np.int64)
     for k in range(trials):  # one trial at a time: its (elements, n) floats stay in cache
         u[k] = packed_levels(inv[k] * xv, lmax, t, bound)
-    gidx = t.kmap64.take(u)
+    gidx = gather(t.kmap64, u)
     on: BoolArray = gidx >= 0
     same_prev = np.zeros_like(on)
     same_prev[1:] = u[1:] == u[:-1]
@@ -193,8 +193,8 @@ def _project_trials(t: SearchTables, xv: F32Array, waux: F32Array, inv: F32Array
         at = point_elements(p, c, width, nc)
         pair = np.stack([trial * nc + c, (trial + 1) * nc + c])
         both = np.stack([at_a, at_a + per_trial])
-        flat_gidx[both] = best_neighbour_twice(t, flat_u.take(at_a), xv.take(at), waux.take(at),
-                                               scale.reshape(-1).take(pair))
+        flat_gidx[both] = best_neighbour_twice(t, gather(flat_u, at_a), gather(xv, at),
+                                               gather(waux, at), gather(scale, pair))
         flat_head[both] = True
     sel = np.flatnonzero(short & ~two)
     todo = [_trial_positions(t_a.take(sel), t_b.take(sel), column.take(sel), per_trial)[0]]
@@ -211,8 +211,8 @@ def _project_trials(t: SearchTables, xv: F32Array, waux: F32Array, inv: F32Array
             np.not_equal(cc[1:], cc[:-1], out=new_point[1:])
             points = cc[new_point]
             at = point_elements(points // nc, points % nc, width, nc)
-            found = run_winners(t, flat_u.take(cc + ta * per_trial), xv.take(at),
-                                waux.take(at), scale[:, cc % nc], ta, tb,
+            found = run_winners(t, gather(flat_u, cc + ta * per_trial), gather(xv, at),
+                                gather(waux, at), scale[:, cc % nc], ta, tb,
                                 np.cumsum(new_point) - 1)
             split = found.end_a < tb
             for side, p_lo, p_hi, winner, ok in (
@@ -244,8 +244,8 @@ def _project_trials(t: SearchTables, xv: F32Array, waux: F32Array, inv: F32Array
         tp, c = np.divmod(pos, nc)
         trial, p = np.divmod(tp, e // width)
         at = point_elements(p, c, width, nc)
-        flat_gidx[pos] = best_neighbour(t, flat_u.take(pos), xv.take(at), waux.take(at),
-                                        scale.reshape(-1).take(trial * nc + c))
+        flat_gidx[pos] = best_neighbour(t, gather(flat_u, pos), gather(xv, at),
+                                        gather(waux, at), gather(scale, trial * nc + c))
         flat_head[pos] = True
     follows = ~head
     for k in range(1, trials):
@@ -285,8 +285,9 @@ def _proven_between(proj: TrialPoints, trial_scale: F32Array, scale: F32Array,
     def known(p_idx: npt.NDArray[np.intp], g_idx: npt.NDArray[np.intp], u: I64Array
               ) -> tuple[BoolArray, I64Array]:
         at = (nxt.take(g_idx) * points + p_idx) * nc + cols.take(g_idx)
-        hit: BoolArray = valid.take(g_idx) & flat_proven.take(at) & (flat_u.take(at) == u)
-        return hit, flat_gidx.take(at)
+        hit: BoolArray = (gather(valid, g_idx) & gather(flat_proven, at)
+                          & (gather(flat_u, at) == u))
+        return hit, gather(flat_gidx, at)
 
     return known
 
