@@ -212,8 +212,8 @@ def _project_trials(t: SearchTables, xv: F32Array, waux: F32Array, inv: F32Array
             points = cc[new_point]
             at = point_elements(points // nc, points % nc, width, nc)
             found = run_winners(t, gather(flat_u, cc + ta * per_trial), gather(xv, at),
-                                gather(waux, at), scale[:, cc % nc], ta, tb,
-                                np.cumsum(new_point) - 1)
+                                gather(waux, at), scale, ta, tb, np.cumsum(new_point) - 1,
+                                cc % nc)
             split = found.end_a < tb
             for side, p_lo, p_hi, winner, ok in (
                     (0, ta, found.end_a, found.winner_a, found.proven_a),
@@ -322,12 +322,14 @@ class RunWinners:
 
 def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32Array,
                 scales: F32Array, t_a: npt.NDArray[np.intp], t_b: npt.NDArray[np.intp],
-                point: npt.NDArray[np.intp] | None = None) -> RunWinners:
+                point: npt.NDArray[np.intp] | None = None,
+                column: npt.NDArray[np.intp] | None = None) -> RunWinners:
     """C's neighbour-search winners over R runs, each one off-grid packed index ``u``
-    (R,) of one point over trials ``t_a`` to ``t_b`` (R,) of its column's trial scales
-    ``scales`` (trials, R), which do not grow with the trial. The points' values and
-    weights are ``xs``, ``ws`` (width, P); run r is of point ``point[r]`` (default: P = R,
-    run r of point r), so that runs of one point share its table of terms.
+    (R,) of one point over trials ``t_a`` to ``t_b`` (R,) of its column's trial scales,
+    column ``column[r]`` of ``scales`` (trials, C; default: C = R, column r), which do not
+    grow with the trial. The points' values and weights are ``xs``, ``ws`` (width, P);
+    run r is of point ``point[r]`` (default: P = R, run r of point r), so that runs of one
+    point share its table of terms.
 
     Every candidate's ``L_c(s) = A_c s - 2 B_c`` is a line (module docstring), summed
     in float32 from a table of each point's terms. The least line at the first trial
@@ -350,9 +352,16 @@ def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32
     ab = _candidate_sums(t, lines, cand, gather(run_point, owner), xs.shape[1])
     err = err.take(run_point, axis=1)  # per run from here
     a, b2 = ab.real, ab.imag  # A and -2B
-    s32 = np.asarray(scales, dtype=np.float32)  # no copy: the callers' scales are float32
-    r = np.arange(m)
-    s_a, s_b = s32[t_a, r], s32[t_b, r]
+    # no copy: the callers' scales are float32 and contiguous
+    flat_s = np.ascontiguousarray(scales, dtype=np.float32).reshape(-1)
+    col = np.arange(m) if column is None else column
+    n_col = scales.shape[1]
+
+    def scale_at(trial: npt.NDArray[np.intp]) -> F32Array:
+        out: F32Array = gather(flat_s, trial * n_col + col)
+        return out
+
+    s_a, s_b = scale_at(t_a), scale_at(t_b)
 
     def line_at(s: F32Array) -> F32Array:
         out: F32Array = a * gather(s, owner)
@@ -377,13 +386,20 @@ def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32
     # where k_b's line crosses k_a's: the trials above it (larger scales) are k_a's
     with np.errstate(all="ignore"):
         cross = (gather(b2, k_a) - gather(b2, k_b)) / (gather(a, k_b) - gather(a, k_a))
-    # the scales do not grow with the trial: those above the crossing are the first ones
-    # (counted in bytes: at most 255 trials)
-    count = (s32 > cross).view(np.uint8).sum(axis=0, dtype=np.uint8).astype(np.intp)
-    above = np.clip(count - t_a, 0, t_b - t_a + 1)
-    end_a = np.where(k_a == k_b, t_b, np.clip(t_a + above - 1, t_a, t_b))
+    # the scales do not grow with the trial: those above the crossing are the first ones,
+    # found by bisection (each run's first trial at or below it, or t_b + 1)
+    lo, hi = t_a, t_b + 1
+    while True:
+        active = lo < hi
+        if not active.any():
+            break
+        mid = (lo + hi) >> 1
+        up = scale_at(np.minimum(mid, t_b)) > cross
+        lo = np.where(active & up, mid + 1, lo)
+        hi = np.where(active & ~up, mid, hi)
+    end_a = np.where(k_a == k_b, t_b, np.maximum(lo - 1, t_a))
     start_b = np.minimum(end_a + 1, t_b)
-    s_end_a, s_start_b = s32[end_a, r], s32[start_b, r]
+    s_end_a, s_start_b = scale_at(end_a), scale_at(start_b)
     proven_a = _proven(l_a, line_at(s_end_a), k_a, owner, err, s_a, s_end_a)
     proven_b = _proven(line_at(s_start_b), l_b, k_b, owner, err, s_start_b, s_b)
     return RunWinners(gather(cand, k_a).astype(np.int64), end_a, proven_a,
