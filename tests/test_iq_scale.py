@@ -127,6 +127,13 @@ def test_run_winners_are_the_c_winners_at_every_scale_of_their_parts(qtype: str)
     scales[first.end_a[near], near] = np.nextafter(cross[near],
                                                    np.float32(np.inf) * (near % 2 - 0.5))
     got = iq_scale.run_winners(t, u, xs, ws, scales, t_a, t_b)
+    # the same runs with their trial scales as scattered columns of a wider array
+    column = rng.permutation(m + 50)[:m]
+    wide = rng.random((trials, m + 50)).astype(np.float32)
+    wide[:, column] = scales
+    by_column = iq_scale.run_winners(t, u, xs, ws, wide, t_a, t_b, column=column)
+    for field in ("winner_a", "end_a", "proven_a", "winner_b", "proven_b"):
+        assert np.array_equal(getattr(by_column, field), getattr(got, field)), field
     split = got.end_a < t_b
     assert near.size > 30
     assert got.proven_a.any() and (~got.proven_a).any()
