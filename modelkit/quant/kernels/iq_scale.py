@@ -18,25 +18,26 @@ same packed index (``_proven_between``: about 2 in 3 of its searches on IQ3_S).
 Why the proven winner is C's: for a point with values ``x``, weights ``w`` and candidates
 ``c`` (coordinates ``q_c``), let ``f_c(s) = sum_i w_i (s q_ci - x_i)^2`` in exact
 arithmetic: ``f_c(s) = s L_c(s) + sum w x^2`` with the line ``L_c(s) = A_c s - 2 B_c``
-(``A = sum w q^2``, ``B = sum w q x``). C's float32 ``d2`` differs from ``f_c(s)`` by less
-than ``E(s) = 2**-18 * sum_i |w_i| (2 s qmax + |x_i|)^2`` (about ten roundings of each
-term, with a wide margin), which grows with ``s``, as long as nothing overflows: every
-term and partial sum is at most ``N(s) <= 2**18 E(s)`` (below), so ``E(s) < 2**108``
-keeps them under ``2**126``; larger bounds prove nothing. ``L_c - L_k`` is linear: if
-it exceeds ``2 E(s_hi) / s_lo`` at both ends of ``[s_lo, s_hi]`` it does in between, so
-there every other candidate's C ``d2`` exceeds ``k``'s and C's strict ``<`` picks ``k``.
+(``A = sum w q^2``, ``B = sum w q x``). Let ``N(s) = sum_i |w_i| (s qmax + |x_i|)^2``,
+which grows with ``s``. C's float32 ``d2`` (per coordinate ``scale*q``, ``- x``,
+``w*diff``, ``*diff``, then a running sum of ``width <= 8`` terms) differs from
+``f_c(s)`` by at most ``E(s) = 13 * 2**-24 N(s)`` to first order: each term is within
+six roundings of ``|w_i| (s q_i + |x_i|)^2`` of exact, and the running sum adds at most
+seven more, as long as nothing overflows: every product, term and partial sum is at most
+about ``N(s)``, so ``N(s_hi) < 2**126`` keeps them finite, and larger ones prove nothing.
+``L_c - L_k`` is linear: if it exceeds ``2 E(s_hi) / s_lo`` at both ends of ``[s_lo,
+s_hi]`` it does in between, so there every other candidate's C ``d2`` exceeds ``k``'s and
+C's strict ``<`` picks ``k``.
 
-The lines are computed in float32, so the test asks for 1.25 times that lead. With
-``N(s) = sum_i |w_i| (s qmax + |x_i|)^2``, every partial sum of a line is at most
-``N(s)/s`` in size; each term (``(w q) q``, ``(w q) (-2x)``) rounds twice in float32, is
-summed in at most three rounds (pairs and quads of terms, or in order), then ``A s - 2 B``
-rounds twice more: a line is within ``7 * 2**-24 N(s)/s`` of exact. The test, ``L_c >
-L_k + margin``, rounds that sum once more (the margin is under ``2**-14 N(s)/s``): it is
-off the exact comparison by less than ``16 * 2**-24 N(s)/s`` (``2**-20``), below the
-extra quarter margin ``0.25 * 2 E(s_hi) / s_lo >= 2**-19 N(s_hi)/s_lo`` (``E(s) >= 2**-18
-N(s)``). Margins
-under ``2**-100``, where float32 underflow could matter, and NaN or infinite values fail
-the test (and are searched).
+The lines are computed in float32. Every partial sum of a line is at most ``N(s)/s`` in
+size; each term (``(w q) q``, ``(w q) (-2x)``) rounds twice in float32, is summed in at
+most three rounds (pairs and quads of terms, or in order), then ``A s - 2 B`` rounds
+twice more: a line is within ``7 * 2**-24 N(s)/s`` of exact. The test, ``L_c > L_k +
+margin``, rounds that sum once more (the margin is under ``2**-17 N(s)/s``): it is off the
+exact comparison by less than ``16 * 2**-24 N(s)/s``. So the test asks a lead of ``48 *
+2**-24 N(s_hi) / s_lo`` (``_LEAD``: 26 for C's roundings, 16 for the lines', 6 to spare;
+second-order terms are some 2**-20 of these). Margins under ``2**-100``, where float32
+underflow could matter, and NaN or infinite values fail the test (and are searched).
 """
 
 from __future__ import annotations
@@ -61,11 +62,11 @@ from modelkit.quant.kernels.iq_search import (
 )
 from modelkit.quant.kernels.iq_tables import SearchTables
 
-_ERR = 2.0**-18  # E(s)'s factor: far above the ~10 float32 roundings (2**-24 each) of a term
-_SLACK = 1.25  # the lead asked of a winner's line, over 2 E(s_hi) / s_lo: float32 lines
+_LEAD = 48 * 2.0**-24  # the lead asked of a winner's line, times N(s_hi) / s_lo: 2 E(s)
+                       # for C's roundings (26), 16 for the float32 lines', 6 to spare
 _MIN_MARGIN = 2.0**-100  # smaller margins prove nothing (float32 underflow)
-_NO_OVERFLOW = 2.0**108  # E(s) under this keeps every term and partial sum of C's d2
-                         # (at most N(s) <= 2**18 E(s)) below 2**126: no float32 overflow
+_NO_OVERFLOW = 2.0**126  # N(s) under this keeps every product, term and partial sum of
+                         # C's d2 finite
 
 
 @dataclass(frozen=True)
@@ -334,8 +335,8 @@ def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32
     Every candidate's ``L_c(s) = A_c s - 2 B_c`` is a line (module docstring), summed
     in float32 from a table of each point's terms. The least line at the first trial
     (``k_a``) and at the last (``k_b``) split the run where their lines cross; each part
-    is proven when every other candidate's line is above its winner's by ``1.25 * 2
-    E(s_hi) / s_lo`` at both of its ends."""
+    is proven when every other candidate's line is above its winner's by ``_LEAD *
+    N(s_hi) / s_lo`` at both of its ends."""
     m = u.size
     cand, owner, starts, _ = expand_lists(t, u)
     q = t.level_coords[:, None]
@@ -458,27 +459,27 @@ def _proven(l_1: F32Array, l_2: F32Array,
 
 def _error_terms(xs: npt.NDArray[np.float64], ws: npt.NDArray[np.float64],
                  qmax: float) -> npt.NDArray[np.float64]:
-    """Each point's ``E(s)`` (module docstring) as a quadratic in ``s``: (3, points), the
-    coefficients of ``s**2``, ``s`` and 1 of ``2**-18 * sum_i |w_i| (2 s qmax + |x_i|)^2``
-    (float64 roundings are far inside the margin's slack)."""
+    """Each point's ``N(s) = sum_i |w_i| (s qmax + |x_i|)^2`` (module docstring) as a
+    quadratic in ``s``: (3, points), the coefficients of ``s**2``, ``s`` and 1 (float64
+    roundings are far inside the lead's spare)."""
     aw, ax = np.abs(ws), np.abs(xs)
-    out: npt.NDArray[np.float64] = _ERR * np.stack([
-        4 * qmax * qmax * aw.sum(axis=0), 4 * qmax * (aw * ax).sum(axis=0),
+    out: npt.NDArray[np.float64] = np.stack([
+        qmax * qmax * aw.sum(axis=0), 2 * qmax * (aw * ax).sum(axis=0),
         (aw * ax * ax).sum(axis=0)])
     return out
 
 
 def _margin(err: npt.NDArray[np.float64], s_1: F32Array, s_2: F32Array) -> F32Array:
-    """``1.25 * 2 E(s_hi) / s_lo`` over ``[s_lo, s_hi]`` (the ends ``s_1``, ``s_2`` in
-    either order; ``E`` from ``_error_terms``), in float64 then float32: how far every
-    other line must be above the winner's at both ends (module docstring: the extra
-    quarter covers the float32 lines); NaN where ``E(s_hi) >= _NO_OVERFLOW``."""
+    """``_LEAD * N(s_hi) / s_lo`` over ``[s_lo, s_hi]`` (the ends ``s_1``, ``s_2`` in
+    either order; ``N`` from ``_error_terms``), in float64 then float32: how far every
+    other line must be above the winner's at both ends (module docstring); NaN where
+    ``N(s_hi) >= _NO_OVERFLOW``."""
     s_lo = np.minimum(s_1, s_2).astype(np.float64)
     s_hi = np.maximum(s_1, s_2).astype(np.float64)
-    e_hi = (err[0] * s_hi + err[1]) * s_hi + err[2]
+    n_hi = (err[0] * s_hi + err[1]) * s_hi + err[2]
     with np.errstate(all="ignore"):
-        thr: F32Array = (_SLACK * 2 * e_hi / s_lo).astype(np.float32)
+        thr: F32Array = (_LEAD * n_hi / s_lo).astype(np.float32)
     # where C's d2 may overflow (values near float32's limit) the bound E does not hold:
     # NaN, which proves nothing and drops nothing
-    thr[~(e_hi < _NO_OVERFLOW)] = np.nan
+    thr[~(n_hi < _NO_OVERFLOW)] = np.nan
     return thr
