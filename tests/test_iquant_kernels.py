@@ -305,3 +305,54 @@ def test_best_neighbour_twice_is_best_neighbour_at_each_scale(
     got = iq_search.best_neighbour_twice(t, u, xs, ws, scales)
     for k in range(2):
         assert np.array_equal(got[k], iq_search.best_neighbour(t, u, xs, ws, scales[k]))
+
+
+def test_iq1_m_plain_proof_implies_the_direct_check() -> None:
+    """iq1._m_plain vouches from the prefix sums that every sumq2 of IQ1_M's split search
+    is positive and no sum is near overflow; wherever it does, the candidates' own sums
+    must say so, over weights and values from subnormal to near overflow, zero halves
+    and NaN. It must also vouch for ordinary data (or the fast path is never taken)."""
+    from modelkit.quant.kernels import iq1
+
+    rng = np.random.default_rng(11)
+    vouched = refused = 0
+    for case in range(240):
+        n = 64
+        x = rng.standard_normal((16, n)).astype(np.float32)
+        w = rng.random((16, n)).astype(np.float32)
+        kind = case % 8
+        with np.errstate(all="ignore"):
+            if kind == 1:  # weights from subnormal to huge
+                w *= np.float32(10.0 ** rng.integers(-44, 30))
+            elif kind == 2:  # values from tiny to near the bound
+                x *= np.float32(10.0 ** rng.integers(-30, 15))
+            elif kind == 3:  # a half with no weight, a tiny one, or a sub-block with none
+                w[rng.integers(0, 2) * 8:][:8, : n // 2] = 0
+                w[:8, n // 2:] *= np.float32(1e-35)
+                if case % 16 == 3:
+                    w[:, 0] = 0
+            elif kind == 4:  # a few zero weights and exact ties
+                w[rng.random((16, n)) < 0.3] = 0
+                x[::3] = x[1]
+            elif kind == 5:  # a NaN, or a negative weight
+                if rng.random() < 0.5:
+                    x[rng.integers(16), rng.integers(n)] = np.nan
+                else:
+                    w[rng.integers(16), rng.integers(n)] *= -1
+            elif kind == 6 and case % 16 == 6:  # both near the bounds at once
+                x *= np.float32(3e13) / 16
+                w *= np.float32(9e27) / 8
+            elif kind == 6:  # huge weights on tiny values
+                x *= np.float32(1e-18)
+                w *= np.float32(1e30)
+            elif kind == 7:  # subnormal weights everywhere
+                w *= np.float32(2.0**-140)
+            _, px, pw, qx, q2 = iq1._m_sums(x, w)
+            direct = bool(q2.min() > 0 and q2.max() < np.float32(1e30)
+                          and np.abs(qx).max() < np.float32(1e15))
+        if iq1._m_plain(w, px, pw):
+            vouched += 1
+            assert direct, f"case {case}: vouched for sums the direct check rejects"
+        else:
+            refused += 1
+    assert vouched >= 60 and refused >= 60

@@ -57,7 +57,8 @@ _NEAR_TOP = F32(1 - 2.0**-16)  # ratios this close to a column's largest can win
 _TINY_TOP = F32(1e-30)  # a largest ratio below this: products may underflow, replay all
 
 
-def _first_best(qx: F32Array, q2: F32Array, scale0: F32Array) -> tuple[I64Array, F32Array]:
+def _first_best(qx: F32Array, q2: F32Array, scale0: F32Array, plain: bool | None = None
+                ) -> tuple[I64Array, F32Array]:
     """C's ``if (sumq2 > 0 && sumqx*sumqx > best*sumq2) {scale = sumqx/sumq2; best =
     scale*sumqx;}`` over candidates (C, n) in order, from ``best = -FLT_MAX``.
 
@@ -69,14 +70,18 @@ def _first_best(qx: F32Array, q2: F32Array, scale0: F32Array) -> tuple[I64Array,
     top is taken whatever came before (all earlier ratios are lower), and so is the first
     one within rounding of the top, after which ``best`` is at the top and only candidates
     near it can be taken: replaying the near-top candidates alone gives C's winner and
-    scale."""
+    scale.
+
+    ``plain``: the caller's proof that every ``q2`` is positive and every sum far from
+    overflow (None: checked here)."""
     # near float32 overflow (sumqx^2 or best*sumq2 -> inf) or underflow, and with NaN,
     # C's comparisons stop tracking the ratio: such columns replay every candidate. The
     # usual case, every sumq2 positive and every sum far from overflow, is told by four
     # whole-array reductions (NaN fails them), and skips the per-candidate masks.
-    plain = bool(q2.min(initial=F32(1)) > 0 and q2.max(initial=F32(0)) < _OVERFLOW_SAFE**2
-                 and qx.max(initial=F32(0)) < _OVERFLOW_SAFE
-                 and qx.min(initial=F32(0)) > -_OVERFLOW_SAFE)
+    if plain is None:
+        plain = bool(q2.min(initial=F32(1)) > 0 and q2.max(initial=F32(0)) < _OVERFLOW_SAFE**2
+                     and qx.max(initial=F32(0)) < _OVERFLOW_SAFE
+                     and qx.min(initial=F32(0)) > -_OVERFLOW_SAFE)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         ratio = qx / q2
     ratio *= qx
@@ -258,12 +263,13 @@ def _m_values(k: I64Array) -> F32Array:
     return np.stack([first, second])
 
 
-def _encode_m(x: F32Array, qw: F32Array | None) -> U8Array:
-    t = search_tables("IQ1_M")
-    xt, qt, sigma2 = srch.prepare(x, qw, 16, 2)
-    w: F32Array = xt * xt if qt is None else qt * np.sqrt(sigma2 + xt * xt)
+def _m_sums(xt: F32Array, w: F32Array
+            ) -> tuple[I64Array, list[F32Array], list[F32Array], F32Array, F32Array]:
+    """IQ1_M's split search sums: the sort order, each half's prefix sums of w*x and w,
+    and sumqx, sumq2 of every candidate (split, then shifts ++ +- -+ --) as rows, in C's
+    float32 order. Products of a prefix sum and a constant are taken before the gather
+    (the same roundings, on 17 rows instead of 153)."""
     n = xt.shape[1]
-    mx = np.abs(xt).max(axis=0)
     order, px, pw = _sorted_sums(xt, w, 8)
     i1, i2 = _pairs(16)
     p2, m2 = X_P[2], X_M[2]
@@ -274,14 +280,40 @@ def _encode_m(x: F32Array, qw: F32Array | None) -> U8Array:
         sx = px[h][i1] + px[h][i2]
         qxp.append(px[h][16] * p2 - sx)
         qxm.append(px[h][16] * m2 - sx)
-        q2p.append((pw[h][16] * p2 * p2 + pw[h][i1] * cp1) + pw[h][i2] * cp2)
-        q2m.append((pw[h][16] * m2 * m2 + pw[h][i1] * cm1) + pw[h][i2] * cm2)
+        q2p.append((pw[h][16] * p2 * p2 + (pw[h] * cp1)[i1]) + (pw[h] * cp2)[i2])
+        q2m.append((pw[h][16] * m2 * m2 + (pw[h] * cm1)[i1]) + (pw[h] * cm2)[i2])
     qx = np.empty((i1.size, 4, n), dtype=np.float32)
     q2 = np.empty_like(qx)
     for combo, (a, b) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):  # shifts ++ +- -+ --
         np.add((qxp, qxm)[a][0], (qxp, qxm)[b][1], out=qx[:, combo])
         np.add((q2p, q2m)[a][0], (q2p, q2m)[b][1], out=q2[:, combo])
-    win, scale = _first_best(qx.reshape(-1, n), q2.reshape(-1, n), mx)
+    return order, px, pw, qx.reshape(-1, n), q2.reshape(-1, n)
+
+
+def _m_plain(w: F32Array, px: list[F32Array], pw: list[F32Array]) -> bool:
+    """``_first_best``'s ``plain`` for IQ1_M, from the prefix sums (a fortieth of the
+    candidates' size). With every weight >= 0 the prefix sums of each half grow, 0 <= pw_i1
+    <= pw_i2 <= pw_16, and a half's exact ``q2`` is at least ``pw_16 / 64`` (the X_P terms:
+    ``1.265625 pw_16 + 0.75 pw_i1 - 1.25 pw_i2``; X_M's: ``0.765625 pw_16 + 1.25 pw_i1 -
+    0.75 pw_i2``); its six float32 roundings, of values at most ``2.6 pw_16``, cost under
+    ``2**-20 pw_16`` (a subnormal product's ``2**-150`` is nothing beside it), so ``pw_16
+    >= 2**-100`` in both halves keeps every ``q2`` positive. ``|px| < 1e14`` keeps
+    ``|qx| <= 6.25 max|px|`` and ``pw_16 < 1e28`` keeps ``q2 <= 6.6 pw_16`` far from
+    overflow. NaN fails every test."""
+    return bool(w.min() >= 0
+                and all(p[-1].min() >= F32(2.0**-100) and p[-1].max() < F32(1e28) for p in pw)
+                and all(np.abs(p).max() < F32(1e14) for p in px))
+
+
+def _encode_m(x: F32Array, qw: F32Array | None) -> U8Array:
+    t = search_tables("IQ1_M")
+    xt, qt, sigma2 = srch.prepare(x, qw, 16, 2)
+    w: F32Array = xt * xt if qt is None else qt * np.sqrt(sigma2 + xt * xt)
+    n = xt.shape[1]
+    mx = np.abs(xt).max(axis=0)
+    order, px, pw, qx, q2 = _m_sums(xt, w)
+    i1, i2 = _pairs(16)
+    win, scale = _first_best(qx, q2, mx, _m_plain(w, px, pw))
     found = ~(mx < F32(1e-7)) & (win >= 0)
     win = np.maximum(win, 0)
     gidx, scale, k = _place(t, xt, w, _levels(order, i1[win // 4], i2[win // 4]), scale,
