@@ -221,3 +221,57 @@ def test_c_d2_stays_within_its_share_of_the_lead(width: int, qmax: int) -> None:
     assert (np.abs(d2 - exact) <= share * big_n).all()
     # and the bound is not vacuous: some errors come within a fifth of it
     assert (np.abs(d2 - exact) > share * big_n / 5).any()
+
+
+@pytest.mark.parametrize("width, qmax", [(8, 5), (4, 15)])
+def test_c_d2_near_underflow_stays_within_the_floor(width: int, qmax: int) -> None:
+    """Where C's d2 rounds near float32's underflow its errors no longer shrink with N:
+    they stay within the share of the lead once the floor (``_FLOOR (1 + s)^2``) is added
+    to N, over scales, values and weights down to subnormal; without the floor they
+    would not."""
+    rng = np.random.default_rng(12)
+    n = 200_000
+    s = np.ldexp(rng.random(n) + 0.5, rng.integers(-90, 8, n)).astype(np.float32)
+    q = (2 * rng.integers(0, (qmax + 1) // 2, (width, n)) + 1).astype(np.float32)
+    x = (rng.random((width, n)) * 2 * qmax * s).astype(np.float32)
+    w = np.ldexp(rng.standard_normal((width, n)), rng.integers(-149, -60, (width, n))
+                 ).astype(np.float32)
+    d2 = np.zeros(n, dtype=np.float32)
+    with np.errstate(under="ignore"):
+        for i in range(width):  # C: diff = scale*q - x; d2 += w*diff*diff
+            diff = s * q[i] - x[i]
+            d2 = d2 + (w[i] * diff) * diff
+    s64, x64, w64 = s.astype(np.float64), x.astype(np.float64), w.astype(np.float64)
+    exact = (w64 * (s64 * q - x64) ** 2).sum(axis=0)
+    big_n = (np.abs(w64) * (s64 * qmax + np.abs(x64)) ** 2).sum(axis=0)
+    share = (iq_scale._LEAD - 16 * 2.0**-24) / 2
+    err = np.abs(d2 - exact)
+    assert (err <= share * (big_n + iq_scale._FLOOR * (1 + s64) ** 2)).all()
+    assert (err > share * big_n).any()
+
+
+def test_margin_in_float32_keeps_the_lead() -> None:
+    """``_margin`` sums N in float32: wherever it gives a finite margin, that margin is
+    the exact lead (float64) to within a 2**-18 part, over values, weights and scales of
+    many magnitudes, subnormal ones included; it is NaN exactly where N may overflow C's
+    sums, never below the lead."""
+    rng = np.random.default_rng(13)
+    width, n, qmax = 4, 100_000, 15.0
+    xs = np.ldexp(rng.random((width, n)), rng.integers(-140, 60, (1, n))).astype(np.float32)
+    ws = np.ldexp(rng.standard_normal((width, n)), rng.integers(-149, 60, (width, n))
+                  ).astype(np.float32)
+    s_1 = np.ldexp(rng.random(n) + 0.5, rng.integers(-120, 60, n)).astype(np.float32)
+    s_2 = (s_1 * (1 - rng.random(n) * 0.3)).astype(np.float32)
+    with np.errstate(all="ignore"):
+        thr = iq_scale._margin(iq_scale._error_terms(xs, ws, qmax), s_1, s_2)
+    x64, w64 = xs.astype(np.float64), ws.astype(np.float64)
+    s_lo = np.minimum(s_1, s_2).astype(np.float64)
+    s_hi = np.maximum(s_1, s_2).astype(np.float64)
+    big_n = (np.abs(w64) * (s_hi * qmax + np.abs(x64)) ** 2).sum(axis=0)
+    exact = iq_scale._LEAD * (big_n + iq_scale._FLOOR * (1 + s_hi) ** 2) / s_lo
+    finite = np.isfinite(thr)
+    assert (thr[finite] >= exact[finite] * (1 - 2.0**-18)).all()
+    assert not (thr < exact * (1 - 2.0**-18)).any()  # NaN and inf compare False
+    clear = np.abs(big_n / iq_scale._NO_OVERFLOW - 1) > 2.0**-20  # off float32's rounding
+    assert np.array_equal(np.isnan(thr)[clear], (big_n >= iq_scale._NO_OVERFLOW)[clear])
+    assert finite.sum() > n // 2 and (big_n < 2.0**-120).any() and np.isnan(thr).any()

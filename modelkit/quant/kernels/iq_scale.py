@@ -36,8 +36,16 @@ twice more: a line is within ``7 * 2**-24 N(s)/s`` of exact. The test, ``L_c > L
 margin``, rounds that sum once more (the margin is under ``2**-17 N(s)/s``): it is off the
 exact comparison by less than ``16 * 2**-24 N(s)/s``. So the test asks a lead of ``48 *
 2**-24 N(s_hi) / s_lo`` (``_LEAD``: 26 for C's roundings, 16 for the lines', 6 to spare;
-second-order terms are some 2**-20 of these). Margins under ``2**-100``, where float32
-underflow could matter, and NaN or infinite values fail the test (and are searched).
+second-order terms are some 2**-20 of these). ``N`` is summed in float32: its roundings,
+some ``10 * 2**-24`` of it, come out of the spare.
+
+Near float32's underflow a rounding may be off by up to ``2**-150`` whatever the size of
+its result: at most 26 such in two candidates' ``d2`` (``26 * 2**-150 / s_lo`` in the
+lines' units) and some 20 in the lines and the test (``2**-146 (1 + s)``). The margin adds
+a floor for them, and for float32 underflow in ``N``: ``N(s_hi) + 2**-110 (1 + s_hi)^2``
+(``_FLOOR``) in place of ``N(s_hi)``, whose extra ``_LEAD * 2**-110 (1 + s_hi)^2 / s_lo``
+is at least ``48 * 2**-134 (1/s_lo + 1 + s_hi)``, over 2**10 times what they can cost.
+NaN or infinite values fail the test (and are searched).
 """
 
 from __future__ import annotations
@@ -64,7 +72,7 @@ from modelkit.quant.kernels.iq_tables import SearchTables
 
 _LEAD = 48 * 2.0**-24  # the lead asked of a winner's line, times N(s_hi) / s_lo: 2 E(s)
                        # for C's roundings (26), 16 for the float32 lines', 6 to spare
-_MIN_MARGIN = 2.0**-100  # smaller margins prove nothing (float32 underflow)
+_FLOOR = 2.0**-110  # times (1 + s_hi)^2, added to N: roundings near float32 underflow
 _NO_OVERFLOW = 2.0**126  # N(s) under this keeps every product, term and partial sum of
                          # C's d2 finite
 
@@ -348,7 +356,7 @@ def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32
     np.multiply(wq, q, out=lines.real)
     np.multiply(wq, F32(-2) * xs[:, None, :], out=lines.imag)
     qmax = float(t.level_coords[-1])
-    err = _error_terms(xs.astype(np.float64), ws.astype(np.float64), qmax)
+    err = _error_terms(xs, ws, qmax)
     run_point = np.arange(m) if point is None else point
     ab = _candidate_sums(t, lines, cand, gather(run_point, owner), xs.shape[1])
     err = err.take(run_point, axis=1)  # per run from here
@@ -441,44 +449,45 @@ def _least(v: F32Array, owner: npt.NDArray[np.intp], starts: npt.NDArray[np.intp
 
 def _proven(l_1: F32Array, l_2: F32Array,
             k: npt.NDArray[np.intp], owner: npt.NDArray[np.intp],
-            err: npt.NDArray[np.float64], s_1: F32Array, s_2: F32Array) -> BoolArray:
+            err: F32Array, s_1: F32Array, s_2: F32Array) -> BoolArray:
     """Whether candidate ``k`` of each list is C's winner at every scale from ``s_1`` to
     ``s_2``, given every candidate's line there (``l_1``, ``l_2``): every other line above
     ``k``'s by more than the margin (``_margin``) at both ends. NaN, infinite or
-    non-positive scales, margins below ``_MIN_MARGIN`` and C sums that may overflow
+    non-positive scales and C sums that may overflow
     fail."""
     thr = _margin(err, s_1, s_2)
     ok = ((l_1 > gather(gather(l_1, k) + thr, owner))
           & (l_2 > gather(gather(l_2, k) + thr, owner)))
     # k itself fails (l_k > l_k + thr is false for thr >= 0): proven when it is the only one
     fails = np.bincount(gather(owner, np.flatnonzero(~ok)), minlength=s_1.size)
-    proven: BoolArray = ((fails == 1) & (np.minimum(s_1, s_2) > 0) & np.isfinite(thr)
-                         & (thr > _MIN_MARGIN))
+    proven: BoolArray = (fails == 1) & (np.minimum(s_1, s_2) > 0) & np.isfinite(thr)
     return proven
 
 
-def _error_terms(xs: npt.NDArray[np.float64], ws: npt.NDArray[np.float64],
-                 qmax: float) -> npt.NDArray[np.float64]:
+def _error_terms(xs: F32Array, ws: F32Array, qmax: float) -> F32Array:
     """Each point's ``N(s) = sum_i |w_i| (s qmax + |x_i|)^2`` (module docstring) as a
-    quadratic in ``s``: (3, points), the coefficients of ``s**2``, ``s`` and 1 (float64
-    roundings are far inside the lead's spare)."""
+    quadratic in ``s``: (3, points), the coefficients of ``s**2``, ``s`` and 1, in
+    float32 (module docstring: roundings and underflow are inside the lead's spare and
+    floor)."""
     aw, ax = np.abs(ws), np.abs(xs)
-    out: npt.NDArray[np.float64] = np.stack([
-        qmax * qmax * aw.sum(axis=0), 2 * qmax * (aw * ax).sum(axis=0),
-        (aw * ax * ax).sum(axis=0)])
+    with np.errstate(over="ignore", under="ignore"):  # inf: the margin is NaN
+        out: F32Array = np.stack([
+            F32(qmax * qmax) * aw.sum(axis=0), F32(2 * qmax) * (aw * ax).sum(axis=0),
+            (aw * ax * ax).sum(axis=0)])
     return out
 
 
-def _margin(err: npt.NDArray[np.float64], s_1: F32Array, s_2: F32Array) -> F32Array:
-    """``_LEAD * N(s_hi) / s_lo`` over ``[s_lo, s_hi]`` (the ends ``s_1``, ``s_2`` in
-    either order; ``N`` from ``_error_terms``), in float64 then float32: how far every
-    other line must be above the winner's at both ends (module docstring); NaN where
-    ``N(s_hi) >= _NO_OVERFLOW``."""
-    s_lo = np.minimum(s_1, s_2).astype(np.float64)
-    s_hi = np.maximum(s_1, s_2).astype(np.float64)
-    n_hi = (err[0] * s_hi + err[1]) * s_hi + err[2]
+def _margin(err: F32Array, s_1: F32Array, s_2: F32Array) -> F32Array:
+    """``_LEAD * (N(s_hi) + _FLOOR (1 + s_hi)^2) / s_lo`` over ``[s_lo, s_hi]`` (the ends
+    ``s_1``, ``s_2`` in either order; ``N`` from ``_error_terms``), in float32: how far
+    every other line must be above the winner's at both ends (module docstring); NaN
+    where ``N(s_hi) >= _NO_OVERFLOW``."""
+    s_lo = np.minimum(s_1, s_2)
+    s_hi = np.maximum(s_1, s_2)
     with np.errstate(all="ignore"):
-        thr: F32Array = (_LEAD * n_hi / s_lo).astype(np.float32)
+        n_hi = (err[0] * s_hi + err[1]) * s_hi + err[2]
+        one_s = F32(1) + s_hi
+        thr: F32Array = F32(_LEAD) * (n_hi + F32(_FLOOR) * (one_s * one_s)) / s_lo
     # where C's d2 may overflow (values near float32's limit) the bound E does not hold:
     # NaN, which proves nothing and drops nothing
     thr[~(n_hi < _NO_OVERFLOW)] = np.nan
