@@ -396,17 +396,20 @@ def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32
     with np.errstate(all="ignore"):
         cross = (gather(b2, k_a) - gather(b2, k_b)) / (gather(a, k_b) - gather(a, k_a))
     # the scales do not grow with the trial: those above the crossing are the first ones,
-    # found by bisection (each run's first trial at or below it, or t_b + 1)
-    lo, hi = t_a, t_b + 1
+    # found by bisection (each split run's first trial at or below it, or t_b + 1)
+    end_a = t_b.copy()
+    two = np.flatnonzero(k_a != k_b)
+    lo, hi, last = gather(t_a, two), gather(t_b, two) + 1, gather(t_b, two)
+    base, cross = gather(col, two), gather(cross, two)
     while True:
         active = lo < hi
         if not active.any():
             break
         mid = (lo + hi) >> 1
-        up = scale_at(np.minimum(mid, t_b)) > cross
+        up = gather(flat_s, np.minimum(mid, last) * n_col + base) > cross
         lo = np.where(active & up, mid + 1, lo)
         hi = np.where(active & ~up, mid, hi)
-    end_a = np.where(k_a == k_b, t_b, np.maximum(lo - 1, t_a))
+    end_a[two] = np.maximum(lo - 1, gather(t_a, two))
     start_b = np.minimum(end_a + 1, t_b)
     s_end_a, s_start_b = scale_at(end_a), scale_at(start_b)
     proven_a = _proven(l_a, line_at(s_end_a), k_a, owner, err, s_a, s_end_a)

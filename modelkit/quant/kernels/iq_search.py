@@ -168,7 +168,7 @@ def expand_lists(t: SearchTables, u: I64Array) -> tuple[npt.NDArray[np.intp], np
     (candidates, the point each belongs to, where each point's list starts, list lengths)."""
     m = u.size
     off = -gather(t.kmap64, u) - 1
-    counts = t.neighbours[off].astype(np.intp)  # >= 1 (ggml asserts it)
+    counts = gather(t.neighbours64, off)  # >= 1 (ggml asserts it)
     total = int(counts.sum())
     starts = np.zeros(m, dtype=np.intp)
     np.cumsum(counts[:-1], out=starts[1:])
@@ -178,7 +178,7 @@ def expand_lists(t: SearchTables, u: I64Array) -> tuple[npt.NDArray[np.intp], np
     owner = np.repeat(np.arange(m), counts)
     pos = np.arange(1, total + 1, dtype=np.intp)
     pos += gather(off - starts, owner)
-    cand = gather(t.neighbours, pos).astype(np.intp)
+    cand = gather(t.neighbours64, pos)
     return cand, owner, starts, counts
 
 

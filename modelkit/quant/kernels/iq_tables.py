@@ -71,6 +71,12 @@ class SearchTables:
         return self.kmap.astype(np.int64)
 
     @functools.cached_property
+    def neighbours64(self) -> npt.NDArray[np.intp]:
+        """``neighbours`` as intp: what the searches gather counts and candidates from
+        (gathering uint16 and converting costs a pass more)."""
+        return self.neighbours.astype(np.intp)
+
+    @functools.cached_property
     def fcoords(self) -> npt.NDArray[np.float32]:
         """``coords`` as float32 (what the neighbour searches multiply)."""
         return self.coords.astype(np.float32)
