@@ -241,7 +241,7 @@ def test_best_neighbour_matches_the_c_loop(qtype: str, pre_rank: bool,
     """iq_search.best_neighbour, pre-ranking by pair sums (8-wide grids) or evaluating
     every candidate, picks what C's loop picks: the first least float32 d2, also with
     exact ties (values on the midpoints between levels, equal weights), negative weights
-    and zero weights, NaN level values."""
+    and zero weights, NaN level values, and sums near float32's underflow."""
     from modelkit.quant.kernels import iq_search
 
     monkeypatch.setattr(iq_search, "_PRE_RANK_FROM", 0 if pre_rank else 10**9)
@@ -259,6 +259,11 @@ def test_best_neighbour_matches_the_c_loop(qtype: str, pre_rank: bool,
     ws[:60] = 1
     ws[60:90, 3] = -ws[60:90, 3]  # the pre-ranking bound needs terms >= 0
     ws[90:120, :5] = 0
+    # d2 near float32's underflow, where roundings are off by 2**-150 whatever the sum
+    tiny = slice(150, 240)
+    scale[tiny] *= np.float32(2.0**-60)
+    xs[tiny] *= np.float32(2.0**-60)
+    ws[tiny] *= np.ldexp(np.float32(1), rng.integers(-30, -5, (90, 1))).astype(np.float32)
     values = None
     if qtype == "IQ1_S":
         values = np.sort(rng.standard_normal((m, 3)), axis=1).astype(np.float32)

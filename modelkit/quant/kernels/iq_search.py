@@ -32,7 +32,9 @@ from modelkit.quant.kernels.common import seq_sum as _seq_sum
 from modelkit.quant.kernels.iq_tables import SearchTables
 
 # best_neighbour's pre-ranking: sums of 8 float32 terms >= 0 added in two orders differ
-# by at most ~11 roundings (2**-24 each) of the sum; 64 leave a wide margin
+# by at most ~11 roundings (2**-24 each) of the sum; 64 leave a wide margin. The terms
+# are C's own, so only additions differ, and those stay relative near underflow too
+# (adding subnormals is exact): no absolute floor is needed
 _NEAR_BEST = F32(2.0**-18)
 _SUM_SAFE = F32(1e37)  # a least sum below this: the margin cannot overflow
 _PRE_RANK_FROM = 16  # candidates per point (IQ2_S has ~10, IQ2_XXS ~27, IQ1 ~90)
