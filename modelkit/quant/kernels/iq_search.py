@@ -160,7 +160,7 @@ def _candidates_d2(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array,
         d2 = _all_d2(t, cand, counts, xs, ws, scale, values)
     v = np.fmin(d2, F32(np.inf))  # NaN counts as +inf
     least = _per_point_min(v, owner, m)
-    found: I64Array = cand.take(first_at(v, least, owner)).astype(np.int64)
+    found: I64Array = gather(cand, first_at(v, least, owner)).astype(np.int64)
     return found
 
 
@@ -224,7 +224,7 @@ def _all_d2(t: SearchTables, cand: npt.NDArray[np.intp], counts: npt.NDArray[np.
     d2: F32Array | None = None
     for i in range(width):  # summed in coordinate order
         if rows is None:
-            q = t.coord_columns[i].take(cand)
+            q = gather(t.coord_columns[i], cand)
         else:
             q = np.take_along_axis(rows, t.levels[cand, i][:, None], axis=1)[:, 0]
         diff = s * q
@@ -269,21 +269,21 @@ def _near_best_d2(t: SearchTables, cand: npt.NDArray[np.intp], owner: npt.NDArra
     pairs = np.ascontiguousarray(by_pair.reshape(-1, m).T)  # (M, width/2 * levels^2)
     flat_pairs = pairs.reshape(-1)
     at = owner * pairs.shape[1]
-    approx = flat_pairs.take(at + t.pair_codes[0].take(cand))
+    approx = gather(flat_pairs, at + gather(t.pair_codes[0], cand))
     for p in range(1, width // 2):
-        approx += flat_pairs.take(at + t.pair_codes[p].take(cand))
+        approx += gather(flat_pairs, at + gather(t.pair_codes[p], cand))
     lo = np.fmin.reduceat(approx, starts)
     limit = lo + lo * _NEAR_BEST
     # the bound needs terms >= 0 and finite sums: other points keep every candidate
     limit[~((ws >= 0).all(axis=0) & (lo < _SUM_SAFE))] = np.inf
-    kept = ~(approx > limit.take(owner))
+    kept = ~(approx > gather(limit, owner))
     sel = np.flatnonzero(kept)
-    owner, cand = owner.take(sel), cand.take(sel)
+    owner, cand = gather(owner, sel), gather(cand, sel)
     flat = terms.reshape(-1)
     at = owner * terms[0].size
-    d2 = flat.take(at + t.term_codes[0].take(cand))
+    d2 = gather(flat, at + gather(t.term_codes[0], cand))
     for i in range(1, width):  # summed in coordinate order
-        d2 += flat.take(at + t.term_codes[i].take(cand))
+        d2 += gather(flat, at + gather(t.term_codes[i], cand))
     return cand, owner, d2
 
 
