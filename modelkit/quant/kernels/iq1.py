@@ -133,7 +133,8 @@ def _sorted_sums(xt: F32Array, w: F32Array, split: int
     part = order // split
     wx = ws * xs
     e, n = xt.shape
-    px, pw = [], []
+    px: list[F32Array] = []
+    pw: list[F32Array] = []
     for h in range(e // split):
         mine = part == h
         for src, sums in ((wx, px), (ws, pw)):

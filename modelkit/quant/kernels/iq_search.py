@@ -38,6 +38,8 @@ from modelkit.quant.kernels.iq_tables import SearchTables
 _NEAR_BEST = F32(2.0**-18)
 _SUM_SAFE = F32(1e37)  # a least sum below this: the margin cannot overflow
 _PRE_RANK_FROM = 16  # candidates per point (IQ2_S has ~10, IQ2_XXS ~27, IQ1 ~90)
+_QUADS_FROM = 48  # candidates per point from which pre-added groups of four (levels^4
+# entries per group) cost less than pairs: IQ1's lists, not IQ2_XXS's
 
 
 def whole_blocks(a: F32Array, per_block: int) -> F32Array:
@@ -90,10 +92,10 @@ def best_neighbour(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array,
 
     With long neighbour lists (the 8-wide grids but IQ2_S) each term, which depends only
     on the point, the coordinate and its level, is computed once, and the candidates are
-    ranked by sums of pre-added coordinate pairs: those are within a few float32
-    roundings of C's sequential ``d2`` when all terms are >= 0, so only candidates within
-    ``_NEAR_BEST`` of the least one can be C's minimum, and only those (one per point,
-    nearly always) are summed in C's order.
+    ranked by sums of pre-added coordinate pairs (or groups of four): those are within a
+    few float32 roundings of C's sequential ``d2`` when all terms are >= 0, so only
+    candidates within ``_NEAR_BEST`` of the least one can be C's minimum, and only those
+    (one per point, nearly always) are summed in C's order.
     """
     return _in_chunks(t, u, xs, ws, scale, values)
 
@@ -257,7 +259,8 @@ def _near_best_d2(t: SearchTables, cand: npt.NDArray[np.intp], owner: npt.NDArra
                   ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], F32Array]:
     """C's d2 of the candidates that can be a point's least: (those candidates, their
     points, their d2). A point's (width, levels) terms are computed once; candidates are ranked by
-    sums of pre-added coordinate pairs (half the gathers)."""
+    sums of pre-added coordinate pairs (half the gathers), or on long lists of groups of
+    four (a quarter)."""
     width, m = xs.shape
     # built with the points on the last axis (long contiguous loops), then transposed so
     # that each point's entries are together for the gathers
@@ -266,12 +269,16 @@ def _near_best_d2(t: SearchTables, cand: npt.NDArray[np.intp], owner: npt.NDArra
     by_coord = (ws[:, None, :] * diff) * diff  # (width, levels, M): C's weight*diff*diff
     by_pair = by_coord[1::2, :, None, :] + by_coord[0::2, None, :, :]
     terms = np.ascontiguousarray(by_coord.transpose(2, 0, 1))  # (M, width, levels)
-    pairs = np.ascontiguousarray(by_pair.reshape(-1, m).T)  # (M, width/2 * levels^2)
-    flat_pairs = pairs.reshape(-1)
-    at = owner * pairs.shape[1]
-    approx = gather(flat_pairs, at + gather(t.pair_codes[0], cand))
-    for p in range(1, width // 2):
-        approx += gather(flat_pairs, at + gather(t.pair_codes[p], cand))
+    if cand.size > _QUADS_FROM * m:  # long lists (IQ1): groups of four, two gathers each
+        by_quad = by_pair[1::2, :, :, None, None, :] + by_pair[0::2, None, None, :, :, :]
+        groups, codes = np.ascontiguousarray(by_quad.reshape(-1, m).T), t.quad_codes
+    else:
+        groups, codes = np.ascontiguousarray(by_pair.reshape(-1, m).T), t.pair_codes
+    flat_groups = groups.reshape(-1)
+    at = owner * groups.shape[1]
+    approx = gather(flat_groups, at + gather(codes[0], cand))
+    for p in range(1, codes.shape[0]):
+        approx += gather(flat_groups, at + gather(codes[p], cand))
     lo = np.fmin.reduceat(approx, starts)
     limit = lo + lo * _NEAR_BEST
     # the bound needs terms >= 0 and finite sums: other points keep every candidate
