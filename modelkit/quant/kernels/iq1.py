@@ -77,7 +77,8 @@ def _first_best(qx: F32Array, q2: F32Array, scale0: F32Array, plain: bool | None
     # near float32 overflow (sumqx^2 or best*sumq2 -> inf) or underflow, and with NaN,
     # C's comparisons stop tracking the ratio: such columns replay every candidate. The
     # usual case, every sumq2 positive and every sum far from overflow, is told by four
-    # whole-array reductions (NaN fails them), and skips the per-candidate masks.
+    # whole-array reductions (NaN fails them) or the caller's ``plain``, and skips the
+    # per-candidate masks.
     if plain is None:
         plain = bool(q2.min(initial=F32(1)) > 0 and q2.max(initial=F32(0)) < _OVERFLOW_SAFE**2
                      and qx.max(initial=F32(0)) < _OVERFLOW_SAFE

@@ -67,6 +67,7 @@ from modelkit.quant.kernels.iq_search import (
     packed_levels,
     point_elements,
     project,
+    summed_terms,
 )
 from modelkit.quant.kernels.iq_tables import SearchTables
 
@@ -366,8 +367,8 @@ def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32
     col = np.arange(m) if column is None else column
     n_col = scales.shape[1]
 
-    def scale_at(trial: npt.NDArray[np.intp]) -> F32Array:
-        out: F32Array = gather(flat_s, trial * n_col + col)
+    def scale_at(trial: npt.NDArray[np.intp], cols: npt.NDArray[np.intp] = col) -> F32Array:
+        out: F32Array = gather(flat_s, trial * n_col + cols)
         return out
 
     s_a, s_b = scale_at(t_a), scale_at(t_b)
@@ -400,13 +401,13 @@ def run_winners(t: SearchTables, u: npt.NDArray[np.int64], xs: F32Array, ws: F32
     end_a = t_b.copy()
     two = np.flatnonzero(k_a != k_b)
     lo, hi, last = gather(t_a, two), gather(t_b, two) + 1, gather(t_b, two)
-    base, cross = gather(col, two), gather(cross, two)
+    two_col, cross = gather(col, two), gather(cross, two)
     while True:
         active = lo < hi
         if not active.any():
             break
         mid = (lo + hi) >> 1
-        up = gather(flat_s, np.minimum(mid, last) * n_col + base) > cross
+        up = scale_at(np.minimum(mid, last), two_col) > cross
         lo = np.where(active & up, mid + 1, lo)
         hi = np.where(active & ~up, mid, hi)
     end_a[two] = np.maximum(lo - 1, gather(t_a, two))
@@ -427,13 +428,8 @@ def _candidate_sums(t: SearchTables, terms: npt.NDArray[np.complex64],
     if terms.shape[0] == 8:  # quads: two gathers; the table is cheap, the gathers not
         pairs = terms[1::2, :, None, :] + terms[0::2, None, :, :]  # (4, nl, nl, M)
         quads = pairs[1::2, :, :, None, None, :] + pairs[0::2, None, None, :, :, :]
-        flat, codes = quads.reshape(-1), t.quad_codes * m
-    else:
-        flat, codes = terms.reshape(-1), t.term_codes * m
-    total: npt.NDArray[np.complex64] = gather(flat, gather(codes[0], cand) + owner)
-    for i in range(1, codes.shape[0]):
-        total += gather(flat, gather(codes[i], cand) + owner)
-    return total
+        return summed_terms(quads.reshape(-1), t.quad_codes * m, cand, owner)
+    return summed_terms(terms.reshape(-1), t.term_codes * m, cand, owner)
 
 
 def _least(v: F32Array, owner: npt.NDArray[np.intp], starts: npt.NDArray[np.intp]
@@ -456,8 +452,7 @@ def _proven(l_1: F32Array, l_2: F32Array,
     """Whether candidate ``k`` of each list is C's winner at every scale from ``s_1`` to
     ``s_2``, given every candidate's line there (``l_1``, ``l_2``): every other line above
     ``k``'s by more than the margin (``_margin``) at both ends. NaN, infinite or
-    non-positive scales and C sums that may overflow
-    fail."""
+    non-positive scales and C sums that may overflow fail."""
     thr = _margin(err, s_1, s_2)
     ok = ((l_1 > gather(gather(l_1, k) + thr, owner))
           & (l_2 > gather(gather(l_2, k) + thr, owner)))

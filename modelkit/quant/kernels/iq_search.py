@@ -24,6 +24,7 @@ from modelkit.quant.kernels.common import (
     BoolArray,
     F32Array,
     I64Array,
+    T,
     gather,
     hits_2d,
 )
@@ -122,11 +123,7 @@ def _twice_d2(t: SearchTables, u: I64Array, xs: F32Array, ws: F32Array, scales: 
     for half, scale in ((terms.real, scales[0]), (terms.imag, scales[1])):
         diff = (q * scale)[None, :, :] - xs[:, None, :]
         np.multiply(ws[:, None, :] * diff, diff, out=half)
-    flat = terms.reshape(-1)
-    codes = t.term_codes * m
-    d2 = gather(flat, gather(codes[0], cand) + owner)
-    for i in range(1, width):  # summed in coordinate order
-        d2 += gather(flat, gather(codes[i], cand) + owner)
+    d2 = summed_terms(terms.reshape(-1), t.term_codes * m, cand, owner)
     found = np.empty((2, m), dtype=np.int64)
     for k, half in enumerate((d2.real, d2.imag)):
         v = np.fmin(half, F32(np.inf))  # NaN counts as +inf
@@ -184,6 +181,18 @@ def expand_lists(t: SearchTables, u: I64Array) -> tuple[npt.NDArray[np.intp], np
     pos += gather(off - starts, owner)
     cand = gather(t.neighbours64, pos)
     return cand, owner, starts, counts
+
+
+def summed_terms(flat: npt.NDArray[T], codes: npt.NDArray[np.intp],
+                 cand: npt.NDArray[np.intp], base: npt.NDArray[np.intp]) -> npt.NDArray[T]:
+    """Each candidate's sum of its table entries, added in the order of ``codes``' rows
+    (coordinates, or groups of them): row i's entry for candidate k is ``flat[codes[i,
+    cand[k]] + base[k]]``, ``base`` placing the candidate's point in the table (its index
+    when codes are scaled by the point count, or its row start)."""
+    total = gather(flat, gather(codes[0], cand) + base)
+    for i in range(1, codes.shape[0]):
+        np.add(total, gather(flat, gather(codes[i], cand) + base), out=total)
+    return total
 
 
 def _per_point_min(v: F32Array, owner: npt.NDArray[np.intp], m: int) -> F32Array:
@@ -246,10 +255,8 @@ def _table_d2(t: SearchTables, cand: npt.NDArray[np.intp], owner: npt.NDArray[np
     q = t.level_coords[:, None] if values is None else values.T
     diff = (q * scale)[None, :, :] - xs[:, None, :]
     terms = ((ws[:, None, :] * diff) * diff).reshape(-1)  # (width, levels, M) flattened
-    codes = t.term_codes * m  # coordinate i, level l of a grid point -> (i*levels + l)*M
-    d2: F32Array = gather(terms, gather(codes[0], cand) + owner)
-    for i in range(1, width):  # summed in coordinate order
-        d2 += gather(terms, gather(codes[i], cand) + owner)
+    # coordinate i, level l of a grid point -> (i*levels + l)*M
+    d2: F32Array = summed_terms(terms, t.term_codes * m, cand, owner)
     return d2
 
 
@@ -274,11 +281,7 @@ def _near_best_d2(t: SearchTables, cand: npt.NDArray[np.intp], owner: npt.NDArra
         groups, codes = np.ascontiguousarray(by_quad.reshape(-1, m).T), t.quad_codes
     else:
         groups, codes = np.ascontiguousarray(by_pair.reshape(-1, m).T), t.pair_codes
-    flat_groups = groups.reshape(-1)
-    at = owner * groups.shape[1]
-    approx = gather(flat_groups, at + gather(codes[0], cand))
-    for p in range(1, codes.shape[0]):
-        approx += gather(flat_groups, at + gather(codes[p], cand))
+    approx = summed_terms(groups.reshape(-1), codes, cand, owner * groups.shape[1])
     lo = np.fmin.reduceat(approx, starts)
     limit = lo + lo * _NEAR_BEST
     # the bound needs terms >= 0 and finite sums: other points keep every candidate
@@ -286,11 +289,7 @@ def _near_best_d2(t: SearchTables, cand: npt.NDArray[np.intp], owner: npt.NDArra
     kept = ~(approx > gather(limit, owner))
     sel = np.flatnonzero(kept)
     owner, cand = gather(owner, sel), gather(cand, sel)
-    flat = terms.reshape(-1)
-    at = owner * terms[0].size
-    d2 = gather(flat, at + gather(t.term_codes[0], cand))
-    for i in range(1, width):  # summed in coordinate order
-        d2 += gather(flat, at + gather(t.term_codes[i], cand))
+    d2 = summed_terms(terms.reshape(-1), t.term_codes, cand, owner * terms[0].size)
     return cand, owner, d2
 
 
